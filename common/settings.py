@@ -1,0 +1,112 @@
+"""Settings loading shared by the components.
+
+A component declares its settings as a frozen dataclass whose fields have
+safe defaults. ``load_settings`` builds one with the precedence
+defaults < config file (TOML) < environment < command-line flags, refuses
+unknown keys, and converts values to the field's type, so a mistake is
+reported at start with the key's name and where it came from.
+
+Nested tables in the file map to fields of type dict; environment variables
+are ``PREFIX + FIELD.upper()`` (``MLTRAIL_AGENT_SPOOL_DIR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value of the wrong kind."""
+
+
+def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if raw is None or raw == "":
+            return None
+        kind = args[0]
+        origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            if not isinstance(raw, str | Path):
+                raise ValueError("expected a string")
+            return str(raw)
+        if origin in (list, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if origin is dict or kind is dict:
+            if not isinstance(raw, Mapping):
+                raise ValueError("expected a table")
+            return dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"setting {name!r} from {source}: {raw!r} is not valid ({exc})"
+        ) from None
+    return raw
+
+
+def load_settings(
+    cls: type[T],
+    *,
+    file: str | os.PathLike[str] | None = None,
+    env_prefix: str = "",
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from defaults < file < environment < flags (None flags are unset)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+
+    def take(key: str, raw: Any, source: str) -> None:
+        name = key.replace("-", "_")
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise SettingsError(f"unknown setting {key!r} in {source}; known settings: {known}")
+        values[name] = _convert(name, raw, hints[name], source)
+
+    if file is not None:
+        path = Path(file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            take(key, raw, f"config file {path}")
+    env = os.environ if environ is None else environ
+    if env_prefix:
+        for name in fields:
+            var = env_prefix + name.upper()
+            if var in env:
+                take(name, env[var], f"environment variable {var}")
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            take(key, raw, f"flag --{key.replace('_', '-')}")
+    return cls(**values)

@@ -1,0 +1,227 @@
+from mltrail.proto import records_pb2 as _records_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IngestRequest(_message.Message):
+    __slots__ = ("request_id", "batches")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    batches: _containers.RepeatedCompositeFieldContainer[_records_pb2.Batch]
+    def __init__(self, request_id: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[_records_pb2.Batch, _Mapping]]] = ...) -> None: ...
+
+class BatchResult(_message.Message):
+    __slots__ = ("stream_id", "acked_seq", "code", "message", "retry_after_ms", "stored", "duplicates")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    acked_seq: int
+    code: int
+    message: str
+    retry_after_ms: int
+    stored: int
+    duplicates: int
+    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("request_id", "results")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    results: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, request_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+
+class RunInfo(_message.Message):
+    __slots__ = ("run_id", "experiment", "display_name", "status", "start_time_unix_nano", "end_time_unix_nano", "tags", "properties", "parent_run_id", "child_run_ids", "error", "run_type", "log_lines", "metric_records", "artifacts")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class PropertiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILD_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RUN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOG_LINES_FIELD_NUMBER: _ClassVar[int]
+    METRIC_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    experiment: str
+    display_name: str
+    status: _records_pb2.RunStatus
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    tags: _containers.ScalarMap[str, str]
+    properties: _containers.ScalarMap[str, str]
+    parent_run_id: str
+    child_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    error: _records_pb2.ErrorDetails
+    run_type: str
+    log_lines: int
+    metric_records: int
+    artifacts: int
+    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    status: _records_pb2.RunStatus
+    tags: _containers.ScalarMap[str, str]
+    limit: int
+    parent_run_id: str
+    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class GetMetricsRequest(_message.Message):
+    __slots__ = ("run_id", "name")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class MetricRecord(_message.Message):
+    __slots__ = ("time_unix_nano", "metric")
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    time_unix_nano: int
+    metric: _records_pb2.Metric
+    def __init__(self, time_unix_nano: _Optional[int] = ..., metric: _Optional[_Union[_records_pb2.Metric, _Mapping]] = ...) -> None: ...
+
+class GetMetricsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ...) -> None: ...
+
+class TailLogsRequest(_message.Message):
+    __slots__ = ("run_id", "streams", "from_line", "to_line", "follow")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    FROM_LINE_FIELD_NUMBER: _ClassVar[int]
+    TO_LINE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    streams: _containers.RepeatedScalarFieldContainer[str]
+    from_line: int
+    to_line: int
+    follow: bool
+    def __init__(self, run_id: _Optional[str] = ..., streams: _Optional[_Iterable[str]] = ..., from_line: _Optional[int] = ..., to_line: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("stream", "line", "time_unix_nano", "text", "level", "logger")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    LOGGER_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    line: int
+    time_unix_nano: int
+    text: str
+    level: str
+    logger: str
+    def __init__(self, stream: _Optional[str] = ..., line: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., text: _Optional[str] = ..., level: _Optional[str] = ..., logger: _Optional[str] = ...) -> None: ...
+
+class TailLogsResponse(_message.Message):
+    __slots__ = ("lines", "run_status", "end")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATUS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    run_status: _records_pb2.RunStatus
+    end: bool
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., run_status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., end: _Optional[bool] = ...) -> None: ...
+
+class ArtifactInfo(_message.Message):
+    __slots__ = ("path", "size", "sha256", "content_type", "time_unix_nano")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    content_type: str
+    time_unix_nano: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., time_unix_nano: _Optional[int] = ...) -> None: ...
+
+class ListArtifactsRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ListArtifactsResponse(_message.Message):
+    __slots__ = ("artifacts",)
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("run_id", "path")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    path: str
+    def __init__(self, run_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ArtifactData(_message.Message):
+    __slots__ = ("data", "info")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    info: ArtifactInfo
+    def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[ArtifactInfo, _Mapping]] = ...) -> None: ...

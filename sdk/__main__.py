@@ -1,0 +1,5 @@
+import sys
+
+from mltrail.cli import main
+
+sys.exit(main())
