@@ -1,0 +1,478 @@
+"""A blocking, typed client of the collector's Query service.
+
+Used by the read side of the SDK (``Run.get_metrics``, ``get_details``,
+``download_file``, ``wait_for_completion``) and by the ``mltrail`` read
+commands. gRPC errors never leak out: they become the project's own
+``CollectorUnreachable`` (retryable), ``RunNotFound`` / ``ArtifactNotFound``
+(permanent) or a ``QueryFailed`` naming the collector.
+
+``tail_logs(follow=True)`` returns a ``LogTail``: iterate it for lines until
+the server says the run ended, then read ``tail.run_status``. If the
+connection drops while following, the tail reconnects from the next line it
+has not yet yielded (per stream), so no line is shown twice or skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from mltrail.common.errors import MltrailError, PermanentError, RetryableError
+from mltrail.metrics_view import fold_metrics
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
+
+DEFAULT_COLLECTOR = "127.0.0.1:7431"
+MAX_MESSAGE = 64 * 1024 * 1024
+
+# Azure ML v1 status names, by mltrail.v1.RunStatus number.
+STATUS_NAMES = {
+    records_pb2.RUN_STATUS_UNSPECIFIED: "NotStarted",
+    records_pb2.RUNNING: "Running",
+    records_pb2.COMPLETED: "Completed",
+    records_pb2.FAILED: "Failed",
+    records_pb2.CANCELED: "Canceled",
+}
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled"})
+
+
+class CollectorUnreachable(RetryableError):
+    """No collector answers at the address (down, wrong address, too slow)."""
+
+
+class RunNotFound(PermanentError):
+    """The collector has no run with this id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ArtifactNotFound(PermanentError):
+    """The run has no artifact at this path."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class QueryFailed(PermanentError):
+    """The collector refused a query for another reason (its message is kept)."""
+
+
+class ArtifactCorrupt(RetryableError):
+    """A downloaded artifact's size or sha256 differs from what the collector stored."""
+
+
+# ---- addresses ----------------------------------------------------------------
+
+
+def mltrail_home() -> Path:
+    return Path(os.environ.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
+
+
+def resolve_collector_address(flag: str | None = None) -> str:
+    """The collector to ask: ``--collector``, else ``MLTRAIL_COLLECTOR``, else the
+    embedded collector's ready file (``$MLTRAIL_HOME/embedded/collector.json``),
+    else ``127.0.0.1:7431``."""
+    if flag:
+        return flag
+    env = os.environ.get("MLTRAIL_COLLECTOR")
+    if env:
+        return env
+    return _embedded_address() or DEFAULT_COLLECTOR
+
+
+def _embedded_address() -> str | None:
+    ready = mltrail_home() / "embedded" / "collector.json"
+    try:
+        info = json.loads(ready.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no embedded collector has run here, or its file is half-written
+    address = info.get("grpc") if isinstance(info, dict) else None
+    return address if isinstance(address, str) and address else None
+
+
+# ---- typed results ------------------------------------------------------------
+
+
+def status_name(status: int) -> str:
+    return STATUS_NAMES.get(status, "Unknown")
+
+
+def status_number(status: str | int) -> int:
+    """A RunStatus number from a name (``completed``, ``Completed``, ``COMPLETED``) or number."""
+    if isinstance(status, int):
+        return status
+    wanted = status.strip().lower()
+    for number, name in STATUS_NAMES.items():
+        if name.lower() == wanted or records_pb2.RunStatus.Name(number).lower() == wanted:
+            return number
+    choices = ", ".join(n for n in STATUS_NAMES.values() if n != "NotStarted")
+    raise ValueError(f"unknown run status {status!r}; use one of {choices}")
+
+
+@dataclass(frozen=True)
+class RunError:
+    code: str
+    message: str
+    type: str = ""
+    traceback: str = ""
+    exit_code: int = 0
+
+    def summary(self) -> str:
+        """One line: ``ValueError: boom (UserError, exit code 1)``."""
+        head = f"{self.type}: {self.message}" if self.type else self.message
+        exit_code = f"exit code {self.exit_code}" if self.exit_code else ""
+        extra = [p for p in (self.code, exit_code) if p]
+        first = (head.strip().splitlines() or [""])[0] or "no error message"
+        return f"{first} ({', '.join(extra)})" if extra else first
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment: str
+    display_name: str
+    status: str
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    tags: dict[str, str]
+    properties: dict[str, str]
+    parent_run_id: str
+    child_run_ids: list[str]
+    error: RunError | None
+    run_type: str
+    log_lines: int
+    metric_records: int
+    artifacts: int
+
+    @classmethod
+    def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
+        err = pb.error if pb.HasField("error") else None
+        return cls(
+            run_id=pb.run_id, experiment=pb.experiment, display_name=pb.display_name,
+            status=status_name(pb.status),
+            start_time_unix_nano=pb.start_time_unix_nano,
+            end_time_unix_nano=pb.end_time_unix_nano,
+            tags=dict(pb.tags), properties=dict(pb.properties),
+            parent_run_id=pb.parent_run_id, child_run_ids=list(pb.child_run_ids),
+            error=_run_error(err), run_type=pb.run_type,
+            log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _run_error(pb: records_pb2.ErrorDetails | None) -> RunError | None:
+    if pb is None or not (pb.code or pb.message or pb.type or pb.traceback or pb.exit_code):
+        return None
+    return RunError(code=pb.code, message=pb.message, type=pb.type,
+                    traceback=pb.traceback, exit_code=pb.exit_code)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str
+    line: int
+    time_unix_nano: int
+    text: str
+    level: str = ""
+    logger: str = ""
+
+    @classmethod
+    def from_pb(cls, pb: collector_pb2.LogLine) -> LogLine:
+        return cls(stream=pb.stream, line=pb.line, time_unix_nano=pb.time_unix_nano,
+                   text=pb.text, level=pb.level, logger=pb.logger)
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    path: str
+    size: int
+    sha256: str
+    content_type: str = ""
+    time_unix_nano: int = 0
+
+    @classmethod
+    def from_pb(cls, pb: collector_pb2.ArtifactInfo) -> ArtifactInfo:
+        return cls(path=pb.path, size=pb.size, sha256=pb.sha256,
+                   content_type=pb.content_type, time_unix_nano=pb.time_unix_nano)
+
+
+# ---- errors at the boundary ---------------------------------------------------------
+
+
+def _unreachable_reason(details: str) -> str:
+    lowered = details.lower()
+    for needle, reason in (
+        ("connection refused", "connection refused"),
+        ("deadline", "no answer in time"),
+        ("name resolution", "unknown host"),
+        ("dns", "unknown host"),
+        ("timed out", "connection timed out"),
+        ("unreachable", "network unreachable"),
+    ):
+        if needle in lowered:
+            return reason
+    return details.strip().splitlines()[0] if details.strip() else "unavailable"
+
+
+@dataclass
+class _ErrorMapper:
+    """Turns an RpcError from one call into the project's error for that call."""
+
+    address: str
+    run_id: str = ""
+    artifact: str = ""
+
+    def __call__(self, err: grpc.RpcError) -> MltrailError:
+        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+        details = (err.details() if hasattr(err, "details") else "") or ""
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return CollectorUnreachable(
+                f"cannot reach the collector at {self.address} ({_unreachable_reason(details)}); "
+                "start one with `mltrail collector`, or set MLTRAIL_COLLECTOR / --collector",
+                code=code,
+            )
+        if code == grpc.StatusCode.NOT_FOUND:
+            return self._not_found(details)
+        message = f"the collector at {self.address} refused the query: {code.name}: {details}"
+        if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            return RetryableError(message, code=code)
+        return QueryFailed(message, code=code)
+
+    def _not_found(self, details: str) -> MltrailError:
+        if self.artifact and "artifact" in details.lower():
+            return ArtifactNotFound(
+                f"run {self.run_id!r} has no artifact {self.artifact!r} at collector "
+                f"{self.address}; list them with `mltrail artifacts {self.run_id}`")
+        return RunNotFound(
+            f"run {self.run_id!r} not found at collector {self.address}; "
+            "list runs with `mltrail runs`")
+
+
+# ---- the client -------------------------------------------------------------------------
+
+
+class QueryClient:
+    """Blocking client of ``mltrail.v1.Query``. Thread-safe (one gRPC channel)."""
+
+    def __init__(self, address: str | None = None, timeout: float = 10.0) -> None:
+        self.address = resolve_collector_address(address)
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ])
+        self._stub = collector_pb2_grpc.QueryStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> QueryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _errors(self, run_id: str = "", artifact: str = "") -> _ErrorMapper:
+        return _ErrorMapper(self.address, run_id, artifact)
+
+    def _unary(self, method: Any, request: Any, mapper: _ErrorMapper) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise mapper(err) from None
+
+    # -- runs -----------------------------------------------------------------
+
+    def list_runs(self, experiment: str | None = None, status: str | int | None = None,
+                  tags: Mapping[str, str] | None = None, limit: int = 100,
+                  parent_run_id: str | None = None) -> list[RunInfo]:
+        """Runs matching every filter given; a tag value "" matches any value."""
+        request = collector_pb2.ListRunsRequest(
+            experiment=experiment or "", limit=max(0, limit), parent_run_id=parent_run_id or "",
+            status=status_number(status) if status is not None else 0, tags=dict(tags or {}),
+        )
+        response = self._unary(self._stub.ListRuns, request, self._errors())
+        return [RunInfo.from_pb(r) for r in response.runs]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        request = collector_pb2.GetRunRequest(run_id=run_id)
+        return RunInfo.from_pb(self._unary(self._stub.GetRun, request, self._errors(run_id)))
+
+    def get_metric_records(self, run_id: str, name: str | None = None
+                           ) -> list[collector_pb2.MetricRecord]:
+        """The raw records, by name then in logged order (for steps and times)."""
+        request = collector_pb2.GetMetricsRequest(run_id=run_id, name=name or "")
+        response = self._unary(self._stub.GetMetrics, request, self._errors(run_id))
+        return list(response.records)
+
+    def get_metrics(self, run_id: str, name: str | None = None) -> dict[str, Any]:
+        """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``."""
+        return fold_metrics(self.get_metric_records(run_id, name))
+
+    # -- logs -----------------------------------------------------------------
+
+    def tail_logs(self, run_id: str, streams: Iterable[str] = (), from_line: int = 0,
+                  follow: bool = False, to_line: int = 0) -> LogTail:
+        """Log lines of a run: per stream in order, from ``from_line``. With
+        ``follow`` the iterator waits for new lines until the run ends."""
+        return LogTail(self, run_id, list(streams), from_line, to_line, follow)
+
+    def _open_tail(self, request: collector_pb2.TailLogsRequest, follow: bool) -> Any:
+        return self._stub.TailLogs(request, timeout=None if follow else self.timeout * 6)
+
+    # -- artifacts --------------------------------------------------------------
+
+    def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
+        request = collector_pb2.ListArtifactsRequest(run_id=run_id)
+        response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
+        return [ArtifactInfo.from_pb(a) for a in response.artifacts]
+
+    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]
+                          ) -> ArtifactInfo:
+        """Write artifact ``path`` to ``dest`` (a file, or an existing directory
+        to put it in). Written to a temporary file, checked against the stored
+        size and sha256, then renamed: ``dest`` is never left half-written."""
+        target = Path(dest)
+        if target.is_dir():
+            target = target / Path(path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            info = self._fetch_artifact(run_id, path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return info
+
+    def _fetch_artifact(self, run_id: str, path: str, tmp: Path) -> ArtifactInfo:
+        request = collector_pb2.DownloadArtifactRequest(run_id=run_id, path=path)
+        digest, size, info = hashlib.sha256(), 0, None
+        try:
+            with open(tmp, "wb") as fh:
+                for part in self._stub.DownloadArtifact(request, timeout=self.timeout * 30):
+                    if info is None and part.HasField("info"):
+                        info = ArtifactInfo.from_pb(part.info)
+                    fh.write(part.data)
+                    digest.update(part.data)
+                    size += len(part.data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except grpc.RpcError as err:
+            raise self._errors(run_id, path)(err) from None
+        if info is None:
+            raise self._errors(run_id, path)._not_found("artifact")
+        _check_artifact(info, size, digest.hexdigest(), self.address)
+        return info
+
+
+def _check_artifact(info: ArtifactInfo, size: int, sha256: str, address: str) -> None:
+    if size != info.size or (info.sha256 and sha256 != info.sha256.lower()):
+        raise ArtifactCorrupt(
+            f"artifact {info.path!r} from the collector at {address} arrived damaged "
+            f"({size} bytes, sha256 {sha256[:12]}; expected {info.size} bytes, sha256 "
+            f"{info.sha256[:12]}); nothing was written; try the download again")
+
+
+@dataclass
+class LogTail:
+    """An iterator of ``LogLine``; ``run_status`` is set once the server ends a follow.
+
+    Positions: ``next_line[stream]`` is the first line of ``stream`` not yet
+    yielded; a reconnect asks from the smallest of them and skips what was seen.
+    """
+
+    client: QueryClient
+    run_id: str
+    streams: list[str]
+    from_line: int
+    to_line: int
+    follow: bool
+    run_status: str | None = None
+    reconnect_for: float = 30.0  # seconds a follow keeps retrying a lost collector
+    next_line: dict[str, int] = field(default_factory=dict)
+    _call: Any = None
+    _closed: bool = False
+
+    def __iter__(self) -> Iterator[LogLine]:
+        failing_since: float | None = None
+        while not self._closed:
+            try:
+                for line in self._one_call():
+                    failing_since = None
+                    yield line
+                return
+            except grpc.RpcError as err:
+                if self._closed:
+                    return  # close() cancelled the call
+                error = self.client._errors(self.run_id)(err)
+                failing_since = self._may_reconnect(error, failing_since)
+
+    def _one_call(self) -> Iterator[LogLine]:
+        start = self._resume_line()
+        self._call = self.client._open_tail(collector_pb2.TailLogsRequest(
+            run_id=self.run_id, streams=self.streams, from_line=start,
+            to_line=self.to_line, follow=self.follow), self.follow)
+        for response in self._call:
+            for pb in response.lines:
+                if pb.line < self.next_line.get(pb.stream, self.from_line):
+                    continue  # already yielded before a reconnect
+                self.next_line[pb.stream] = pb.line + 1
+                yield LogLine.from_pb(pb)
+            if response.end:
+                self.run_status = status_name(response.run_status)
+                return
+        if self.follow and not self._closed:
+            # The server closed a follow without `end`: it was stopped; ask again.
+            raise _StreamCut()
+
+    def _resume_line(self) -> int:
+        # Only when every wanted stream was seen is it safe to skip ahead: with
+        # "every stream", one not seen yet may still have lines from from_line.
+        if self.streams and all(s in self.next_line for s in self.streams):
+            return min(self.next_line[s] for s in self.streams)
+        return self.from_line
+
+    def _may_reconnect(self, error: MltrailError, failing_since: float | None) -> float:
+        now = time.monotonic()
+        if not (self.follow and isinstance(error, RetryableError)) or self._closed:
+            raise error
+        since = failing_since if failing_since is not None else now
+        if now - since > self.reconnect_for:
+            raise error
+        time.sleep(min(1.0, 0.1 + (now - since) / 4))
+        return since
+
+    def close(self) -> None:
+        """Stop reading; a blocked follow returns at once."""
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def __enter__(self) -> LogTail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _StreamCut(grpc.RpcError):
+    """A follow stream that ended without the server's `end`: treated as UNAVAILABLE."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "the collector closed the log stream before the run ended"
