@@ -218,6 +218,7 @@ def _unreachable_reason(details: str) -> str:
         ("connection refused", "connection refused"),
         ("deadline", "no answer in time"),
         ("name resolution", "unknown host"),
+        ("lookup", "unknown host"),
         ("dns", "unknown host"),
         ("timed out", "connection timed out"),
         ("unreachable", "network unreachable"),
@@ -233,7 +234,6 @@ class _ErrorMapper:
 
     address: str
     run_id: str = ""
-    artifact: str = ""
 
     def __call__(self, err: grpc.RpcError) -> MltrailError:
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
@@ -245,20 +245,13 @@ class _ErrorMapper:
                 code=code,
             )
         if code == grpc.StatusCode.NOT_FOUND:
-            return self._not_found(details)
+            return RunNotFound(
+                f"run {self.run_id!r} not found at collector {self.address}; "
+                "list runs with `mltrail runs`")
         message = f"the collector at {self.address} refused the query: {code.name}: {details}"
         if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
             return RetryableError(message, code=code)
         return QueryFailed(message, code=code)
-
-    def _not_found(self, details: str) -> MltrailError:
-        if self.artifact and "artifact" in details.lower():
-            return ArtifactNotFound(
-                f"run {self.run_id!r} has no artifact {self.artifact!r} at collector "
-                f"{self.address}; list them with `mltrail artifacts {self.run_id}`")
-        return RunNotFound(
-            f"run {self.run_id!r} not found at collector {self.address}; "
-            "list runs with `mltrail runs`")
 
 
 # ---- the client -------------------------------------------------------------------------
@@ -285,8 +278,8 @@ class QueryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _errors(self, run_id: str = "", artifact: str = "") -> _ErrorMapper:
-        return _ErrorMapper(self.address, run_id, artifact)
+    def _errors(self, run_id: str = "") -> _ErrorMapper:
+        return _ErrorMapper(self.address, run_id)
 
     def _unary(self, method: Any, request: Any, mapper: _ErrorMapper) -> Any:
         try:
@@ -371,11 +364,21 @@ class QueryClient:
                 fh.flush()
                 os.fsync(fh.fileno())
         except grpc.RpcError as err:
-            raise self._errors(run_id, path)(err) from None
+            raise self._artifact_error(self._errors(run_id)(err), run_id, path) from None
         if info is None:
-            raise self._errors(run_id, path)._not_found("artifact")
+            raise self._artifact_error(RunNotFound(""), run_id, path)
         _check_artifact(info, size, digest.hexdigest(), self.address)
         return info
+
+
+    def _artifact_error(self, error: MltrailError, run_id: str, path: str) -> MltrailError:
+        """NOT_FOUND on a download means the run or the artifact: ask which."""
+        if not isinstance(error, RunNotFound):
+            return error
+        self.get_run(run_id)  # raises RunNotFound when it is the run that is missing
+        return ArtifactNotFound(
+            f"run {run_id!r} has no artifact {path!r} at collector {self.address}; "
+            f"list them with `mltrail artifacts {run_id}`")
 
 
 def _check_artifact(info: ArtifactInfo, size: int, sha256: str, address: str) -> None:
@@ -407,12 +410,17 @@ class LogTail:
     _closed: bool = False
 
     def __iter__(self) -> Iterator[LogLine]:
+        for lines in self.batches():
+            yield from lines
+
+    def batches(self) -> Iterator[list[LogLine]]:
+        """Lines as the server sends them, several at a time (cheaper to print)."""
         failing_since: float | None = None
         while not self._closed:
             try:
-                for line in self._one_call():
+                for lines in self._one_call():
                     failing_since = None
-                    yield line
+                    yield lines
                 return
             except grpc.RpcError as err:
                 if self._closed:
@@ -420,23 +428,27 @@ class LogTail:
                 error = self.client._errors(self.run_id)(err)
                 failing_since = self._may_reconnect(error, failing_since)
 
-    def _one_call(self) -> Iterator[LogLine]:
+    def _one_call(self) -> Iterator[list[LogLine]]:
         start = self._resume_line()
         self._call = self.client._open_tail(collector_pb2.TailLogsRequest(
             run_id=self.run_id, streams=self.streams, from_line=start,
             to_line=self.to_line, follow=self.follow), self.follow)
         for response in self._call:
-            for pb in response.lines:
-                if pb.line < self.next_line.get(pb.stream, self.from_line):
-                    continue  # already yielded before a reconnect
-                self.next_line[pb.stream] = pb.line + 1
-                yield LogLine.from_pb(pb)
+            lines = [LogLine.from_pb(pb) for pb in response.lines if self._is_new(pb)]
+            if lines:
+                yield lines
             if response.end:
                 self.run_status = status_name(response.run_status)
                 return
         if self.follow and not self._closed:
             # The server closed a follow without `end`: it was stopped; ask again.
             raise _StreamCut()
+
+    def _is_new(self, pb: collector_pb2.LogLine) -> bool:
+        if pb.line < self.next_line.get(pb.stream, self.from_line):
+            return False  # already yielded before a reconnect
+        self.next_line[pb.stream] = pb.line + 1
+        return True
 
     def _resume_line(self) -> int:
         # Only when every wanted stream was seen is it safe to skip ahead: with

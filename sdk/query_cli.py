@@ -1,0 +1,384 @@
+"""The read commands: ``mltrail runs | show | metrics | logs | artifacts``.
+
+Each prints an aligned table (local times, human durations, Azure ML status
+names) or, with ``--json``, one JSON document (``logs``: one JSON object per
+line). Expected failures raise ``MltrailError`` subclasses, which
+``mltrail.cli`` prints as one line; a closed stdout (``| head``) ends the
+command quietly with exit code 141, as for any Unix filter killed by SIGPIPE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from mltrail import _table as table
+from mltrail.client import (
+    ArtifactInfo,
+    LogLine,
+    LogTail,
+    QueryClient,
+    RunInfo,
+    status_number,
+)
+from mltrail.common.errors import MltrailError, PermanentError
+from mltrail.metrics_view import fold_metrics, metric_kind, metric_to_python
+
+SIGPIPE_EXIT = 141
+Command = Callable[[argparse.Namespace], int]
+
+
+class MetricNotFound(PermanentError):
+    """The run has no metric of the requested name."""
+
+
+class RunDidNotComplete(MltrailError):
+    """A followed run ended Failed or Canceled; the message names its error."""
+
+
+# ---- registration ---------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--collector", metavar="HOST:PORT",
+                        help="collector to ask (default: MLTRAIL_COLLECTOR, the embedded "
+                             "collector, else 127.0.0.1:7431)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _register_runs(subparsers, common)
+    _register_show(subparsers, common)
+    _register_metrics(subparsers, common)
+    _register_logs(subparsers, common)
+    _register_artifacts(subparsers, common)
+
+
+def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", parents=[common], help="list runs",
+                       description="List runs, newest first.")
+    p.add_argument("--experiment", metavar="E", help="only runs of this experiment")
+    p.add_argument("--status", metavar="S", type=_status_arg,
+                   help="Running, Completed, Failed or Canceled")
+    p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
+                   help="only runs with this tag (K alone: any value); repeatable")
+    p.add_argument("--parent", metavar="RUN", help="only children of this run")
+    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.set_defaults(func=_quiet_pipe(cmd_runs))
+
+
+def _register_show(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("show", parents=[common], help="show one run's details")
+    p.add_argument("run_id", metavar="RUN")
+    p.set_defaults(func=_quiet_pipe(cmd_show))
+
+
+def _register_metrics(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("metrics", parents=[common], help="show a run's metrics",
+                       description="Metrics of a run; --json gives Run.get_metrics()'s shape.")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--name", metavar="N", help="one metric, in full (every value and step)")
+    p.set_defaults(func=_quiet_pipe(cmd_metrics))
+
+
+def _register_logs(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("logs", parents=[common], help="print a run's console and log lines")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until the run ends; exit 1 if it failed")
+    p.add_argument("--stream", metavar="NAME", action="append", default=[],
+                   help="only this stream (stdout, stderr, a log name); repeatable")
+    p.add_argument("--from", dest="from_line", metavar="N", type=int, default=0,
+                   help="start at line N of each stream (0-based)")
+    p.add_argument("--prefix", action="store_true", help="prefix each line with its stream")
+    p.set_defaults(func=_quiet_pipe(cmd_logs))
+
+
+def _register_artifacts(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("artifacts", parents=[common], help="list or download a run's files")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--download", metavar="PATH", help="the artifact to download")
+    p.add_argument("--output", metavar="FILE",
+                   help="where to write it (default: its file name in the current directory)")
+    p.set_defaults(func=_quiet_pipe(cmd_artifacts))
+
+
+def _status_arg(text: str) -> int:
+    try:
+        return status_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tag_arg(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"tag {text!r} is not KEY=VALUE or KEY")
+    return key, value
+
+
+def _quiet_pipe(command: Command) -> Command:
+    """Run ``command``; a reader that went away (``| head``) ends it without a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = command(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            # Python flushes stdout again at exit; point it at /dev/null so that
+            # flush cannot fail and print "Exception ignored ... BrokenPipeError".
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return SIGPIPE_EXIT
+
+    return run
+
+
+def _out() -> TextIO:
+    # Log text may hold replacement characters or lone surrogates; never fail on them.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
+    return sys.stdout
+
+
+def _print_json(doc: Any) -> None:
+    _out().write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ---- runs and show ----------------------------------------------------------------
+
+
+def run_to_json(run: RunInfo) -> dict[str, Any]:
+    doc = run.to_dict()
+    doc["start_time"] = table.iso_time(run.start_time_unix_nano)
+    doc["end_time"] = table.iso_time(run.end_time_unix_nano)
+    if run.start_time_unix_nano and run.end_time_unix_nano:
+        doc["duration_seconds"] = (run.end_time_unix_nano - run.start_time_unix_nano) / 1e9
+    else:
+        doc["duration_seconds"] = None
+    return doc
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with QueryClient(args.collector) as client:
+        runs = client.list_runs(experiment=args.experiment, status=args.status,
+                                tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
+    if args.json:
+        _print_json([run_to_json(r) for r in runs])
+        return 0
+    if not runs:
+        print("no runs match", file=sys.stderr)
+        return 0
+    _out().write(_runs_table(runs) + "\n")
+    return 0
+
+
+def _runs_table(runs: list[RunInfo]) -> str:
+    with_parent = any(r.parent_run_id for r in runs)
+    headers = ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "STARTED", "DURATION"]
+    headers += ["PARENT"] if with_parent else []
+    rows = []
+    for run in runs:
+        row = [run.run_id, run.experiment, run.display_name or None, run.status,
+               table.local_time(run.start_time_unix_nano),
+               table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)]
+        row += [run.parent_run_id or None] if with_parent else []
+        rows.append([*row, table.shorten(_tags_text(run.tags), 50) or None])
+    return table.render_table([*headers, "TAGS"], rows)
+
+
+def _tags_text(tags: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" if v else k for k, v in sorted(tags.items()))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with QueryClient(args.collector) as client:
+        run = client.get_run(args.run_id)
+    if args.json:
+        _print_json(run_to_json(run))
+        return 0
+    _out().write(table.render_fields(_run_fields(run)) + "\n")
+    return 0
+
+
+def _run_fields(run: RunInfo) -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = [
+        ("Run", run.run_id), ("Experiment", run.experiment),
+        ("Name", run.display_name or None), ("Type", run.run_type or None),
+        ("Status", run.status),
+        ("Started", table.local_time(run.start_time_unix_nano)),
+        ("Ended", table.local_time(run.end_time_unix_nano)),
+        ("Duration", table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)),
+        ("Parent", run.parent_run_id or None),
+        ("Children", "\n".join(run.child_run_ids) or None),
+        ("Tags", "\n".join(f"{k}={v}" for k, v in sorted(run.tags.items())) or None),
+        ("Properties", "\n".join(f"{k}={v}" for k, v in sorted(run.properties.items())) or None),
+        ("Records", f"{run.metric_records} metric, {run.log_lines} log lines, "
+                    f"{run.artifacts} artifacts"),
+    ]
+    if run.error is not None:
+        fields.append(("Error", run.error.summary()))
+        if run.error.traceback:
+            fields.append(("Traceback", run.error.traceback.rstrip()))
+    return fields
+
+
+# ---- metrics ------------------------------------------------------------------------
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    with QueryClient(args.collector) as client:
+        client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
+        records = client.get_metric_records(args.run_id, args.name)
+        if args.name and not records:
+            names = sorted(fold_metrics(client.get_metric_records(args.run_id)))
+            raise MetricNotFound(
+                f"run {args.run_id!r} has no metric {args.name!r}; "
+                f"its metrics: {', '.join(names) if names else 'none'}")
+    if args.json:
+        _print_json(fold_metrics(records))
+    elif args.name:
+        _out().write(_metric_detail(records) + "\n")
+    elif records:
+        _out().write(_metrics_table(records) + "\n")
+    else:
+        print(f"run {args.run_id} has no metrics", file=sys.stderr)
+    return 0
+
+
+def _metrics_table(records: list[Any]) -> str:
+    by_name: dict[str, list[Any]] = {}
+    for rec in records:
+        by_name.setdefault(rec.metric.name, []).append(rec)
+    folded = fold_metrics(records)
+    rows = []
+    for name, recs in by_name.items():
+        kinds = sorted({metric_kind(r.metric) for r in recs})
+        value = folded[name]
+        if kinds == ["scalar"] and len(recs) > 1:
+            shown = f"{table.compact_json(value[-1])} (latest of {len(recs)})"
+        else:
+            shown = table.shorten(table.compact_json(value), 70)
+        rows.append([name, ",".join(kinds), len(recs), shown])
+    return table.render_table(["NAME", "KIND", "COUNT", "VALUE"], rows)
+
+
+def _metric_detail(records: list[Any]) -> str:
+    kinds = {metric_kind(r.metric) for r in records}
+    if kinds == {"scalar"}:
+        rows = [[i, r.metric.scalar.step if r.metric.scalar.HasField("step") else None,
+                 table.local_time(r.time_unix_nano), table.compact_json(metric_to_python(r.metric))]
+                for i, r in enumerate(records)]
+        return table.render_table(["#", "STEP", "TIME", "VALUE"], rows)
+    value = next(iter(fold_metrics(records).values()))
+    if kinds <= {"row", "table"} and isinstance(value, dict):
+        columns = list(value)
+        cols = [v if isinstance(v, list) else [v] for v in value.values()]
+        return table.render_table(columns, [list(r) for r in zip(*cols, strict=False)])
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+# ---- logs ----------------------------------------------------------------------------
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with QueryClient(args.collector) as client:
+        client.get_run(args.run_id)  # one clear error for an unknown run
+        prefix = args.prefix or len(args.stream) > 1
+        if not prefix and not args.stream:
+            prefix = len(_streams_of(client, args.run_id)) > 1
+        with client.tail_logs(args.run_id, args.stream, args.from_line, args.follow) as tail:
+            _print_lines(tail, prefix, args.json, flush=args.follow)
+            if not args.follow or tail.run_status in (None, "Completed"):
+                return 0
+            _raise_unfinished(client, args.run_id, tail.run_status)
+    return 0  # not reached: _raise_unfinished raises
+
+
+def _streams_of(client: QueryClient, run_id: str) -> set[str]:
+    """The run's streams so far, from line 0 of each (one small request)."""
+    return {line.stream for line in client.tail_logs(run_id, to_line=1)}
+
+
+def _print_lines(tail: LogTail, prefix: bool, as_json: bool, flush: bool) -> None:
+    out = _out()
+    streams_seen: set[str] = set()
+    for lines in tail.batches():
+        if not prefix and not as_json:
+            # A follow may see a second stream appear: from then on, say which is which.
+            streams_seen.update(line.stream for line in lines)
+            prefix = len(streams_seen) > 1
+        out.write(_format_lines(lines, prefix, as_json))
+        if flush:
+            out.flush()
+
+
+def _format_lines(lines: Iterable[LogLine], prefix: bool, as_json: bool) -> str:
+    if as_json:
+        return "".join(json.dumps(_line_json(line), ensure_ascii=False) + "\n" for line in lines)
+    if prefix:
+        return "".join(f"[{line.stream}] {_text(line)}\n" for line in lines)
+    return "".join(_text(line) + "\n" for line in lines)
+
+
+def _text(line: LogLine) -> str:
+    return line.text[:-1] if line.text.endswith("\n") else line.text
+
+
+def _line_json(line: LogLine) -> dict[str, Any]:
+    return {"stream": line.stream, "line": line.line, "time": table.iso_time(line.time_unix_nano),
+            "time_unix_nano": line.time_unix_nano, "text": _text(line),
+            "level": line.level, "logger": line.logger}
+
+
+def _raise_unfinished(client: QueryClient, run_id: str, status: str | None) -> None:
+    run = client.get_run(run_id)
+    if status is None or status == "NotStarted":
+        status = run.status
+    what = run.error.summary() if run.error is not None else "no error details were recorded"
+    raise RunDidNotComplete(f"run {run_id!r} {status.lower()}: {what}")
+
+
+# ---- artifacts ------------------------------------------------------------------------
+
+
+def artifact_to_json(info: ArtifactInfo) -> dict[str, Any]:
+    return {"path": info.path, "size": info.size, "sha256": info.sha256,
+            "content_type": info.content_type, "time": table.iso_time(info.time_unix_nano)}
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    if args.output and not args.download:
+        raise PermanentError("--output needs --download PATH (the artifact to write)")
+    with QueryClient(args.collector) as client:
+        if args.download:
+            return _download(client, args)
+        artifacts = client.list_artifacts(args.run_id)
+        if not artifacts:
+            client.get_run(args.run_id)  # no artifacts, or no run?
+    if args.json:
+        _print_json([artifact_to_json(a) for a in artifacts])
+    elif artifacts:
+        rows = [[a.path, table.human_size(a.size), a.sha256[:12], a.content_type or None,
+                 table.local_time(a.time_unix_nano)] for a in artifacts]
+        _out().write(table.render_table(["PATH", "SIZE", "SHA256", "TYPE", "TIME"], rows) + "\n")
+    else:
+        print(f"run {args.run_id} has no artifacts", file=sys.stderr)
+    return 0
+
+
+def _download(client: QueryClient, args: argparse.Namespace) -> int:
+    dest = Path(args.output) if args.output else Path(Path(args.download).name)
+    info = client.download_artifact(args.run_id, args.download, dest)
+    written = dest / Path(args.download).name if dest.is_dir() else dest
+    if args.json:
+        _print_json({**artifact_to_json(info), "output": str(written)})
+    else:
+        _out().write(f"downloaded {info.path} ({table.human_size(info.size)}, sha256 "
+                     f"{info.sha256[:12]}) to {written}\n")
+    return 0

@@ -1,0 +1,281 @@
+"""QueryClient against a real gRPC server on port 0 serving a small scripted Query service."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from mltrail.client import (
+    ArtifactCorrupt,
+    ArtifactNotFound,
+    CollectorUnreachable,
+    QueryClient,
+    RunNotFound,
+    resolve_collector_address,
+    status_number,
+)
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
+from tests.builders import value
+
+
+def line(stream: str, n: int, text: str) -> collector_pb2.LogLine:
+    return collector_pb2.LogLine(stream=stream, line=n, text=text, time_unix_nano=n)
+
+
+class ScriptedQuery(collector_pb2_grpc.QueryServicer):
+    """Knows one run, "r1"; records requests; its TailLogs follows a script."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.tail_calls = 0
+        self.tail_script: list[list[Any]] = []  # per call: responses, or an exception code
+        self.artifact = b"model bytes " * 1000
+        self.artifact_sha = hashlib.sha256(self.artifact).hexdigest()
+
+    def _run(self, run_id: str, context: grpc.ServicerContext) -> collector_pb2.RunInfo:
+        if run_id != "r1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id}")
+        return collector_pb2.RunInfo(
+            run_id="r1", experiment="exp", status=records_pb2.FAILED, tags={"a": "1"},
+            start_time_unix_nano=1, end_time_unix_nano=2, child_run_ids=["c1", "c2"],
+            error=records_pb2.ErrorDetails(code="UserError", message="boom", type="ValueError",
+                                           exit_code=3))
+
+    def ListRuns(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        return collector_pb2.ListRunsResponse(runs=[self._run("r1", context)])
+
+    def GetRun(self, request: Any, context: Any) -> Any:
+        return self._run(request.run_id, context)
+
+    def GetMetrics(self, request: Any, context: Any) -> Any:
+        self._run(request.run_id, context)
+        recs = [collector_pb2.MetricRecord(metric=records_pb2.Metric(
+            name="loss", scalar=records_pb2.Scalar(value=value(v)))) for v in (3.0, 2.0)]
+        return collector_pb2.GetMetricsResponse(records=recs)
+
+    def TailLogs(self, request: Any, context: Any) -> Iterator[Any]:
+        self.requests.append(request)
+        self._run(request.run_id, context)
+        script = self.tail_script[min(self.tail_calls, len(self.tail_script) - 1)]
+        self.tail_calls += 1
+        for step in script:
+            if isinstance(step, grpc.StatusCode):
+                context.abort(step, "scripted failure")
+            if isinstance(step, float):
+                time.sleep(step)
+                continue
+            yield step
+
+    def ListArtifacts(self, request: Any, context: Any) -> Any:
+        self._run(request.run_id, context)
+        return collector_pb2.ListArtifactsResponse(artifacts=[collector_pb2.ArtifactInfo(
+            path="outputs/model.bin", size=len(self.artifact), sha256=self.artifact_sha)])
+
+    def DownloadArtifact(self, request: Any, context: Any) -> Iterator[Any]:
+        self._run(request.run_id, context)
+        if request.path != "outputs/model.bin":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no such path {request.path}")
+        info = collector_pb2.ArtifactInfo(path=request.path, size=len(self.artifact),
+                                          sha256=self.artifact_sha)
+        yield collector_pb2.ArtifactData(data=self.artifact[:5000], info=info)
+        yield collector_pb2.ArtifactData(data=self.artifact[5000:])
+
+
+@pytest.fixture
+def query() -> Iterator[tuple[ScriptedQuery, str]]:
+    servicer = ScriptedQuery()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    collector_pb2_grpc.add_QueryServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+# ---- addresses --------------------------------------------------------------------------
+
+
+def test_address_flag_beats_env_beats_embedded_beats_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLTRAIL_HOME", str(tmp_path))
+    monkeypatch.delenv("MLTRAIL_COLLECTOR", raising=False)
+    assert resolve_collector_address() == "127.0.0.1:7431"
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "embedded" / "collector.json").write_text(json.dumps({"grpc": "127.0.0.1:5555"}))
+    assert resolve_collector_address() == "127.0.0.1:5555"
+    monkeypatch.setenv("MLTRAIL_COLLECTOR", "10.0.0.1:7431")
+    assert resolve_collector_address() == "10.0.0.1:7431"
+    assert resolve_collector_address("h:1") == "h:1"
+
+
+def test_a_broken_embedded_file_falls_back_to_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLTRAIL_HOME", str(tmp_path))
+    monkeypatch.delenv("MLTRAIL_COLLECTOR", raising=False)
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "embedded" / "collector.json").write_text('{"grpc": ')
+    assert resolve_collector_address() == "127.0.0.1:7431"
+
+
+def test_status_names_parse_in_any_case() -> None:
+    assert status_number("completed") == records_pb2.COMPLETED
+    assert status_number("CANCELED") == records_pb2.CANCELED
+    assert status_number("Running") == records_pb2.RUNNING
+    with pytest.raises(ValueError, match="Completed"):
+        status_number("done")
+
+
+# ---- runs and metrics -------------------------------------------------------------------
+
+
+def test_list_runs_sends_every_filter_and_types_the_answer(query: Any) -> None:
+    servicer, address = query
+    with QueryClient(address) as client:
+        runs = client.list_runs(experiment="exp", status="failed", tags={"a": "1"}, limit=5,
+                                parent_run_id="p")
+    req = servicer.requests[0]
+    assert (req.experiment, req.status, dict(req.tags), req.limit, req.parent_run_id) == (
+        "exp", records_pb2.FAILED, {"a": "1"}, 5, "p")
+    run = runs[0]
+    assert (run.run_id, run.status, run.tags, run.child_run_ids) == (
+        "r1", "Failed", {"a": "1"}, ["c1", "c2"])
+    assert run.is_terminal
+    assert run.error is not None
+    assert run.error.summary() == "ValueError: boom (UserError, exit code 3)"
+    assert run.to_dict()["error"]["exit_code"] == 3
+
+
+def test_get_metrics_folds_to_azure_shape(query: Any) -> None:
+    _, address = query
+    with QueryClient(address) as client:
+        assert client.get_metrics("r1") == {"loss": [3.0, 2.0]}
+
+
+def test_unknown_run_is_run_not_found_naming_run_and_collector(query: Any) -> None:
+    _, address = query
+    with QueryClient(address) as client, pytest.raises(RunNotFound) as info:
+        client.get_run("nope")
+    assert str(info.value) == (f"run 'nope' not found at collector {address}; "
+                               "list runs with `mltrail runs`")
+
+
+def test_no_collector_is_collector_unreachable() -> None:
+    with QueryClient("127.0.0.1:1", timeout=5) as client, \
+            pytest.raises(CollectorUnreachable) as info:
+        client.list_runs()
+    assert str(info.value).startswith(
+        "cannot reach the collector at 127.0.0.1:1 (connection refused); start one with")
+
+
+# ---- logs ---------------------------------------------------------------------------------
+
+
+def test_tail_yields_lines_then_reports_the_final_status(query: Any) -> None:
+    servicer, address = query
+    servicer.tail_script = [[
+        collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a"), line("stdout", 1, "b")]),
+        collector_pb2.TailLogsResponse(lines=[line("stderr", 0, "c")]),
+        collector_pb2.TailLogsResponse(end=True, run_status=records_pb2.COMPLETED),
+    ]]
+    with QueryClient(address) as client:
+        tail = client.tail_logs("r1", streams=["stdout", "stderr"], from_line=0, follow=True)
+        texts = [(ln.stream, ln.line, ln.text) for ln in tail]
+    assert texts == [("stdout", 0, "a"), ("stdout", 1, "b"), ("stderr", 0, "c")]
+    assert tail.run_status == "Completed"
+    assert servicer.requests[-1].follow is True
+    assert list(servicer.requests[-1].streams) == ["stdout", "stderr"]
+
+
+def test_a_dropped_follow_reconnects_without_repeating_or_losing_lines(query: Any) -> None:
+    servicer, address = query
+    first = [collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a"), line("stdout", 1, "b")]),
+             grpc.StatusCode.UNAVAILABLE]
+    # The server answers the reconnect from line 0 again; the client skips what it saw.
+    second = [collector_pb2.TailLogsResponse(lines=[line("stdout", n, t) for n, t in
+                                                    enumerate("abc")]),
+              collector_pb2.TailLogsResponse(end=True, run_status=records_pb2.FAILED)]
+    servicer.tail_script = [first, second]
+    with QueryClient(address) as client:
+        tail = client.tail_logs("r1", follow=True)
+        texts = [ln.text for ln in tail]
+    assert texts == ["a", "b", "c"]
+    assert tail.run_status == "Failed"
+    assert servicer.tail_calls == 2
+
+
+def test_a_dropped_tail_without_follow_is_an_error(query: Any) -> None:
+    servicer, address = query
+    servicer.tail_script = [[grpc.StatusCode.UNAVAILABLE]]
+    with QueryClient(address) as client, pytest.raises(CollectorUnreachable):
+        list(client.tail_logs("r1"))
+
+
+def test_close_ends_a_blocked_follow_at_once(query: Any) -> None:
+    servicer, address = query
+    servicer.tail_script = [[collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a")]),
+                             30.0]]
+    got: list[str] = []
+    with QueryClient(address) as client:
+        tail = client.tail_logs("r1", follow=True)
+        reader = threading.Thread(target=lambda: got.extend(ln.text for ln in tail))
+        reader.start()
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        tail.close()
+        reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert time.monotonic() - started < 2
+    assert got == ["a"]
+    assert tail.run_status is None
+
+
+def test_tail_of_unknown_run_is_run_not_found(query: Any) -> None:
+    _, address = query
+    with QueryClient(address) as client, pytest.raises(RunNotFound):
+        list(client.tail_logs("nope", follow=True))
+
+
+# ---- artifacts ------------------------------------------------------------------------------
+
+
+def test_download_writes_the_file_and_checks_it(query: Any, tmp_path: Path) -> None:
+    servicer, address = query
+    with QueryClient(address) as client:
+        info = client.download_artifact("r1", "outputs/model.bin", tmp_path / "m.bin")
+        into_dir = client.download_artifact("r1", "outputs/model.bin", tmp_path)
+    assert (tmp_path / "m.bin").read_bytes() == servicer.artifact
+    assert (tmp_path / "model.bin").read_bytes() == servicer.artifact
+    assert info.sha256 == servicer.artifact_sha == into_dir.sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "model.bin"]
+
+
+def test_a_damaged_download_leaves_nothing(query: Any, tmp_path: Path) -> None:
+    servicer, address = query
+    servicer.artifact_sha = "0" * 64
+    with QueryClient(address) as client, pytest.raises(ArtifactCorrupt, match="damaged"):
+        client.download_artifact("r1", "outputs/model.bin", tmp_path / "m.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_artifact_and_missing_run_are_told_apart(query: Any, tmp_path: Path) -> None:
+    _, address = query
+    with QueryClient(address) as client:
+        with pytest.raises(ArtifactNotFound, match=re.escape("run 'r1' has no artifact 'x.txt'")):
+            client.download_artifact("r1", "x.txt", tmp_path / "x")
+        with pytest.raises(RunNotFound):
+            client.download_artifact("nope", "x.txt", tmp_path / "x")
+        assert [a.path for a in client.list_artifacts("r1")] == ["outputs/model.bin"]
+    assert list(tmp_path.iterdir()) == []
