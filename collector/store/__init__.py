@@ -1,0 +1,48 @@
+"""Stores, picked by URL scheme (MLflow's store registry).
+
+``open_store("sqlite:///path/store.db", artifacts)``; a PostgreSQL store
+registers ``postgresql`` here and ingest and query code stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.store.base import (
+    BatchOutcome,
+    LogQuery,
+    Store,
+    ValidBatch,
+    WriteSummary,
+)
+from mltrail.common.errors import PermanentError
+
+__all__ = ["BatchOutcome", "LogQuery", "Store", "ValidBatch", "WriteSummary", "open_store"]
+
+
+def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:
+    from mltrail.collector.store.sqlite import SqliteStore
+
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise PermanentError(
+            f"store URL {url!r} has no file path; use sqlite:///PATH (for example "
+            "sqlite:////var/lib/mltrail/store.db, or sqlite:///store.db for a relative path)")
+    return SqliteStore(path, artifacts)
+
+
+_OPENERS: dict[str, Callable[[str, ArtifactStore], Store]] = {"sqlite": _open_sqlite}
+
+
+def open_store(url: str, artifacts: ArtifactStore) -> Store:
+    """Open the store named by ``url``; an unknown scheme is a clear PermanentError."""
+    scheme = urlsplit(url).scheme
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{name}://" for name in sorted(_OPENERS))
+        raise PermanentError(
+            f"store URL {url!r} has an unknown scheme {scheme!r}; nothing was opened; "
+            f"supported: {known} (for example sqlite:///path/to/store.db)")
+    return opener(url, artifacts)

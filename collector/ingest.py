@@ -1,0 +1,168 @@
+"""Ingest.Write: validate, dedupe, store, then acknowledge (design.md invariants 2-4).
+
+The stream's requests arrive as raw bytes (an identity deserializer), so
+bytes that do not decode get a clear INVALID_ARGUMENT instead of gRPC's
+INTERNAL. Decoding, validation, the store transaction and encoding the
+response all run on the store's single writer thread (``IngestPipeline``);
+the event loop only moves bytes, so queries and followers stay responsive.
+
+Per request: every batch is validated; invalid ones are answered code 3 and
+contribute nothing; the valid ones go to ``Store.write_batch`` in one
+transaction; the response (one BatchResult per batch, in request order) is
+sent only after that commit. A busy store answers code 14 with
+``retry_after_ms`` for every valid batch of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from mltrail.collector.metrics import CollectorMetrics
+from mltrail.collector.notify import LogNotifier
+from mltrail.collector.store import BatchOutcome, Store, ValidBatch, WriteSummary
+from mltrail.collector.validate import BatchRejected, validate_batch
+from mltrail.common.errors import MltrailError, RetryableError, code_number
+from mltrail.proto import collector_pb2
+
+log = logging.getLogger(__name__)
+
+_INVALID = code_number(grpc.StatusCode.INVALID_ARGUMENT)
+_UNAVAILABLE = code_number(grpc.StatusCode.UNAVAILABLE)
+DEFAULT_RETRY_AFTER_MS = 500
+
+
+class IngestPipeline:
+    """One request in, one encoded response out; runs on the store writer thread."""
+
+    def __init__(self, store: Store, metrics: CollectorMetrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    def handle(self, raw: bytes) -> tuple[bytes, WriteSummary | None]:
+        request = collector_pb2.IngestRequest.FromString(raw)  # DecodeError: caller aborts
+        results: list[collector_pb2.BatchResult | None] = [None] * len(request.batches)
+        valid: list[ValidBatch] = []
+        positions: list[int] = []
+        for index, batch in enumerate(request.batches):
+            try:
+                valid.append(validate_batch(batch))
+                positions.append(index)
+            except BatchRejected as exc:
+                self._metrics.rejected.labels(exc.reason).inc()
+                results[index] = collector_pb2.BatchResult(
+                    stream_id=batch.stream_id, code=_INVALID, message=str(exc))
+        summary = self._write(valid, positions, results) if valid else None
+        response = collector_pb2.IngestResponse(request_id=request.request_id, results=results)
+        return response.SerializeToString(), summary
+
+    def _write(self, valid: list[ValidBatch], positions: list[int],
+               results: list[collector_pb2.BatchResult | None]) -> WriteSummary | None:
+        started = time.perf_counter()
+        try:
+            summary = self._store.write_batch(valid)
+        except (MltrailError, OSError) as exc:  # the store failed as a whole: retry later
+            log.error("store write failed, answering UNAVAILABLE: %s", exc)
+            self._metrics.retryable.inc()
+            retry_ms = _retry_after_ms(exc)
+            for index, batch in zip(positions, valid, strict=True):
+                results[index] = collector_pb2.BatchResult(
+                    stream_id=batch.stream_id, code=_UNAVAILABLE, retry_after_ms=retry_ms,
+                    message=f"store unavailable ({exc}); nothing of this batch was stored; "
+                            "retry")
+            return None
+        self._metrics.store_seconds.observe(time.perf_counter() - started)
+        for index, outcome in zip(positions, summary.outcomes, strict=True):
+            results[index] = self._result(outcome)
+        self._metrics.latest.update(summary.latest)
+        return summary
+
+    def count_undecodable(self) -> None:
+        self._metrics.rejected.labels("undecodable").inc()
+
+    def _result(self, outcome: BatchOutcome) -> collector_pb2.BatchResult:
+        metrics = self._metrics
+        if outcome.error is not None:
+            metrics.rejected.labels("store").inc()
+            return collector_pb2.BatchResult(
+                stream_id=outcome.stream_id, acked_seq=outcome.acked_seq, code=_INVALID,
+                message=f"batch for stream {outcome.stream_id!r} rejected: {outcome.error}; "
+                        "nothing of this batch was stored")
+        metrics.batches.inc()
+        metrics.duplicates.inc(outcome.duplicates)
+        if outcome.gap:
+            metrics.gaps.inc()
+        for kind, count in outcome.kinds.items():
+            metrics.records.labels(kind).inc(count)
+        return collector_pb2.BatchResult(
+            stream_id=outcome.stream_id, acked_seq=outcome.acked_seq, code=0,
+            stored=outcome.stored, duplicates=outcome.duplicates)
+
+
+def _retry_after_ms(exc: BaseException) -> int:
+    if isinstance(exc, RetryableError) and exc.retry_after is not None:
+        return int(exc.retry_after * 1000)
+    return DEFAULT_RETRY_AFTER_MS
+
+
+class IngestService:
+    """The mltrail.v1.Ingest service on a grpc.aio server."""
+
+    def __init__(self, pipeline: IngestPipeline, writer: Executor, notifier: LogNotifier,
+                 closing: asyncio.Event) -> None:
+        self._pipeline = pipeline
+        self._writer = writer
+        self._notifier = notifier
+        self._closing = closing
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        write = grpc.stream_stream_rpc_method_handler(
+            self.write, request_deserializer=None, response_serializer=None)
+        return grpc.method_handlers_generic_handler("mltrail.v1.Ingest", {"Write": write})
+
+    async def write(self, requests: AsyncIterator[bytes],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        number = 0
+        async for raw in _until_closing(requests, self._closing, context):
+            number += 1
+            try:
+                response, summary = await loop.run_in_executor(
+                    self._writer, self._pipeline.handle, raw)
+            except DecodeError as exc:
+                self._pipeline.count_undecodable()
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request {number} on this stream is not an IngestRequest ({exc}); nothing "
+                    "of it was stored; the stream is closed")
+            if summary is not None:
+                self._notifier.notify(summary.log_runs | summary.ended_runs)
+            yield response
+
+
+async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    """The stream's requests until it ends, or until shutdown begins between requests."""
+    iterator = requests.__aiter__()
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        while True:
+            pending = asyncio.ensure_future(iterator.__anext__())
+            await asyncio.wait({pending, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                pending.cancel()
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    "collector is shutting down; every acknowledged batch is "
+                                    "stored; resend the rest to another replica or later")
+            try:
+                yield pending.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        closed.cancel()

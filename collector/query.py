@@ -1,0 +1,131 @@
+"""The mltrail.v1.Query service: runs, metrics, logs (with follow), artifacts.
+
+Store calls run on the reader thread pool. A run-scoped call for a run the
+store does not know answers NOT_FOUND ``run 'X' not found``.
+
+TailLogs with ``follow``: loop { note the run's notifier version; read the
+run's status; send every line past each stream's position; if nothing was
+new and the status (read before the lines) is final, send ``end`` with the
+status; else wait for a notification from ingest, or 0.5 s for lines another
+replica wrote }. Reading the status before the lines means a run that ended
+has had all its lines sent when ``end`` goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from mltrail.collector.notify import LogNotifier
+from mltrail.collector.store import LogQuery, Store
+from mltrail.common.errors import MltrailError, PermanentError, RetryableError
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
+
+T = TypeVar("T")
+
+FOLLOW_POLL_SECONDS = 0.5
+DOWNLOAD_CHUNK = 1024 * 1024
+PAGE_LINES = 2000
+PAGE_BYTES = 1024 * 1024
+
+
+class QueryService(collector_pb2_grpc.QueryServicer):
+    def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
+                 closing: asyncio.Event) -> None:
+        self._store = store
+        self._readers = readers
+        self._notifier = notifier
+        self._closing = closing
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T],
+                    *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, fn, *args)
+        except (PermanentError, RetryableError) as exc:
+            await _abort(context, exc.code, str(exc))
+        except MltrailError as exc:
+            await _abort(context, grpc.StatusCode.INTERNAL, str(exc))
+
+    async def _require_run(self, context: grpc.aio.ServicerContext, run_id: str) -> int:
+        status = await self._call(context, self._store.run_status, run_id)
+        if status is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {run_id!r} not found")
+        return status
+
+    async def ListRuns(self, request: collector_pb2.ListRunsRequest,
+                       context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
+        runs = await self._call(context, self._store.list_runs, request)
+        return collector_pb2.ListRunsResponse(runs=runs)
+
+    async def GetRun(self, request: collector_pb2.GetRunRequest,
+                     context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
+        info = await self._call(context, self._store.get_run, request.run_id)
+        if info is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} not found")
+        return info
+
+    async def GetMetrics(self, request: collector_pb2.GetMetricsRequest,
+                         context: grpc.aio.ServicerContext) -> collector_pb2.GetMetricsResponse:
+        await self._require_run(context, request.run_id)
+        records = await self._call(context, self._store.get_metrics, request.run_id,
+                                   request.name)
+        return collector_pb2.GetMetricsResponse(records=records)
+
+    async def ListArtifacts(self, request: collector_pb2.ListArtifactsRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> collector_pb2.ListArtifactsResponse:
+        await self._require_run(context, request.run_id)
+        found = await self._call(context, self._store.list_artifacts, request.run_id)
+        return collector_pb2.ListArtifactsResponse(artifacts=found)
+
+    async def DownloadArtifact(self, request: collector_pb2.DownloadArtifactRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[collector_pb2.ArtifactData]:
+        await self._require_run(context, request.run_id)
+        info = await self._call(context, self._store.get_artifact, request.run_id, request.path)
+        if info is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND,
+                         f"artifact {request.path!r} of run {request.run_id!r} not found")
+        pieces = self._store.read_artifact(info, DOWNLOAD_CHUNK)
+        first = True
+        while (piece := await self._call(context, next, pieces, None)) is not None:
+            yield collector_pb2.ArtifactData(data=piece, info=info if first else None)
+            first = False
+        if first:  # an empty file still says what it is
+            yield collector_pb2.ArtifactData(info=info)
+
+    async def TailLogs(self, request: collector_pb2.TailLogsRequest,
+                       context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[collector_pb2.TailLogsResponse]:
+        run_id = request.run_id
+        await self._require_run(context, run_id)
+        positions: dict[str, int] = {}
+        while True:
+            version = self._notifier.version(run_id)
+            status = await self._require_run(context, run_id)
+            query = LogQuery(run_id, tuple(request.streams), request.from_line, request.to_line,
+                             PAGE_LINES, PAGE_BYTES, positions)
+            lines = await self._call(context, self._store.read_logs, query)
+            if lines:
+                for line in lines:
+                    positions[line.stream] = line.line + 1
+                yield collector_pb2.TailLogsResponse(lines=lines)
+                continue
+            if not request.follow or status != records_pb2.RUNNING:
+                yield collector_pb2.TailLogsResponse(end=True, run_status=status)
+                return
+            if self._closing.is_set():
+                await _abort(context, grpc.StatusCode.UNAVAILABLE,
+                             "collector is shutting down; follow again from the last line seen")
+            await self._notifier.wait(run_id, version, FOLLOW_POLL_SECONDS)
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
+                 message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")

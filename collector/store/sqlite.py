@@ -1,0 +1,108 @@
+"""SqliteStore: the embedded store (``sqlite:///path``), WAL mode.
+
+One writer connection (used only from the collector's store writer thread)
+and one read-only connection per reader thread, so queries never wait for a
+write transaction and the writer never waits for a long read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.store import sqlite_schema as schema
+from mltrail.collector.store.base import LogQuery, Store, ValidBatch, WriteSummary
+from mltrail.collector.store.sqlite_reader import SqliteReader
+from mltrail.collector.store.sqlite_writer import SqliteWriter
+from mltrail.common.errors import PermanentError
+from mltrail.proto import collector_pb2
+
+T = TypeVar("T")
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path, artifacts: ArtifactStore) -> None:
+        self.path = str(path)
+        self._artifacts = artifacts
+        self._conn = self._open_writer()
+        self._writer = SqliteWriter(self._conn, artifacts, self.path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _open_writer(self) -> sqlite3.Connection:
+        target = Path(self.path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            conn = schema.connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise PermanentError(
+                f"cannot open store {self.path} ({exc}); nothing was stored; pass --store "
+                "sqlite:///PATH with a writable location") from None
+        try:
+            schema.ensure_schema(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary:
+        return self._writer.write(batches)
+
+    def _reader(self) -> SqliteReader:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            conn = schema.connect(self.path, readonly=True)
+            with self._lock:
+                self._readers.append(conn)
+            reader = self._local.reader = SqliteReader(conn)
+        return reader
+
+    def _read(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a reader query on this thread's connection; driver errors translated."""
+        try:
+            return method(self._reader(), *args)
+        except sqlite3.Error as exc:
+            raise schema.translate_error(exc, f"reading store {self.path}") from exc
+
+    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
+        return self._read(SqliteReader.list_runs, request)
+
+    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
+        return self._read(SqliteReader.get_run, run_id)
+
+    def run_status(self, run_id: str) -> int | None:
+        return self._read(SqliteReader.run_status, run_id)
+
+    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
+        return self._read(SqliteReader.get_metrics, run_id, name)
+
+    def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
+        return self._read(SqliteReader.read_logs, query)
+
+    def log_positions(self, run_id: str) -> dict[str, int]:
+        return self._read(SqliteReader.log_positions, run_id)
+
+    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
+        return self._read(SqliteReader.list_artifacts, run_id)
+
+    def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
+        return self._read(SqliteReader.get_artifact, run_id, path)
+
+    def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int) -> Iterator[bytes]:
+        return self._artifacts.read(info.sha256, chunk)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        self._conn.close()

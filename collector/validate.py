@@ -1,0 +1,147 @@
+"""Batch validation at the edge (design.md invariant 4).
+
+``validate_batch`` checks a whole batch before anything is written and
+returns a ``ValidBatch`` or raises ``BatchRejected`` with a message naming
+the stream, the record and the problem. Records are checked through
+``_CHECKS``, an explicit table by body kind: a kind this collector does not
+know (an empty oneof, or a field from a newer sender) is refused, never
+asserted on.
+
+NaN and infinity are accepted as a scalar value (a diverging loss is what a
+user needs to see) but refused inside a JSON metric, which must be strict
+JSON for every reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from mltrail.collector.store.base import ValidBatch
+from mltrail.proto import records_pb2
+
+_ENDED_STATUSES = frozenset({records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED})
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class BatchRejected(ValueError):
+    """A batch is invalid; ``reason`` is a short label for the rejected-batches counter."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _RecordProblem(ValueError):
+    def __init__(self, problem: str, reason: str) -> None:
+        super().__init__(problem)
+        self.reason = reason
+
+
+def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
+    stream = batch.stream_id
+    if not stream:
+        raise BatchRejected("batch rejected: stream_id is empty; nothing of this batch was "
+                            "stored", "no_stream")
+    records = batch.records
+    if not records:
+        raise BatchRejected(f"batch for stream {stream!r} rejected: it has no records",
+                            "empty")
+    first = records[0].seq
+    expected = first
+    checks = _CHECKS
+    for index, rec in enumerate(records):
+        try:
+            if rec.seq != expected:
+                raise _RecordProblem(
+                    f"seq {rec.seq} where {expected} was expected (seqs within a batch must be "
+                    "contiguous and increasing)", "seq")
+            if not rec.run_id:
+                raise _RecordProblem("run_id is empty", "no_run_id")
+            kind = rec.WhichOneof("body")
+            check = checks.get(kind) if kind else None
+            if check is None:
+                raise _RecordProblem("unknown record kind (no body this collector knows; is "
+                                     "the sender newer?)", "unknown_kind")
+            check(rec)
+        except _RecordProblem as exc:
+            raise BatchRejected(
+                f"batch for stream {stream!r} rejected: record seq {rec.seq} (index {index}): "
+                f"{exc}; nothing of this batch was stored", exc.reason) from None
+        expected += 1
+    if first == 0:
+        raise BatchRejected(f"batch for stream {stream!r} rejected: record seq 0 (index 0): "
+                            "seqs start at 1; nothing of this batch was stored", "seq")
+    return ValidBatch(stream, first, expected - 1, records)
+
+
+# ---- one check per record body kind ---------------------------------------------
+
+
+def _check_run_event(rec: records_pb2.Record) -> None:
+    event = rec.run_event
+    kind = event.WhichOneof("event")
+    if kind is None:
+        raise _RecordProblem("unknown run event (none of started, tags, properties, ended)",
+                             "unknown_run_event")
+    if kind == "ended" and event.ended.status not in _ENDED_STATUSES:
+        raise _RecordProblem(
+            f"run ended with status {records_pb2.RunStatus.Name(event.ended.status)}; expected "
+            "COMPLETED, FAILED or CANCELED", "bad_run_event")
+
+
+def _check_metric(rec: records_pb2.Record) -> None:
+    metric = rec.metric
+    if not metric.name:
+        raise _RecordProblem("metric name is empty", "bad_metric")
+    kind = metric.WhichOneof("data")
+    if kind == "scalar":
+        if metric.scalar.value.WhichOneof("kind") is None:
+            raise _RecordProblem(f"scalar metric {metric.name!r} has no value", "bad_metric")
+    elif kind == "json":
+        _check_json(metric.name, metric.json.json)
+    elif kind is None:
+        raise _RecordProblem(f"metric {metric.name!r} has no data (unknown metric kind)",
+                             "bad_metric")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in strict JSON")
+
+
+def _check_json(name: str, text: str) -> None:
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise _RecordProblem(f"JSON metric {name!r} is not strict JSON: {exc}",
+                             "bad_json") from None
+
+
+def _check_log(rec: records_pb2.Record) -> None:
+    chunk = rec.log
+    if not chunk.stream:
+        raise _RecordProblem("log chunk has no stream name", "bad_log")
+    times = len(chunk.line_times_unix_nano)
+    if times:
+        data = chunk.data
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+        if times != lines:
+            raise _RecordProblem(f"log chunk has {lines} lines but {times} line times",
+                                 "bad_log")
+
+
+def _check_artifact(rec: records_pb2.Record) -> None:
+    chunk = rec.artifact
+    if not chunk.path:
+        raise _RecordProblem("artifact chunk has no path", "bad_artifact")
+    if chunk.last and (len(chunk.sha256) != 64 or not set(chunk.sha256) <= _HEX):
+        raise _RecordProblem(f"last chunk of artifact {chunk.path!r} has no valid sha256 "
+                             f"(got {chunk.sha256!r})", "bad_artifact")
+
+
+_CHECKS: dict[str, Callable[[records_pb2.Record], None]] = {
+    "run_event": _check_run_event,
+    "metric": _check_metric,
+    "log": _check_log,
+    "artifact": _check_artifact,
+}
