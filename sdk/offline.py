@@ -1,0 +1,105 @@
+"""Runs with no agent: records written to a local spool, read back locally.
+
+Two uses of the agent's ``Spool`` (the same on-disk format, so ``mltrail
+sync DIR`` uploads either with ``drain_spool``):
+
+- ``SpoolSink``: the sink of an offline run (``Run.get_context()`` with no
+  launcher). Every batch is appended to ``$MLTRAIL_HOME/offline/<run_id>/``
+  and acknowledged at once; ``read_records`` decodes it again, so
+  ``get_metrics`` works offline.
+- ``SpoolOverflow``: where an online sender moves what no longer fits in
+  memory while the agent is unreachable. The directory is created only when
+  something spills; its frames are read back, sent, and acknowledged in the
+  spool once the agent is back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from mltrail.agent.spool import Position, Spool
+from mltrail.proto import agent_pb2, records_pb2
+from mltrail.sender import iter_acks
+
+OFFLINE_DIR = "offline"
+
+
+def mltrail_home() -> Path:
+    return Path(os.environ.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
+
+
+def offline_dir(name: str) -> Path:
+    return mltrail_home() / OFFLINE_DIR / name
+
+
+class SpoolSink:
+    """Appends each batch to a spool directory; an append is its own ack."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.description = f"the offline spool {directory}"
+        self.spool = Spool(directory, fsync="interval")
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]
+               ) -> Iterator[agent_pb2.AppendAck]:
+        for request in requests:
+            self.spool.append(request.stream_id, request.first_seq, request.last_seq,
+                              request.batch)
+        return iter_acks(requests)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+class SpoolOverflow:
+    """Disk space for an online sender's oldest pending batches (module doc)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._spool: Spool | None = None
+        self._read_end: Position | None = None
+
+    def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
+        spool = self._open()
+        for request in requests:
+            spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch)
+        return str(self.directory)
+
+    def has_pending(self) -> bool:
+        return self._spool is not None and not self._spool.empty()
+
+    def read(self, max_frames: int) -> list[agent_pb2.AppendRequest]:
+        """The oldest spilled batches not yet acknowledged; ``ack_read`` confirms them."""
+        spool = self._open()
+        frames = spool.read(spool.ack_position, 32 * 1024 * 1024, max_frames)
+        self._read_end = frames[-1].end if frames else None
+        return [agent_pb2.AppendRequest(stream_id=f.stream_id, first_seq=f.first_seq,
+                                        last_seq=f.last_seq, batch=f.batch) for f in frames]
+
+    def ack_read(self) -> None:
+        if self._spool is not None and self._read_end is not None:
+            self._spool.ack(self._read_end)
+            self._read_end = None
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+    def _open(self) -> Spool:
+        if self._spool is None:
+            self._spool = Spool(self.directory, fsync="interval")
+        return self._spool
+
+
+def read_records(spool: Spool) -> Iterator[records_pb2.Record]:
+    """Every record in a spool from its ack position, in order (reading an offline run)."""
+    position = spool.ack_position
+    while True:
+        frames = spool.read(position, 8 * 1024 * 1024)
+        if not frames:
+            return
+        for frame in frames:
+            yield from records_pb2.Batch.FromString(frame.batch).records
+        position = frames[-1].end

@@ -1,0 +1,372 @@
+"""The background sender: queue -> Records -> encoded Batches -> a sink.
+
+One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
+
+    run.log() --append--> queue (collections.deque of small tuples; never blocks)
+                            |  sender thread: build Records, number them, encode each Batch once
+                            v
+                          unacked (AppendRequests in memory, oldest first)
+                            |  one short Append stream per cycle to the sink (agent or spool)
+                            v
+                          AppendAck(acked_seq) removes requests from the front
+
+    built_seq = last seq given to a record     acked_seq = last seq the sink acknowledged
+
+A failed cycle leaves ``unacked`` as it is; the next cycle (after a backoff
+with full jitter) sends all of it again, and the collector skips what it
+already has by (stream_id, seq). If the sink stays unreachable and
+``unacked`` grows past ``memory_limit`` bytes, all of it moves to an
+``Overflow`` (a spool directory on disk), so memory stays bounded. The disk
+then holds the oldest pending requests and memory the newest; the next
+sends read the disk first, so the order of the stream holds. What is left
+at exit is moved to disk too, for ``mltrail sync DIR``.
+``flush`` puts a marker in the queue; once the thread reaches it, it knows
+the seq to wait for.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+
+from mltrail.common.errors import MltrailError, from_rpc_error
+from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
+from mltrail.values import QueueItem, build_record, item_size
+
+log = logging.getLogger("mltrail.sdk")
+
+MAX_BATCH_RECORDS = 5000
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_REQUESTS_PER_CYCLE = 64
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class BatchSink(Protocol):
+    """Where encoded batches go: the agent, or a spool directory when offline."""
+
+    description: str
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:
+        """One ack per request, in order; raises on a transport failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Overflow(Protocol):
+    """Disk space for the oldest pending requests when memory is full (module doc)."""
+
+    directory: Path
+
+    def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
+        """Keep ``requests`` on disk after those already there; returns the directory."""
+        ...
+
+    def has_pending(self) -> bool: ...
+
+    def read(self, max_frames: int) -> list[agent_pb2.AppendRequest]:
+        """The oldest spilled requests not yet confirmed by ``ack_read``."""
+        ...
+
+    def ack_read(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class FlushMarker:
+    """Queued by ``flush``; the thread fills in the seq reached at that point."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    target_seq: int = 0
+
+
+@dataclass
+class SenderStats:
+    records_built: int = 0
+    records_acked: int = 0
+    records_refused: int = 0
+    records_spilled: int = 0
+    send_failures: int = 0
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset by a success."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 16)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Sender:
+    """Batches queued items and delivers them to ``sink`` on a daemon thread."""
+
+    def __init__(
+        self,
+        sink: BatchSink,
+        overflow: Overflow | None = None,
+        memory_limit: int = 64 * 1024 * 1024,
+        interval: float = 0.05,
+        stream_id: str | None = None,
+    ) -> None:
+        self.sink = sink
+        self.overflow = overflow
+        self.memory_limit = memory_limit
+        self.interval = interval
+        self.stream_id = stream_id or uuid.uuid4().hex
+        self.queue: deque[QueueItem | FlushMarker] = deque()
+        self.enqueue: Callable[[QueueItem], None] = self.queue.append
+        self.stats = SenderStats()
+        self._unacked: deque[agent_pb2.AppendRequest] = deque()
+        self._unacked_bytes = 0
+        self._built_seq = 0
+        self._acked_seq = 0
+        self._markers: list[FlushMarker] = []
+        self._backoff = Backoff()
+        self._retry_at = 0.0
+        self._last_warning = -1e9
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
+        self._thread.start()
+
+    # ---- called from user threads ----------------------------------------
+
+    def flush(self, timeout: float, progress: Callable[[int, float], None] | None = None) -> int:
+        """Wait until everything queued so far is acknowledged; returns records still pending."""
+        marker = FlushMarker()
+        self.queue.append(marker)
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while True:
+            remaining = self._pending_for(marker)
+            left = deadline - time.monotonic()
+            if remaining == 0 or left <= 0:
+                return remaining
+            if progress is not None and time.monotonic() - started > 1.0:
+                progress(remaining, time.monotonic() - started)
+            with self._changed:
+                self._changed.wait(min(left, 1.0))
+
+    def _pending_for(self, marker: FlushMarker) -> int:
+        if not marker.event.is_set():
+            return self._built_seq - self._acked_seq + len(self.queue)
+        return max(0, marker.target_seq - self._acked_seq)
+
+    def pending(self) -> int:
+        return self._built_seq - self._acked_seq + len(self.queue)
+
+    @property
+    def acked_seq(self) -> int:
+        return self._acked_seq
+
+    def close(self, timeout: float) -> int:
+        """Flush up to ``timeout``, spill what is left, stop the thread; returns records left."""
+        remaining = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+        if remaining and self.overflow is not None:
+            self._spill_all()
+            remaining = self.pending()
+        if self.overflow is not None:
+            self.overflow.close()
+        self.sink.close()
+        return remaining
+
+    # ---- the sender thread ------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self._cycle()
+            except Exception:  # a bug here must not kill delivery silently
+                log.exception("mltrail sender: unexpected error; retrying")
+                time.sleep(self.interval)
+            with self._changed:
+                self._changed.notify_all()
+
+    def _cycle(self) -> None:
+        while self.queue and self._unacked_bytes < self.memory_limit:
+            self._build_batch()
+        if time.monotonic() >= self._retry_at:
+            if self.overflow is not None and self.overflow.has_pending():
+                self._send_spilled()
+            elif self._unacked:
+                self._send_unacked()
+        if self._unacked_bytes >= self.memory_limit and self.stats.send_failures:
+            self._spill_all()
+        if (self.queue or self._unacked) and time.monotonic() >= self._retry_at:
+            self._wake.set()  # more to do now: no idle wait
+
+    def _build_batch(self) -> None:
+        """Turn up to one batch worth of queued items into one AppendRequest."""
+        records: list[records_pb2.Record] = []
+        size = 0
+        queue = self.queue
+        while queue and len(records) < MAX_BATCH_RECORDS and size < MAX_BATCH_BYTES:
+            item = queue.popleft()
+            if isinstance(item, FlushMarker):
+                self._note_marker(item, len(records))
+                continue
+            records.append(build_record(item, self._built_seq + len(records) + 1))
+            size += item_size(item)
+        if records:
+            self._add_request(records)
+
+    def _note_marker(self, marker: FlushMarker, built_in_batch: int) -> None:
+        marker.target_seq = self._built_seq + built_in_batch
+        marker.event.set()
+
+    def _add_request(self, records: list[records_pb2.Record]) -> None:
+        first = self._built_seq + 1
+        self._built_seq += len(records)
+        data = records_pb2.Batch(stream_id=self.stream_id, records=records).SerializeToString()
+        self._unacked.append(agent_pb2.AppendRequest(
+            stream_id=self.stream_id, first_seq=first, last_seq=self._built_seq, batch=data))
+        self._unacked_bytes += len(data)
+        self.stats.records_built += len(records)
+
+    def _send_unacked(self) -> None:
+        requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
+        try:
+            for request, ack in zip(requests, self.sink.append(requests), strict=False):
+                self._on_ack(request, ack)
+                self._unacked.popleft()
+                self._unacked_bytes -= len(request.batch)
+        except (MltrailError, OSError) as exc:
+            self._on_failure(exc)
+            return
+        self._on_success()
+
+    def _send_spilled(self) -> None:
+        """The disk holds the oldest pending requests: they go first."""
+        assert self.overflow is not None  # checked by the caller
+        requests = self.overflow.read(MAX_REQUESTS_PER_CYCLE)
+        acked = 0
+        try:
+            for request, ack in zip(requests, self.sink.append(requests), strict=False):
+                self._on_ack(request, ack)
+                acked += 1
+        except (MltrailError, OSError) as exc:
+            self._on_failure(exc)
+            return
+        if acked == len(requests):
+            self.overflow.ack_read()
+        self._on_success()
+
+    def _on_success(self) -> None:
+        self._backoff.reset()
+        if self.stats.send_failures and not self._unacked:
+            log.warning("mltrail: %s is reachable again; delivery resumed", self.sink.description)
+            self.stats.send_failures = 0
+
+    def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
+        count = request.last_seq - request.first_seq + 1
+        if ack.error:
+            # Refused as invalid: retrying would fail the same way (invariant 4).
+            self.stats.records_refused += count
+            log.error("mltrail: %s refused records %d..%d of stream %s: %s",
+                      self.sink.description, request.first_seq, request.last_seq,
+                      request.stream_id, ack.error)
+        else:
+            self.stats.records_acked += count
+        self._acked_seq = max(self._acked_seq, request.last_seq)
+
+    def _on_failure(self, exc: Exception) -> None:
+        self.stats.send_failures += 1
+        self._retry_at = time.monotonic() + self._backoff.next_delay()
+        now = time.monotonic()
+        if now - self._last_warning > 60.0:  # rate limit: once a minute
+            self._last_warning = now
+            log.warning(
+                "mltrail: cannot deliver to %s (%s); %d records kept in memory, retrying",
+                self.sink.description, exc, self.pending())
+
+    def _spill_all(self) -> None:
+        """Move every unacked request (and the queue) to disk; continue on a new stream."""
+        if self.overflow is None:
+            return
+        while self.queue:
+            self._build_batch()
+        if not self._unacked:
+            return
+        requests = list(self._unacked)
+        where = self.overflow.spill(requests)
+        spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
+        self.stats.records_spilled += spilled
+        log.warning("mltrail: %s unreachable; %d records moved from memory to %s; "
+                    "they are sent from there once it is back",
+                    self.sink.description, spilled, where)
+        self._unacked.clear()
+        self._unacked_bytes = 0
+
+
+class AgentSink:
+    """The agent's ``Append`` stream over its unix socket; one short stream per call."""
+
+    def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
+        self.socket_path = socket_path
+        self.description = f"the mltrail agent at {socket_path}"
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(f"unix:{socket_path}", options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self.stub = agent_pb2_grpc.AgentStub(self.channel)
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:
+        try:
+            yield from self.stub.Append(iter(requests), timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def wait_forwarded(self, stream_id: str, seq: int, timeout: float
+                       ) -> agent_pb2.WaitForwardedResponse:
+        request = agent_pb2.WaitForwardedRequest(
+            stream_id=stream_id, seq=seq, timeout_seconds=timeout)
+        try:
+            return self.stub.WaitForwarded(request, timeout=timeout + 5.0)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def info(self, timeout: float = 5.0) -> agent_pb2.AgentInfo:
+        try:
+            return self.stub.Info(agent_pb2.AgentInfoRequest(), timeout=timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def iter_acks(requests: Iterable[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:
+    """Acks for requests accepted as they are (a sink that cannot fail per batch)."""
+    for request in requests:
+        yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
+
+
+def print_progress(remaining: int, elapsed: float, where: str) -> None:
+    print(f"mltrail: waiting for {remaining} records to reach {where} ({elapsed:.0f} s)",
+          file=sys.stderr, flush=True)
