@@ -1,0 +1,69 @@
+"""``mltrail agent``: run the sidecar until SIGTERM, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from mltrail.agent.service import AgentService, AgentStartError
+from mltrail.agent.settings import AgentSettings, load_agent_settings
+from mltrail.common.logs import setup_logging
+from mltrail.common.net import write_ready_file
+from mltrail.common.settings import SettingsError
+
+log = logging.getLogger("mltrail.agent")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "agent", help="run the agent: receive from SDKs, spool to disk, forward to the collector"
+    )
+    p.add_argument("--socket", help="unix socket for SDKs (default $MLTRAIL_HOME/agent.sock)")
+    p.add_argument("--collector", help="collector HOST:PORT (default $MLTRAIL_COLLECTOR or "
+                                       "127.0.0.1:7431)")
+    p.add_argument("--spool", dest="spool_dir", help="spool directory "
+                                                     "(default $MLTRAIL_HOME/agent/spool)")
+    p.add_argument("--http", help="HOST:PORT for /metrics and /healthz (default 127.0.0.1:7433)")
+    p.add_argument("--config", help="agent.toml settings file")
+    p.add_argument("--drain-timeout", type=float, help="seconds to drain on SIGTERM (default 30)")
+    p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=run_agent)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    flags = {
+        "socket": args.socket, "collector": args.collector, "spool_dir": args.spool_dir,
+        "http": args.http, "drain_timeout": args.drain_timeout, "log_level": args.log_level,
+    }
+    try:
+        settings = load_agent_settings(args.config, flags)
+    except SettingsError as exc:
+        raise AgentStartError(str(exc)) from None
+    setup_logging(settings.log_level, "agent")
+    return asyncio.run(serve(settings, args.ready_file))
+
+
+async def serve(settings: AgentSettings, ready_file: str | None) -> int:
+    service = AgentService(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except BaseException:
+        await service.shutdown(0)
+        raise
+    info = service.ready_info()
+    if ready_file:
+        write_ready_file(ready_file, info)
+    log.info("agent listening on %s (http %s), forwarding to %s", info["socket"], info["http"],
+             settings.collector)
+    await stop.wait()
+    log.info("stopping: draining the spool for up to %.0fs", settings.drain_timeout)
+    await service.shutdown(settings.drain_timeout)
+    log.info("agent stopped")
+    return 0

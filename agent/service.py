@@ -1,0 +1,216 @@
+"""The agent process: SDK receiver -> spool -> forwarder, plus /metrics.
+
+Lifecycle (``common.lifecycle.Component``): ``start()`` opens the spool
+(cutting a torn tail, never refusing to start), listens on the unix socket
+and the HTTP port and starts forwarding. ``shutdown(timeout)`` stops
+accepting, drains the spool to the collector until ``timeout``, then stops
+and leaves the rest on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from mltrail.agent.forwarder import MAX_MESSAGE, ForwardListener, GrpcForwarder
+from mltrail.agent.metrics import AgentMetrics
+from mltrail.agent.retry import RetryPolicy
+from mltrail.agent.settings import AgentSettings
+from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
+from mltrail.agent.spool import Spool, SpoolFrame
+from mltrail.common.errors import MltrailError
+from mltrail.common.http import HttpEndpoint
+from mltrail.common.lifecycle import Component
+from mltrail.common.net import parse_hostport
+from mltrail.proto import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("mltrail.agent")
+
+VERSION = "0.1.0"
+
+
+class AgentStartError(MltrailError):
+    """The agent cannot start (socket, spool or port unusable)."""
+
+
+class _Fanout(ForwardListener):
+    def __init__(self, listeners: Sequence[ForwardListener]) -> None:
+        self._listeners = listeners
+
+    def connected(self, up: bool) -> None:
+        for listener in self._listeners:
+            listener.connected(up)
+
+    def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
+        for listener in self._listeners:
+            listener.forwarded(frame, acked_seq)
+
+    def sent(self, frames: Sequence[SpoolFrame], seconds: float) -> None:
+        for listener in self._listeners:
+            listener.sent(frames, seconds)
+
+    def retrying(self, error: BaseException, delay: float) -> None:
+        for listener in self._listeners:
+            listener.retrying(error, delay)
+
+    def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
+        for listener in self._listeners:
+            listener.dead_lettered(frame, message)
+
+
+def _check_socket_path(path: Path) -> None:
+    """Fail early and clearly; remove a stale socket left by a killed agent."""
+    directory = path.parent
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise AgentStartError(
+            f"cannot create the agent socket {path}: directory {directory} is not writable; "
+            "choose another path with --socket or MLTRAIL_AGENT_SOCKET"
+        )
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: left over from a crash
+        else:
+            raise AgentStartError(f"another agent already listens on {path}; stop it first")
+        finally:
+            probe.close()
+
+
+class AgentService(Component):
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.socket_path = Path(settings.socket)
+        self._append_pool = ThreadPoolExecutor(16, "mltrail-spool-append")
+        self._started = False
+        self._stopped = False
+        self.spool: Spool | None = None
+        self.forwarder: GrpcForwarder | None = None
+        self.metrics: AgentMetrics | None = None
+        self.http: HttpEndpoint | None = None
+        self._server: grpc.aio.Server | None = None
+        self._forward_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        _check_socket_path(self.socket_path)
+        try:
+            spool = await asyncio.to_thread(
+                Spool, s.spool_dir, fsync=s.fsync, fsync_interval=s.fsync_interval_ms / 1000,
+                max_bytes=s.max_spool_bytes, full_policy=s.full_policy,
+                segment_bytes=s.segment_bytes, on_append=self._notify,
+            )
+        except OSError as exc:
+            raise AgentStartError(f"cannot open the spool at {s.spool_dir}: {exc}") from None
+        self.spool = spool
+        report = spool.scan_report
+        log.info("spool %s: %d frames (%d bytes) to forward, %d bytes cut",
+                 s.spool_dir, report.frames, report.bytes, report.cut_bytes)
+        self.metrics = AgentMetrics(spool, s.unhealthy_after_seconds)
+        tracker = ForwardTracker(report.streams)
+        listener = _Fanout([self.metrics, tracker])
+        self.forwarder = GrpcForwarder(
+            spool, s.collector, batch_max_bytes=s.batch_max_bytes,
+            batch_max_delay=s.batch_max_delay_ms / 1000, listener=listener,
+            retry=RetryPolicy(on_retry=listener.retrying),
+        )
+        self._start_http()
+        await self._start_grpc(tracker)
+        self._forward_task = asyncio.create_task(self.forwarder.run())
+        self._started = True
+
+    def _notify(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.notify()
+
+    def _start_http(self) -> None:
+        assert self.metrics is not None
+        host, port = parse_hostport(self.settings.http, "http")
+        try:
+            self.http = HttpEndpoint(host, port, self.metrics.registry, self.metrics.health)
+        except OSError as exc:
+            raise AgentStartError(f"cannot listen on http {self.settings.http}: {exc}") from None
+        self.http.start()
+
+    async def _start_grpc(self, tracker: ForwardTracker) -> None:
+        assert self.spool is not None and self.metrics is not None
+        receiver = SdkReceiver(
+            self.spool, tracker, self._append_pool, self.info, self.settings.batch_max_bytes,
+            on_received=self.metrics.received, on_refused=self.metrics.refused_batch,
+        )
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ])
+        agent_pb2_grpc.add_AgentServicer_to_server(receiver, self._server)
+        old_umask = os.umask(0o177)  # the socket is never open to others, even briefly
+        try:
+            bound = self._server.add_insecure_port(f"unix:{self.socket_path}")
+        finally:
+            os.umask(old_umask)
+        if not bound:
+            raise AgentStartError(f"cannot listen on the agent socket {self.socket_path}")
+        await self._server.start()
+        os.chmod(self.socket_path, self.settings.socket_permissions)
+
+    def info(self) -> agent_pb2.AgentInfo:
+        metrics = self.metrics
+        return agent_pb2.AgentInfo(
+            collector=self.settings.collector,
+            spool_dir=self.settings.spool_dir,
+            version=VERSION,
+            spool_bytes=self.spool.bytes if self.spool else 0,
+            collector_connected=bool(metrics and metrics.is_connected),
+        )
+
+    def ready_info(self) -> dict[str, object]:
+        assert self.http is not None
+        return {"socket": str(self.socket_path), "http": self.http.address,
+                "collector": self.settings.collector, "pid": os.getpid()}
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, drain up to ``timeout`` seconds, keep the rest on disk."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        drained = await self._drain(timeout)
+        if self._forward_task is not None:
+            self._forward_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._forward_task
+        if self.forwarder is not None:
+            await self.forwarder.close()
+        if self.spool is not None:
+            left = self.spool.pending_bytes
+            await asyncio.to_thread(self.spool.close)
+            if not drained:
+                log.warning("stopping with %d bytes not yet forwarded; they stay in %s for the "
+                            "next start", left, self.settings.spool_dir)
+        self._append_pool.shutdown(wait=False, cancel_futures=True)
+        if self.http is not None:
+            self.http.shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    async def _drain(self, timeout: float) -> bool:
+        spool = self.spool
+        if spool is None or not self._started:
+            return True
+        deadline = time.monotonic() + timeout
+        while not spool.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return spool.empty()

@@ -1,0 +1,93 @@
+"""The agent's settings: defaults < agent.toml (--config) < environment < flags.
+
+Environment variables are ``MLTRAIL_AGENT_<KEY>`` (``MLTRAIL_AGENT_SPOOL_DIR``);
+``MLTRAIL_COLLECTOR`` also sets ``collector`` (``MLTRAIL_AGENT_COLLECTOR``
+wins). Empty paths resolve under ``$MLTRAIL_HOME`` (default ``~/.mltrail``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
+from mltrail.common.net import parse_hostport
+from mltrail.common.settings import SettingsError, load_settings
+
+ENV_PREFIX = "MLTRAIL_AGENT_"
+
+
+def mltrail_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    socket: str = ""  # default $MLTRAIL_HOME/agent.sock
+    socket_mode: str = "0600"  # octal; "0660" lets a group write
+    collector: str = "127.0.0.1:7431"
+    spool_dir: str = ""  # default $MLTRAIL_HOME/agent/spool
+    http: str = "127.0.0.1:7433"
+    fsync: str = "interval"
+    fsync_interval_ms: int = 200
+    max_spool_bytes: int = 1 << 30
+    full_policy: str = "block"
+    segment_bytes: int = 16 << 20
+    batch_max_bytes: int = 8 << 20  # an SDK batch above this is refused
+    batch_max_delay_ms: int = 20
+    drain_timeout: float = 30.0
+    unhealthy_after_seconds: float = 60.0
+    log_level: str = "INFO"
+
+    def validate(self) -> AgentSettings:
+        """Resolve default paths and check every value; raises SettingsError."""
+        if self.fsync not in FSYNC_POLICIES:
+            raise SettingsError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}: {self.fsync!r}")
+        if self.full_policy not in FULL_POLICIES:
+            raise SettingsError(
+                f"full_policy must be one of {', '.join(FULL_POLICIES)}: {self.full_policy!r}"
+            )
+        try:
+            mode = int(self.socket_mode, 8)
+        except ValueError:
+            raise SettingsError(f"socket_mode must be octal like 0600: {self.socket_mode!r}"
+                                ) from None
+        if mode & ~0o777:
+            raise SettingsError(f"socket_mode {self.socket_mode!r} is not a permission mode")
+        for name in ("max_spool_bytes", "segment_bytes", "batch_max_bytes"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        for name, value in (("collector", self.collector), ("http", self.http)):
+            try:
+                parse_hostport(value, name)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
+        home = mltrail_home()
+        return dataclasses.replace(
+            self,
+            socket=self.socket or str(home / "agent.sock"),
+            spool_dir=self.spool_dir or str(home / "agent" / "spool"),
+        )
+
+    @property
+    def socket_permissions(self) -> int:
+        return int(self.socket_mode, 8)
+
+
+def load_agent_settings(
+    config: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentSettings:
+    env = dict(os.environ if environ is None else environ)
+    if "MLTRAIL_COLLECTOR" in env and ENV_PREFIX + "COLLECTOR" not in env:
+        env[ENV_PREFIX + "COLLECTOR"] = env["MLTRAIL_COLLECTOR"]
+    settings = load_settings(
+        AgentSettings, file=config, env_prefix=ENV_PREFIX, environ=env, flags=flags
+    )
+    return settings.validate()

@@ -1,0 +1,662 @@
+"""The agent's spool: a write-ahead log of SDK batches on disk.
+
+A spool is a directory::
+
+    spool/
+      segments/00000000000000000001.seg   append-only frames, oldest first
+      segments/00000000000000000002.seg   <- the write segment (newest)
+      ledger.json                         the acknowledged position
+      dead/letters.seg                    batches the collector refused
+
+Every frame is ``[u32 length][u32 crc32c(payload)][payload]`` (little endian)
+and its payload is ``MAGIC | flags u8 | len(stream_id) u8 | first_seq u64 |
+last_seq u64 | stream_id | batch``. ``batch`` is an encoded Batch that the
+agent never decodes. MAGIC lets a scan find the next frame after a corrupt one.
+
+Positions are ``(segment, offset)`` pairs; they only grow::
+
+    segment 1         segment 2                 segment 3 (write segment)
+    [xxxxxxxxxxxxx]   [xxxxxx|................]  [..................|    ]
+     deleted once      ack ->^        read ->^                write ->^
+     all acked        (ledger.json)  (forwarder, in memory)
+
+- write: the end of the last frame appended; ``append`` moves it.
+- read: where the forwarder reads next. It lives in the forwarder, which
+  goes back to ack after a failed send (the collector skips duplicates).
+- ack: every frame before it was acknowledged by the collector (or set
+  aside as dead letter). ``ack`` moves it; ``ledger.json`` holds a copy
+  written tmp + fsync + rename, at most every ``LEDGER_INTERVAL`` seconds and
+  always before a segment is deleted, so after a crash the ledger may lag
+  (some frames are sent twice: harmless) but never leads.
+
+Durability: ``fsync="always"`` returns from ``append`` only after an fsync
+that covers the frame (one fsync serves every append waiting for it: group
+commit); ``"interval"`` (default) returns after ``write()`` and a background
+thread fsyncs every ``fsync_interval`` seconds; ``"never"`` leaves it to the
+kernel. In every mode a frame is in the kernel before ``append`` returns, so
+``kill -9`` of the agent loses nothing that was acknowledged.
+
+On open, frames from the ack position on are checked. A torn or corrupt
+frame is cut: the scan resumes at the next valid frame if it finds one
+(mid-file damage), otherwise it drops the rest of that segment (a torn tail,
+truncated on disk if it is the write segment). What was cut is reported in
+``scan_report`` and logged; the spool always opens.
+
+The API is synchronous and thread-safe, so the SDK can use it from a plain
+thread for offline runs; the agent calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import google_crc32c
+
+from mltrail.common.errors import MltrailError, RetryableError
+
+log = logging.getLogger("mltrail.agent.spool")
+
+MAGIC = b"MTS1"
+FRAME_HEAD = struct.Struct("<II")  # payload length, crc32c of payload
+PAYLOAD_HEAD = struct.Struct("<4sBBQQ")  # magic, flags, stream id length, first, last
+FLAG_DROPPABLE = 1
+MAX_FRAME_BYTES = 256 * 1024 * 1024  # a larger length field is corruption
+LEDGER_INTERVAL = 0.2
+FSYNC_POLICIES = ("always", "interval", "never")
+FULL_POLICIES = ("block", "drop_newest")
+_SEGMENT_SUFFIX = ".seg"
+
+
+class Position(NamedTuple):
+    segment: int
+    offset: int
+
+
+class SpoolClosedError(MltrailError):
+    """The spool was closed while a caller waited on it."""
+
+
+class SpoolDiskFullError(RetryableError):
+    """The disk refused a write; the spool keeps everything it had before."""
+
+
+class SpoolRefusedError(MltrailError):
+    """An append that can never fit (bigger than the whole cap)."""
+
+
+@dataclass(frozen=True)
+class SpoolFrame:
+    start: Position
+    end: Position
+    stream_id: str
+    first_seq: int
+    last_seq: int
+    droppable: bool
+    batch: bytes
+
+    @property
+    def records(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(frozen=True)
+class AppendOutcome:
+    spooled: bool  # False: dropped under drop_newest (counted)
+    end: Position
+
+
+@dataclass
+class ScanReport:
+    """What the opening scan found: kept frames and what it had to cut."""
+
+    frames: int = 0
+    bytes: int = 0
+    cut_bytes: int = 0
+    cuts: list[str] = field(default_factory=list)
+    streams: Counter[str] = field(default_factory=Counter)  # pending frames per stream
+
+
+@dataclass
+class SpoolCounters:
+    """Plain counters the agent's metrics read (the spool knows no Prometheus)."""
+
+    appended_records: int = 0
+    appended_bytes: int = 0
+    dropped_records: int = 0
+    dropped_batches: int = 0
+    cut_bytes: int = 0
+    corrupt_frames: int = 0
+    disk_full_errors: int = 0
+    blocked_appends: int = 0
+    dead_letters: int = 0
+    dead_letter_records: int = 0
+
+
+def encode_frame(
+    stream_id: str, first_seq: int, last_seq: int, batch: bytes, droppable: bool = False
+) -> bytes:
+    sid = stream_id.encode()
+    if not 0 < len(sid) <= 255:
+        raise ValueError(f"stream id must be 1..255 bytes, got {len(sid)}")
+    flags = FLAG_DROPPABLE if droppable else 0
+    payload = PAYLOAD_HEAD.pack(MAGIC, flags, len(sid), first_seq, last_seq) + sid + batch
+    return FRAME_HEAD.pack(len(payload), google_crc32c.value(payload)) + payload
+
+
+def _decode_payload(payload: bytes, start: Position) -> SpoolFrame:
+    magic, flags, sid_len, first, last = PAYLOAD_HEAD.unpack_from(payload)
+    body = PAYLOAD_HEAD.size + sid_len
+    if magic != MAGIC or len(payload) < body:
+        raise ValueError("bad payload header")
+    end = Position(start.segment, start.offset + FRAME_HEAD.size + len(payload))
+    return SpoolFrame(
+        start, end, payload[PAYLOAD_HEAD.size : body].decode(errors="replace"),
+        first, last, bool(flags & FLAG_DROPPABLE), payload[body:],
+    )
+
+
+def parse_frame(data: bytes | memoryview, offset: int, segment: int = 0) -> SpoolFrame | None:
+    """The intact frame at ``offset`` of ``data``, or None (torn or corrupt)."""
+    if offset + FRAME_HEAD.size > len(data):
+        return None
+    length, crc = FRAME_HEAD.unpack_from(data, offset)
+    start = offset + FRAME_HEAD.size
+    if length < PAYLOAD_HEAD.size or length > MAX_FRAME_BYTES or start + length > len(data):
+        return None
+    payload = bytes(data[start : start + length])
+    if google_crc32c.value(payload) != crc:
+        return None
+    try:
+        return _decode_payload(payload, Position(segment, offset))
+    except (ValueError, struct.error):
+        return None
+
+
+def find_next_frame(data: bytes, offset: int, segment: int = 0) -> int | None:
+    """Offset of the first intact frame after ``offset`` (resync after damage)."""
+    probe = offset + 1
+    while True:
+        hit = data.find(MAGIC, probe + FRAME_HEAD.size)
+        if hit < 0:
+            return None
+        candidate = hit - FRAME_HEAD.size
+        if parse_frame(data, candidate, segment) is not None:
+            return candidate
+        probe = candidate + 1
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Append-only, CRC-framed segments with a ledger; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: str = "interval",
+        fsync_interval: float = 0.2,
+        max_bytes: int = 1 << 30,
+        full_policy: str = "block",
+        segment_bytes: int = 16 << 20,
+        on_append: Callable[[], None] | None = None,
+        writer: Callable[[int, bytes], int] = os.write,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        if full_policy not in FULL_POLICIES:
+            raise ValueError(f"full_policy must be one of {FULL_POLICIES}, got {full_policy!r}")
+        self.directory = Path(directory)
+        self.fsync_policy = fsync
+        self.max_bytes = max_bytes
+        self.full_policy = full_policy
+        self.segment_bytes = segment_bytes
+        self.counters = SpoolCounters()
+        self._on_append = on_append
+        self._write = writer
+        self._cond = threading.Condition()
+        self._closed = False
+        self._blocked = 0
+        self._full_logged = False
+        self._written_total = 0  # logical bytes appended since open (fsync tokens)
+        self._synced_total = 0
+        self._syncing = False
+        self._ledger_time = 0.0
+        self._ledger_pos = Position(0, 0)
+        self._read_fds: dict[int, int] = {}
+        self._holes: dict[Position, int] = {}  # corrupt frame start -> next frame offset
+        self._segments_dir = self.directory / "segments"
+        self._dead_dir = self.directory / "dead"
+        self._segments_dir.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[int, int] = {}  # segment -> end of its last intact frame
+        self._ack = Position(0, 0)
+        self.scan_report = self._open_segments()
+        self._sync_thread: threading.Thread | None = None
+        if fsync == "interval":
+            self._sync_thread = threading.Thread(
+                target=self._sync_loop, args=(fsync_interval,), name="mltrail-spool-fsync",
+                daemon=True,
+            )
+            self._sync_thread.start()
+
+    # ---- opening -------------------------------------------------------
+
+    def _segment_path(self, index: int) -> Path:
+        return self._segments_dir / f"{index:020d}{_SEGMENT_SUFFIX}"
+
+    def _open_segments(self) -> ScanReport:
+        indexes = sorted(
+            int(p.stem) for p in self._segments_dir.glob("*" + _SEGMENT_SUFFIX) if p.stem.isdigit()
+        )
+        ledger = self._read_ledger()
+        report = ScanReport()
+        for index in indexes:
+            if index < ledger.segment:
+                self._segment_path(index).unlink(missing_ok=True)  # acked before a crash
+                continue
+            start = ledger.offset if index == ledger.segment else 0
+            last = index == indexes[-1]
+            self._sizes[index] = self._scan_segment(index, start, last, report)
+        if not self._sizes:
+            self._sizes[max(ledger.segment, 1)] = 0
+        first = min(self._sizes)
+        self._ack = max(ledger, Position(first, 0))
+        self._ledger_pos = self._ack
+        self._write_index = max(self._sizes)
+        path = self._segment_path(self._write_index)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self._segments_dir)
+        report.bytes = sum(self._sizes.values())
+        self.counters.cut_bytes += report.cut_bytes
+        for cut in report.cuts:
+            log.warning("spool %s: %s", self.directory, cut)
+        return report
+
+    def _read_ledger(self) -> Position:
+        path = self.directory / "ledger.json"
+        try:
+            data = json.loads(path.read_text())
+            return Position(int(data["segment"]), int(data["offset"]))
+        except FileNotFoundError:
+            return Position(0, 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("spool ledger %s unreadable (%s): resending from the oldest segment",
+                        path, exc)
+            return Position(0, 0)
+
+    def _scan_segment(self, index: int, start: int, last: bool, report: ScanReport) -> int:
+        """Check frames from ``start``; returns the end of the last intact frame."""
+        path = self._segment_path(index)
+        data = path.read_bytes()
+        offset = start
+        while offset < len(data):
+            frame = parse_frame(data, offset, index)
+            if frame is not None:
+                report.frames += 1
+                report.streams[frame.stream_id] += 1
+                offset = frame.end.offset
+                continue
+            resume = find_next_frame(data, offset, index)
+            if resume is None:
+                report.cut_bytes += len(data) - offset
+                report.cuts.append(
+                    f"segment {path.name}: cut {len(data) - offset} bytes of a torn or corrupt "
+                    f"tail at offset {offset}; kept {offset} bytes before it"
+                )
+                if last:
+                    with open(path, "r+b") as fh:
+                        fh.truncate(offset)
+                        os.fsync(fh.fileno())
+                return offset
+            self.counters.corrupt_frames += 1
+            report.cut_bytes += resume - offset
+            report.cuts.append(
+                f"segment {path.name}: skipped {resume - offset} corrupt bytes at offset "
+                f"{offset}; resumed at the next intact frame (offset {resume})"
+            )
+            self._holes[Position(index, offset)] = resume
+            offset = resume
+        return offset
+
+    # ---- writing -------------------------------------------------------
+
+    def append(
+        self, stream_id: str, first_seq: int, last_seq: int, batch: bytes, droppable: bool = False
+    ) -> AppendOutcome:
+        """Spool one batch; returns once it is in the spool under the fsync policy.
+
+        A full spool blocks (``block``) or drops a droppable batch
+        (``drop_newest``, counted). A full disk raises ``SpoolDiskFullError``
+        and keeps everything spooled before.
+        """
+        frame = encode_frame(stream_id, first_seq, last_seq, batch, droppable)
+        if len(frame) > self.max_bytes:
+            raise SpoolRefusedError(
+                f"a batch of {len(frame)} bytes cannot fit in a spool capped at {self.max_bytes}"
+            )
+        with self._cond:
+            if not self._wait_for_room(len(frame), droppable):
+                self.counters.dropped_records += last_seq - first_seq + 1
+                self.counters.dropped_batches += 1
+                return AppendOutcome(False, self.write_position)
+            end, token = self._write_frame(frame)
+            self.counters.appended_records += last_seq - first_seq + 1
+            self.counters.appended_bytes += len(batch)
+        if self._on_append is not None:
+            self._on_append()
+        if self.fsync_policy == "always":
+            self._sync_up_to(token)
+        return AppendOutcome(True, end)
+
+    def _wait_for_room(self, size: int, droppable: bool) -> bool:
+        """Called with the lock held; False means: drop this batch."""
+        while True:
+            if self._closed:
+                raise SpoolClosedError("the spool is closed (the agent is stopping)")
+            if self.bytes + size <= self.max_bytes:
+                if self._full_logged and self._blocked == 0:
+                    self._full_logged = False
+                return True
+            if droppable and self.full_policy == "drop_newest":
+                return False
+            if not self._full_logged:
+                log.warning(
+                    "spool %s is full (%d of %d bytes): appends wait until the collector "
+                    "acknowledges and segments are deleted", self.directory, self.bytes,
+                    self.max_bytes,
+                )
+                self._full_logged = True
+            self.counters.blocked_appends += 1
+            self._blocked += 1
+            try:
+                self._cond.wait(timeout=1.0)
+            finally:
+                self._blocked -= 1
+
+    def _write_frame(self, frame: bytes) -> tuple[Position, int]:
+        size = self._sizes[self._write_index]
+        if size > 0 and size + len(frame) > self.segment_bytes:
+            self._roll()
+            size = 0
+        try:
+            written = 0
+            while written < len(frame):
+                written += self._write(self._fd, frame[written:])
+        except OSError as exc:
+            self._undo_partial_write(size)
+            self._raise_write_error(exc)
+        self._sizes[self._write_index] = size + len(frame)
+        self._written_total += len(frame)
+        return Position(self._write_index, size + len(frame)), self._written_total
+
+    def _undo_partial_write(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:  # the frame stays torn on disk; the next open cuts it
+            log.error("spool: cannot remove a partial frame (%s); the next start will cut it",
+                      exc)
+
+    def _raise_write_error(self, exc: OSError) -> None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.counters.disk_full_errors += 1
+            log.error(
+                "spool %s: the disk is full (%s); kept %d spooled bytes, refusing new "
+                "batches until space is freed", self.directory, exc.strerror, self.bytes,
+            )
+            raise SpoolDiskFullError(
+                f"agent spool disk is full at {self.directory}: the batch was not spooled "
+                f"(what was spooled before is kept); free disk space, then retry",
+                retry_after=1.0,
+            ) from None
+        raise SpoolDiskFullError(
+            f"agent spool write failed at {self.directory}: {exc}; the batch was not spooled",
+            retry_after=1.0,
+        ) from None
+
+    def _roll(self) -> None:
+        """Start a new write segment (lock held)."""
+        if self.fsync_policy != "never":
+            os.fsync(self._fd)
+            self._synced_total = self._written_total
+        os.close(self._fd)
+        self._write_index += 1
+        self._sizes[self._write_index] = 0
+        path = self._segment_path(self._write_index)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self._segments_dir)
+
+    # ---- fsync ---------------------------------------------------------
+
+    def _sync_up_to(self, token: int) -> None:
+        """Group commit: one fsync covers every append written before it began."""
+        with self._cond:
+            while self._syncing and self._synced_total < token:
+                self._cond.wait()
+            if self._synced_total >= token or self._closed:
+                return
+            self._syncing = True
+            target = self._written_total
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with self._cond:
+                self._syncing = False
+                self._synced_total = max(self._synced_total, target)
+                self._cond.notify_all()
+
+    def _sync_loop(self, interval: float) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                token = self._written_total
+            if token > self._synced_total:
+                try:
+                    self._sync_up_to(token)
+                except OSError as exc:
+                    log.error("spool %s: fsync failed: %s", self.directory, exc)
+            time.sleep(interval)
+
+    # ---- reading -------------------------------------------------------
+
+    def read(self, start: Position, max_bytes: int, max_frames: int = 10_000) -> list[SpoolFrame]:
+        """Intact frames from ``start`` (at least one if any), up to ``max_bytes``."""
+        frames: list[SpoolFrame] = []
+        total = 0
+        pos = self._clamp(start)
+        while total < max_bytes and len(frames) < max_frames:
+            with self._cond:
+                end = self._sizes.get(pos.segment)
+                later = [i for i in self._sizes if i > pos.segment]
+            if end is None or pos.offset >= end:
+                if not later:
+                    break
+                pos = Position(min(later), 0)
+                continue
+            frame = self._read_frame(pos, end)
+            if frame is None:
+                pos = Position(pos.segment, self._holes.get(pos, end))
+                continue
+            if frames and total + len(frame.batch) > max_bytes:
+                break
+            frames.append(frame)
+            total += len(frame.batch)
+            pos = frame.end
+        return frames
+
+    def _clamp(self, pos: Position) -> Position:
+        with self._cond:
+            first = min(self._sizes)
+        return pos if pos.segment >= first else Position(first, 0)
+
+    def _read_frame(self, pos: Position, end: int) -> SpoolFrame | None:
+        if pos in self._holes:
+            return None
+        fd = self._read_fd(pos.segment)
+        head = os.pread(fd, FRAME_HEAD.size, pos.offset)
+        length = FRAME_HEAD.unpack(head)[0] if len(head) == FRAME_HEAD.size else 0
+        if pos.offset + FRAME_HEAD.size + length <= end:
+            data = head + os.pread(fd, length, pos.offset + FRAME_HEAD.size)
+            frame = parse_frame(data, 0, pos.segment)
+            if frame is not None:
+                return _shift(frame, pos)
+        self._resync_at(pos, end)
+        return None
+
+    def _resync_at(self, pos: Position, end: int) -> None:
+        """Damage found while forwarding: skip to the next intact frame, count it."""
+        data = os.pread(self._read_fd(pos.segment), end - pos.offset, pos.offset)
+        resume = find_next_frame(data, 0)
+        target = end if resume is None else pos.offset + resume
+        self._holes[pos] = target
+        self.counters.corrupt_frames += 1
+        self.counters.cut_bytes += target - pos.offset
+        log.error("spool segment %d: corrupt frame at offset %d; skipped %d bytes",
+                  pos.segment, pos.offset, target - pos.offset)
+
+    def _read_fd(self, segment: int) -> int:
+        fd = self._read_fds.get(segment)
+        if fd is None:
+            fd = os.open(self._segment_path(segment), os.O_RDONLY)
+            self._read_fds[segment] = fd
+        return fd
+
+    # ---- acknowledging -------------------------------------------------
+
+    def ack(self, position: Position) -> None:
+        """Every frame before ``position`` is done; delete fully acked segments."""
+        with self._cond:
+            later = [i for i in self._sizes if i > position.segment]
+            if later and position.offset >= self._sizes.get(position.segment, 0):
+                position = Position(min(later), 0)  # the end of a segment: the next one's start
+            if position <= self._ack:
+                return
+            self._ack = position
+            if position == self.write_position and self._blocked and position.offset > 0:
+                self._roll()  # the cap is reached: free the fully acked write segment
+                self._ack = Position(self._write_index, 0)
+            done = [i for i in self._sizes if i < self._ack.segment]
+            now = time.monotonic()
+            if done or now - self._ledger_time >= LEDGER_INTERVAL:
+                self._write_ledger(self._ack)
+            for index in done:
+                self._delete_segment(index)
+            if done:
+                self._cond.notify_all()
+
+    def _delete_segment(self, index: int) -> None:
+        del self._sizes[index]
+        fd = self._read_fds.pop(index, None)
+        if fd is not None:
+            os.close(fd)
+        self._holes = {p: r for p, r in self._holes.items() if p.segment != index}
+        self._segment_path(index).unlink(missing_ok=True)
+
+    def _write_ledger(self, position: Position) -> None:
+        path = self.directory / "ledger.json"
+        tmp = path.with_name("ledger.json.tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"segment": position.segment, "offset": position.offset}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+        self._ledger_time = time.monotonic()
+        self._ledger_pos = position
+
+    def dead_letter(self, frame: SpoolFrame, reason: str) -> None:
+        """Keep a batch the collector refused under dead/, for a person to inspect."""
+        self._dead_dir.mkdir(exist_ok=True)
+        data = encode_frame(frame.stream_id, frame.first_seq, frame.last_seq, frame.batch,
+                            frame.droppable)
+        with open(self._dead_dir / "letters.seg", "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(self._dead_dir / "reasons.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{frame.stream_id} {frame.first_seq}-{frame.last_seq}: {reason}\n")
+        with self._cond:
+            self.counters.dead_letters += 1
+            self.counters.dead_letter_records += frame.records
+
+    # ---- state -----------------------------------------------------------
+
+    @property
+    def write_position(self) -> Position:
+        return Position(self._write_index, self._sizes[self._write_index])
+
+    @property
+    def ack_position(self) -> Position:
+        return self._ack
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    @property
+    def segments(self) -> int:
+        return len(self._sizes)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes not yet acknowledged by the collector (approximate over holes)."""
+        with self._cond:
+            return sum(
+                size - (self._ack.offset if index == self._ack.segment else 0)
+                for index, size in self._sizes.items()
+                if index >= self._ack.segment
+            )
+
+    def empty(self) -> bool:
+        """True when the collector acknowledged everything spooled."""
+        with self._cond:
+            return self._ack >= self.write_position or self.pending_bytes == 0
+
+    def close(self) -> None:
+        """Flush, write the ledger, release waiters; idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            if self.fsync_policy != "never":
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._write_ledger(self._ack)
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=5)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shift(frame: SpoolFrame, start: Position) -> SpoolFrame:
+    """``frame`` parsed at offset 0 of a buffer, placed at ``start`` in the spool."""
+    length = frame.end.offset - frame.start.offset
+    return SpoolFrame(start, Position(start.segment, start.offset + length), frame.stream_id,
+                      frame.first_seq, frame.last_seq, frame.droppable, frame.batch)
