@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -258,19 +259,38 @@ class _ErrorMapper:
 
 
 class QueryClient:
-    """Blocking client of ``mltrail.v1.Query``. Thread-safe (one gRPC channel)."""
+    """Blocking client of ``mltrail.v1.Query``. Thread-safe (one gRPC channel).
+
+    ``close()`` (or leaving a ``with`` block) closes the channel; a later call
+    opens a new one, so one client may serve several ``with`` blocks."""
 
     def __init__(self, address: str | None = None, timeout: float = 10.0) -> None:
         self.address = resolve_collector_address(address)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-        ])
-        self._stub = collector_pb2_grpc.QueryStub(self._channel)
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._query_stub: collector_pb2_grpc.QueryStub | None = None
+
+    @property
+    def _stub(self) -> collector_pb2_grpc.QueryStub:
+        with self._lock:
+            if self._query_stub is None:
+                self._channel = grpc.insecure_channel(self.address, options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                    # A follow reconnects after a collector restart: retry the
+                    # connection within seconds, not gRPC's default of up to 2 minutes.
+                    ("grpc.initial_reconnect_backoff_ms", 250),
+                    ("grpc.max_reconnect_backoff_ms", 3000),
+                ])
+                self._query_stub = collector_pb2_grpc.QueryStub(self._channel)
+            return self._query_stub
 
     def close(self) -> None:
-        self._channel.close()
+        with self._lock:
+            channel, self._channel, self._query_stub = self._channel, None, None
+        if channel is not None:
+            channel.close()
 
     def __enter__(self) -> QueryClient:
         return self

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import selectors
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -375,3 +376,35 @@ def test_follow_shows_new_lines_within_a_second_and_exits_by_status(
         word = "failed" if status == records_pb2.FAILED else "canceled"
         assert err == (f"mltrail: error: run '{run_id}' {word}: "
                        "FloatingPointError: loss went to nan (UserError, exit code 2)\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_follow_survives_a_collector_restart(tmp_path: Path) -> None:
+    """kill -9 of the collector while following: the follow reconnects, no line twice."""
+    port = _free_port()
+    svc = Service("collector", [
+        "--store", f"sqlite:///{tmp_path / 'store.db'}", "--grpc", f"127.0.0.1:{port}",
+        "--http", "127.0.0.1:0", "--artifacts", str(tmp_path / "artifacts")], tmp_path).start()
+    follower = None
+    try:
+        stream = b.new_stream_id()
+        with b.IngestClient(svc.grpc) as ingest:
+            _write_ok(ingest, b.batch(stream, [b.started(1, "r"), b.log(2, "r", b"a\nb\n")]))
+        follower = Follower(svc, "r")
+        assert follower.read_lines(2, timeout=15) == ["a", "b"]
+        svc.kill()
+        time.sleep(0.5)
+        svc.start()
+        with b.IngestClient(svc.grpc) as ingest:
+            _write_ok(ingest, b.batch(stream, [b.log(3, "r", b"c\n"), b.ended(4, "r")]))
+        returncode, rest, err = follower.finish(timeout=30)
+        assert (returncode, rest, err) == (0, "c\n", "")
+    finally:
+        if follower is not None:
+            follower.kill()
+        svc.stop()

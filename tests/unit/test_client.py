@@ -279,3 +279,14 @@ def test_missing_artifact_and_missing_run_are_told_apart(query: Any, tmp_path: P
             client.download_artifact("nope", "x.txt", tmp_path / "x")
         assert [a.path for a in client.list_artifacts("r1")] == ["outputs/model.bin"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_client_serves_several_with_blocks(query: Any) -> None:
+    _, address = query
+    client = QueryClient(address)
+    with client:
+        assert client.get_run("r1").run_id == "r1"
+    with client:
+        assert client.get_run("r1").status == "Failed"
+    client.close()
+    client.close()  # idempotent
