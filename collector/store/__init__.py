@@ -13,13 +13,17 @@ from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
     BatchOutcome,
     LogQuery,
+    ScalarPoint,
     Store,
     ValidBatch,
     WriteSummary,
 )
 from mltrail.common.errors import PermanentError
 
-__all__ = ["BatchOutcome", "LogQuery", "Store", "ValidBatch", "WriteSummary", "open_store"]
+__all__ = [
+    "BatchOutcome", "LogQuery", "ScalarPoint", "Store", "ValidBatch", "WriteSummary",
+    "open_store",
+]
 
 
 def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:

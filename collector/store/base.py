@@ -23,15 +23,31 @@ from dataclasses import dataclass, field
 
 from mltrail.proto import collector_pb2, records_pb2
 
+# A scalar metric value as validation read it, so the store does not walk the
+# protobuf again: (seq, run_id, name, time_unix_nano, step or None,
+# value kind ("number", "integer", "text", "flag"), value).
+ScalarPoint = tuple[int, str, str, int, int | None, str, float | int | str | bool]
+
 
 @dataclass(frozen=True)
 class ValidBatch:
-    """A batch that passed ingest validation: contiguous seqs first..last."""
+    """A batch that passed ingest validation: contiguous seqs first..last.
+
+    Plain scalar metrics (no description) are in ``scalars``; every other
+    record is in ``others``; both in seq order. Within one batch the scalar
+    rows of a name are stored after its other kinds (only a name logged with
+    two kinds in one batch would see that).
+    """
 
     stream_id: str
     first_seq: int
     last_seq: int
-    records: Sequence[records_pb2.Record]
+    scalars: Sequence[ScalarPoint]
+    others: Sequence[records_pb2.Record]
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
 
 
 @dataclass

@@ -101,7 +101,7 @@ class SqliteReader:
         out: list[collector_pb2.MetricRecord] = []
         for name_key, metric_name in names:
             rows = self._conn.execute(
-                "SELECT time, step, kind, value, data FROM metrics "
+                "SELECT time, step, kind, value FROM metrics "
                 "WHERE run_key = ? AND name_key = ? ORDER BY rowid", (run_key, name_key))
             out.extend(_metric_record(metric_name, row) for row in rows)
         return out
@@ -179,11 +179,11 @@ def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:
 
 
 def _metric_record(name: str, row: tuple[Any, ...]) -> collector_pb2.MetricRecord:
-    time_ns, step, kind, value, data = row
+    time_ns, step, kind, value = row
     record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
     metric = record.metric
     if kind == schema.KIND_ENCODED:
-        metric.ParseFromString(data)
+        metric.ParseFromString(value)
         return record
     metric.name = name
     scalar = metric.scalar

@@ -18,8 +18,10 @@ from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
 SCHEMA_VERSION = 1
 
-# metrics.kind: how to read metrics.value back. A NaN is stored as NULL by
-# SQLite, so (KIND_NUMBER, NULL) reads back as NaN.
+# metrics.kind: how to read metrics.value back (KIND_ENCODED: value is the
+# encoded Metric). A NaN is stored as NULL by SQLite, so (KIND_NUMBER, NULL)
+# reads back as NaN. One untyped value column instead of a separate BLOB
+# column: a seventh column costs a third more per inserted row.
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG, KIND_ENCODED = 1, 2, 3, 4, 9
 
 SCHEMA = """
@@ -52,8 +54,7 @@ CREATE TABLE metrics (
   time INTEGER NOT NULL,
   step INTEGER,
   kind INTEGER NOT NULL,
-  value,
-  data BLOB
+  value
 );
 CREATE INDEX metrics_by_run_name ON metrics(run_key, name_key);
 CREATE TABLE log_streams (

@@ -25,7 +25,7 @@ from typing import Any
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import BatchOutcome, ValidBatch, WriteSummary
+from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
@@ -86,14 +86,14 @@ class SqliteWriter:
                            (batch.stream_id,)).fetchone()
         hwm = row[0] if row else 0
         outcome = BatchOutcome(batch.stream_id, acked_seq=max(hwm, 0))
-        skip = min(max(hwm - batch.first_seq + 1, 0), len(batch.records))
+        skip = min(max(hwm - batch.first_seq + 1, 0), batch.count)
         outcome.duplicates = skip
-        if skip == len(batch.records):
+        if skip == batch.count:
             return outcome
         outcome.gap = batch.first_seq > hwm + 1
         conn.execute("SAVEPOINT batch")
         try:
-            work = self._write_records(batch.records[skip:])
+            work = self._write_records(batch, hwm)
         except PermanentError as exc:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
@@ -103,26 +103,47 @@ class SqliteWriter:
                      "DO UPDATE SET hwm = excluded.hwm", (batch.stream_id, batch.last_seq))
         conn.execute("RELEASE batch")
         outcome.acked_seq = batch.last_seq
-        outcome.stored = len(batch.records) - skip
+        outcome.stored = batch.count - skip
         outcome.kinds = work.kinds
         self._merge(work, summary)
         return outcome
 
-    def _write_records(self, records: Sequence[records_pb2.Record]) -> _BatchWork:
+    def _write_records(self, batch: ValidBatch, hwm: int) -> _BatchWork:
+        """Records above ``hwm``: the others by handler, then the scalars in one executemany."""
         work = _BatchWork()
         kinds = work.kinds
-        handlers = self._handlers
-        for rec in records:
+        for rec in batch.others:
+            if rec.seq <= hwm:
+                continue
             kind = rec.WhichOneof("body")
-            handler = handlers.get(kind) if kind else None
+            handler = self._handlers.get(kind) if kind else None
             if handler is None:  # ingest validated; a new kind here is a bug upstream
                 raise PermanentError(f"record seq {rec.seq}: unknown record kind {kind!r}")
             handler(rec, work)
             kinds[kind] = kinds.get(kind, 0) + 1
+        stored = self._scalar_rows(batch.scalars, hwm, work)
+        if stored:
+            kinds["metric"] = kinds.get("metric", 0) + stored
         if work.metrics:
-            self._conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   work.metrics)
+            self._conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
         return work
+
+    def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
+        """Append metric rows for the points above ``hwm``; the hot loop, kept minimal."""
+        rows, latest = work.metrics, work.latest
+        runs, names, codes = self._runs, self._names, _VALUE_KINDS
+        before = len(rows)
+        for seq, run_id, name, time_ns, step, kind, value in points:
+            if seq <= hwm:
+                continue
+            entry = runs.get(run_id)
+            run_key = entry[0] if entry else self._run_key(run_id, time_ns)
+            code = codes[kind]
+            rows.append((run_key, names.get(name) or self._name_key(name), time_ns, step, code,
+                         value))
+            if code <= schema.KIND_INTEGER:
+                latest[(run_id, name)] = value
+        return len(rows) - before
 
     @staticmethod
     def _merge(work: _BatchWork, summary: WriteSummary) -> None:
@@ -180,22 +201,12 @@ class SqliteWriter:
     # ---- handlers, one per record body kind -----------------------------------
 
     def _metric(self, rec: records_pb2.Record, work: _BatchWork) -> None:
+        """The rare kinds (and scalars with a description): kept as the encoded Metric."""
         metric = rec.metric
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         name_key = self._name_key(metric.name)
-        if metric.WhichOneof("data") == "scalar" and not metric.description:
-            scalar = metric.scalar
-            value = scalar.value
-            kind = value.WhichOneof("kind")
-            code = _VALUE_KINDS[kind]
-            number = getattr(value, kind)
-            step = scalar.step if scalar.HasField("step") else None
-            work.metrics.append((run_key, name_key, rec.time_unix_nano, step, code, number, None))
-            if code <= schema.KIND_INTEGER:
-                work.latest[(rec.run_id, metric.name)] = number
-            return
         work.metrics.append((run_key, name_key, rec.time_unix_nano, None, schema.KIND_ENCODED,
-                             None, metric.SerializeToString()))
+                             metric.SerializeToString()))
 
     def _log(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         chunk = rec.log

@@ -1,0 +1,93 @@
+"""Benchmark: scalar metric records/s into a real collector process with SQLite.
+
+Starts ``mltrail collector`` on a temporary store, pushes N scalar records
+(pre-encoded, so the client's cost stays out of the figure) in batches on one
+Ingest.Write stream with a few requests in flight, and prints plain lines
+``name: value unit``.
+
+    python bench/collector_ingest.py [--records 500000] [--batch 10000] [--in-flight 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mltrail.proto import collector_pb2
+from tests import builders
+from tests.procs import Service
+
+
+def encoded_requests(count: int, per_batch: int) -> list[bytes]:
+    run_id, stream_id = builders.new_stream_id(), builders.new_stream_id()
+    out = []
+    for index, batch in enumerate(builders.scalar_batches(run_id, stream_id, count, per_batch)):
+        request = collector_pb2.IngestRequest(request_id=index + 1, batches=[batch])
+        out.append(request.SerializeToString())
+    return out
+
+
+def push(address: str, requests: list[bytes], window: int) -> tuple[float, int]:
+    prepared = [collector_pb2.IngestRequest.FromString(raw) for raw in requests]
+    in_flight = threading.Semaphore(window)
+
+    def send() -> Iterator[collector_pb2.IngestRequest]:
+        for request in prepared:
+            in_flight.acquire()
+            yield request
+
+    stored = 0
+    with builders.IngestClient(address) as client:
+        started = time.perf_counter()
+        for response in client.write_stream(send()):
+            in_flight.release()
+            for result in response.results:
+                if result.code:
+                    raise SystemExit(f"batch refused: {result.message}")
+                stored += result.stored
+        return time.perf_counter() - started, stored
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=500_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--in-flight", type=int, default=4)
+    args = parser.parse_args()
+    requests = encoded_requests(args.records, args.batch)
+    wire_bytes = sum(len(r) for r in requests)
+    with tempfile.TemporaryDirectory(prefix="mltrail-bench-") as tmp:
+        workdir = Path(tmp)
+        svc = Service("collector", ["--store", f"sqlite:///{workdir / 'store.db'}",
+                                    "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                                    "--artifacts", str(workdir / "artifacts")], workdir)
+        svc.start()
+        try:
+            seconds, stored = push(svc.grpc, requests, args.in_flight)
+            rss = peak_rss_kib(svc.info["pid"])
+        finally:
+            svc.stop()
+    print(f"records: {stored} records")
+    print(f"seconds: {seconds:.3f} s")
+    print(f"throughput: {stored / seconds:.0f} records/s")
+    print(f"wire: {wire_bytes / seconds / 1e6:.2f} MB/s")
+    print(f"collector_peak_rss: {rss / 1024:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
