@@ -1,0 +1,73 @@
+"""Batch validation: each problem is refused with a message naming stream, record and cause."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mltrail.collector.validate import BatchRejected, validate_batch
+from mltrail.proto import records_pb2
+from tests import builders as b
+
+
+def rejected(batch: records_pb2.Batch) -> BatchRejected:
+    with pytest.raises(BatchRejected) as info:
+        validate_batch(batch)
+    return info.value
+
+
+def test_valid_batch_separates_scalars_from_other_records() -> None:
+    valid = validate_batch(b.batch("s", [
+        b.started(1, "r"), b.scalar(2, "r", "loss", 0.5, step=3), b.log(3, "r", b"x\n"),
+        b.scalar(4, "r", "acc", 7)]))
+    assert (valid.first_seq, valid.last_seq, valid.count) == (1, 4, 4)
+    assert [p[0] for p in valid.scalars] == [2, 4]
+    assert valid.scalars[0][1:3] == ("r", "loss")
+    assert valid.scalars[0][4:] == (3, "number", 0.5)
+    assert valid.scalars[1][4:] == (None, "integer", 7)
+    assert [r.seq for r in valid.others] == [1, 3]
+
+
+def test_gap_inside_a_batch_is_refused() -> None:
+    exc = rejected(b.batch("abc", [b.scalar(1, "r", "m", 1.0), b.scalar(3, "r", "m", 1.0)]))
+    assert "stream 'abc'" in str(exc)
+    assert "record seq 3 (index 1)" in str(exc)
+    assert "nothing of this batch was stored" in str(exc)
+    assert exc.reason == "seq"
+
+
+def test_unknown_run_event_is_refused() -> None:
+    rec = b.record(1, "r", run_event=records_pb2.RunEvent())
+    exc = rejected(b.batch("s", [rec]))
+    assert "unknown run event" in str(exc)
+
+
+def test_record_without_body_is_refused() -> None:
+    exc = rejected(b.batch("s", [b.record(1, "r")]))
+    assert "unknown record kind" in str(exc)
+
+
+def test_nan_in_json_metric_is_refused_but_nan_scalar_is_accepted() -> None:
+    json_metric = records_pb2.Metric(name="cm", json=records_pb2.JsonMetric(json='{"v": NaN}'))
+    exc = rejected(b.batch("s", [b.record(1, "r", metric=json_metric)]))
+    assert "not strict JSON" in str(exc) and "NaN" in str(exc)
+    valid = validate_batch(b.batch("s", [b.scalar(1, "r", "loss", math.nan)]))
+    assert math.isnan(valid.scalars[0][6])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("batch", "expected"), [
+    (b.batch("", [b.scalar(1, "r", "m", 1.0)]), "stream_id is empty"),
+    (b.batch("s", []), "no records"),
+    (b.batch("s", [b.scalar(0, "r", "m", 1.0)]), "seqs start at 1"),
+    (b.batch("s", [b.scalar(1, "", "m", 1.0)]), "run_id is empty"),
+    (b.batch("s", [b.scalar(1, "r", "", 1.0)]), "metric name is empty"),
+    (b.batch("s", [b.record(1, "r", metric=records_pb2.Metric(
+        name="m", scalar=records_pb2.Scalar()))]), "has no value"),
+    (b.batch("s", [b.log(1, "r", b"a\nb\n", line_times_unix_nano=[1])]), "2 lines but 1"),
+    (b.batch("s", [b.record(1, "r", artifact=records_pb2.ArtifactChunk(
+        path="f", last=True, sha256="zz"))]), "no valid sha256"),
+    (b.batch("s", [b.ended(1, "r", status=records_pb2.RUNNING)]), "status RUNNING"),
+])
+def test_each_problem_has_a_clear_message(batch: records_pb2.Batch, expected: str) -> None:
+    assert expected in str(rejected(batch))

@@ -1,0 +1,178 @@
+"""SqliteStore through its one write primitive and its queries (SQLite in tmp_path)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.store import LogQuery, Store, open_store
+from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION
+from mltrail.collector.validate import validate_batch
+from mltrail.common.errors import PermanentError
+from mltrail.common.lines import LINE_SPLIT_MARKER
+from mltrail.proto import collector_pb2, records_pb2
+from tests import builders as b
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}", ArtifactStore(tmp_path / "art"))
+    yield s
+    s.close()
+
+
+def write(store: Store, *batches: records_pb2.Batch):  # type: ignore[no-untyped-def]
+    return store.write_batch([validate_batch(batch) for batch in batches])
+
+
+def artifact_records(run_id: str, path: str, data: bytes, first_seq: int, piece: int,
+                     sha: str | None = None) -> list[records_pb2.Record]:
+    out = []
+    offsets = list(range(0, len(data), piece)) or [0]
+    for n, offset in enumerate(offsets):
+        last = n == len(offsets) - 1
+        chunk = records_pb2.ArtifactChunk(
+            path=path, offset=offset, data=data[offset:offset + piece], last=last,
+            sha256=(sha or hashlib.sha256(data).hexdigest()) if last else "",
+            size=len(data) if last else 0)
+        out.append(b.record(first_seq + n, run_id, artifact=chunk))
+    return out
+
+
+def test_replayed_batch_is_stored_once(store: Store) -> None:
+    batch = b.batch("s", [b.scalar(i, "r", "loss", float(i)) for i in range(1, 6)])
+    first = write(store, batch).outcomes[0]
+    again = write(store, batch).outcomes[0]
+    overlap = write(store, b.batch("s", [b.scalar(i, "r", "loss", float(i))
+                                          for i in range(4, 8)])).outcomes[0]
+    assert (first.stored, first.duplicates, first.acked_seq) == (5, 0, 5)
+    assert (again.stored, again.duplicates, again.acked_seq) == (0, 5, 5)
+    assert (overlap.stored, overlap.duplicates, overlap.acked_seq) == (2, 2, 7)
+    values = [r.metric.scalar.value.number for r in store.get_metrics("r", "loss")]
+    assert values == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+def test_gap_between_batches_is_accepted_and_flagged(store: Store) -> None:
+    write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)]))
+    outcome = write(store, b.batch("s", [b.scalar(5, "r", "m", 5.0)])).outcomes[0]
+    assert outcome.gap and outcome.stored == 1 and outcome.acked_seq == 5
+
+
+def test_scalar_values_round_trip_exactly(store: Store) -> None:
+    big = 2**62 + 1
+    write(store, b.batch("s", [
+        b.scalar(1, "r", "a", math.nan), b.scalar(2, "r", "a", math.inf),
+        b.scalar(3, "r", "b", big, step=9), b.scalar(4, "r", "c", "text"),
+        b.scalar(5, "r", "d", True)]))
+    got = {r.metric.name: r.metric.scalar for r in store.get_metrics("r", "")}
+    a = [r.metric.scalar.value.number for r in store.get_metrics("r", "a")]
+    assert math.isnan(a[0]) and a[1] == math.inf
+    assert got["b"].value.integer == big and got["b"].step == 9
+    assert got["c"].value.text == "text"
+    assert got["d"].value.flag is True
+    assert [r.metric.name for r in store.get_metrics("r", "")] == ["a", "a", "b", "c", "d"]
+
+
+def test_rare_metric_kinds_round_trip(store: Store) -> None:
+    table = records_pb2.Metric(name="t", description="d", table=records_pb2.Table(
+        columns=[records_pb2.Column(name="x", values=[b.value(1), b.value(2)])]))
+    write(store, b.batch("s", [b.record(1, "r", metric=table)]))
+    assert store.get_metrics("r", "t")[0].metric == table
+
+
+def test_run_is_derived_from_records(store: Store) -> None:
+    write(store, b.batch("s", [b.scalar(1, "child", "m", 1.0)]))
+    assert store.get_run("child").status == records_pb2.RUNNING  # type: ignore[union-attr]
+    write(store, b.batch("s", [
+        b.started(2, "parent", experiment="e", properties={"k": "first"}),
+        b.started(3, "child", experiment="e", parent_run_id="parent", tags={"t": "1"}),
+        b.record(4, "child", run_event=records_pb2.RunEvent(
+            properties=records_pb2.PropertiesAdded(properties={"p": "1"}))),
+        b.record(5, "child", run_event=records_pb2.RunEvent(
+            properties=records_pb2.PropertiesAdded(properties={"p": "2"}))),
+        b.ended(6, "child", records_pb2.FAILED,
+                records_pb2.ErrorDetails(code="UserError", message="boom")),
+    ]))
+    child = store.get_run("child")
+    assert child is not None
+    assert (child.experiment, child.parent_run_id, child.status) == ("e", "parent",
+                                                                     records_pb2.FAILED)
+    assert dict(child.properties) == {"p": "1"}  # add-only: the first value stays
+    assert dict(child.tags) == {"t": "1"}
+    assert child.error.message == "boom" and child.metric_records == 1
+    assert list(store.get_run("parent").child_run_ids) == ["child"]  # type: ignore[union-attr]
+    failed = store.list_runs(collector_pb2.ListRunsRequest(status=records_pb2.FAILED))
+    tagged = store.list_runs(collector_pb2.ListRunsRequest(tags={"t": ""}))
+    assert [r.run_id for r in failed] == ["child"] == [r.run_id for r in tagged]
+    assert store.get_run("nope") is None
+
+
+def test_log_lines_are_numbered_and_ranged_across_chunks(store: Store) -> None:
+    write(store, b.batch("s", [b.log(i + 1, "r", f"l{2 * i}\nl{2 * i + 1}\n".encode())
+                               for i in range(5)]))
+    lines = store.read_logs(LogQuery("r", from_line=3, to_line=7))
+    assert [(line.line, line.text) for line in lines] == [
+        (3, "l3"), (4, "l4"), (5, "l5"), (6, "l6")]
+    assert store.log_positions("r") == {"stdout": 10}
+
+
+def test_bad_utf8_is_kept_and_long_line_split(store: Store) -> None:
+    long_line = b"y" * (2 * 1024 * 1024 + 10)
+    write(store, b.batch("s", [b.log(1, "r", b"ok \xff\xfe end\n" + long_line + b"\n",
+                                     line_times_unix_nano=[11, 22])]))
+    lines = store.read_logs(LogQuery("r"))
+    assert lines[0].text == "ok \ufffd\ufffd end" and lines[0].time_unix_nano == 11
+    assert len(lines) == 4
+    assert all(line.time_unix_nano == 22 for line in lines[1:])
+    rebuilt = "".join(line.text for line in lines[1:]).replace(LINE_SPLIT_MARKER.decode(), "")
+    assert rebuilt == long_line.decode()
+
+
+def test_artifact_assembled_and_verified(store: Store, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 100
+    write(store, b.batch("s", artifact_records("r", "out/model.bin", data, 1, 7000)))
+    info = store.get_artifact("r", "out/model.bin")
+    assert info is not None and info.size == len(data)
+    assert b"".join(store.read_artifact(info, 4096)) == data
+    digest = hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "art" / "sha256" / digest[:2] / digest).read_bytes() == data
+
+
+def test_sha_mismatch_rolls_back_only_that_batch(store: Store) -> None:
+    bad = b.batch("bad", [b.scalar(1, "r", "m", 1.0),
+                          *artifact_records("r", "f", b"abc", 2, 2, sha="0" * 64)])
+    good = b.batch("good", [b.scalar(1, "r", "m", 2.0)])
+    summary = write(store, bad, good)
+    assert summary.outcomes[0].error is not None
+    assert "sha256 mismatch" in summary.outcomes[0].error
+    assert "expected " + "0" * 64 in summary.outcomes[0].error
+    assert summary.outcomes[1].stored == 1
+    assert [r.metric.scalar.value.number for r in store.get_metrics("r", "m")] == [2.0]
+    assert store.list_artifacts("r") == []
+    retry = write(store, b.batch("bad", [b.scalar(1, "r", "m", 1.0)])).outcomes[0]
+    assert retry.stored == 1  # the rolled-back batch left no high-water mark
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a")).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(PermanentError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("mysql://x/y", "unknown scheme 'mysql'"),
+    ("sqlite://", "has no file path"),
+    ("/just/a/path", "unknown scheme ''"),
+])
+def test_bad_store_url(tmp_path: Path, url: str, expected: str) -> None:
+    with pytest.raises(PermanentError, match=expected):
+        open_store(url, ArtifactStore(tmp_path / "a"))
