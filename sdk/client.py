@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -181,8 +181,9 @@ def _run_error(pb: records_pb2.ErrorDetails | None) -> RunError | None:
                     traceback=pb.traceback, exit_code=pb.exit_code)
 
 
-@dataclass(frozen=True)
-class LogLine:
+class LogLine(NamedTuple):
+    """One line; a NamedTuple because a follow of millions of lines builds one per line."""
+
     stream: str
     line: int
     time_unix_nano: int
@@ -192,8 +193,7 @@ class LogLine:
 
     @classmethod
     def from_pb(cls, pb: collector_pb2.LogLine) -> LogLine:
-        return cls(stream=pb.stream, line=pb.line, time_unix_nano=pb.time_unix_nano,
-                   text=pb.text, level=pb.level, logger=pb.logger)
+        return cls(pb.stream, pb.line, pb.time_unix_nano, pb.text, pb.level, pb.logger)
 
 
 @dataclass(frozen=True)
