@@ -40,3 +40,13 @@ def collector(tmp_path: Path) -> Iterator[Service]:
     svc.start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, collector: Service) -> Iterator[Service]:
+    """An agent process forwarding to the ``collector`` fixture; socket in tmp_path."""
+    from tests.agent_client import agent_service
+
+    svc = agent_service(tmp_path, collector.grpc).start()
+    yield svc
+    svc.stop()
