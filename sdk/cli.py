@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "mltrail.collector.cli",
     "mltrail.agent.cli",
     "mltrail.query_cli",
+    "mltrail.sync_cli",
 )
 
 

@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,22 +119,28 @@ class _ProgressPrinter:
                   f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
-_process_link: Link | None = None
+_links: dict[str, Link] = {}
+_embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
 
 
 def process_link() -> Link:
-    """This process's link to an agent, made on first use."""
-    global _process_link
+    """This process's link to its agent (one per socket path), made on first use."""
     with _link_lock:
-        if _process_link is None:
-            socket_path = agent_socket_from_env() or ensure_embedded()
-            agent = AgentSink(socket_path)
-            sender = Sender(agent, overflow=None)
-            overflow = SpoolOverflow(offline_dir(sender.stream_id))
-            sender.overflow = overflow
-            _process_link = Link(sender, str(overflow.directory), agent=agent)
-        return _process_link
+        socket_path = agent_socket_from_env() or _embedded()
+        link = _links.get(socket_path)
+        if link is None:
+            agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
+            overflow = SpoolOverflow(offline_dir(stream_id))
+            sender = Sender(agent, overflow=overflow, stream_id=stream_id)
+            link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent)
+        return link
+
+
+def _embedded() -> str:
+    if not _embedded_socket:
+        _embedded_socket.append(ensure_embedded())
+    return _embedded_socket[0]
 
 
 def offline_link(run_id: str) -> Link:

@@ -40,7 +40,7 @@ from typing import Protocol
 
 import grpc
 
-from mltrail.common.errors import MltrailError, from_rpc_error
+from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 from mltrail.values import QueueItem, build_record, item_size
 
@@ -359,6 +359,41 @@ class AgentSink:
 
     def close(self) -> None:
         self.channel.close()
+
+
+class MemorySink:
+    """A sink that keeps requests in a list: for tests and benchmarks.
+
+    ``down = True`` makes every append fail as an unreachable agent would;
+    a request whose first_seq is in ``refuse`` is acknowledged with an error.
+    """
+
+    description = "an in-memory sink"
+
+    def __init__(self) -> None:
+        self.received: list[agent_pb2.AppendRequest] = []
+        self.down = False
+        self.refuse: set[int] = set()
+        self.calls = 0
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]
+               ) -> Iterator[agent_pb2.AppendAck]:
+        self.calls += 1
+        if self.down:
+            raise RetryableError("UNAVAILABLE: the in-memory sink is down")
+        for request in requests:
+            if request.first_seq in self.refuse:
+                yield agent_pb2.AppendAck(stream_id=request.stream_id, error="refused")
+                continue
+            self.received.append(request)
+            yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
+
+    def records(self) -> list[records_pb2.Record]:
+        """Every record received, decoded, in arrival order."""
+        return [r for q in self.received for r in records_pb2.Batch.FromString(q.batch).records]
+
+    def close(self) -> None:
+        pass
 
 
 def iter_acks(requests: Iterable[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:

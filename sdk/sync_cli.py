@@ -1,0 +1,70 @@
+"""``mltrail sync DIR``: upload an offline run (or spilled records) to a collector.
+
+DIR is a spool directory (``$MLTRAIL_HOME/offline/<run>/``) or a directory of
+them (``$MLTRAIL_HOME/offline``). The agent's ``drain_spool`` forwards what
+the collector has not acknowledged; the spool's ledger and the collector's
+dedupe by (stream_id, seq) make a second sync send nothing new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from mltrail.common.errors import MltrailError
+
+
+class SyncIncomplete(MltrailError):
+    """Some records were not acknowledged before the timeout; they stay on disk."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sync", help="upload offline runs to a collector",
+        description="Upload an offline run's spool directory (or a directory of them) to a "
+                    "collector. Safe to repeat: records already stored are skipped.")
+    parser.add_argument("directory", metavar="DIR", help="a spool directory, or a directory "
+                        "of them such as ~/.mltrail/offline")
+    parser.add_argument("--collector", metavar="HOST:PORT", default=None,
+                        help="collector address (default: MLTRAIL_COLLECTOR, else the "
+                             "embedded collector, else 127.0.0.1:7431)")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="give up after this long; what is left stays on disk")
+    parser.set_defaults(func=run_sync)
+
+
+def spool_dirs(root: Path) -> list[Path]:
+    """``root`` if it is a spool, else the spools directly under it."""
+    if (root / "segments").is_dir():
+        return [root]
+    if not root.is_dir():
+        raise MltrailError(f"{root} is not a directory; give the directory that "
+                           "`mltrail: ... logging offline to DIR` named")
+    found = sorted(p for p in root.iterdir() if (p / "segments").is_dir())
+    if not found:
+        raise MltrailError(f"{root} holds no mltrail spool (no segments/ directory in it or "
+                           "in its subdirectories)")
+    return found
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from mltrail.agent.forwarder import drain_spool
+    from mltrail.client import resolve_collector_address
+
+    address = resolve_collector_address(args.collector)
+    unfinished = []
+    for directory in spool_dirs(Path(args.directory)):
+        result = asyncio.run(drain_spool(directory, address, args.timeout))
+        print(f"{directory}: sent {result.records} records in {result.batches} batches to "
+              f"{address}" + (f"; {result.dead_records} records refused by the collector, "
+                              f"kept in {directory / 'dead'}" if result.dead_records else ""))
+        if not result.complete:
+            unfinished.append(f"{directory} ({result.remaining_bytes} bytes)")
+    if unfinished:
+        raise SyncIncomplete(
+            f"not everything reached {address} within {args.timeout:g} s; what is left stays "
+            f"on disk in {', '.join(unfinished)}; run `mltrail sync` again when the "
+            "collector is reachable")
+    return 0

@@ -1,0 +1,108 @@
+"""The background sender against an in-memory sink and a real spool for overflow."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from mltrail.agent.spool import Spool
+from mltrail.offline import SpoolOverflow, read_records
+from mltrail.sender import MemorySink, Sender
+from mltrail.values import SCALAR
+
+
+def scalar(i: int) -> tuple[object, ...]:
+    return (SCALAR, "run-1", time.time_ns(), "loss", "", float(i), i)
+
+
+def seqs(sink: MemorySink) -> list[int]:
+    return [r.seq for r in sink.records()]
+
+
+def test_records_arrive_in_order_gap_free_on_one_stream() -> None:
+    sink = MemorySink()
+    sender = Sender(sink, interval=0.01)
+    for i in range(12_000):
+        sender.enqueue(scalar(i))
+    assert sender.flush(10) == 0
+    records = sink.records()
+    assert [r.seq for r in records] == list(range(1, 12_001))
+    assert [r.metric.scalar.step for r in records] == list(range(12_000))
+    assert {q.stream_id for q in sink.received} == {sender.stream_id}
+    spans = [(q.first_seq, q.last_seq) for q in sink.received]
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(spans))
+    assert max(last - first + 1 for first, last in spans) <= 5000  # batches are cut
+    sender.close(1)
+
+
+def test_unreachable_sink_never_blocks_and_everything_is_resent_later() -> None:
+    sink = MemorySink()
+    sink.down = True
+    sender = Sender(sink, interval=0.01)
+    started = time.perf_counter()
+    for i in range(1000):
+        sender.enqueue(scalar(i))
+    assert time.perf_counter() - started < 0.5
+    assert sender.flush(0.3) == 1000  # nothing acknowledged while it is down
+    assert sink.calls >= 1
+    sink.down = False
+    assert sender.flush(10) == 0
+    assert seqs(sink) == list(range(1, 1001))  # re-sent once, in order, no gaps
+    assert sender.stats.records_acked == 1000
+    sender.close(1)
+
+
+def test_a_refused_batch_is_counted_and_later_batches_still_go() -> None:
+    sink = MemorySink()
+    sink.refuse = {1}
+    sender = Sender(sink, interval=0.01)
+    sender.enqueue(scalar(0))
+    assert sender.flush(5) == 0
+    sender.enqueue(scalar(1))
+    assert sender.flush(5) == 0
+    assert sender.stats.records_refused == 1
+    assert seqs(sink) == [2]
+    sender.close(1)
+
+
+def test_overflow_bounds_memory_and_keeps_the_stream_order(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    overflow = SpoolOverflow(tmp_path / "spill")
+    sender = Sender(sink, overflow=overflow, memory_limit=20_000, interval=0.01)
+    for i in range(3000):
+        sender.enqueue(scalar(i))
+        if i % 500 == 0:
+            time.sleep(0.05)  # let the thread build batches between bursts
+    deadline = time.monotonic() + 5
+    while sender.stats.records_spilled == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sender.stats.records_spilled > 0
+    assert (tmp_path / "spill" / "segments").is_dir()
+    assert sender._unacked_bytes < 20_000 + 4 * 1024 * 1024
+    sink.down = False
+    assert sender.flush(10) == 0
+    assert seqs(sink) == list(range(1, 3001))  # disk first, then memory: order holds
+    assert not overflow.has_pending()
+    sender.close(1)
+
+
+def test_close_moves_what_is_left_to_disk_for_sync(tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    sender = Sender(sink, overflow=SpoolOverflow(tmp_path / "spill"), interval=0.01)
+    for i in range(100):
+        sender.enqueue(scalar(i))
+    assert sender.close(0.2) == 100
+    with Spool(tmp_path / "spill") as spool:
+        assert [r.seq for r in read_records(spool)] == list(range(1, 101))
+
+
+def test_flush_waits_only_for_what_was_queued_before_it() -> None:
+    sink = MemorySink()
+    sender = Sender(sink, interval=0.01)
+    sender.enqueue(scalar(0))
+    assert sender.flush(5) == 0
+    assert sender.acked_seq == 1
+    sender.close(1)
