@@ -1,0 +1,190 @@
+"""Run a command and record its console: the process side of `mltrail run`.
+
+``ProcessLauncher`` starts the command in its own process group with stdout
+and stderr on pipes, and one pump thread per pipe:
+
+    child --pipe--> pump: os.read(64 KiB) --> echo to our own fd, unchanged
+                                          --> LineAssembler --> sink(stream, lines, ...)
+
+The sink gets whole lines (many per call) as raw bytes; it must not block
+for long (the SDK sink only enqueues). Children of the command inherit the
+pipes, so their output lands in the same streams. SIGINT and SIGTERM are
+passed on to the whole process group; a group still alive after ``grace``
+seconds is killed. The launch counts as canceled once a stop signal came.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from mltrail.common.lines import MAX_LINE_BYTES
+from mltrail.console import LineAssembler
+
+# sink(stream, data, partial_tail, time_unix_nano)
+Sink = Callable[[str, bytes, bool, int], None]
+
+READ_BYTES = 64 * 1024
+STDERR_TAIL_LINES = 20
+# After the command exits, a pipe still held open by a straggler (a daemon it
+# started) is read until it stays silent this long.
+LINGER_SECONDS = 2.0
+
+
+@dataclass
+class LaunchResult:
+    returncode: int              # as subprocess reports: negative for a signal
+    canceled: bool               # a stop signal was passed on
+    killed: bool                 # the group outlived the grace period
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports: 128 + N for death by signal N."""
+        return 128 - self.returncode if self.returncode < 0 else self.returncode
+
+
+class _Pump(threading.Thread):
+    """Copies one pipe to our own fd and hands whole lines to the sink."""
+
+    def __init__(self, stream: str, fd: int, echo_fd: int | None, sink: Sink,
+                 max_line: int, exited: threading.Event, keep_tail: bool) -> None:
+        super().__init__(name=f"mltrail-pump-{stream}", daemon=True)
+        self.stream, self.fd, self.echo_fd, self.sink = stream, fd, echo_fd, sink
+        self.assembler = LineAssembler(max_line)
+        self.exited = exited
+        self.tail: deque[bytes] | None = deque(maxlen=STDERR_TAIL_LINES) if keep_tail else None
+        self.bytes_read = 0
+
+    def run(self) -> None:
+        try:
+            while (data := self._read()) is not None:
+                self.bytes_read += len(data)
+                self._echo(data)
+                lines = self.assembler.feed(data)
+                if lines:
+                    self._deliver(lines, partial=False)
+            rest = self.assembler.finish()
+            if rest:
+                self._deliver(rest, partial=True)
+        finally:
+            os.close(self.fd)
+
+    def _read(self) -> bytes | None:
+        """The next bytes, or None at end of file (or a silent straggler)."""
+        quiet_since: float | None = None
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], 0.25)
+            if ready:
+                data = os.read(self.fd, READ_BYTES)
+                return data or None
+            if not self.exited.is_set():
+                continue
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > LINGER_SECONDS:
+                return None
+
+    def _echo(self, data: bytes) -> None:
+        if self.echo_fd is None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.echo_fd, view):]
+        except OSError:
+            self.echo_fd = None  # our terminal went away; keep recording
+
+    def _deliver(self, lines: bytes, partial: bool) -> None:
+        if self.tail is not None:
+            self.tail.extend(lines.splitlines()[-STDERR_TAIL_LINES:])
+        self.sink(self.stream, lines, partial, time.time_ns())
+
+
+class ProcessLauncher:
+    """Starts ``argv`` with its console captured; ``run()`` waits for it."""
+
+    def __init__(self, argv: Sequence[str], sink: Sink, *, cwd: str | None = None,
+                 env: dict[str, str] | None = None, echo: bool = True,
+                 grace: float = 10.0, max_line: int = MAX_LINE_BYTES) -> None:
+        if not argv:
+            raise ValueError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
+        self.argv, self.sink, self.cwd, self.env = list(argv), sink, cwd, env
+        self.echo, self.grace, self.max_line = echo, grace, max_line
+        self.canceled = False
+        self.killed = False
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> LaunchResult:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdin=None, stdout=out_w,
+                stderr=err_w, start_new_session=True,
+            )
+        except OSError:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        exited = threading.Event()
+        pumps = [
+            _Pump("stdout", out_r, 1 if self.echo else None, self.sink, self.max_line, exited,
+                  keep_tail=False),
+            _Pump("stderr", err_r, 2 if self.echo else None, self.sink, self.max_line, exited,
+                  keep_tail=True),
+        ]
+        for pump in pumps:
+            pump.start()
+        with self._forward_stop_signals():
+            returncode = self._proc.wait()
+        exited.set()
+        for pump in pumps:
+            pump.join()
+        tail = [line.decode("utf-8", "replace") for line in pumps[1].tail or ()]
+        return LaunchResult(returncode, self.canceled, self.killed, tail)
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Pass a stop signal to the command's group; kill it after the grace period."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.canceled = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+        timer = threading.Timer(self.grace, self._kill)
+        timer.daemon = True
+        timer.start()
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self.killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def _forward_stop_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            self.stop(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

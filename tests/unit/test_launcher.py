@@ -1,0 +1,64 @@
+"""ProcessLauncher with real child processes and an in-memory sink."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from mltrail.launcher import ProcessLauncher
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, bytes, bool, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, stream: str, data: bytes, partial: bool, t: int) -> None:
+        with self.lock:
+            self.chunks.append((stream, data, partial, t))
+
+    def stream(self, name: str) -> bytes:
+        return b"".join(d for s, d, _, _ in self.chunks if s == name)
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_streams_kept_apart_in_order_with_child_output_and_exit_code() -> None:
+    code = (
+        "import os, subprocess, sys\n"
+        "for i in range(200):\n"
+        "    print(f'out {i}', flush=True); print(f'err {i}', file=sys.stderr, flush=True)\n"
+        "subprocess.run([sys.executable, '-c', 'print(\"from child\")'])\n"
+        "sys.stdout.buffer.write(b'bad \\xff\\xfe bytes\\nno newline'); sys.exit(3)\n"
+    )
+    sink = ListSink()
+    result = ProcessLauncher(py(code), sink, echo=False).run()
+    assert result.exit_code == 3 and not result.canceled
+    out = sink.stream("stdout").split(b"\n")
+    assert out[:200] == [b"out %d" % i for i in range(200)]
+    assert out[200:] == [b"from child", b"bad \xff\xfe bytes", b"no newline"]
+    assert sink.stream("stderr") == b"".join(b"err %d\n" % i for i in range(200))
+    assert result.stderr_tail[-1] == "err 199"
+    assert [p for s, _, p, _ in sink.chunks if s == "stdout"][-1] is True
+
+
+def test_stop_forwards_sigterm_and_kills_after_grace() -> None:
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    sink = ListSink()
+    launcher = ProcessLauncher(py(code), sink, echo=False, grace=0.5)
+    threading.Timer(1.0, launcher.stop, args=(signal.SIGTERM,)).start()
+    started = time.monotonic()
+    result = launcher.run()
+    assert result.canceled and result.killed
+    assert result.exit_code == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 10
+    assert sink.stream("stdout") == b"up\n"
