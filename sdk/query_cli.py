@@ -10,11 +10,15 @@ command quietly with exit code 141, as for any Unix filter killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import heapq
 import io
+import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -206,6 +210,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _run_fields(run: RunInfo) -> list[tuple[str, Any]]:
     fields: list[tuple[str, Any]] = [
         ("Run", run.run_id), ("Experiment", run.experiment),
@@ -218,8 +226,8 @@ def _run_fields(run: RunInfo) -> list[tuple[str, Any]]:
         ("Children", "\n".join(run.child_run_ids) or None),
         ("Tags", "\n".join(f"{k}={v}" for k, v in sorted(run.tags.items())) or None),
         ("Properties", "\n".join(f"{k}={v}" for k, v in sorted(run.properties.items())) or None),
-        ("Records", f"{run.metric_records} metric, {run.log_lines} log lines, "
-                    f"{run.artifacts} artifacts"),
+        ("Records", f"{_count(run.metric_records, 'metric record')}, "
+                    f"{_count(run.log_lines, 'log line')}, {_count(run.artifacts, 'artifact')}"),
     ]
     if run.error is not None:
         fields.append(("Error", run.error.summary()))
@@ -289,15 +297,25 @@ def _metric_detail(records: list[Any]) -> str:
 def cmd_logs(args: argparse.Namespace) -> int:
     with QueryClient(args.collector) as client:
         client.get_run(args.run_id)  # one clear error for an unknown run
-        prefix = args.prefix or len(args.stream) > 1
-        if not prefix and not args.stream:
-            prefix = len(_streams_of(client, args.run_id)) > 1
-        with client.tail_logs(args.run_id, args.stream, args.from_line, args.follow) as tail:
-            _print_lines(tail, prefix, args.json, flush=args.follow)
-            if not args.follow or tail.run_status in (None, "Completed"):
-                return 0
-            _raise_unfinished(client, args.run_id, tail.run_status)
-    return 0  # not reached: _raise_unfinished raises
+        streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
+        prefix = args.prefix or len(streams) > 1
+        if args.follow:
+            return _follow(client, args, prefix)
+        with contextlib.ExitStack() as stack:
+            tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
+                     for s in streams]
+            _print_batches(_merge_by_time(tails), prefix, args.json, flush=False)
+    return 0
+
+
+def _follow(client: QueryClient, args: argparse.Namespace, prefix: bool) -> int:
+    # Every stream when none was named, so one that starts later is shown too.
+    with client.tail_logs(args.run_id, args.stream, args.from_line, follow=True) as tail:
+        _print_batches(tail.batches(), prefix, args.json, flush=True)
+    if tail.run_status in (None, "Completed"):
+        return 0
+    _raise_unfinished(client, args.run_id, tail.run_status)
+    return 1  # not reached: _raise_unfinished raises
 
 
 def _streams_of(client: QueryClient, run_id: str) -> set[str]:
@@ -305,10 +323,25 @@ def _streams_of(client: QueryClient, run_id: str) -> set[str]:
     return {line.stream for line in client.tail_logs(run_id, to_line=1)}
 
 
-def _print_lines(tail: LogTail, prefix: bool, as_json: bool, flush: bool) -> None:
+def _merge_by_time(tails: list[LogTail]) -> Iterator[list[LogLine]]:
+    """The streams interleaved by line time, as a terminal would have shown them.
+
+    The collector answers stream by stream; one lazy tail per stream merged
+    here keeps memory at a page per stream. Each stream keeps its own order
+    whatever the times say (a merge never reorders one input)."""
+    if len(tails) == 1:
+        yield from tails[0].batches()
+        return
+    merged = heapq.merge(*tails, key=attrgetter("time_unix_nano"))
+    while batch := list(itertools.islice(merged, 4096)):
+        yield batch
+
+
+def _print_batches(batches: Iterable[list[LogLine]], prefix: bool, as_json: bool,
+                   flush: bool) -> None:
     out = _out()
     streams_seen: set[str] = set()
-    for lines in tail.batches():
+    for lines in batches:
         if not prefix and not as_json:
             # A follow may see a second stream appear: from then on, say which is which.
             streams_seen.update(line.stream for line in lines)

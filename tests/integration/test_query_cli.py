@@ -208,12 +208,27 @@ def test_unknown_metric_name_lists_the_known_ones(fed: Service) -> None:
 # ---- logs ---------------------------------------------------------------------------------
 
 
-def test_logs_of_several_streams_are_prefixed_and_in_order_per_stream(fed: Service) -> None:
-    out = cli(fed, "logs", "run-ok").stdout.splitlines()
-    assert sorted(out) == sorted(
-        ["[stdout] epoch 1", "[stdout] epoch 2", "[stderr] warning: slow", "[stdout] done \ufffd"])
-    assert [line for line in out if line.startswith("[stdout]")] == [
-        "[stdout] epoch 1", "[stdout] epoch 2", "[stdout] done \ufffd"]
+def test_logs_of_several_streams_are_prefixed_and_interleaved_by_time(fed: Service) -> None:
+    assert cli(fed, "logs", "run-ok").stdout.splitlines() == [
+        "[stdout] epoch 1", "[stdout] epoch 2", "[stderr] warning: slow", "[stdout] done \ufffd"]
+    assert cli(fed, "logs", "run-ok", "--stream", "stdout", "--stream", "stderr", "--from", "1"
+               ).stdout.splitlines() == ["[stdout] epoch 2", "[stdout] done \ufffd"]
+
+
+def test_long_streams_interleave_across_pages(fed: Service) -> None:
+    """Many pages per stream: the merged output follows the times, chunk by chunk."""
+    t0 = time.time_ns()
+    recs, expected = [b.started(1, "run-two")], []
+    for i in range(12):
+        stream = ("stdout", "stderr")[i % 2]
+        lines = [f"{stream} chunk {i} line {j}" for j in range(700)]
+        data = "".join(line + "\n" for line in lines).encode()
+        recs.append(b.record(i + 2, "run-two", t0 + i, log=records_pb2.LogChunk(
+            stream=stream, data=data)))
+        expected += [f"[{stream}] {line}" for line in lines]
+    with b.IngestClient(fed.grpc) as ingest:
+        _write_ok(ingest, b.batch(b.new_stream_id(), recs))
+    assert cli(fed, "logs", "run-two").stdout.splitlines() == expected
 
 
 def test_logs_of_one_stream_are_the_text_as_printed(fed: Service) -> None:
