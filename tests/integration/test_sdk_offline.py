@@ -1,0 +1,101 @@
+"""Scripts run as users run them: offline runs, `mltrail sync`, the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mltrail.client import QueryClient
+from mltrail.embedded import read_ready, stop_embedded
+from tests.procs import Service, mltrail_cli
+
+OFFLINE_SCRIPT = textwrap.dedent("""
+    import json
+    from mltrail import Run
+    run = Run.get_context()
+    for i in range(100):
+        run.log("loss", i / 100, step=i)
+    run.log_list("sizes", [1, 2, 3])
+    run.tag("where", "offline")
+    print(json.dumps({"id": run.id, "where": run._link.where, "metrics": run.get_metrics()}))
+""")
+
+EMBEDDED_SCRIPT = textwrap.dedent("""
+    import json
+    from mltrail import Experiment
+    with Experiment("embedded").start_logging() as run:
+        run.log("answer", 42)
+    print(json.dumps({"id": run.id, "metrics": run.get_metrics(),
+                      "status": run.get_status()}))
+""")
+
+
+def run_script(source: str, home: Path, tmp_path: Path, **env: str) -> dict[str, object]:
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("MLTRAIL_AGENT", "MLTRAIL_RUN_ID", "MLTRAIL_COLLECTOR")}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env={**clean, "MLTRAIL_HOME": str(home), **env})
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]), stderr=proc.stderr)
+
+
+def test_an_offline_run_reads_back_locally_and_syncs_exactly_once(
+        tmp_path: Path, collector: Service) -> None:
+    home = tmp_path / "home"
+    out = run_script(OFFLINE_SCRIPT, home, tmp_path)
+    metrics = out["metrics"]
+    assert isinstance(metrics, dict)
+    assert metrics["loss"] == [i / 100 for i in range(100)] and metrics["sizes"] == [1, 2, 3]
+    where = str(out["where"])
+    assert where == str(home / "offline" / str(out["id"]))
+    assert f"mltrail sync {where}" in str(out["stderr"])
+
+    first = mltrail_cli("sync", where, "--collector", collector.grpc)
+    assert first.returncode == 0, first.stderr
+    assert "sent 104 records" in first.stdout  # started, 100 + 1 metrics, tag, completed
+    second = mltrail_cli("sync", str(home / "offline"), "--collector", collector.grpc)
+    assert second.returncode == 0, second.stderr
+    assert "sent 0 records" in second.stdout
+
+    with QueryClient(collector.grpc) as client:
+        assert len(client.get_metric_records(str(out["id"]), "loss")) == 100
+        info = client.get_run(str(out["id"]))
+    assert info.status == "Completed" and info.tags == {"where": "offline"}
+
+
+def test_sync_of_a_directory_without_a_spool_says_so(tmp_path: Path) -> None:
+    result = mltrail_cli("sync", str(tmp_path), "--collector", "127.0.0.1:1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("mltrail: error: ")
+    assert "holds no mltrail spool" in result.stderr
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "home"
+    yield home
+    stop_embedded(home)  # by the PIDs in the ready files
+
+
+def test_the_embedded_default_starts_once_and_is_reused(tmp_path: Path, fresh_home: Path) -> None:
+    first = run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
+    assert first["metrics"] == {"answer": 42} and first["status"] == "Completed"
+    agent = read_ready(fresh_home / "embedded" / "agent.json")
+    collector = read_ready(fresh_home / "embedded" / "collector.json")
+    assert agent and collector and agent["collector"] == collector["grpc"]
+
+    second = run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
+    assert second["metrics"] == {"answer": 42} and second["id"] != first["id"]
+    assert read_ready(fresh_home / "embedded" / "agent.json") == agent  # reused, not restarted
+    with QueryClient(str(collector["grpc"])) as client:
+        runs = {r.run_id for r in client.list_runs(experiment="embedded")}
+    assert runs == {first["id"], second["id"]}
