@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "mltrail.agent.cli",
     "mltrail.query_cli",
     "mltrail.sync_cli",
+    "mltrail.run_cli",
 )
 
 

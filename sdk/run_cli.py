@@ -1,0 +1,96 @@
+"""``mltrail run [--experiment E] [--name N] [--tag K=V ...] -- COMMAND [ARGS...]``.
+
+Starts COMMAND as a new run: its console is recorded as streams "stdout"
+and "stderr" while the user still sees it, and the command finds the run
+through ``MLTRAIL_RUN_ID`` and ``MLTRAIL_AGENT`` (``Run.get_context()``).
+The exit code decides the run's status; ``mltrail run`` exits with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from mltrail.common.errors import PermanentError
+from mltrail.common.lines import MAX_LINE_BYTES
+from mltrail.launcher import LaunchResult, ProcessLauncher
+from mltrail.proto import records_pb2
+from mltrail.values import LOG
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a command as a tracked run, recording its console",
+        description="Run COMMAND as a new run; stdout and stderr are recorded and shown.")
+    p.add_argument("--experiment", default=os.environ.get("MLTRAIL_EXPERIMENT") or "default",
+                   help="experiment name (default: MLTRAIL_EXPERIMENT, else 'default')")
+    p.add_argument("--name", help="display name of the run")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag (repeatable)")
+    p.add_argument("--run-id", help="use this run id (Experiment.submit sets it)")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="after SIGINT/SIGTERM, how long the command may take to exit "
+                        "before it is killed (default 10)")
+    p.add_argument("--max-line", type=int, default=MAX_LINE_BYTES, metavar="BYTES",
+                   help="longer lines are split with a marker (default 1 MiB)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_run)
+
+
+def parse_tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PermanentError(f"--tag {pair!r} is not KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mltrail.experiment import Experiment
+    from mltrail.run import Run
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise PermanentError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
+    try:
+        experiment = Experiment(args.experiment)
+        run = Run._start(experiment, run_id=args.run_id, display_name=args.name,
+                         tags=parse_tags(args.tag), run_type="script")
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(str(exc)) from None
+    env = dict(os.environ, MLTRAIL_RUN_ID=run.id, MLTRAIL_EXPERIMENT=experiment.name)
+    if run._link.agent is not None:
+        env["MLTRAIL_AGENT"] = run._link.agent.socket_path
+
+    def record(stream: str, data: bytes, partial: bool, time_ns: int) -> None:
+        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
+        run._enqueue((LOG, run.id, time_ns, chunk))
+
+    launcher = ProcessLauncher(command, record, env=env, grace=args.grace,
+                               max_line=args.max_line)
+    try:
+        result = launcher.run()
+    except OSError as exc:
+        run.fail(f"could not start {command[0]!r}: {exc.strerror}", error_code="LaunchError")
+        raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
+                             f"{run.id} is marked failed") from None
+    end_run(run, result)
+    return result.exit_code
+
+
+def end_run(run: Any, result: LaunchResult) -> None:
+    """The run's status from how the command ended (waits for delivery)."""
+    if result.canceled:
+        run.cancel()
+    elif result.returncode == 0:
+        run.complete()
+    else:
+        detail = "\n".join(result.stderr_tail[-10:])
+        message = f"the command exited with code {result.exit_code}"
+        run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
+            code="ExitCode", exit_code=result.exit_code,
+            message=f"{message}; last lines of stderr:\n{detail}" if detail else message))
+        print(f"mltrail: run {run.id} failed: {message}", file=sys.stderr)
