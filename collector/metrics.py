@@ -64,7 +64,8 @@ class CollectorMetrics:
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.batches = Counter("mltrail_collector_batches", "Batches stored (acknowledged)",
+        self.batches = Counter("mltrail_collector_batches",
+                               "Batches acknowledged OK (a replay of stored records included)",
                                registry=r)
         self.records = Counter("mltrail_collector_records", "Records stored, by kind",
                                ["kind"], registry=r)

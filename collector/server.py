@@ -78,6 +78,9 @@ class CollectorServer(Component):
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
+            # gRPC turns SO_REUSEPORT on by default: a second collector on the same
+            # port would silently take half the streams instead of failing to start.
+            ("grpc.so_reuseport", 0),
         ])
         notifier = LogNotifier()
         self._notifier = notifier

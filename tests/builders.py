@@ -62,6 +62,24 @@ def log(seq: int, run_id: str, data: bytes, stream: str = "stdout", **fields: An
     return record(seq, run_id, log=records_pb2.LogChunk(stream=stream, data=data, **fields))
 
 
+def artifact(first_seq: int, run_id: str, path: str, data: bytes, piece: int = 1024 * 1024,
+             sha256: str | None = None) -> list[records_pb2.Record]:
+    """``data`` as ArtifactChunk records of ``piece`` bytes; the last carries size and sha256
+    (pass ``sha256`` to send a wrong one)."""
+    import hashlib
+
+    offsets = list(range(0, len(data), piece)) or [0]
+    out = []
+    for n, offset in enumerate(offsets):
+        last = n == len(offsets) - 1
+        chunk = records_pb2.ArtifactChunk(
+            path=path, offset=offset, data=data[offset:offset + piece], last=last,
+            sha256=(sha256 or hashlib.sha256(data).hexdigest()) if last else "",
+            size=len(data) if last else 0)
+        out.append(record(first_seq + n, run_id, artifact=chunk))
+    return out
+
+
 def batch(stream_id: str, records: Sequence[records_pb2.Record]) -> records_pb2.Batch:
     return records_pb2.Batch(stream_id=stream_id, records=records)
 
