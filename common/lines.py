@@ -1,7 +1,9 @@
 """Splitting overlong lines (design.md invariant 4: split with a marker, never lost).
 
 A line longer than ``limit`` bytes is cut into pieces of at most ``limit``
-bytes; every piece but the last ends with ``LINE_SPLIT_MARKER`` and a newline,
+bytes, marker included, so splitting is idempotent: the collector leaves a
+line the launcher already split as it is. Every piece but the last ends with
+``LINE_SPLIT_MARKER`` and a newline,
 so a reader sees where the cut is, and removing ``LINE_SPLIT_MARKER + b"\\n"``
 gives the original bytes back. Cuts avoid the middle of a UTF-8 sequence
 when the data is UTF-8. The launcher, the file tail and the collector share
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 MAX_LINE_BYTES = 1024 * 1024
 LINE_SPLIT_MARKER = b" [mltrail: line split, continues on the next line]"
+
+MIN_LINE_LIMIT = len(LINE_SPLIT_MARKER) + 16
 
 # A UTF-8 continuation byte is 0b10xxxxxx; a cut before one splits a character.
 _MAX_BACKTRACK = 3
@@ -30,11 +34,13 @@ def _cut_point(line: bytes, start: int, limit: int) -> int:
 
 
 def _split_line(line: bytes, limit: int) -> list[bytes]:
-    """Pieces of one line (without its newline), each at most ``limit`` bytes."""
+    """Pieces of one line (without its newline), each at most ``limit`` bytes
+    once the marker is added to every piece but the last."""
     pieces = []
     start = 0
+    room = limit - len(LINE_SPLIT_MARKER)
     while len(line) - start > limit:
-        cut = _cut_point(line, start, limit)
+        cut = _cut_point(line, start, room)
         pieces.append(line[start:cut])
         start = cut
     pieces.append(line[start:])
@@ -48,8 +54,10 @@ def split_long_lines(data: bytes, limit: int = MAX_LINE_BYTES) -> tuple[bytes, d
     that were split (empty when nothing was, the common case, which costs one
     length check when ``data`` itself is short).
     """
-    if limit <= 0:
-        raise ValueError(f"line limit must be positive, got {limit}")
+    if limit < MIN_LINE_LIMIT:
+        raise ValueError(
+            f"line limit must be at least {MIN_LINE_LIMIT} bytes (room for the split marker), "
+            f"got {limit}")
     if len(data) <= limit:
         return data, {}
     lines = data.split(b"\n")
