@@ -203,8 +203,9 @@ class AgentService(Component):
         self._append_pool.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             self.http.shutdown()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        if self._server is not None:  # never remove another agent's socket
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
 
     async def _drain(self, timeout: float) -> bool:
         spool = self.spool

@@ -108,6 +108,7 @@ class ReliableSender:
     next_index: int = 0
     errors: list[str] = field(default_factory=list)
     reconnects: int = 0
+    pace: float = 0.0  # seconds to pause after each ack (spreads a test over time)
 
     def run(self, deadline: float, stop: threading.Event | None = None) -> None:
         while self.next_index < len(self.requests) and time.monotonic() < deadline:
@@ -121,6 +122,8 @@ class ReliableSender:
                         raise RuntimeError(ack.error)  # resend from here after a pause
                     self.acked_seq = ack.acked_seq
                     self.next_index += 1
+                    if self.pace:
+                        time.sleep(self.pace)
             except (grpc.RpcError, RuntimeError):
                 self.reconnects += 1
                 time.sleep(0.05)
@@ -133,8 +136,13 @@ def scalar_steps(collector_address: str, run_id: str, name: str = "loss") -> lis
     with grpc.insecure_channel(collector_address, options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE)]) as channel:
         stub = collector_pb2_grpc.QueryStub(channel)
-        response = stub.GetMetrics(collector_pb2.GetMetricsRequest(run_id=run_id, name=name),
-                                   timeout=60)
+        try:
+            response = stub.GetMetrics(collector_pb2.GetMetricsRequest(run_id=run_id, name=name),
+                                       timeout=60)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return []  # the run's first record has not arrived yet
+            raise
     return [r.metric.scalar.step for r in response.records]
 
 
