@@ -20,7 +20,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -249,7 +249,7 @@ class _ErrorMapper:
             return RunNotFound(
                 f"run {self.run_id!r} not found at collector {self.address}; "
                 "list runs with `mltrail runs`")
-        message = f"the collector at {self.address} refused the query: {code.name}: {details}"
+        message = f"the query to the collector at {self.address} failed: {code.name}: {details}"
         if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
             return RetryableError(message, code=code)
         return QueryFailed(message, code=code)
@@ -343,8 +343,10 @@ class QueryClient:
         ``follow`` the iterator waits for new lines until the run ends."""
         return LogTail(self, run_id, list(streams), from_line, to_line, follow)
 
-    def _open_tail(self, request: collector_pb2.TailLogsRequest, follow: bool) -> Any:
-        return self._stub.TailLogs(request, timeout=None if follow else self.timeout * 6)
+    def _open_tail(self, request: collector_pb2.TailLogsRequest) -> Any:
+        # No deadline on streams: a long log or a long run is not a failure.
+        # A collector that is down still fails at once (connection refused).
+        return self._stub.TailLogs(request, timeout=None)
 
     # -- artifacts --------------------------------------------------------------
 
@@ -375,7 +377,7 @@ class QueryClient:
         digest, size, info = hashlib.sha256(), 0, None
         try:
             with open(tmp, "wb") as fh:
-                for part in self._stub.DownloadArtifact(request, timeout=self.timeout * 30):
+                for part in self._stub.DownloadArtifact(request, timeout=None):
                     if info is None and part.HasField("info"):
                         info = ArtifactInfo.from_pb(part.info)
                     fh.write(part.data)
@@ -389,7 +391,6 @@ class QueryClient:
             raise self._artifact_error(RunNotFound(""), run_id, path)
         _check_artifact(info, size, digest.hexdigest(), self.address)
         return info
-
 
     def _artifact_error(self, error: MltrailError, run_id: str, path: str) -> MltrailError:
         """NOT_FOUND on a download means the run or the artifact: ask which."""
@@ -414,7 +415,9 @@ class LogTail:
     """An iterator of ``LogLine``; ``run_status`` is set once the server ends a follow.
 
     Positions: ``next_line[stream]`` is the first line of ``stream`` not yet
-    yielded; a reconnect asks from the smallest of them and skips what was seen.
+    yielded. A reconnect asks from the smallest of them when every wanted stream
+    was named and seen, else from ``from_line``; lines before ``next_line`` are
+    skipped, so nothing is yielded twice.
     """
 
     client: QueryClient
@@ -425,6 +428,7 @@ class LogTail:
     follow: bool
     run_status: str | None = None
     reconnect_for: float = 30.0  # seconds a follow keeps retrying a lost collector
+    on_reconnect: Callable[[MltrailError], None] | None = None  # told once per outage
     next_line: dict[str, int] = field(default_factory=dict)
     _call: Any = None
     _closed: bool = False
@@ -452,7 +456,7 @@ class LogTail:
         start = self._resume_line()
         self._call = self.client._open_tail(collector_pb2.TailLogsRequest(
             run_id=self.run_id, streams=self.streams, from_line=start,
-            to_line=self.to_line, follow=self.follow), self.follow)
+            to_line=self.to_line, follow=self.follow))
         for response in self._call:
             lines = [LogLine.from_pb(pb) for pb in response.lines if self._is_new(pb)]
             if lines:
@@ -484,6 +488,8 @@ class LogTail:
         since = failing_since if failing_since is not None else now
         if now - since > self.reconnect_for:
             raise error
+        if failing_since is None and self.on_reconnect is not None:
+            self.on_reconnect(error)
         time.sleep(min(1.0, 0.1 + (now - since) / 4))
         return since
 

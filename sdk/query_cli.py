@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
@@ -311,11 +312,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _follow(client: QueryClient, args: argparse.Namespace, prefix: bool) -> int:
     # Every stream when none was named, so one that starts later is shown too.
     with client.tail_logs(args.run_id, args.stream, args.from_line, follow=True) as tail:
+        tail.on_reconnect = partial(_tell_reconnect, client.address, tail.reconnect_for)
         _print_batches(tail.batches(), prefix, args.json, flush=True)
     if tail.run_status in (None, "Completed"):
         return 0
     _raise_unfinished(client, args.run_id, tail.run_status)
     return 1  # not reached: _raise_unfinished raises
+
+
+def _tell_reconnect(address: str, within: float, error: MltrailError) -> None:
+    print(f"mltrail: lost the collector at {address}; reconnecting for up to {within:.0f}s "
+          "(lines already shown are not repeated)", file=sys.stderr, flush=True)
 
 
 def _streams_of(client: QueryClient, run_id: str) -> set[str]:

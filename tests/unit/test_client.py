@@ -206,10 +206,13 @@ def test_a_dropped_follow_reconnects_without_repeating_or_losing_lines(query: An
                                                     enumerate("abc")]),
               collector_pb2.TailLogsResponse(end=True, run_status=records_pb2.FAILED)]
     servicer.tail_script = [first, second]
+    notices: list[Exception] = []
     with QueryClient(address) as client:
         tail = client.tail_logs("r1", follow=True)
+        tail.on_reconnect = notices.append
         texts = [ln.text for ln in tail]
     assert texts == ["a", "b", "c"]
+    assert [type(n).__name__ for n in notices] == ["CollectorUnreachable"]
     assert tail.run_status == "Failed"
     assert servicer.tail_calls == 2
 
