@@ -7,7 +7,7 @@ registers ``postgresql`` here and ingest and query code stay as they are.
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
@@ -27,14 +27,22 @@ __all__ = [
 
 
 def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:
-    from mltrail.collector.store.sqlite import SqliteStore
+    """``sqlite:///PATH[?busy_timeout_ms=N]`` (four slashes for an absolute PATH)."""
+    from mltrail.collector.store.sqlite import DEFAULT_BUSY_TIMEOUT_MS, SqliteStore
 
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    rest, _, query = url.partition("?")
+    path = rest[len("sqlite:///"):] if rest.startswith("sqlite:///") else ""
     if not path:
         raise PermanentError(
             f"store URL {url!r} has no file path; use sqlite:///PATH (for example "
             "sqlite:////var/lib/mltrail/store.db, or sqlite:///store.db for a relative path)")
-    return SqliteStore(path, artifacts)
+    options = dict(parse_qsl(query))
+    unknown = set(options) - {"busy_timeout_ms"}
+    if unknown or not options.get("busy_timeout_ms", "0").isdigit():
+        raise PermanentError(f"store URL {url!r}: unsupported option(s) {sorted(options)}; "
+                             "the one option is busy_timeout_ms=MILLISECONDS")
+    timeout = int(options.get("busy_timeout_ms", DEFAULT_BUSY_TIMEOUT_MS))
+    return SqliteStore(path, artifacts, busy_timeout_ms=timeout)
 
 
 _OPENERS: dict[str, Callable[[str, ArtifactStore], Store]] = {"sqlite": _open_sqlite}

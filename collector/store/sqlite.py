@@ -23,10 +23,14 @@ from mltrail.proto import collector_pb2
 
 T = TypeVar("T")
 
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, artifacts: ArtifactStore) -> None:
+    def __init__(self, path: str | Path, artifacts: ArtifactStore,
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
         self._artifacts = artifacts
         self._conn = self._open_writer()
         self._writer = SqliteWriter(self._conn, artifacts, self.path)
@@ -39,7 +43,7 @@ class SqliteStore(Store):
         target = Path(self.path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            conn = schema.connect(self.path)
+            conn = schema.connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
         except (OSError, sqlite3.Error) as exc:
             raise PermanentError(
                 f"cannot open store {self.path} ({exc}); nothing was stored; pass --store "
@@ -57,7 +61,8 @@ class SqliteStore(Store):
     def _reader(self) -> SqliteReader:
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            conn = schema.connect(self.path, readonly=True)
+            conn = schema.connect(self.path, readonly=True,
+                                  busy_timeout_ms=self._busy_timeout_ms)
             with self._lock:
                 self._readers.append(conn)
             reader = self._local.reader = SqliteReader(conn)

@@ -97,10 +97,12 @@ def translate_error(exc: sqlite3.Error, what: str) -> MltrailError:
     return PermanentError(f"{what}: {exc}")
 
 
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str, *, readonly: bool = False,
+            busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with the pragmas."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     else:

@@ -86,3 +86,20 @@ def test_unwritable_store_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot open store" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_config_file_is_read_and_unknown_keys_refused(tmp_path: Path) -> None:
+    good = tmp_path / "collector.toml"
+    good.write_text(f'store = "sqlite:///{tmp_path / "from-config.db"}"\n'
+                    'max_metric_series = 5\n')
+    args = collector_args(tmp_path)
+    del args[0:2]  # no --store flag: the file's value counts
+    svc = Service("collector", [*args, "--config", str(good)], tmp_path).start()
+    svc.stop()
+    assert (tmp_path / "from-config.db").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_series = 5\n")
+    done = mltrail_cli("collector", *args, "--config", str(bad), timeout=30)
+    assert done.returncode == 1
+    assert "unknown setting 'max_series'" in done.stderr
+    assert "Traceback" not in done.stderr

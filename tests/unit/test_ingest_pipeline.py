@@ -1,0 +1,93 @@
+"""IngestPipeline on a real SqliteStore: answers per batch, busy store, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.protobuf.message import DecodeError
+
+from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.ingest import IngestPipeline
+from mltrail.collector.metrics import CollectorMetrics
+from mltrail.collector.notify import LogNotifier
+from mltrail.collector.store import Store, open_store
+from mltrail.proto import collector_pb2, records_pb2
+from tests import builders as b
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}?busy_timeout_ms=50",
+                   ArtifactStore(tmp_path / "art"))
+    yield s
+    s.close()
+
+
+def handle(pipeline: IngestPipeline, *batches: records_pb2.Batch) -> collector_pb2.IngestResponse:
+    raw = collector_pb2.IngestRequest(request_id=7, batches=batches).SerializeToString()
+    encoded, _ = pipeline.handle(raw)
+    return collector_pb2.IngestResponse.FromString(encoded)
+
+
+def sample(metrics: CollectorMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_results_in_request_order(store: Store) -> None:
+    metrics = CollectorMetrics()
+    response = handle(IngestPipeline(store, metrics),
+                      b.batch("a", [b.scalar(1, "r", "m", 1.0)]),
+                      b.batch("", [b.scalar(1, "r", "m", 1.0)]),
+                      b.batch("c", [b.log(1, "r", b"x\n")]))
+    assert response.request_id == 7
+    assert [(r.stream_id, r.code) for r in response.results] == [("a", 0), ("", 3), ("c", 0)]
+    assert sample(metrics, "mltrail_collector_rejected_batches_total", reason="no_stream") == 1
+    assert sample(metrics, "mltrail_collector_records_total", kind="log") == 1
+
+
+def test_busy_store_answers_unavailable_with_retry_delay(store: Store, tmp_path: Path) -> None:
+    metrics = CollectorMetrics()
+    pipeline = IngestPipeline(store, metrics)
+    blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        busy = handle(pipeline, b.batch("s", [b.scalar(1, "r", "m", 1.0)])).results[0]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert busy.code == 14 and busy.retry_after_ms == 500
+    assert "nothing of this batch was stored" in busy.message
+    assert sample(metrics, "mltrail_collector_retryable_failures_total") == 1
+    again = handle(pipeline, b.batch("s", [b.scalar(1, "r", "m", 1.0)])).results[0]
+    assert (again.code, again.stored) == (0, 1)
+
+
+def test_undecodable_request_raises_decode_error(store: Store) -> None:
+    with pytest.raises(DecodeError):
+        IngestPipeline(store, CollectorMetrics()).handle(b"\xff\xff\xff\xff")
+
+
+def test_latest_values_follow_the_experiment_and_cap_series() -> None:
+    metrics = CollectorMetrics(max_series=2)
+    metrics.latest.update({("r", "a"): ("", 1.0), ("r", "b"): ("", 2.0)})
+    metrics.latest.update({("r", "a"): ("exp", 3.0), ("r", "c"): ("exp", 4.0)})
+    text = {(s.labels["experiment"], s.labels["metric"]): s.value
+            for family in metrics.latest.collect() for s in family.samples}
+    assert text == {("exp", "a"): 3.0, ("exp", "b"): 2.0}
+    assert sample(metrics, "mltrail_run_metric_series_dropped_total") == 1
+
+
+async def test_notifier_does_not_miss_a_commit_between_read_and_wait() -> None:
+    notifier = LogNotifier()
+    seen = notifier.version("r")
+    notifier.notify(["r"])  # lands after the follower read, before it waits
+    await asyncio.wait_for(notifier.wait("r", seen, timeout=30), timeout=1)
+    waiter = asyncio.ensure_future(notifier.wait("r", notifier.version("r"), timeout=30))
+    await asyncio.sleep(0.01)
+    notifier.notify(["r"])
+    await asyncio.wait_for(waiter, timeout=1)
