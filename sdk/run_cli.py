@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
                         "before it is killed (default 10)")
     p.add_argument("--max-line", type=int, default=MAX_LINE_BYTES, metavar="BYTES",
                    help="longer lines are split with a marker (default 1 MiB)")
+    p.add_argument("--summary", action="store_true",
+                   help="when the command ends, print the run's summary from the collector")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_run)
 
@@ -78,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
                              f"{run.id} is marked failed") from None
     end_run(run, result)
+    if args.summary:
+        print_summary(run)
     return result.exit_code
 
 
@@ -94,3 +98,27 @@ def end_run(run: Any, result: LaunchResult) -> None:
             code="ExitCode", exit_code=result.exit_code,
             message=f"{message}; last lines of stderr:\n{detail}" if detail else message))
         print(f"mltrail: run {run.id} failed: {message}", file=sys.stderr)
+
+
+def print_summary(run: Any) -> None:
+    """Status, duration, final metrics, log lines and artifacts, as the collector has them,
+    and the commands that look further."""
+    from mltrail import _table as table
+    from mltrail.query_cli import _metrics_table, _run_fields
+
+    client = run._link.reader().client  # waits until the collector has every record
+    with client:
+        info = client.get_run(run.id)
+        records = client.get_metric_records(run.id)
+        artifacts = client.list_artifacts(run.id)
+    out = ["", table.render_fields(_run_fields(info))]
+    if records:
+        out += ["", "Final metrics:", _metrics_table(records)]
+    if artifacts:
+        out += ["", "Artifacts:", table.render_table(
+            ["PATH", "SIZE"], [[a.path, table.human_size(a.size)] for a in artifacts])]
+    collector = client.address
+    out += ["", f"Look further (collector {collector}):"]
+    out += [f"  mltrail {cmd} {run.id}" for cmd in ("show", "metrics", "logs", "artifacts")]
+    out += ["  mltrail runs"]
+    print("\n".join(out), flush=True)
