@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from mltrail.common.errors import PermanentError
@@ -51,7 +51,7 @@ class ArtifactStore:
         os.replace(tmp, target)
         return digest
 
-    def read(self, sha256: str, chunk: int) -> Iterator[bytes]:
+    def read(self, sha256: str, chunk: int) -> Generator[bytes, None, None]:
         with open(self.path_for(sha256), "rb") as fh:
             while piece := fh.read(chunk):
                 yield piece

@@ -50,6 +50,10 @@ class QueryService(collector_pb2_grpc.QueryServicer):
             await _abort(context, exc.code, str(exc))
         except MltrailError as exc:
             await _abort(context, grpc.StatusCode.INTERNAL, str(exc))
+        except OSError as exc:  # an artifact file missing or unreadable under --artifacts
+            await _abort(context, grpc.StatusCode.DATA_LOSS,
+                         f"collector cannot read {exc.filename or 'a stored file'} "
+                         f"({exc.strerror}); the store's index is kept; check --artifacts")
 
     async def _require_run(self, context: grpc.aio.ServicerContext, run_id: str) -> int:
         status = await self._call(context, self._store.run_status, run_id)
@@ -93,9 +97,12 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                          f"artifact {request.path!r} of run {request.run_id!r} not found")
         pieces = self._store.read_artifact(info, DOWNLOAD_CHUNK)
         first = True
-        while (piece := await self._call(context, next, pieces, None)) is not None:
-            yield collector_pb2.ArtifactData(data=piece, info=info if first else None)
-            first = False
+        try:
+            while (piece := await self._call(context, next, pieces, None)) is not None:
+                yield collector_pb2.ArtifactData(data=piece, info=info if first else None)
+                first = False
+        finally:
+            pieces.close()  # a cancelled download closes its file now, not at GC
         if first:  # an empty file still says what it is
             yield collector_pb2.ArtifactData(info=info)
 

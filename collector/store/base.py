@@ -18,7 +18,7 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mltrail.proto import collector_pb2, records_pb2
@@ -123,7 +123,8 @@ class Store(abc.ABC):
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None: ...
 
     @abc.abstractmethod
-    def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int) -> Iterator[bytes]:
+    def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
+                      ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
 
     @abc.abstractmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,7 +99,8 @@ class SqliteStore(Store):
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
         return self._read(SqliteReader.get_artifact, run_id, path)
 
-    def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int) -> Iterator[bytes]:
+    def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
+                      ) -> Generator[bytes, None, None]:
         return self._artifacts.read(info.sha256, chunk)
 
     def close(self) -> None:

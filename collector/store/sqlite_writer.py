@@ -39,6 +39,8 @@ class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
     metrics: list[tuple[Any, ...]] = field(default_factory=list)
+    log_chunks: list[tuple[Any, ...]] = field(default_factory=list)
+    log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: set[str] = field(default_factory=set)
@@ -124,8 +126,14 @@ class SqliteWriter:
         stored = self._scalar_rows(batch.scalars, hwm, work)
         if stored:
             kinds["metric"] = kinds.get("metric", 0) + stored
+        conn = self._conn
         if work.metrics:
-            self._conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
+            conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
+        if work.log_chunks:
+            conn.executemany("INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             work.log_chunks)
+            conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
+                             [(entry[1], key) for key, entry in work.log_streams.items()])
         return work
 
     def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
@@ -221,13 +229,10 @@ class SqliteWriter:
         first_time, last_time = (times[0], times[-1]) if times else (rec.time_unix_nano,) * 2
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         stream = self._log_stream(run_key, chunk.stream)
-        self._conn.execute(
-            "INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (stream[0], stream[1], count, first_time, last_time, text,
-             times.tobytes() if times else None, chunk.level, chunk.logger))
+        work.log_chunks.append((stream[0], stream[1], count, first_time, last_time, text,
+                                times.tobytes() if times else None, chunk.level, chunk.logger))
         stream[1] += count
-        self._conn.execute("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
-                           (stream[1], stream[0]))
+        work.log_streams[stream[0]] = stream
         work.log_runs.add(rec.run_id)
 
     def _run_event(self, rec: records_pb2.Record, work: _BatchWork) -> None:
