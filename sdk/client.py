@@ -14,7 +14,6 @@ has not yet yielded (per stream), so no line is shown twice or skipped.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,26 +22,32 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.metrics_view import fold_metrics
-from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
+from mltrail.proto import collector_pb2, collector_pb2_grpc
+from mltrail.query_types import (
+    STATUS_NAMES,
+    TERMINAL_STATUSES,
+    ArtifactInfo,
+    LogLine,
+    RunError,
+    RunInfo,
+    status_name,
+    status_number,
+)
+
+__all__ = [
+    "STATUS_NAMES", "TERMINAL_STATUSES", "ArtifactCorrupt", "ArtifactInfo", "ArtifactNotFound",
+    "CollectorUnreachable", "LogLine", "LogTail", "QueryClient", "QueryFailed", "RunError",
+    "RunInfo", "RunNotFound", "resolve_collector_address", "status_name", "status_number",
+]
 
 DEFAULT_COLLECTOR = "127.0.0.1:7431"
 MAX_MESSAGE = 64 * 1024 * 1024
-
-# Azure ML v1 status names, by mltrail.v1.RunStatus number.
-STATUS_NAMES = {
-    records_pb2.RUN_STATUS_UNSPECIFIED: "NotStarted",
-    records_pb2.RUNNING: "Running",
-    records_pb2.COMPLETED: "Completed",
-    records_pb2.FAILED: "Failed",
-    records_pb2.CANCELED: "Canceled",
-}
-TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled"})
 
 
 class CollectorUnreachable(RetryableError):
@@ -80,134 +85,34 @@ def resolve_collector_address(flag: str | None = None) -> str:
     """The collector to ask: ``--collector``, else ``MLTRAIL_COLLECTOR``, else the
     embedded collector's ready file (``$MLTRAIL_HOME/embedded/collector.json``),
     else ``127.0.0.1:7431``."""
+    return _resolve(flag)[0]
+
+
+def _resolve(flag: str | None) -> tuple[str, str]:
+    """The address and where it came from (said when it cannot be reached)."""
     if flag:
-        return flag
+        return flag, "--collector"
     env = os.environ.get("MLTRAIL_COLLECTOR")
     if env:
-        return env
-    return _embedded_address() or DEFAULT_COLLECTOR
+        return env, "MLTRAIL_COLLECTOR"
+    ready = _embedded_file()
+    embedded = _embedded_address(ready)
+    if embedded:
+        return embedded, str(ready)
+    return DEFAULT_COLLECTOR, "the default"
 
 
-def _embedded_address() -> str | None:
-    ready = mltrail_home() / "embedded" / "collector.json"
+def _embedded_file() -> Path:
+    return mltrail_home() / "embedded" / "collector.json"
+
+
+def _embedded_address(ready: Path) -> str | None:
     try:
         info = json.loads(ready.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # no embedded collector has run here, or its file is half-written
     address = info.get("grpc") if isinstance(info, dict) else None
     return address if isinstance(address, str) and address else None
-
-
-# ---- typed results ------------------------------------------------------------
-
-
-def status_name(status: int) -> str:
-    return STATUS_NAMES.get(status, "Unknown")
-
-
-def status_number(status: str | int) -> int:
-    """A RunStatus number from a name (``completed``, ``Completed``, ``COMPLETED``) or number."""
-    if isinstance(status, int):
-        return status
-    wanted = status.strip().lower()
-    for number, name in STATUS_NAMES.items():
-        if name.lower() == wanted or records_pb2.RunStatus.Name(number).lower() == wanted:
-            return number
-    choices = ", ".join(n for n in STATUS_NAMES.values() if n != "NotStarted")
-    raise ValueError(f"unknown run status {status!r}; use one of {choices}")
-
-
-@dataclass(frozen=True)
-class RunError:
-    code: str
-    message: str
-    type: str = ""
-    traceback: str = ""
-    exit_code: int = 0
-
-    def summary(self) -> str:
-        """One line: ``ValueError: boom (UserError, exit code 1)``."""
-        head = f"{self.type}: {self.message}" if self.type else self.message
-        exit_code = f"exit code {self.exit_code}" if self.exit_code else ""
-        extra = [p for p in (self.code, exit_code) if p]
-        first = (head.strip().splitlines() or [""])[0] or "no error message"
-        return f"{first} ({', '.join(extra)})" if extra else first
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    run_id: str
-    experiment: str
-    display_name: str
-    status: str
-    start_time_unix_nano: int
-    end_time_unix_nano: int
-    tags: dict[str, str]
-    properties: dict[str, str]
-    parent_run_id: str
-    child_run_ids: list[str]
-    error: RunError | None
-    run_type: str
-    log_lines: int
-    metric_records: int
-    artifacts: int
-
-    @classmethod
-    def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
-        err = pb.error if pb.HasField("error") else None
-        return cls(
-            run_id=pb.run_id, experiment=pb.experiment, display_name=pb.display_name,
-            status=status_name(pb.status),
-            start_time_unix_nano=pb.start_time_unix_nano,
-            end_time_unix_nano=pb.end_time_unix_nano,
-            tags=dict(pb.tags), properties=dict(pb.properties),
-            parent_run_id=pb.parent_run_id, child_run_ids=list(pb.child_run_ids),
-            error=_run_error(err), run_type=pb.run_type,
-            log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
-        )
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _run_error(pb: records_pb2.ErrorDetails | None) -> RunError | None:
-    if pb is None or not (pb.code or pb.message or pb.type or pb.traceback or pb.exit_code):
-        return None
-    return RunError(code=pb.code, message=pb.message, type=pb.type,
-                    traceback=pb.traceback, exit_code=pb.exit_code)
-
-
-class LogLine(NamedTuple):
-    """One line; a NamedTuple because a follow of millions of lines builds one per line."""
-
-    stream: str
-    line: int
-    time_unix_nano: int
-    text: str
-    level: str = ""
-    logger: str = ""
-
-    @classmethod
-    def from_pb(cls, pb: collector_pb2.LogLine) -> LogLine:
-        return cls(pb.stream, pb.line, pb.time_unix_nano, pb.text, pb.level, pb.logger)
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    path: str
-    size: int
-    sha256: str
-    content_type: str = ""
-    time_unix_nano: int = 0
-
-    @classmethod
-    def from_pb(cls, pb: collector_pb2.ArtifactInfo) -> ArtifactInfo:
-        return cls(path=pb.path, size=pb.size, sha256=pb.sha256,
-                   content_type=pb.content_type, time_unix_nano=pb.time_unix_nano)
 
 
 # ---- errors at the boundary ---------------------------------------------------------
@@ -235,13 +140,14 @@ class _ErrorMapper:
 
     address: str
     run_id: str = ""
+    source: str = "--collector"  # where the address came from
 
     def __call__(self, err: grpc.RpcError) -> MltrailError:
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
         details = (err.details() if hasattr(err, "details") else "") or ""
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return CollectorUnreachable(
-                f"cannot reach the collector at {self.address} ({_unreachable_reason(details)}); "
+                f"cannot reach the collector at {self.address} ({self._why(details)}); "
                 "start one with `mltrail collector`, or set MLTRAIL_COLLECTOR / --collector",
                 code=code,
             )
@@ -254,6 +160,14 @@ class _ErrorMapper:
             return RetryableError(message, code=code)
         return QueryFailed(message, code=code)
 
+    def _why(self, details: str) -> str:
+        reason = _unreachable_reason(details)
+        if self.source == "--collector":
+            return reason
+        if self.source == "the default":
+            return f"{reason}; the default address"
+        return f"{reason}; address from {self.source}"
+
 
 # ---- the client -------------------------------------------------------------------------
 
@@ -265,7 +179,7 @@ class QueryClient:
     opens a new one, so one client may serve several ``with`` blocks."""
 
     def __init__(self, address: str | None = None, timeout: float = 10.0) -> None:
-        self.address = resolve_collector_address(address)
+        self.address, self._source = _resolve(address)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
@@ -299,7 +213,7 @@ class QueryClient:
         self.close()
 
     def _errors(self, run_id: str = "") -> _ErrorMapper:
-        return _ErrorMapper(self.address, run_id)
+        return _ErrorMapper(self.address, run_id, self._source)
 
     def _unary(self, method: Any, request: Any, mapper: _ErrorMapper) -> Any:
         try:

@@ -24,18 +24,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail import _table as table
-from mltrail.client import (
-    ArtifactInfo,
-    LogLine,
-    LogTail,
-    QueryClient,
-    RunInfo,
-    status_number,
-)
+from mltrail.client import LogTail, QueryClient
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.metrics_view import fold_metrics, metric_kind, metric_to_python
+from mltrail.query_types import ArtifactInfo, LogLine, RunInfo, status_number
 
 SIGPIPE_EXIT = 141
+# One encoder: json.dumps with options builds a new encoder per call (per log line).
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -360,7 +356,7 @@ def _print_batches(batches: Iterable[list[LogLine]], prefix: bool, as_json: bool
 
 def _format_lines(lines: Iterable[LogLine], prefix: bool, as_json: bool) -> str:
     if as_json:
-        return "".join(json.dumps(_line_json(line), ensure_ascii=False) + "\n" for line in lines)
+        return "".join(_JSON_LINE.encode(_line_json(line)) + "\n" for line in lines)
     if prefix:
         return "".join(f"[{line.stream}] {_text(line)}\n" for line in lines)
     return "".join(_text(line) + "\n" for line in lines)

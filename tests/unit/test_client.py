@@ -128,6 +128,22 @@ def test_a_broken_embedded_file_falls_back_to_the_default(
     assert resolve_collector_address() == "127.0.0.1:7431"
 
 
+def test_an_unreachable_address_says_where_it_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLTRAIL_HOME", str(tmp_path))
+    monkeypatch.setenv("MLTRAIL_COLLECTOR", "127.0.0.1:1")
+    with QueryClient() as client, pytest.raises(CollectorUnreachable) as env_info:
+        client.list_runs()
+    assert "(connection refused; address from MLTRAIL_COLLECTOR)" in str(env_info.value)
+    monkeypatch.delenv("MLTRAIL_COLLECTOR")
+    ready = tmp_path / "embedded" / "collector.json"
+    ready.parent.mkdir()
+    ready.write_text(json.dumps({"grpc": "127.0.0.1:1"}))
+    with QueryClient() as client, pytest.raises(CollectorUnreachable) as file_info:
+        client.get_run("r")
+    assert f"(connection refused; address from {ready})" in str(file_info.value)
+
+
 def test_status_names_parse_in_any_case() -> None:
     assert status_number("completed") == records_pb2.COMPLETED
     assert status_number("CANCELED") == records_pb2.CANCELED
