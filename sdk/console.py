@@ -18,9 +18,18 @@ looked at one by one.
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from mltrail.common.lines import LINE_SPLIT_MARKER, MAX_LINE_BYTES, split_long_lines
 
 _CUT = LINE_SPLIT_MARKER + b"\n"
+
+# emit(stream, lines, partial_tail, time_unix_nano)
+Emit = Callable[[str, bytes, bool, int], None]
 
 
 def _last_state(line: bytes) -> bytes:
@@ -88,3 +97,63 @@ class LineAssembler:
         head, sep, self._pending = split.rpartition(_CUT)
         self.cuts += head.count(_CUT) + 1
         return head + sep
+
+
+class _TeeStream:
+    """A text stream that writes through to ``original`` and records what passes."""
+
+    def __init__(self, original: Any, stream: str, emit: Emit) -> None:
+        self._original = original
+        self._stream = stream
+        self._emit = emit
+        self._assembler = LineAssembler()
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        written = self._original.write(text)
+        with self._lock:
+            lines = self._assembler.feed(text.encode("utf-8", "replace"))
+        if lines:
+            self._emit(self._stream, lines, False, time.time_ns())
+        return int(written) if written is not None else len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def finish(self) -> None:
+        with self._lock:
+            rest = self._assembler.finish()
+        if rest:
+            self._emit(self._stream, rest, True, time.time_ns())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)  # flush, fileno, isatty, encoding, ...
+
+
+class ConsoleCapture:
+    """Records what this process prints while a run is active (``capture_output``).
+
+    ``start()`` wraps ``sys.stdout`` and ``sys.stderr``; the text still reaches
+    them unchanged. ``stop()`` records a partial last line and puts the
+    original streams back (unless someone replaced them since).
+    """
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._tees: dict[str, _TeeStream] = {}
+
+    def start(self) -> ConsoleCapture:
+        if not self._tees:
+            self._tees = {"stdout": _TeeStream(sys.stdout, "stdout", self._emit),
+                          "stderr": _TeeStream(sys.stderr, "stderr", self._emit)}
+            sys.stdout = self._tees["stdout"]
+            sys.stderr = self._tees["stderr"]
+        return self
+
+    def stop(self) -> None:
+        for name, tee in self._tees.items():
+            tee.finish()
+            if getattr(sys, name) is tee:
+                setattr(sys, name, tee._original)
+        self._tees = {}

@@ -23,15 +23,13 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from mltrail.common.lines import MAX_LINE_BYTES
+from mltrail.console import Emit as Sink
 from mltrail.console import LineAssembler
-
-# sink(stream, data, partial_tail, time_unix_nano)
-Sink = Callable[[str, bytes, bool, int], None]
 
 READ_BYTES = 64 * 1024
 STDERR_TAIL_LINES = 20
