@@ -43,7 +43,8 @@ from mltrail.query_types import (
 __all__ = [
     "STATUS_NAMES", "TERMINAL_STATUSES", "ArtifactCorrupt", "ArtifactInfo", "ArtifactNotFound",
     "CollectorUnreachable", "LogLine", "LogTail", "QueryClient", "QueryFailed", "RunError",
-    "RunInfo", "RunNotFound", "resolve_collector_address", "status_name", "status_number",
+    "RunInfo", "RunNotFound", "mltrail_home", "resolve_collector_address", "status_name",
+    "status_number",
 ]
 
 DEFAULT_COLLECTOR = "127.0.0.1:7431"

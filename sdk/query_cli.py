@@ -203,7 +203,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(run_to_json(run))
         return 0
-    _out().write(table.render_fields(_run_fields(run)) + "\n")
+    _out().write(table.render_fields(run_fields(run)) + "\n")
     return 0
 
 
@@ -211,7 +211,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _run_fields(run: RunInfo) -> list[tuple[str, Any]]:
+def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
     fields: list[tuple[str, Any]] = [
         ("Run", run.run_id), ("Experiment", run.experiment),
         ("Name", run.display_name or None), ("Type", run.run_type or None),
@@ -250,13 +250,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     elif args.name:
         _out().write(_metric_detail(records) + "\n")
     elif records:
-        _out().write(_metrics_table(records) + "\n")
+        _out().write(metrics_table(records) + "\n")
     else:
         print(f"run {args.run_id} has no metrics", file=sys.stderr)
     return 0
 
 
-def _metrics_table(records: list[Any]) -> str:
+def metrics_table(records: list[Any]) -> str:
     by_name: dict[str, list[Any]] = {}
     for rec in records:
         by_name.setdefault(rec.metric.name, []).append(rec)
@@ -418,3 +418,8 @@ def _download(client: QueryClient, args: argparse.Namespace) -> int:
         _out().write(f"downloaded {info.path} ({table.human_size(info.size)}, sha256 "
                      f"{info.sha256[:12]}) to {written}\n")
     return 0
+
+
+# The names `mltrail run`'s summary (sdk/run_cli.py) imported before they were public.
+_metrics_table = metrics_table
+_run_fields = run_fields
