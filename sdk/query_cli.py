@@ -298,6 +298,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
         prefix = args.prefix or len(streams) > 1
         if args.follow:
             return _follow(client, args, prefix)
+        if not streams:
+            print(f"run {args.run_id} has no log lines", file=sys.stderr)
+            return 0
         with contextlib.ExitStack() as stack:
             tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
                      for s in streams]

@@ -240,6 +240,11 @@ def test_logs_of_one_stream_are_the_text_as_printed(fed: Service) -> None:
         "[stderr] warning: slow\n")
 
 
+def test_a_run_without_logs_says_so_on_stderr(fed: Service) -> None:
+    done = cli(fed, "logs", "run-child")
+    assert (done.stdout, done.stderr) == ("", "run run-child has no log lines\n")
+
+
 def test_logs_json_is_one_object_per_line(fed: Service) -> None:
     out = cli(fed, "logs", "run-ok", "--stream", "stdout", "--json").stdout.splitlines()
     docs = [json.loads(line) for line in out]
