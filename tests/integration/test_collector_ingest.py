@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from mltrail.common.lines import LINE_SPLIT_MARKER
+from mltrail.common.lines import LINE_SPLIT_MARKER, MAX_LINE_BYTES
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from tests import builders as b
 from tests.procs import Service
@@ -111,10 +111,11 @@ def test_ten_megabyte_line_is_stored_split_with_marker(ingest: b.IngestClient, q
              for ln in resp.lines]
     assert lines[0].text == "before" and lines[-1].text == "after"
     pieces = [ln.text for ln in lines[1:-1]]
-    assert len(pieces) == 10
+    assert len(pieces) == math.ceil(len(line) / (MAX_LINE_BYTES - len(LINE_SPLIT_MARKER)))
+    assert all(len(p.encode()) <= MAX_LINE_BYTES for p in pieces)  # marker included
     assert all(p.endswith(LINE_SPLIT_MARKER.decode()) for p in pieces[:-1])
     assert "".join(pieces).replace(LINE_SPLIT_MARKER.decode(), "").encode() == line
-    assert [ln.line for ln in lines] == list(range(12))
+    assert [ln.line for ln in lines] == list(range(len(pieces) + 2))
 
 
 def test_bytes_that_are_not_utf8_are_kept_with_replacement(ingest: b.IngestClient,
