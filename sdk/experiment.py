@@ -34,15 +34,31 @@ class Experiment:
     def start_logging(self, *args: Any, display_name: str | None = None,
                       tags: Mapping[str, Any] | None = None,
                       snapshot_directory: str | os.PathLike[str] | None = None,
-                      outputs: str | None = None, **kwargs: Any) -> Run:
-        """Start an interactive run; use ``with`` to complete or fail it on exit."""
+                      outputs: str | None = None, capture_output: bool = False,
+                      **kwargs: Any) -> Run:
+        """Start an interactive run; use ``with`` to complete or fail it on exit.
+
+        ``capture_output=True`` records what this process prints to stdout and
+        stderr while the run is active (streams "stdout" and "stderr")."""
         if snapshot_directory is not None and not os.path.isdir(snapshot_directory):
             raise ValueError(f"snapshot_directory {os.fspath(snapshot_directory)!r} "
                              "is not a directory")
         run = Run._start(self, display_name=display_name, tags=tags, outputs=outputs)
         if snapshot_directory is not None:
             run.upload_folder("snapshot", snapshot_directory)
+        if capture_output:
+            run._capture_console()
         return run
+
+    def submit(self, config: ScriptRunConfig, tags: Mapping[str, Any] | None = None,
+               show_output: bool = False, **kwargs: Any) -> Run:
+        """Run ``config.script`` as a new run in a separate process; returns the run at once.
+
+        With ``show_output=True``, prints the run's console as it arrives and
+        returns when the run has ended (raising ``RunFailed`` if it failed)."""
+        from mltrail.script_run import submit
+
+        return submit(self, config, dict(tags or {}), show_output)
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r})"

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mltrail import validation as v
+from mltrail.console import ConsoleCapture
 from mltrail.link import Link, offline_link, process_link
 from mltrail.proto import records_pb2
-from mltrail.values import ARTIFACT, IMAGE, JSON, LIST, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.values import ARTIFACT, IMAGE, JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
 
 if TYPE_CHECKING:
     from mltrail.experiment import Experiment
@@ -52,6 +53,7 @@ class Run:
         self._experiment = experiment
         self._id = v.check_name(run_id, "run_id")
         self._outputs = outputs
+        self._capture: ConsoleCapture | None = None
         self._link = _link or process_link()
         self._enqueue = self._link.sender.enqueue
         self._parent = _parent
@@ -293,9 +295,33 @@ class Run:
         self._end(records_pb2.CANCELED)
 
     def _end(self, status: int, error: records_pb2.ErrorDetails | None = None) -> None:
+        if self._capture is not None:
+            self._capture.stop()
+            self._capture = None
         self._status = _STATUS_BY_CODE[status]
         self._event(records_pb2.RunEvent(ended=records_pb2.RunEnded(status=status, error=error)))
         self.flush()
+
+    def _record_console(self, stream: str, data: bytes, partial: bool, time_ns: int) -> None:
+        """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
+        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
+        self._enqueue((LOG, self._id, time_ns, chunk))
+
+    def _capture_console(self) -> None:
+        self._capture = ConsoleCapture(self._record_console).start()
+
+    def wait_for_completion(self, show_output: bool = False, wait_post_processing: bool = False,
+                            raise_on_error: bool = True, timeout: float | None = None
+                            ) -> dict[str, Any]:
+        """Wait for the run to end and return its details.
+
+        ``show_output=True`` prints the run's console live from the collector's
+        follow stream. A failed or canceled run raises ``RunFailed`` naming its
+        error (unless ``raise_on_error=False``); ``timeout`` (seconds) raises
+        ``WaitTimeout`` and leaves the run going."""
+        from mltrail.script_run import wait_for_completion
+
+        return wait_for_completion(self, show_output, timeout, raise_on_error)
 
     def flush(self, timeout_seconds: float = 300) -> None:
         """Wait until every record logged so far is acknowledged by the agent.

@@ -17,7 +17,6 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
-from mltrail.values import LOG
 
 
 def register(subparsers: Any) -> None:
@@ -67,11 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run._link.agent is not None:
         env["MLTRAIL_AGENT"] = run._link.agent.socket_path
 
-    def record(stream: str, data: bytes, partial: bool, time_ns: int) -> None:
-        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
-        run._enqueue((LOG, run.id, time_ns, chunk))
-
-    launcher = ProcessLauncher(command, record, env=env, grace=args.grace,
+    launcher = ProcessLauncher(command, run._record_console, env=env, grace=args.grace,
                                max_line=args.max_line)
     try:
         result = launcher.run()

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from mltrail.run import Run
 
 STATUS_POLL_SECONDS = 0.5  # fixed: a run's end is seen within half a second
+# A submitted run exists once its launcher's first record reached the collector.
+APPEAR_SECONDS = 120.0
 
 
 class RunFailed(MltrailError):
@@ -91,6 +93,7 @@ def wait_for_completion(run: Run, show_output: bool = False, timeout: float | No
     deadline = None if timeout is None else time.monotonic() + timeout
     client = run._link.reader().client
     with client:
+        _wait_exists(client, run.id, deadline)
         if show_output:
             _follow_output(client, run.id, deadline)
         _wait_terminal(client, run.id, deadline)
@@ -100,6 +103,22 @@ def wait_for_completion(run: Run, show_output: bool = False, timeout: float | No
         error = details.get("error", {}).get("error", {}).get("message") or "no error details"
         raise RunFailed(f"run {run.id} {status.lower()}: {error}", details)
     return details
+
+
+def _wait_exists(client: Any, run_id: str, deadline: float | None) -> None:
+    from mltrail.client import RunNotFound
+
+    give_up = time.monotonic() + APPEAR_SECONDS
+    if deadline is not None:
+        give_up = min(give_up, deadline)
+    while True:
+        try:
+            client.get_run(run_id)
+            return
+        except RunNotFound:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.1)
 
 
 def _follow_output(client: Any, run_id: str, deadline: float | None) -> None:
