@@ -42,7 +42,7 @@ import grpc
 
 from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
-from mltrail.values import QueueItem, build_record, item_size
+from mltrail.values import QueueItem, add_record, item_size
 
 log = logging.getLogger("mltrail.sdk")
 
@@ -222,31 +222,29 @@ class Sender:
 
     def _build_batch(self) -> None:
         """Turn up to one batch worth of queued items into one AppendRequest."""
-        records: list[records_pb2.Record] = []
-        size = 0
+        batch = records_pb2.Batch(stream_id=self.stream_id)
+        first = self._built_seq + 1
+        seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
-        while queue and len(records) < MAX_BATCH_RECORDS and size < MAX_BATCH_BYTES:
+        while queue and seq < end and size < MAX_BATCH_BYTES:
             item = queue.popleft()
             if isinstance(item, FlushMarker):
-                self._note_marker(item, len(records))
+                item.target_seq = seq - 1
+                item.event.set()
                 continue
-            records.append(build_record(item, self._built_seq + len(records) + 1))
+            add_record(batch, item, seq)
+            seq += 1
             size += item_size(item)
-        if records:
-            self._add_request(records)
+        if seq > first:
+            self._add_request(batch, first, seq - 1)
 
-    def _note_marker(self, marker: FlushMarker, built_in_batch: int) -> None:
-        marker.target_seq = self._built_seq + built_in_batch
-        marker.event.set()
-
-    def _add_request(self, records: list[records_pb2.Record]) -> None:
-        first = self._built_seq + 1
-        self._built_seq += len(records)
-        data = records_pb2.Batch(stream_id=self.stream_id, records=records).SerializeToString()
+    def _add_request(self, batch: records_pb2.Batch, first: int, last: int) -> None:
+        data = batch.SerializeToString()
         self._unacked.append(agent_pb2.AppendRequest(
-            stream_id=self.stream_id, first_seq=first, last_seq=self._built_seq, batch=data))
+            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data))
         self._unacked_bytes += len(data)
-        self.stats.records_built += len(records)
+        self._built_seq = last
+        self.stats.records_built += last - first + 1
 
     def _send_unacked(self) -> None:
         requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
