@@ -3,7 +3,8 @@
 Starts ``mltrail collector`` on a temporary store, pushes N scalar records
 (pre-encoded, so the client's cost stays out of the figure) in batches on one
 Ingest.Write stream with a few requests in flight, and prints plain lines
-``name: value unit``.
+``name: value unit``. ``throughput_per_cpu_second`` divides by the
+collector's own CPU time, so it holds on a machine shared with other work.
 
     python bench/collector_ingest.py [--records 500000] [--batch 10000] [--in-flight 4]
 """
@@ -11,6 +12,7 @@ Ingest.Write stream with a few requests in flight, and prints plain lines
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -55,6 +57,12 @@ def push(address: str, requests: list[bytes], window: int) -> tuple[float, int]:
         return time.perf_counter() - started, stored
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (every thread), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -77,14 +85,19 @@ def main() -> int:
                                     "--artifacts", str(workdir / "artifacts")], workdir)
         svc.start()
         try:
+            pid = svc.info["pid"]
+            cpu_before = cpu_seconds(pid)
             seconds, stored = push(svc.grpc, requests, args.in_flight)
-            rss = peak_rss_kib(svc.info["pid"])
+            cpu = cpu_seconds(pid) - cpu_before
+            rss = peak_rss_kib(pid)
         finally:
             svc.stop()
     print(f"records: {stored} records")
     print(f"seconds: {seconds:.3f} s")
     print(f"throughput: {stored / seconds:.0f} records/s")
     print(f"wire: {wire_bytes / seconds / 1e6:.2f} MB/s")
+    print(f"collector_cpu: {cpu:.2f} s")
+    print(f"throughput_per_cpu_second: {stored / cpu:.0f} records/s")
     print(f"collector_peak_rss: {rss / 1024:.1f} MiB")
     return 0
 
