@@ -35,15 +35,14 @@ class LatestValues(Collector):
         with self._lock:
             for (run_id, name), (experiment, value) in latest.items():
                 entry = self._runs.get(run_id)
-                if entry is None or (experiment and entry[0] != experiment):
-                    entry = self._runs[run_id] = (experiment, entry[1] if entry else {})
-                values = entry[1]
-                if name not in values:
+                if entry is None or name not in entry[1]:
                     if self._series >= self._max_series:
-                        dropped += 1
+                        dropped += 1  # no entry either: past the cap nothing grows
                         continue
                     self._series += 1
-                values[name] = float(value)
+                if entry is None or (experiment and entry[0] != experiment):
+                    entry = self._runs[run_id] = (experiment, entry[1] if entry else {})
+                entry[1][name] = float(value)
         if dropped:
             self._dropped.inc(dropped)
 
