@@ -141,6 +141,7 @@ class Sender:
         self._markers: list[FlushMarker] = []
         self._backoff = Backoff()
         self._retry_at = 0.0
+        self._failing = False  # the last send failed; cleared by the next success
         self._last_warning = -1e9
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -215,7 +216,7 @@ class Sender:
                 self._send_spilled()
             elif self._unacked:
                 self._send_unacked()
-        if self._unacked_bytes >= self.memory_limit and self.stats.send_failures:
+        if self._unacked_bytes >= self.memory_limit and self._failing:
             self._spill_all()
         if (self.queue or self._unacked) and time.monotonic() >= self._retry_at:
             self._wake.set()  # more to do now: no idle wait
@@ -276,9 +277,9 @@ class Sender:
 
     def _on_success(self) -> None:
         self._backoff.reset()
-        if self.stats.send_failures and not self._unacked:
+        if self._failing:
+            self._failing = False
             log.warning("mltrail: %s is reachable again; delivery resumed", self.sink.description)
-            self.stats.send_failures = 0
 
     def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
         count = request.last_seq - request.first_seq + 1
@@ -294,6 +295,7 @@ class Sender:
 
     def _on_failure(self, exc: Exception) -> None:
         self.stats.send_failures += 1
+        self._failing = True
         self._retry_at = time.monotonic() + self._backoff.next_delay()
         now = time.monotonic()
         if now - self._last_warning > 60.0:  # rate limit: once a minute

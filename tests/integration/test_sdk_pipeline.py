@@ -197,3 +197,18 @@ def test_logging_through_a_collector_outage_runs_at_full_speed(pipeline: Pipelin
     metrics = run.get_metrics()
     assert metrics["loss"] == [float(i) for i in range(20_000)]
     assert run.get_status() == "Completed"
+
+
+def test_an_agent_killed_and_restarted_gets_everything_once(pipeline: Pipeline) -> None:
+    run = Experiment("agent_outage").start_logging()
+    for i in range(1000):
+        run.log("loss", float(i), step=i)
+    run.flush()
+    pipeline.agent.kill()
+    started = time.perf_counter()
+    for i in range(1000, 3000):
+        run.log("loss", float(i), step=i)
+    assert time.perf_counter() - started < 1.0  # logging does not wait for the agent
+    pipeline.agent.start()
+    run.complete()
+    assert run.get_metrics()["loss"] == [float(i) for i in range(3000)]
