@@ -112,7 +112,7 @@ class ForwardTally(ForwardListener):
     def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
         self.records += frame.records
         self.batches += 1
-        self.bytes += len(frame.batch)
+        self.bytes += frame.batch_size
 
     def retrying(self, error: BaseException, delay: float) -> None:
         self.retries += 1
@@ -141,7 +141,7 @@ class GrpcForwarder:
         spool: Spool,
         address: str,
         *,
-        batch_max_bytes: int = 8 << 20,
+        batch_max_bytes: int = 2 << 20,
         batch_max_delay: float = 0.02,
         window: int = 4,
         listener: ForwardListener | None = None,
@@ -243,8 +243,13 @@ class GrpcForwarder:
             frames = await self._next_frames(cursor, 1 if isolate else 10_000, bool(inflight))
             cursor = frames[-1].end
             self._request_id += 1
-            inflight.append(_Inflight(self._request_id, frames, time.monotonic()))
-            await call.write(encode_request(self._request_id, [f.batch for f in frames]))
+            request = encode_request(self._request_id, [f.batch for f in frames])
+            # keep only headers in flight: the batches are in the spool if needed again
+            headers = [f.without_batch() for f in frames]
+            del frames
+            inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
+            await call.write(request)
+            del request
 
     async def _next_frames(self, cursor: Position, max_frames: int, busy: bool
                            ) -> list[SpoolFrame]:
@@ -321,13 +326,15 @@ class GrpcForwarder:
         await loop.run_in_executor(self._executor, self.spool.ack, position)
         self._progressed = True
 
-    async def _set_aside(self, frame: SpoolFrame, message: str) -> None:
+    async def _set_aside(self, header: SpoolFrame, message: str) -> None:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._executor, self.spool.read, header.start, 1, 1)
+        frame = found[0] if found and found[0].start == header.start else header
         log.error(
             "collector refused a batch of stream %s (seq %d-%d): %s; it is kept in %s/dead "
             "and forwarding goes on", frame.stream_id, frame.first_seq, frame.last_seq,
             message, self.spool.directory,
         )
-        loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.spool.dead_letter, frame, message)
         self.listener.dead_lettered(frame, message)
 

@@ -106,7 +106,7 @@ class AgentMetrics(ForwardListener):
 
     def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
         self.sent_records.inc(frame.records)
-        self.sent_bytes.inc(len(frame.batch))
+        self.sent_bytes.inc(frame.batch_size)
         self._failing_since = None
 
     def sent(self, frames: Sequence[SpoolFrame], seconds: float) -> None:

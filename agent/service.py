@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -89,6 +91,14 @@ def _check_socket_path(path: Path) -> None:
             probe.close()
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return cast(Callable[[int], int], libc.malloc_trim)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
 class AgentService(Component):
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
@@ -102,6 +112,7 @@ class AgentService(Component):
         self.http: HttpEndpoint | None = None
         self._server: grpc.aio.Server | None = None
         self._forward_task: asyncio.Task[None] | None = None
+        self._trim_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -129,7 +140,23 @@ class AgentService(Component):
         self._start_http()
         await self._start_grpc(tracker)
         self._forward_task = asyncio.create_task(self.forwarder.run())
+        self._trim_task = asyncio.create_task(self._trim_when_idle())
         self._started = True
+
+    async def _trim_when_idle(self) -> None:
+        """Give freed buffers back to the OS once the spool is drained.
+
+        A burst leaves glibc's heap at its peak (several MB per in-flight
+        request); a sidecar should shrink back while it waits.
+        """
+        trim = _malloc_trim()
+        last_sent = -1
+        while trim is not None and self.spool is not None:
+            await asyncio.sleep(2.0)
+            sent = self.spool.counters.appended_bytes
+            if sent != last_sent and self.spool.empty():
+                trim(0)
+                last_sent = sent
 
     def _notify(self) -> None:
         if self.forwarder is not None:
@@ -147,7 +174,7 @@ class AgentService(Component):
     async def _start_grpc(self, tracker: ForwardTracker) -> None:
         assert self.spool is not None and self.metrics is not None
         receiver = SdkReceiver(
-            self.spool, tracker, self._append_pool, self.info, self.settings.batch_max_bytes,
+            self.spool, tracker, self._append_pool, self.info,
             on_received=self.metrics.received, on_refused=self.metrics.refused_batch,
         )
         self._server = grpc.aio.server(options=[
@@ -188,6 +215,8 @@ class AgentService(Component):
         if self._server is not None:
             await self._server.stop(grace=1.0)
         drained = await self._drain(timeout)
+        if self._trim_task is not None:
+            self._trim_task.cancel()
         if self._forward_task is not None:
             self._forward_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

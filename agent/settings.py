@@ -38,7 +38,7 @@ class AgentSettings:
     max_spool_bytes: int = 1 << 30
     full_policy: str = "block"
     segment_bytes: int = 16 << 20
-    batch_max_bytes: int = 8 << 20  # an SDK batch above this is refused
+    batch_max_bytes: int = 2 << 20  # target size of one request to the collector
     batch_max_delay_ms: int = 20
     drain_timeout: float = 30.0
     unhealthy_after_seconds: float = 60.0

@@ -48,6 +48,7 @@ thread for offline runs; the agent calls it from worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -108,6 +109,16 @@ class SpoolFrame:
     @property
     def records(self) -> int:
         return self.last_seq - self.first_seq + 1
+
+    @property
+    def batch_size(self) -> int:
+        """Length of the batch bytes, known from the positions even once they are dropped."""
+        overhead = FRAME_HEAD.size + PAYLOAD_HEAD.size + len(self.stream_id.encode())
+        return self.end.offset - self.start.offset - overhead
+
+    def without_batch(self) -> SpoolFrame:
+        """The frame's header only: what an in-flight request needs to keep."""
+        return dataclasses.replace(self, batch=b"")
 
 
 @dataclass(frozen=True)

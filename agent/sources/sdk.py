@@ -30,6 +30,10 @@ from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("mltrail.agent.sdk")
 
+# An SDK batch above this is refused (the SDK sends up to about 4 MiB); well
+# under gRPC's 64 MiB message limit so the refusal is an AppendAck, not an abort.
+MAX_APPEND_BYTES = 16 * 1024 * 1024
+
 
 class ForwardTracker(ForwardListener):
     """Per stream: the seq the collector acknowledged and the frames still spooled.
@@ -96,7 +100,7 @@ class SdkReceiver(agent_pb2_grpc.AgentServicer):
         tracker: ForwardTracker,
         executor: Executor,
         info: Callable[[], agent_pb2.AgentInfo],
-        max_batch_bytes: int,
+        max_batch_bytes: int = MAX_APPEND_BYTES,
         on_received: Callable[[int, int], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
@@ -125,7 +129,7 @@ class SdkReceiver(agent_pb2_grpc.AgentServicer):
                     "need 1 <= first_seq <= last_seq")
         if len(req.batch) > self._max_batch_bytes:
             return (f"batch of {len(req.batch)} bytes is over the agent's limit of "
-                    f"{self._max_batch_bytes} (batch_max_bytes); send smaller batches")
+                    f"{self._max_batch_bytes}; send smaller batches")
         if not req.batch:
             return "empty batch"
         return None

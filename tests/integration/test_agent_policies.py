@@ -185,11 +185,15 @@ def test_bad_append_requests_get_an_error_and_the_stream_goes_on(agent: Service)
     errors = send_all(Path(agent.info["socket"]), [
         agent_pb2.AppendRequest(stream_id="", first_seq=1, last_seq=1, batch=b"x"),
         agent_pb2.AppendRequest(stream_id=sid, first_seq=5, last_seq=4, batch=b"x"),
+        agent_pb2.AppendRequest(stream_id=sid, first_seq=1, last_seq=1,
+                                batch=b"x" * (16 * 1024 * 1024 + 1)),
         ok,
     ])
     assert "empty stream_id" in errors[0]
     assert "bad seq range" in errors[1]
-    assert errors[2] == ""
+    assert "over the agent's limit" in errors[2]
+    assert errors[3] == ""
+    assert metric(agent, "mltrail_agent_refused_batches_total", '{reason="invalid"}') == 3
 
 
 def test_sigterm_drains_and_exits_zero(agent: Service, collector: Service) -> None:
