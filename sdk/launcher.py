@@ -16,6 +16,7 @@ seconds is killed. The launch counts as canceled once a stop signal came.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -32,6 +33,12 @@ from mltrail.console import Emit as Sink
 from mltrail.console import LineAssembler
 
 READ_BYTES = 64 * 1024
+# Lines go to the sink in batches: one record per 8 KiB write would cost the
+# pipeline more CPU than the script spends printing. The terminal echo is not
+# delayed; the record is, by at most DELIVER_SECONDS.
+DELIVER_BYTES = 256 * 1024
+DELIVER_SECONDS = 0.05
+PIPE_BYTES = 1024 * 1024  # room for bursts, so a busy moment here does not stall the command
 STDERR_TAIL_LINES = 20
 # After the command exits, a pipe still held open by a straggler (a daemon it
 # started) is read until it stays silent this long.
@@ -62,15 +69,22 @@ class _Pump(threading.Thread):
         self.exited = exited
         self.tail: deque[bytes] | None = deque(maxlen=STDERR_TAIL_LINES) if keep_tail else None
         self.bytes_read = 0
+        self._held: list[bytes] = []  # complete lines not yet given to the sink
+        self._held_bytes = 0
+        self._held_since = 0.0
 
     def run(self) -> None:
         try:
             while (data := self._read()) is not None:
+                if not data:
+                    self._deliver_held()  # the delivery deadline passed
+                    continue
                 self.bytes_read += len(data)
                 self._echo(data)
                 lines = self.assembler.feed(data)
                 if lines:
-                    self._deliver(lines, partial=False)
+                    self._hold(lines)
+            self._deliver_held()
             rest = self.assembler.finish()
             if rest:
                 self._deliver(rest, partial=True)
@@ -78,18 +92,38 @@ class _Pump(threading.Thread):
             os.close(self.fd)
 
     def _read(self) -> bytes | None:
-        """The next bytes, or None at end of file (or a silent straggler)."""
+        """The next bytes; b"" when held lines are due; None at end of file (or a
+        silent straggler)."""
         quiet_since: float | None = None
         while True:
-            ready, _, _ = select.select([self.fd], [], [], 0.25)
+            wait = 0.25
+            if self._held:
+                wait = self._held_since + DELIVER_SECONDS - time.monotonic()
+                if wait <= 0:
+                    return b""
+            ready, _, _ = select.select([self.fd], [], [], wait)
             if ready:
                 data = os.read(self.fd, READ_BYTES)
                 return data or None
-            if not self.exited.is_set():
+            if not self.exited.is_set() or self._held:
                 continue
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since > LINGER_SECONDS:
                 return None
+
+    def _hold(self, lines: bytes) -> None:
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append(lines)
+        self._held_bytes += len(lines)
+        if self._held_bytes >= DELIVER_BYTES:
+            self._deliver_held()
+
+    def _deliver_held(self) -> None:
+        if self._held:
+            lines = b"".join(self._held)
+            self._held, self._held_bytes = [], 0
+            self._deliver(lines, partial=False)
 
     def _echo(self, data: bytes) -> None:
         if self.echo_fd is None:
@@ -135,6 +169,9 @@ class ProcessLauncher:
             raise
         os.close(out_w)
         os.close(err_w)
+        for fd in (out_r, err_r):
+            with contextlib.suppress(OSError):  # Linux only; a smaller pipe still works
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         exited = threading.Event()
         pumps = [
             _Pump("stdout", out_r, 1 if self.echo else None, self.sink, self.max_line, exited,

@@ -99,16 +99,16 @@ def print_summary(run: Any) -> None:
     """Status, duration, final metrics, log lines and artifacts, as the collector has them,
     and the commands that look further."""
     from mltrail import _table as table
-    from mltrail.query_cli import _metrics_table, _run_fields
+    from mltrail.query_cli import metrics_table, run_fields
 
     client = run._link.reader().client  # waits until the collector has every record
     with client:
         info = client.get_run(run.id)
         records = client.get_metric_records(run.id)
         artifacts = client.list_artifacts(run.id)
-    out = ["", table.render_fields(_run_fields(info))]
+    out = ["", table.render_fields(run_fields(info))]
     if records:
-        out += ["", "Final metrics:", _metrics_table(records)]
+        out += ["", "Final metrics:", metrics_table(records)]
     if artifacts:
         out += ["", "Artifacts:", table.render_table(
             ["PATH", "SIZE"], [[a.path, table.human_size(a.size)] for a in artifacts])]

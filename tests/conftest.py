@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Service
+from tests.procs import Service, collector_service
 
 
 def require(ok: bool, what: str) -> None:
@@ -27,16 +27,7 @@ def require(ok: bool, what: str) -> None:
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[Service]:
     """A collector process on port 0 with a SQLite store in tmp_path."""
-    svc = Service(
-        "collector",
-        [
-            "--store", f"sqlite:///{tmp_path / 'store.db'}",
-            "--grpc", "127.0.0.1:0",
-            "--http", "127.0.0.1:0",
-            "--artifacts", str(tmp_path / "artifacts"),
-        ],
-        tmp_path,
-    )
+    svc = collector_service(tmp_path)
     svc.start()
     yield svc
     svc.stop()

@@ -105,3 +105,27 @@ def mltrail_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 
         env={**os.environ, **(env or {})},
         input=input.decode() if input is not None else None,
     )
+
+
+def collector_service(workdir: Path, *extra: str) -> Service:
+    """A collector process (not started): SQLite store and artifacts in ``workdir``, port 0."""
+    return Service(
+        "collector",
+        [
+            "--store", f"sqlite:///{workdir / 'store.db'}",
+            "--grpc", "127.0.0.1:0",
+            "--http", "127.0.0.1:0",
+            "--artifacts", str(workdir / "artifacts"),
+            *extra,
+        ],
+        workdir,
+    )
+
+
+def vm_kib(pid: int, field: str = "VmHWM") -> int:
+    """A memory figure of a live process from /proc (VmHWM: peak RSS; VmRSS: now), KiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {field} for process {pid}")
