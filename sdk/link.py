@@ -94,11 +94,13 @@ class Link:
         return CollectorReader(QueryClient(self.agent.info().collector))
 
     def close(self) -> None:
+        """At exit: wait up to MLTRAIL_EXIT_TIMEOUT, then move what is left to disk."""
         if self._closed:
             return
         self._closed = True
         timeout = float(os.environ.get("MLTRAIL_EXIT_TIMEOUT", "30"))
-        remaining = self.sender.close(timeout)
+        self.sender.flush(timeout, _ProgressPrinter(self.sender.sink.description))
+        remaining = self.sender.close(0)
         if remaining:
             print(f"mltrail: {remaining} records were not delivered before exit; they are kept "
                   f"in {self.where}; upload them with `mltrail sync {self.where}`",

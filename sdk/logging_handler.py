@@ -17,8 +17,9 @@ from mltrail.values import LOG
 if TYPE_CHECKING:
     from mltrail.run import Run
 
-# The SDK's own warnings (an unreachable agent) would loop back into the queue.
-_OWN_LOGGERS = ("mltrail.sdk", "grpc")
+# mltrail's own records (an unreachable agent, the offline spool) and gRPC's
+# would loop back into the queue they are about.
+_OWN_LOGGERS = ("mltrail", "grpc")
 
 
 class LogHandler(logging.Handler):

@@ -169,8 +169,8 @@ class Sender:
                 self._changed.wait(min(left, 1.0))
 
     def _pending_for(self, marker: FlushMarker) -> int:
-        if not marker.event.is_set():
-            return self._built_seq - self._acked_seq + len(self.queue)
+        if not marker.event.is_set():  # an estimate: the queue also holds the marker
+            return self._built_seq - self._acked_seq + max(0, len(self.queue) - 1)
         return max(0, marker.target_seq - self._acked_seq)
 
     def pending(self) -> int:
@@ -181,14 +181,20 @@ class Sender:
         return self._acked_seq
 
     def close(self, timeout: float) -> int:
-        """Flush up to ``timeout``, spill what is left, stop the thread; returns records left."""
-        remaining = self.flush(timeout)
+        """Flush up to ``timeout``, stop the thread, move what is left to the overflow.
+
+        Returns how many records were not acknowledged (kept in the overflow
+        directory if there is one, else lost with the process).
+        """
+        self.flush(timeout)
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=5.0)
+        while self.queue:  # count what is left exactly: every item gets its seq
+            self._build_batch()
+        remaining = self._built_seq - self._acked_seq
         if remaining and self.overflow is not None:
             self._spill_all()
-            remaining = self.pending()
         if self.overflow is not None:
             self.overflow.close()
         self.sink.close()

@@ -99,3 +99,29 @@ def test_the_embedded_default_starts_once_and_is_reused(tmp_path: Path, fresh_ho
     with QueryClient(str(collector["grpc"])) as client:
         runs = {r.run_id for r in client.list_runs(experiment="embedded")}
     assert runs == {first["id"], second["id"]}
+
+
+UNREACHABLE_SCRIPT = textwrap.dedent("""
+    import json
+    from mltrail import Experiment
+    run = Experiment("unreachable").start_logging()
+    for i in range(300):
+        run.log("loss", float(i), step=i)
+    print(json.dumps({"id": run.id}))
+""")
+
+
+def test_records_an_unreachable_agent_never_took_are_kept_for_sync(
+        tmp_path: Path, collector: Service) -> None:
+    home = tmp_path / "home"
+    out = run_script(UNREACHABLE_SCRIPT, home, tmp_path,
+                     MLTRAIL_AGENT=str(tmp_path / "no-agent.sock"), MLTRAIL_EXIT_TIMEOUT="1")
+    assert "301 records were not delivered before exit" in str(out["stderr"])
+    kept = str(out["stderr"]).split("they are kept in ")[1].split(";")[0]
+    assert Path(kept).parent == home / "offline"
+    synced = mltrail_cli("sync", kept, "--collector", collector.grpc)
+    assert synced.returncode == 0, synced.stderr
+    assert "sent 301 records" in synced.stdout
+    with QueryClient(collector.grpc) as client:
+        steps = [r.metric.scalar.step for r in client.get_metric_records(str(out["id"]), "loss")]
+    assert steps == list(range(300))
