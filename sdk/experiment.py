@@ -22,6 +22,8 @@ class Experiment:
     """A named group of runs."""
 
     def __init__(self, name: str, workspace: Any = None, **kwargs: Any) -> None:
+        if not isinstance(name, str) and isinstance(workspace, str):
+            name, workspace = workspace, name  # Azure v1's order: Experiment(ws, "name")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if not _EXPERIMENT_NAME.fullmatch(name):

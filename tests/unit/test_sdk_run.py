@@ -200,6 +200,11 @@ def test_an_offline_run_reads_its_own_spool(tmp_path: Path,
 def test_experiment_names_and_script_run_config() -> None:
     with pytest.raises(ValueError, match="must be 1-255 characters, start with a letter"):
         Experiment("bad name")
+    with pytest.raises(TypeError, match="name must be a str, got int"):
+        Experiment(3)  # type: ignore[arg-type]
+    workspace = object()
+    v1_order = Experiment(workspace, "v1-order")  # type: ignore[arg-type]
+    assert (v1_order.name, v1_order.workspace) == ("v1-order", workspace)
     config = ScriptRunConfig("src", "train.py", arguments=["--lr", 0.1])
     assert (config.source_directory, config.script, config.arguments, config.environment) == (
         "src", "train.py", ["--lr", 0.1], None)
