@@ -67,7 +67,9 @@ class RetryPolicy:
         error = state.outcome.exception() if state.outcome is not None else None
         delay = state.upcoming_sleep
         if error is not None:
-            log.warning("forwarding failed (%s); retrying in %.2fs", error, delay)
+            # the delay stays out of the message so DuplicateFilter can rate-limit it
+            log.warning("forwarding failed (%s); retrying with backoff", error)
+            log.debug("next forwarding attempt in %.2fs", delay)
             if self._on_retry is not None:
                 self._on_retry(error, delay)
 
