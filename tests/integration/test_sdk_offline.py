@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -125,3 +126,17 @@ def test_records_an_unreachable_agent_never_took_are_kept_for_sync(
     with QueryClient(collector.grpc) as client:
         steps = [r.metric.scalar.step for r in client.get_metric_records(str(out["id"]), "loss")]
     assert steps == list(range(300))
+
+
+def test_a_dead_embedded_agent_is_replaced_in_front_of_the_live_collector(
+        tmp_path: Path, fresh_home: Path) -> None:
+    run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
+    agent = read_ready(fresh_home / "embedded" / "agent.json")
+    collector = read_ready(fresh_home / "embedded" / "collector.json")
+    assert agent and collector
+    os.kill(int(agent["pid"]), signal.SIGKILL)  # a crash; its stale socket file stays
+    again = run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
+    assert again["metrics"] == {"answer": 42} and again["status"] == "Completed"
+    new_agent = read_ready(fresh_home / "embedded" / "agent.json")
+    assert new_agent and new_agent["pid"] != agent["pid"]
+    assert read_ready(fresh_home / "embedded" / "collector.json") == collector
