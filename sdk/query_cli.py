@@ -69,6 +69,8 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
     p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
 
 
@@ -171,6 +173,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
                                 tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
     if args.json:
         _print_json([run_to_json(r) for r in runs])
+        return 0
+    if args.quiet:
+        _out().write("".join(r.run_id + "\n" for r in runs))
         return 0
     if not runs:
         print("no runs match", file=sys.stderr)

@@ -141,6 +141,12 @@ def test_runs_filters_by_experiment_status_tag_and_limit(fed: Service) -> None:
     assert len(ids("--limit", "2")) == 2
 
 
+def test_runs_quiet_prints_only_ids_in_the_json_order(fed: Service) -> None:
+    order = [r["run_id"] for r in cli_json(fed, "runs")]
+    assert cli(fed, "runs", "-q").stdout.splitlines() == order
+    assert cli(fed, "runs", "-q", "--limit", "1").stdout == order[0] + "\n"
+
+
 def test_show_json_has_details_children_and_counts(fed: Service) -> None:
     run = cli_json(fed, "show", "run-ok")
     assert run["status"] == "Completed" and run["experiment"] == "exp-a"
