@@ -16,6 +16,7 @@ sync DIR`` uploads either with ``drain_spool``):
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -84,8 +85,13 @@ class SpoolOverflow:
             self._read_end = None
 
     def close(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
+        """Close; a spill that was fully delivered leaves no directory behind."""
+        if self._spool is None:
+            return
+        delivered = self._spool.empty()
+        self._spool.close()
+        if delivered:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _open(self) -> Spool:
         if self._spool is None:

@@ -86,6 +86,7 @@ def test_overflow_bounds_memory_and_keeps_the_stream_order(tmp_path: Path) -> No
     assert seqs(sink) == list(range(1, 3001))  # disk first, then memory: order holds
     assert not overflow.has_pending()
     sender.close(1)
+    assert not (tmp_path / "spill").exists()  # delivered: nothing left for `mltrail sync`
 
 
 def test_close_moves_what_is_left_to_disk_for_sync(tmp_path: Path) -> None:
