@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import threading
 import time
 import uuid
@@ -407,7 +406,3 @@ def iter_acks(requests: Iterable[agent_pb2.AppendRequest]) -> Iterator[agent_pb2
     for request in requests:
         yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
 
-
-def print_progress(remaining: int, elapsed: float, where: str) -> None:
-    print(f"mltrail: waiting for {remaining} records to reach {where} ({elapsed:.0f} s)",
-          file=sys.stderr, flush=True)
