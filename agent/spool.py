@@ -277,6 +277,12 @@ class Spool:
             int(p.stem) for p in self._segments_dir.glob("*" + _SEGMENT_SUFFIX) if p.stem.isdigit()
         )
         ledger = self._read_ledger()
+        if ledger.segment in indexes and (
+            ledger.offset > self._segment_path(ledger.segment).stat().st_size
+        ):
+            log.warning("spool ledger %s points past its segment's end: resending from the "
+                        "oldest segment", ledger)
+            ledger = Position(0, 0)
         report = ScanReport()
         for index in indexes:
             if index < ledger.segment:
@@ -288,7 +294,10 @@ class Spool:
         if not self._sizes:
             self._sizes[max(ledger.segment, 1)] = 0
         first = min(self._sizes)
-        self._ack = max(ledger, Position(first, 0))
+        if ledger.segment in self._sizes and ledger.offset <= self._sizes[ledger.segment]:
+            self._ack = max(ledger, Position(first, 0))
+        else:  # the ledger's segment is gone: resend from the oldest (duplicates are skipped)
+            self._ack = Position(first, 0)
         self._ledger_pos = self._ack
         self._write_index = max(self._sizes)
         path = self._segment_path(self._write_index)

@@ -219,3 +219,13 @@ def test_group_commit_serves_concurrent_appenders(tmp_path: Path) -> None:
     for i in range(4):
         assert [f.first_seq for f in frames if f.stream_id == f"s{i}"] == list(range(1, 51))
     spool.close()
+
+
+def test_a_ledger_pointing_at_a_missing_segment_resends_from_the_oldest(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    fill(spool, 3)
+    spool.close()
+    (tmp_path / "ledger.json").write_text('{"segment": 1, "offset": 99999}')
+    reopened = Spool(tmp_path)
+    assert read_all(reopened) == [1, 2, 3]
+    reopened.close()
