@@ -97,6 +97,9 @@ class ForwardListener:
     def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
         """The collector refused ``frame`` for good; it is set aside."""
 
+    def superseded(self, frame: SpoolFrame, records: int) -> None:
+        """``records`` of ``frame`` were lost to an out-of-order commit (see _apply)."""
+
 
 class ForwardTally(ForwardListener):
     """Counts what was forwarded (``drain_spool`` and tests)."""
@@ -108,6 +111,7 @@ class ForwardTally(ForwardListener):
         self.dead_records = 0
         self.dead_batches = 0
         self.retries = 0
+        self.superseded_records = 0
 
     def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
         self.records += frame.records
@@ -120,6 +124,9 @@ class ForwardTally(ForwardListener):
     def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
         self.dead_records += frame.records
         self.dead_batches += 1
+
+    def superseded(self, frame: SpoolFrame, records: int) -> None:
+        self.superseded_records += records
 
 
 @dataclass
@@ -161,6 +168,7 @@ class GrpcForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_id = 0
         self._isolate_until = Position(0, 0)
+        self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
         self._channel = grpc.aio.insecure_channel(
             address, options=CHANNEL_OPTIONS, compression=grpc.Compression.Gzip
@@ -305,10 +313,12 @@ class GrpcForwarder:
         for frame, result in zip(entry.frames, response.results, strict=True):
             code = code_from_number(result.code)
             if result.code == 0:
+                self._check_superseded(frame, result)
                 self.listener.forwarded(frame, result.acked_seq)
             elif code in _BATCH_PERMANENT:
                 await self._set_aside(frame, f"{code.name}: {result.message}")
             else:
+                self._not_stored.add(_frame_key(frame))
                 failure = RetryableError(
                     f"collector answered {code.name} for a batch: {result.message}",
                     retry_after=result.retry_after_ms / 1000 or None,
@@ -320,6 +330,26 @@ class GrpcForwarder:
         self.listener.sent(entry.frames, time.monotonic() - entry.sent_at)
         if failure is not None:
             raise failure
+
+    def _check_superseded(self, frame: SpoolFrame, result: collector_pb2.BatchResult) -> None:
+        """Count records lost because a later batch of their stream was committed first.
+
+        A pipelined request can be committed after an earlier one was answered
+        UNAVAILABLE; the stream's high-water mark then passes the earlier batch,
+        and its resend is skipped as duplicates. The collector said it stored
+        nothing of that batch, so those duplicates are records lost: counted
+        and logged, never silent (invariant 5).
+        """
+        if not self._not_stored or _frame_key(frame) not in self._not_stored:
+            return
+        self._not_stored.discard(_frame_key(frame))
+        if result.duplicates:
+            log.error(
+                "%d records of stream %s (seq %d-%d) were skipped by the collector after it "
+                "had refused them as UNAVAILABLE: a later batch of the stream was committed "
+                "first; they are lost and counted as dropped (reason superseded)",
+                result.duplicates, frame.stream_id, frame.first_seq, frame.last_seq)
+            self.listener.superseded(frame, result.duplicates)
 
     async def _ack(self, position: Position) -> None:
         loop = asyncio.get_running_loop()
@@ -361,6 +391,10 @@ class GrpcForwarder:
         return RetryableError(message)
 
 
+def _frame_key(frame: SpoolFrame) -> tuple[str, int, int]:
+    return (frame.stream_id, frame.first_seq, frame.last_seq)
+
+
 def _identity(data: bytes) -> bytes:
     return data
 
@@ -376,6 +410,7 @@ class DrainResult:
     retries: int
     remaining_bytes: int
     complete: bool
+    superseded_records: int = 0  # lost to an out-of-order commit (logged, counted)
 
 
 async def drain_spool(
@@ -403,4 +438,4 @@ async def drain_spool(
         remaining = spool.pending_bytes
         await asyncio.to_thread(spool.close)
     return DrainResult(tally.records, tally.batches, tally.dead_records, tally.dead_batches,
-                       tally.retries, remaining, complete)
+                       tally.retries, remaining, complete, tally.superseded_records)

@@ -10,7 +10,7 @@ on; a reconnect is not).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,8 +21,9 @@ from mltrail.agent.spool import Spool, SpoolFrame
 
 
 class _SpoolCollector(Collector):
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, superseded: Callable[[], int]) -> None:
         self._spool = spool
+        self._superseded = superseded
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         spool = self._spool
@@ -32,6 +33,7 @@ class _SpoolCollector(Collector):
         )
         dropped.add_metric(["spool_full"], c.dropped_records)
         dropped.add_metric(["dead_letter"], c.dead_letter_records)
+        dropped.add_metric(["superseded"], self._superseded())
         yield dropped
         yield CounterMetricFamily("mltrail_agent_dropped_batches",
                                   "Batches dropped by drop_newest", value=c.dropped_batches)
@@ -81,8 +83,9 @@ class AgentMetrics(ForwardListener):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.connected_gauge = Gauge("mltrail_agent_collector_connected",
                                      "1 while the ingest stream is open", registry=r)
-        r.register(_SpoolCollector(spool))
         self._failing_since: float | None = None
+        self._superseded_records = 0
+        r.register(_SpoolCollector(spool, lambda: self._superseded_records))
         self.is_connected = False
 
     # ---- receiver --------------------------------------------------------
@@ -120,6 +123,9 @@ class AgentMetrics(ForwardListener):
     def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
         self.dead_records.inc(frame.records)
         self.dead_batches.inc()
+
+    def superseded(self, frame: SpoolFrame, records: int) -> None:
+        self._superseded_records += records
 
     # ---- health ------------------------------------------------------------
 

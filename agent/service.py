@@ -68,6 +68,10 @@ class _Fanout(ForwardListener):
         for listener in self._listeners:
             listener.dead_lettered(frame, message)
 
+    def superseded(self, frame: SpoolFrame, records: int) -> None:
+        for listener in self._listeners:
+            listener.superseded(frame, records)
+
 
 def _check_socket_path(path: Path) -> None:
     """Fail early and clearly; remove a stale socket left by a killed agent."""
