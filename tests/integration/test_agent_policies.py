@@ -232,3 +232,28 @@ def test_unwritable_socket_directory_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not writable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_while_a_sender_waits_on_a_full_spool(tmp_path: Path) -> None:
+    port = free_port()
+    agent = agent_service(tmp_path, f"127.0.0.1:{port}", "--drain-timeout", "1")
+    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "100000"}
+    agent.start()
+    sender = ReliableSender(AgentClient(str(tmp_path / "agent.sock")),
+                            scalar_requests(uuid.uuid4().hex, uuid.uuid4().hex, 20_000))
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.run, args=(time.monotonic() + 30, stop))
+    try:
+        thread.start()
+        assert wait_until(lambda: metric(agent, "mltrail_agent_spool_blocked_waits_total") >= 1)
+        started = time.monotonic()
+        assert agent.terminate(timeout=20) == 0
+        assert time.monotonic() - started < 8
+    finally:
+        stop.set()
+        sender.client.close()
+        thread.join(10)
+        agent.stop()
+    spool = Spool(tmp_path / "spool")
+    assert spool.scan_report.frames >= 1 and spool.scan_report.cut_bytes == 0
+    spool.close()
