@@ -8,10 +8,8 @@ A spool is a directory::
       ledger.json                         the acknowledged position
       dead/letters.seg                    batches the collector refused
 
-Every frame is ``[u32 length][u32 crc32c(payload)][payload]`` (little endian)
-and its payload is ``MAGIC | flags u8 | len(stream_id) u8 | first_seq u64 |
-last_seq u64 | stream_id | batch``. ``batch`` is an encoded Batch that the
-agent never decodes. MAGIC lets a scan find the next frame after a corrupt one.
+Segments hold CRC32C frames (``frames.py`` has the format); a frame's
+``batch`` is an encoded Batch that the agent never decodes.
 
 Positions are ``(segment, offset)`` pairs; they only grow::
 
@@ -48,40 +46,44 @@ thread for offline runs; the agent calls it from worker threads.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-import google_crc32c
-
+from mltrail.agent.frames import (
+    FRAME_HEAD,
+    MAGIC,
+    PAYLOAD_HEAD,
+    Position,
+    SpoolFrame,
+    encode_frame,
+    find_next_frame,
+    fsync_dir,
+    parse_frame,
+    read_ledger,
+    shift_frame,
+    write_ledger,
+)
 from mltrail.common.errors import MltrailError, RetryableError
+
+__all__ = [
+    "FRAME_HEAD", "MAGIC", "PAYLOAD_HEAD", "AppendOutcome", "Position", "ScanReport", "Spool",
+    "SpoolClosedError", "SpoolDiskFullError", "SpoolFrame", "SpoolRefusedError",
+    "encode_frame", "find_next_frame", "parse_frame",
+]
 
 log = logging.getLogger("mltrail.agent.spool")
 
-MAGIC = b"MTS1"
-FRAME_HEAD = struct.Struct("<II")  # payload length, crc32c of payload
-PAYLOAD_HEAD = struct.Struct("<4sBBQQ")  # magic, flags, stream id length, first, last
-FLAG_DROPPABLE = 1
-MAX_FRAME_BYTES = 256 * 1024 * 1024  # a larger length field is corruption
 LEDGER_INTERVAL = 0.2
 FSYNC_POLICIES = ("always", "interval", "never")
 FULL_POLICIES = ("block", "drop_newest")
 _SEGMENT_SUFFIX = ".seg"
-
-
-class Position(NamedTuple):
-    segment: int
-    offset: int
 
 
 class SpoolClosedError(MltrailError):
@@ -94,31 +96,6 @@ class SpoolDiskFullError(RetryableError):
 
 class SpoolRefusedError(MltrailError):
     """An append that can never fit (bigger than the whole cap)."""
-
-
-@dataclass(frozen=True)
-class SpoolFrame:
-    start: Position
-    end: Position
-    stream_id: str
-    first_seq: int
-    last_seq: int
-    droppable: bool
-    batch: bytes
-
-    @property
-    def records(self) -> int:
-        return self.last_seq - self.first_seq + 1
-
-    @property
-    def batch_size(self) -> int:
-        """Length of the batch bytes, known from the positions even once they are dropped."""
-        overhead = FRAME_HEAD.size + PAYLOAD_HEAD.size + len(self.stream_id.encode())
-        return self.end.offset - self.start.offset - overhead
-
-    def without_batch(self) -> SpoolFrame:
-        """The frame's header only: what an in-flight request needs to keep."""
-        return dataclasses.replace(self, batch=b"")
 
 
 @dataclass(frozen=True)
@@ -152,67 +129,6 @@ class SpoolCounters:
     blocked_appends: int = 0
     dead_letters: int = 0
     dead_letter_records: int = 0
-
-
-def encode_frame(
-    stream_id: str, first_seq: int, last_seq: int, batch: bytes, droppable: bool = False
-) -> bytes:
-    sid = stream_id.encode()
-    if not 0 < len(sid) <= 255:
-        raise ValueError(f"stream id must be 1..255 bytes, got {len(sid)}")
-    flags = FLAG_DROPPABLE if droppable else 0
-    payload = PAYLOAD_HEAD.pack(MAGIC, flags, len(sid), first_seq, last_seq) + sid + batch
-    return FRAME_HEAD.pack(len(payload), google_crc32c.value(payload)) + payload
-
-
-def _decode_payload(payload: bytes, start: Position) -> SpoolFrame:
-    magic, flags, sid_len, first, last = PAYLOAD_HEAD.unpack_from(payload)
-    body = PAYLOAD_HEAD.size + sid_len
-    if magic != MAGIC or len(payload) < body:
-        raise ValueError("bad payload header")
-    end = Position(start.segment, start.offset + FRAME_HEAD.size + len(payload))
-    return SpoolFrame(
-        start, end, payload[PAYLOAD_HEAD.size : body].decode(errors="replace"),
-        first, last, bool(flags & FLAG_DROPPABLE), payload[body:],
-    )
-
-
-def parse_frame(data: bytes | memoryview, offset: int, segment: int = 0) -> SpoolFrame | None:
-    """The intact frame at ``offset`` of ``data``, or None (torn or corrupt)."""
-    if offset + FRAME_HEAD.size > len(data):
-        return None
-    length, crc = FRAME_HEAD.unpack_from(data, offset)
-    start = offset + FRAME_HEAD.size
-    if length < PAYLOAD_HEAD.size or length > MAX_FRAME_BYTES or start + length > len(data):
-        return None
-    payload = bytes(data[start : start + length])
-    if google_crc32c.value(payload) != crc:
-        return None
-    try:
-        return _decode_payload(payload, Position(segment, offset))
-    except (ValueError, struct.error):
-        return None
-
-
-def find_next_frame(data: bytes, offset: int, segment: int = 0) -> int | None:
-    """Offset of the first intact frame after ``offset`` (resync after damage)."""
-    probe = offset + 1
-    while True:
-        hit = data.find(MAGIC, probe + FRAME_HEAD.size)
-        if hit < 0:
-            return None
-        candidate = hit - FRAME_HEAD.size
-        if parse_frame(data, candidate, segment) is not None:
-            return candidate
-        probe = candidate + 1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -276,7 +192,7 @@ class Spool:
         indexes = sorted(
             int(p.stem) for p in self._segments_dir.glob("*" + _SEGMENT_SUFFIX) if p.stem.isdigit()
         )
-        ledger = self._read_ledger()
+        ledger = read_ledger(self.directory)
         if ledger.segment in indexes and (
             ledger.offset > self._segment_path(ledger.segment).stat().st_size
         ):
@@ -302,24 +218,12 @@ class Spool:
         self._write_index = max(self._sizes)
         path = self._segment_path(self._write_index)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_dir(self._segments_dir)
+        fsync_dir(self._segments_dir)
         report.bytes = sum(self._sizes.values())
         self.counters.cut_bytes += report.cut_bytes
         for cut in report.cuts:
             log.warning("spool %s: %s", self.directory, cut)
         return report
-
-    def _read_ledger(self) -> Position:
-        path = self.directory / "ledger.json"
-        try:
-            data = json.loads(path.read_text())
-            return Position(int(data["segment"]), int(data["offset"]))
-        except FileNotFoundError:
-            return Position(0, 0)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("spool ledger %s unreadable (%s): resending from the oldest segment",
-                        path, exc)
-            return Position(0, 0)
 
     def _scan_segment(self, index: int, start: int, last: bool, report: ScanReport) -> int:
         """Check frames from ``start``; returns the end of the last intact frame."""
@@ -460,7 +364,7 @@ class Spool:
         self._sizes[self._write_index] = 0
         path = self._segment_path(self._write_index)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_dir(self._segments_dir)
+        fsync_dir(self._segments_dir)
 
     # ---- fsync ---------------------------------------------------------
 
@@ -538,7 +442,7 @@ class Spool:
             data = head + os.pread(fd, length, pos.offset + FRAME_HEAD.size)
             frame = parse_frame(data, 0, pos.segment)
             if frame is not None:
-                return _shift(frame, pos)
+                return shift_frame(frame, pos)
         self._resync_at(pos, end)
         return None
 
@@ -592,14 +496,7 @@ class Spool:
         self._segment_path(index).unlink(missing_ok=True)
 
     def _write_ledger(self, position: Position) -> None:
-        path = self.directory / "ledger.json"
-        tmp = path.with_name("ledger.json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump({"segment": position.segment, "offset": position.offset}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.directory)
+        write_ledger(self.directory, position)
         self._ledger_time = time.monotonic()
         self._ledger_pos = position
 
@@ -674,9 +571,3 @@ class Spool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _shift(frame: SpoolFrame, start: Position) -> SpoolFrame:
-    """``frame`` parsed at offset 0 of a buffer, placed at ``start`` in the spool."""
-    length = frame.end.offset - frame.start.offset
-    return SpoolFrame(start, Position(start.segment, start.offset + length), frame.stream_id,
-                      frame.first_seq, frame.last_seq, frame.droppable, frame.batch)
