@@ -45,7 +45,7 @@ class ForwardTracker(ForwardListener):
     def __init__(self, pending: Counter[str] | None = None) -> None:
         self._forwarded: dict[str, int] = {}
         self._pending: Counter[str] = Counter(pending or {})
-        self._changed = asyncio.Condition()
+        self._changed: asyncio.Future[None] | None = None  # resolved on the next change
 
     def appended(self, stream_id: str) -> None:
         """Called before the spool append, so a fast forward cannot precede it."""
@@ -70,11 +70,9 @@ class ForwardTracker(ForwardListener):
             self._pending[sid] -= 1
         else:
             self._pending.pop(sid, None)
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
 
     def position(self, stream_id: str, seq: int) -> tuple[int, bool]:
         forwarded = self._forwarded.get(stream_id, 0)
@@ -86,8 +84,11 @@ class ForwardTracker(ForwardListener):
 
     async def wait(self, stream_id: str, seq: int, timeout: float) -> tuple[int, bool]:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(lambda: self.position(stream_id, seq)[1])
+            async with asyncio.timeout(timeout):
+                while not self.position(stream_id, seq)[1]:
+                    if self._changed is None:
+                        self._changed = asyncio.get_running_loop().create_future()
+                    await asyncio.shield(self._changed)
         return self.position(stream_id, seq)
 
 

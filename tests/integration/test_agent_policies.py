@@ -59,8 +59,12 @@ def test_collector_down_spool_grows_then_drains(tmp_path: Path) -> None:
         assert wait_until(lambda: metric(agent, "mltrail_agent_retries_total") >= 1)
         assert metric(agent, "mltrail_agent_spool_pending_bytes") > 100_000
         assert metric(agent, "mltrail_agent_collector_connected") == 0
-        collector.start()
         client = AgentClient(str(tmp_path / "agent.sock"))
+        asked = time.monotonic()
+        waited = client.wait_forwarded(sid, 20_001, timeout=0.5)
+        assert not waited.done and waited.forwarded_seq < 20_001
+        assert time.monotonic() - asked < 5
+        collector.start()
         assert client.wait_forwarded(sid, 20_001, timeout=30).done
         client.close()
         assert scalar_steps(collector.grpc, run_id) == list(range(2, 20_002))
