@@ -132,7 +132,7 @@ class AgentService(Component):
         self.spool = spool
         report = spool.scan_report
         log.info("spool %s: %d frames (%d bytes) to forward, %d bytes cut",
-                 s.spool_dir, report.frames, report.bytes, report.cut_bytes)
+                 s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes)
         self.metrics = AgentMetrics(spool, s.unhealthy_after_seconds)
         tracker = ForwardTracker(report.streams)
         listener = _Fanout([self.metrics, tracker])
