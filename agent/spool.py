@@ -47,6 +47,7 @@ thread for offline runs; the agent calls it from worker threads.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -74,7 +75,8 @@ from mltrail.common.errors import MltrailError, RetryableError
 
 __all__ = [
     "FRAME_HEAD", "MAGIC", "PAYLOAD_HEAD", "AppendOutcome", "Position", "ScanReport", "Spool",
-    "SpoolClosedError", "SpoolDiskFullError", "SpoolFrame", "SpoolRefusedError",
+    "SpoolClosedError", "SpoolDiskFullError", "SpoolFrame", "SpoolLockedError",
+    "SpoolRefusedError",
     "encode_frame", "find_next_frame", "parse_frame",
 ]
 
@@ -94,8 +96,29 @@ class SpoolDiskFullError(RetryableError):
     """The disk refused a write; the spool keeps everything it had before."""
 
 
+class SpoolLockedError(MltrailError):
+    """Another process (an agent, an SDK, ``mltrail sync``) has the spool open."""
+
+
 class SpoolRefusedError(MltrailError):
     """An append that can never fit (bigger than the whole cap)."""
+
+
+def _lock_directory(directory: Path) -> int:
+    """One writer per spool: two would interleave frames and delete each other's segments."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SpoolLockedError(
+            f"the spool {directory} is in use by another process (pid {holder}); stop it or "
+            "use another spool directory; nothing in the spool was changed"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 @dataclass(frozen=True)
@@ -172,6 +195,7 @@ class Spool:
         self._segments_dir = self.directory / "segments"
         self._dead_dir = self.directory / "dead"
         self._segments_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.directory)
         self._sizes: dict[int, int] = {}  # segment -> end of its last intact frame
         self._ack = Position(0, 0)
         self.scan_report = self._open_segments()
@@ -562,6 +586,7 @@ class Spool:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+            os.close(self._lock_fd)
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=5)
 

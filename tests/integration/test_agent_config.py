@@ -75,3 +75,13 @@ def test_healthz_turns_unhealthy_while_the_collector_is_down(tmp_path: Path) -> 
     finally:
         agent.stop()
         collector.stop()
+
+
+def test_a_second_agent_on_the_same_spool_is_refused(agent: Service, tmp_path: Path) -> None:
+    result = mltrail_cli("agent", "--socket", str(tmp_path / "other.sock"),
+                         "--spool", str(tmp_path / "spool"), "--http", "127.0.0.1:0",
+                         env={"MLTRAIL_HOME": str(tmp_path)}, timeout=30)
+    assert result.returncode == 1
+    assert "in use by another process" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "other.sock").exists()

@@ -229,3 +229,18 @@ def test_a_ledger_pointing_at_a_missing_segment_resends_from_the_oldest(tmp_path
     reopened = Spool(tmp_path)
     assert read_all(reopened) == [1, 2, 3]
     reopened.close()
+
+
+def test_a_second_writer_is_refused_and_the_lock_goes_with_close(tmp_path: Path) -> None:
+    import os
+
+    from mltrail.agent.spool import SpoolLockedError
+
+    spool = Spool(tmp_path)
+    fill(spool, 2)
+    with pytest.raises(SpoolLockedError, match=f"pid {os.getpid()}"):
+        Spool(tmp_path)
+    spool.close()
+    again = Spool(tmp_path)
+    assert read_all(again) == [1, 2]
+    again.close()
