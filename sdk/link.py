@@ -84,14 +84,22 @@ class Link:
         if self.flush(timeout):
             raise NotDelivered(f"records of this process have not reached the agent within "
                                f"{timeout:g} s; they are kept and retried; try again later")
-        seq = self.sender.acked_seq
-        if seq:
-            done = self.agent.wait_forwarded(self.sender.stream_id, seq, timeout)
-            if not done.done:
-                raise NotDelivered(
-                    f"the collector acknowledged records up to {done.forwarded_seq} of "
-                    f"{seq}; the rest wait in the agent's spool; try again later")
+        forwarded = self.wait_collector(timeout)
+        if forwarded is not None:
+            raise NotDelivered(
+                f"the collector acknowledged records up to {forwarded} of "
+                f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again later")
         return CollectorReader(QueryClient(self.agent.info().collector))
+
+    def wait_collector(self, timeout: float) -> int | None:
+        """Wait until the collector has every record the agent acknowledged to us.
+
+        Returns None when it has, else the last seq it acknowledged."""
+        seq = self.sender.acked_seq
+        if not seq or self.agent is None:
+            return None
+        done = self.agent.wait_forwarded(self.sender.stream_id, seq, timeout)
+        return None if done.done else done.forwarded_seq
 
     def close(self) -> None:
         """At exit: wait up to MLTRAIL_EXIT_TIMEOUT, then move what is left to disk."""

@@ -9,11 +9,12 @@ The exit code decides the run's status; ``mltrail run`` exits with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any
 
-from mltrail.common.errors import PermanentError
+from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
@@ -75,9 +76,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
                              f"{run.id} is marked failed") from None
     end_run(run, result)
+    _settle(run)
     if args.summary:
         print_summary(run)
     return result.exit_code
+
+
+def _settle(run: Any, timeout: float = 5.0) -> None:
+    """Give the agent a moment to hand the run's end to the collector, so a
+    `mltrail show` right after sees it; the spool delivers it later anyway."""
+    with contextlib.suppress(MltrailError):  # the agent went away: its spool has them
+        run._link.wait_collector(timeout)
 
 
 def end_run(run: Any, result: LaunchResult) -> None:
