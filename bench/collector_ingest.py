@@ -12,7 +12,6 @@ collector's own CPU time, so it holds on a machine shared with other work.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mltrail.proto import collector_pb2
 from tests import builders
-from tests.procs import Service
+from tests.procs import Service, cpu_seconds, vm_kib
 
 
 def encoded_requests(count: int, per_batch: int) -> list[bytes]:
@@ -57,19 +56,6 @@ def push(address: str, requests: list[bytes], window: int) -> tuple[float, int]:
         return time.perf_counter() - started, stored
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (every thread), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
@@ -89,7 +75,7 @@ def main() -> int:
             cpu_before = cpu_seconds(pid)
             seconds, stored = push(svc.grpc, requests, args.in_flight)
             cpu = cpu_seconds(pid) - cpu_before
-            rss = peak_rss_kib(pid)
+            rss = vm_kib(pid)
         finally:
             svc.stop()
     print(f"records: {stored} records")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mltrail.client import QueryClient
 from tests.agent_client import agent_service
-from tests.procs import MLTRAIL, collector_service
+from tests.procs import MLTRAIL, collector_service, cpu_seconds
 
 WRITER = (
     "import sys, time\n"
@@ -48,12 +48,6 @@ def script_seconds(stderr: bytes) -> float:
 
 def script_cpu(stderr: bytes) -> float:
     return float(stderr.decode().strip().splitlines()[-1].split()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu() -> float:

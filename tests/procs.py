@@ -129,3 +129,9 @@ def vm_kib(pid: int, field: str = "VmHWM") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise ValueError(f"no {field} for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (every thread), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
