@@ -34,11 +34,9 @@ thread fsyncs every ``fsync_interval`` seconds; ``"never"`` leaves it to the
 kernel. In every mode a frame is in the kernel before ``append`` returns, so
 ``kill -9`` of the agent loses nothing that was acknowledged.
 
-On open, frames from the ack position on are checked. A torn or corrupt
-frame is cut: the scan resumes at the next valid frame if it finds one
-(mid-file damage), otherwise it drops the rest of that segment (a torn tail,
-truncated on disk if it is the write segment). What was cut is reported in
-``scan_report`` and logged; the spool always opens.
+On open, ``recovery.py`` takes the directory's lock (one writer per spool)
+and checks frames from the ack position on, cutting and reporting torn or
+corrupt ones; a damaged spool always opens.
 
 The API is synchronous and thread-safe, so the SDK can use it from a plain
 thread for offline runs; the agent calls it from worker threads.
@@ -47,14 +45,12 @@ thread for offline runs; the agent calls it from worker threads.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mltrail.agent.frames import (
@@ -67,9 +63,15 @@ from mltrail.agent.frames import (
     find_next_frame,
     fsync_dir,
     parse_frame,
-    read_ledger,
     shift_frame,
     write_ledger,
+)
+from mltrail.agent.recovery import (
+    ScanReport,
+    SpoolLockedError,
+    lock_directory,
+    recover_segments,
+    segment_path,
 )
 from mltrail.common.errors import MltrailError, RetryableError
 
@@ -85,7 +87,6 @@ log = logging.getLogger("mltrail.agent.spool")
 LEDGER_INTERVAL = 0.2
 FSYNC_POLICIES = ("always", "interval", "never")
 FULL_POLICIES = ("block", "drop_newest")
-_SEGMENT_SUFFIX = ".seg"
 
 
 class SpoolClosedError(MltrailError):
@@ -96,46 +97,14 @@ class SpoolDiskFullError(RetryableError):
     """The disk refused a write; the spool keeps everything it had before."""
 
 
-class SpoolLockedError(MltrailError):
-    """Another process (an agent, an SDK, ``mltrail sync``) has the spool open."""
-
-
 class SpoolRefusedError(MltrailError):
     """An append that can never fit (bigger than the whole cap)."""
-
-
-def _lock_directory(directory: Path) -> int:
-    """One writer per spool: two would interleave frames and delete each other's segments."""
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise SpoolLockedError(
-            f"the spool {directory} is in use by another process (pid {holder}); stop it or "
-            "use another spool directory; nothing in the spool was changed"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 @dataclass(frozen=True)
 class AppendOutcome:
     spooled: bool  # False: dropped under drop_newest (counted)
     end: Position
-
-
-@dataclass
-class ScanReport:
-    """What the opening scan found: kept frames and what it had to cut."""
-
-    frames: int = 0
-    bytes: int = 0
-    cut_bytes: int = 0
-    cuts: list[str] = field(default_factory=list)
-    streams: Counter[str] = field(default_factory=Counter)  # pending frames per stream
 
 
 @dataclass
@@ -195,10 +164,18 @@ class Spool:
         self._segments_dir = self.directory / "segments"
         self._dead_dir = self.directory / "dead"
         self._segments_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_directory(self.directory)
-        self._sizes: dict[int, int] = {}  # segment -> end of its last intact frame
-        self._ack = Position(0, 0)
-        self.scan_report = self._open_segments()
+        self._lock_fd = lock_directory(self.directory)
+        recovered = recover_segments(self.directory, self._segments_dir)
+        self._sizes: dict[int, int] = recovered.sizes  # segment -> end of its last intact frame
+        self._holes = recovered.holes
+        self._ack = self._ledger_pos = recovered.ack
+        self.scan_report = recovered.report
+        self.counters.cut_bytes += recovered.report.cut_bytes
+        self.counters.corrupt_frames += recovered.report.corrupt_frames
+        self._write_index = max(self._sizes)
+        self._fd = os.open(self._segment_path(self._write_index),
+                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fsync_dir(self._segments_dir)
         self._sync_thread: threading.Thread | None = None
         if fsync == "interval":
             self._sync_thread = threading.Thread(
@@ -210,78 +187,7 @@ class Spool:
     # ---- opening -------------------------------------------------------
 
     def _segment_path(self, index: int) -> Path:
-        return self._segments_dir / f"{index:020d}{_SEGMENT_SUFFIX}"
-
-    def _open_segments(self) -> ScanReport:
-        indexes = sorted(
-            int(p.stem) for p in self._segments_dir.glob("*" + _SEGMENT_SUFFIX) if p.stem.isdigit()
-        )
-        ledger = read_ledger(self.directory)
-        if ledger.segment in indexes and (
-            ledger.offset > self._segment_path(ledger.segment).stat().st_size
-        ):
-            log.warning("spool ledger %s points past its segment's end: resending from the "
-                        "oldest segment", ledger)
-            ledger = Position(0, 0)
-        report = ScanReport()
-        for index in indexes:
-            if index < ledger.segment:
-                self._segment_path(index).unlink(missing_ok=True)  # acked before a crash
-                continue
-            start = ledger.offset if index == ledger.segment else 0
-            last = index == indexes[-1]
-            self._sizes[index] = self._scan_segment(index, start, last, report)
-        if not self._sizes:
-            self._sizes[max(ledger.segment, 1)] = 0
-        first = min(self._sizes)
-        if ledger.segment in self._sizes and ledger.offset <= self._sizes[ledger.segment]:
-            self._ack = max(ledger, Position(first, 0))
-        else:  # the ledger's segment is gone: resend from the oldest (duplicates are skipped)
-            self._ack = Position(first, 0)
-        self._ledger_pos = self._ack
-        self._write_index = max(self._sizes)
-        path = self._segment_path(self._write_index)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fsync_dir(self._segments_dir)
-        report.bytes = sum(self._sizes.values())
-        self.counters.cut_bytes += report.cut_bytes
-        for cut in report.cuts:
-            log.warning("spool %s: %s", self.directory, cut)
-        return report
-
-    def _scan_segment(self, index: int, start: int, last: bool, report: ScanReport) -> int:
-        """Check frames from ``start``; returns the end of the last intact frame."""
-        path = self._segment_path(index)
-        data = path.read_bytes()
-        offset = start
-        while offset < len(data):
-            frame = parse_frame(data, offset, index)
-            if frame is not None:
-                report.frames += 1
-                report.streams[frame.stream_id] += 1
-                offset = frame.end.offset
-                continue
-            resume = find_next_frame(data, offset, index)
-            if resume is None:
-                report.cut_bytes += len(data) - offset
-                report.cuts.append(
-                    f"segment {path.name}: cut {len(data) - offset} bytes of a torn or corrupt "
-                    f"tail at offset {offset}; kept {offset} bytes before it"
-                )
-                if last:
-                    with open(path, "r+b") as fh:
-                        fh.truncate(offset)
-                        os.fsync(fh.fileno())
-                return offset
-            self.counters.corrupt_frames += 1
-            report.cut_bytes += resume - offset
-            report.cuts.append(
-                f"segment {path.name}: skipped {resume - offset} corrupt bytes at offset "
-                f"{offset}; resumed at the next intact frame (offset {resume})"
-            )
-            self._holes[Position(index, offset)] = resume
-            offset = resume
-        return offset
+        return segment_path(self._segments_dir, index)
 
     # ---- writing -------------------------------------------------------
 
