@@ -1,0 +1,524 @@
+"""File tail: files matched by globs -> encoded Batches in the agent's spool.
+
+One thread per source runs rounds; between rounds it sleeps in
+``ChangeWatcher.wait`` (inotify, else a poll), so an idle source costs no
+CPU. A round::
+
+    discover (globs, on a name event or every rescan_interval)
+      -> per file, oldest first within a group: read up to ROUND_BYTES past
+         its offset, cut with the decoder, decode into Records
+      -> checkpoint the cut points as pending (tmp + fsync + rename)
+      -> spool.append one Batch per file, then advance offset/seq in memory
+
+Each file (one identity: dev, inode and a fingerprint of its first bytes)
+is its own stream: a uuid4 stream id kept in the checkpoint, seq 1, 2, ...
+After a kill the pending cut points re-create the same records with the
+same seqs, so the collector skips whatever it already has (checkpoint.py).
+
+Rotation: a file whose path no longer matches is *detached*: read to its
+end through the open descriptor, kept ``rotate_wait`` seconds after its last
+growth (a writer may still flush to it), then its partial last line is sent
+and it is let go. A rename to a name the globs still match is just a new
+path. At start, a checkpointed file that no glob matches is looked up by
+inode in its old directory, so a rotation while the agent was down loses
+nothing. Truncation (copytruncate, ``> file``): the size falls below the
+offset, or the first bytes change; the file is read again from 0 in the
+same stream. Lines written after the last read and before a truncation are
+gone with the truncation (copytruncate's window).
+
+Per read the work is C-level (``pread``, ``rfind``, ``count``), one
+Record per read of up to ``max_line_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import glob
+import logging
+import os
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import google_crc32c
+
+from mltrail.agent.sources.base import FileRoute, PlainLineDecoder, RunMapper, SourceCounters
+from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
+from mltrail.agent.sources.config import SourceConfig
+from mltrail.agent.sources.watch import ChangeWatcher
+from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
+from mltrail.common.lifecycle import Component
+from mltrail.proto import records_pb2
+
+log = logging.getLogger("mltrail.agent.sources")
+
+ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
+_ERROR_PAUSE = 1.0
+
+
+class Router(Protocol):
+    """Which files a source reads and where their lines go."""
+
+    def patterns(self) -> list[str]: ...
+
+    def route(self, path: str) -> FileRoute | None: ...
+
+
+@dataclass
+class TailedFile:
+    cp: FileCheckpoint
+    fd: int
+    route: FileRoute
+    seen_size: int = -1  # size at the last read: no pread while it stays
+    mtime_ns: int = 0
+    nlink: int = 1
+    detached_since: float | None = None  # no glob matches it any more
+    more: bool = False  # the last round stopped before the end of the file
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.seen_size - self.cp.offset)
+
+
+@dataclass
+class Plan:
+    file: TailedFile
+    batch: records_pb2.Batch
+    cuts: list[tuple[int, int]] = field(default_factory=list)  # (end offset, last seq) per read
+    eof: bool = True  # False: the round's budget ran out before the end of the file
+
+
+def fingerprint(fd: int, length: int) -> tuple[int, int]:
+    head = os.pread(fd, min(length, FINGERPRINT_BYTES), 0)
+    return len(head), google_crc32c.value(head)
+
+
+def _static_dir(pattern: str) -> str:
+    """The longest leading directory of a glob without wildcards."""
+    parts = []
+    for part in Path(pattern).parts[:-1]:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return str(Path(*parts)) if parts else "."
+
+
+class TailSource(Component):
+    """Tails the files a ``Router`` names into ``spool``; see the module docstring."""
+
+    def __init__(self, config: SourceConfig, router: Router, spool: Spool,
+                 checkpoint_dir: str | os.PathLike[str], *, fsync: bool = True,
+                 on_appended: Callable[[int, int], None] | None = None,
+                 watcher: ChangeWatcher | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.router = router
+        self.spool = spool
+        self.counters = SourceCounters()
+        self.store = CheckpointStore(Path(checkpoint_dir) / f"{config.name}.json", fsync=fsync)
+        self._on_appended = on_appended or (lambda records, size: None)
+        self._watcher = watcher or ChangeWatcher()
+        self._files: dict[tuple[int, int], TailedFile] = {}
+        self._saved: dict[tuple[int, int], FileCheckpoint] = {}
+        self._initial = False  # first discovery of a source with no checkpoint yet
+        self._order = 0
+        self._dirty = False
+        self._stop = threading.Event()
+        self._rescan = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refused: set[str] = set()
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        existed, entries = await asyncio.to_thread(self.store.load)
+        self._initial = not existed
+        self._saved = {(e.dev, e.ino): e for e in entries}
+        self._order = max((e.order for e in entries), default=0)
+        self._thread = threading.Thread(target=self._run, name=f"mltrail-source-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop reading; what was read is in the spool and the checkpoint says so."""
+        self._stop.set()
+        self._watcher.wake()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+
+    def rescan(self) -> None:
+        """Run the globs at the next round (a router learned of new files)."""
+        self._rescan.set()
+        self._watcher.wake()
+
+    # ---- stats (read by /metrics from another thread) ---------------------------
+
+    def files_watched(self) -> int:
+        return len(self._files)
+
+    def lags(self) -> list[tuple[str, int]]:
+        return [(f.cp.path, f.lag) for f in list(self._files.values())]
+
+    def lines_split(self) -> int:
+        files = list(self._files.values())
+        return self.counters.lines_split + sum(f.route.decoder.lines_split for f in files)
+
+    def lines_repaired(self) -> int:
+        files = list(self._files.values())
+        return self.counters.lines_repaired + sum(f.route.decoder.lines_repaired for f in files)
+
+    # ---- the loop --------------------------------------------------------------
+
+    def _run(self) -> None:
+        rescan_at = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if self._rescan.is_set() or now >= rescan_at:
+                    self._rescan.clear()
+                    self._discover(first=rescan_at == 0.0)
+                    rescan_at = now + self.config.rescan_interval
+                if self._step():
+                    continue
+                changes = self._watcher.wait(self._idle_timeout(rescan_at))
+                if changes.names:
+                    self._rescan.set()
+            self._save_if_dirty()
+        except SpoolClosedError:
+            log.info("source %s: the spool closed; stopping", self.name)
+        finally:
+            self._close_all()
+
+    def _idle_timeout(self, rescan_at: float) -> float:
+        if not self._watcher.notifies or any(
+                f.detached_since is not None for f in self._files.values()):
+            return self.config.poll_interval
+        return max(0.0, rescan_at - time.monotonic())
+
+    def _step(self) -> bool:
+        """One round; True when it appended something (so go again at once)."""
+        try:
+            return self._round()
+        except SpoolClosedError:
+            raise
+        except SpoolDiskFullError as exc:
+            log.error("source %s: %s; reading pauses, the files keep the lines", self.name, exc)
+        except Exception:
+            self.counters.errors += 1
+            log.exception("source %s: a round failed; trying again in %.0fs", self.name,
+                          _ERROR_PAUSE)
+        self._stop.wait(_ERROR_PAUSE)
+        return False
+
+    def _round(self) -> bool:
+        plans = self._plan_all()
+        if plans:
+            for plan in plans:
+                plan.file.cp.pending = plan.cuts
+            self._save()  # the intent, before any append: a restart re-cuts the same way
+            for plan in plans:
+                self._append(plan)
+        self._let_go_finished()
+        if not plans:
+            self._save_if_dirty()
+        return bool(plans)
+
+    # ---- discovery -------------------------------------------------------------
+
+    def _discover(self, first: bool = False) -> None:
+        matched: dict[tuple[int, int], str] = {}
+        patterns = self.router.patterns()
+        for pattern in patterns:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and not self._excluded(path):
+                    matched.setdefault((st.st_dev, st.st_ino), path)
+        self._watcher.forget_missing()
+        self._watcher.watch({_static_dir(p) for p in patterns}
+                            | {os.path.dirname(p) or "." for p in matched.values()})
+        for key, path in sorted(matched.items(), key=lambda kv: _mtime(kv[1])):
+            self._track(key, path, detached=False)
+        now = time.monotonic()
+        for key, tailed in self._files.items():
+            if key not in matched and tailed.detached_since is None:
+                tailed.detached_since = now
+        if first:
+            self._find_moved()
+            self._initial = False
+
+    def _excluded(self, path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) for p in self.config.exclude)
+
+    def _track(self, key: tuple[int, int], path: str, detached: bool) -> None:
+        tailed = self._files.get(key)
+        if tailed is not None:
+            if tailed.cp.path != path:
+                self.counters.rotated("rename")
+                tailed.cp.path = path
+                self._dirty = True
+            tailed.detached_since = time.monotonic() if detached else None
+            return
+        tailed = self._open(key, path)
+        if tailed is not None:
+            self._files[key] = tailed
+            if detached:
+                tailed.detached_since = time.monotonic()
+
+    def _find_moved(self) -> None:
+        """Checkpointed files no glob matched: renamed while the agent was down?"""
+        for key, saved in list(self._saved.items()):
+            directory = os.path.dirname(saved.path) or "."
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.inode() == key[1] and entry.is_file():
+                    self._track(key, entry.path, detached=True)
+                    break
+        self._saved.clear()  # the rest is gone: nothing left to read
+
+    def _open(self, key: tuple[int, int], path: str) -> TailedFile | None:
+        route = self.router.route(path)
+        if route is None:
+            if path not in self._refused:
+                self._refused.add(path)
+                log.warning("source %s: no run for %s (check run_id_from); not read",
+                            self.name, path)
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if path not in self._refused:
+                self._refused.add(path)
+                self.counters.errors += 1
+                log.warning("source %s: cannot open %s (%s); will retry", self.name, path,
+                            exc.strerror)
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != key:
+            os.close(fd)  # replaced between stat and open: the next scan sees the new one
+            return None
+        self._refused.discard(path)
+        cp = self._resume(key, fd, path, st.st_size)
+        self._dirty = True
+        return TailedFile(cp, fd, route, mtime_ns=st.st_mtime_ns)
+
+    def _resume(self, key: tuple[int, int], fd: int, path: str, size: int) -> FileCheckpoint:
+        saved = self._saved.pop(key, None)
+        if saved is not None and saved.fp_len <= size and \
+                fingerprint(fd, saved.fp_len) == (saved.fp_len, saved.fp_crc):
+            saved.path = path
+            return saved
+        if saved is not None:
+            self.counters.rotated("truncate")  # same inode, other content
+        fp_len, fp_crc = fingerprint(fd, FINGERPRINT_BYTES)
+        start = size if self._initial and self.config.start_at == "end" else 0
+        self._order += 1
+        return FileCheckpoint(stream_id=uuid.uuid4().hex, path=path, dev=key[0], ino=key[1],
+                              fp_len=fp_len, fp_crc=fp_crc, offset=start, order=self._order)
+
+    # ---- reading -----------------------------------------------------------------
+
+    def _plan_all(self) -> list[Plan]:
+        plans: list[Plan] = []
+        blocked: set[str] = set()
+        ordered = sorted(self._files.values(),
+                         key=lambda f: (f.route.group, f.mtime_ns, f.cp.order))
+        for tailed in ordered:
+            if tailed.route.group in blocked:
+                continue
+            plan = self._plan(tailed)
+            if plan is None:
+                if tailed.detached_since is not None and tailed.lag > 0:
+                    blocked.add(tailed.route.group)
+                continue
+            if plan.cuts:
+                plans.append(plan)
+            rest = tailed.seen_size - (plan.cuts[-1][0] if plan.cuts else tailed.cp.offset)
+            if not plan.eof or (tailed.detached_since is not None and rest > 0):
+                # newer files of the group wait their turn: after a rotation, the old
+                # file's end (even a partial line, sent once it is let go) comes first
+                blocked.add(tailed.route.group)
+        return plans
+
+    def _plan(self, f: TailedFile) -> Plan | None:
+        st = os.fstat(f.fd)
+        f.mtime_ns, f.nlink = st.st_mtime_ns, st.st_nlink
+        final = self._finishing(f, st.st_size)
+        if st.st_size == f.seen_size and not (f.more or f.cp.pending or final):
+            return None
+        if not self._same_content(f, st.st_size):
+            self._truncated(f)
+        f.seen_size = st.st_size
+        plan = self._replay(f) if f.cp.pending else self._read(f, final)
+        f.more = not plan.eof
+        return plan
+
+    def _finishing(self, f: TailedFile, size: int) -> bool:
+        """A detached file that stopped growing: send its partial line, then let go."""
+        if f.detached_since is None or size != f.seen_size:
+            return False
+        return f.nlink == 0 or time.monotonic() - f.detached_since >= self.config.rotate_wait
+
+    def _same_content(self, f: TailedFile, size: int) -> bool:
+        cp = f.cp
+        if size < cp.offset:
+            return False
+        if cp.fp_len < FINGERPRINT_BYTES and size > cp.fp_len:
+            if cp.fp_len and fingerprint(f.fd, cp.fp_len) != (cp.fp_len, cp.fp_crc):
+                return False
+            cp.fp_len, cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
+            return True
+        return fingerprint(f.fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
+
+    def _truncated(self, f: TailedFile) -> None:
+        """Same stream, seq goes on; the content starts again at 0."""
+        self.counters.rotated("truncate")
+        log.info("source %s: %s was truncated; reading it again from its start",
+                 self.name, f.cp.path)
+        f.cp.offset = 0
+        f.cp.pending = []  # what they covered went with the truncation
+        f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
+        self._dirty = True
+
+    def _read(self, f: TailedFile, final: bool) -> Plan:
+        decoder = f.route.decoder
+        plan = Plan(f, records_pb2.Batch(stream_id=f.cp.stream_id))
+        pos, seq = f.cp.offset, f.cp.seq
+        while pos - f.cp.offset < ROUND_BYTES:
+            buf = os.pread(f.fd, decoder.read_size, pos)
+            end = decoder.cut(buf, final and len(buf) < decoder.read_size)
+            if end == 0:
+                return plan
+            seq = self._add(plan.batch, f, seq, buf[:end] if end < len(buf) else buf, final)
+            pos += end
+            plan.cuts.append((pos, seq))
+        plan.eof = False
+        return plan
+
+    def _replay(self, f: TailedFile) -> Plan:
+        """The records of the pending cuts, re-created after a restart or a failed append."""
+        plan = Plan(f, records_pb2.Batch(stream_id=f.cp.stream_id), eof=False)
+        pos, seq = f.cp.offset, f.cp.seq
+        for end, last_seq in f.cp.pending:
+            raw = os.pread(f.fd, end - pos, pos)
+            if len(raw) < end - pos:
+                f.cp.pending = list(plan.cuts)  # truncated since: the rest went with it
+                break
+            seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"))
+            if seq != last_seq:
+                log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
+                          "collector may keep some lines twice or miss some", self.name,
+                          f.cp.path, seq, last_seq)
+            pos = end
+            plan.cuts.append((end, seq))
+        return plan
+
+    def _add(self, batch: records_pb2.Batch, f: TailedFile, seq: int, raw: bytes,
+             final: bool) -> int:
+        now = time.time_ns()
+        run_id = f.route.run_id
+        if seq == 0 and f.route.properties:
+            seq += 1
+            batch.records.add(seq=seq, time_unix_nano=now, run_id=run_id,
+                              run_event=_properties(f.route.properties))
+        for chunk in f.route.decoder.decode(raw, final):
+            seq += 1
+            batch.records.add(
+                seq=seq, time_unix_nano=chunk.time_ns or now, run_id=run_id,
+                log=records_pb2.LogChunk(stream=chunk.stream, data=chunk.data,
+                                         partial_tail=chunk.partial))
+        self.counters.lines_read += raw.count(b"\n")
+        self.counters.bytes_read += len(raw)
+        return seq
+
+    # ---- committing ----------------------------------------------------------------
+
+    def _append(self, plan: Plan) -> None:
+        f = plan.file
+        first = f.cp.seq + 1
+        last = plan.cuts[-1][1]
+        data = plan.batch.SerializeToString()
+        self.spool.append(f.cp.stream_id, first, last, data)
+        f.cp.offset, f.cp.seq = plan.cuts[-1]
+        f.cp.pending = []
+        self._dirty = True
+        records = len(plan.batch.records)
+        self.counters.records += records
+        self._on_appended(records, len(data))
+
+    def _let_go_finished(self) -> None:
+        for key, f in list(self._files.items()):
+            if f.detached_since is None or f.seen_size != f.cp.offset:
+                continue
+            if not self._finishing(f, os.fstat(f.fd).st_size):
+                continue
+            self.counters.rotated("delete" if f.nlink == 0 else "rename")
+            del self._files[key]
+            self._close(f)
+            self._dirty = True
+
+    def _entries(self) -> list[FileCheckpoint]:
+        return [f.cp for f in self._files.values()]
+
+    def _save(self) -> None:
+        self.store.save(self._entries())
+        self.counters.checkpoint_writes += 1
+        self._dirty = False
+
+    def _save_if_dirty(self) -> None:
+        if self._dirty:
+            self._save()
+
+    def _close(self, f: TailedFile) -> None:
+        os.close(f.fd)
+        self.counters.lines_split += f.route.decoder.lines_split
+        self.counters.lines_repaired += f.route.decoder.lines_repaired
+
+    def _close_all(self) -> None:
+        files, self._files = list(self._files.values()), {}
+        for f in files:
+            self._close(f)
+        self._watcher.close()
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _properties(props: dict[str, str]) -> records_pb2.RunEvent:
+    return records_pb2.RunEvent(properties=records_pb2.PropertiesAdded(properties=props))
+
+
+
+
+class FileRouter:
+    """``type = "file"``: the globs of ``paths``, plain lines, one stream name."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.runs = RunMapper(config.run_id, config.run_id_from)
+
+    def patterns(self) -> list[str]:
+        return list(self.config.paths)
+
+    def route(self, path: str) -> FileRoute | None:
+        run_id = self.runs.for_path(path)
+        if run_id is None:
+            return None
+        stream = self.config.stream_name
+        return FileRoute(run_id, PlainLineDecoder(stream, self.config.max_line_bytes),
+                         group=f"{run_id}\0{stream}")

@@ -1,0 +1,279 @@
+"""File tail against real files and a real spool, in-process.
+
+``collected`` replays the spool as the collector would (skip seq <= the
+stream's high-water mark, number lines per (run, stream) in arrival order),
+so "exactly once, in order" is checked on what the collector would store.
+A crash between the checkpoint's intent and the spool append is a spool
+that raises a BaseException (the thread dies there, as a process would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mltrail.agent.sources.config import SourceConfig
+from mltrail.agent.sources.tail import TailSource
+from mltrail.agent.sources.watch import ChangeWatcher
+from mltrail.agent.spool import Position, Spool, SpoolClosedError
+from mltrail.common.lines import LINE_SPLIT_MARKER
+from mltrail.proto import records_pb2
+
+from mltrail.agent.sources.tail import FileRouter  # isort: skip
+
+
+def collected(spool: Spool, run_id: str | None = None) -> dict[str, list[bytes]]:
+    """Lines per stream name as the collector would keep them (dedupe by stream id, seq)."""
+    hwm: dict[str, int] = {}
+    out: dict[str, list[bytes]] = {}
+    pending: dict[str, bytes] = {}
+    for frame in spool.read(Position(0, 0), 1 << 40, 1 << 30):
+        batch = records_pb2.Batch.FromString(frame.batch)
+        for rec in batch.records:
+            if rec.seq <= hwm.get(batch.stream_id, 0):
+                continue
+            assert rec.seq == hwm.get(batch.stream_id, 0) + 1 or hwm.get(batch.stream_id) is None
+            hwm[batch.stream_id] = rec.seq
+            if not rec.HasField("log") or (run_id and rec.run_id != run_id):
+                continue
+            data = pending.pop(rec.log.stream, b"") + rec.log.data
+            lines = data.split(b"\n")
+            out.setdefault(rec.log.stream, []).extend(lines[:-1])
+            if lines[-1]:
+                out[rec.log.stream].append(lines[-1])  # a partial tail is a line of its own
+    return out
+
+
+def make_source(tmp: Path, spool: Spool, paths: list[str], **extra: object) -> TailSource:
+    config = SourceConfig(type="file", name="t", paths=tuple(paths), run_id="run-1",
+                          stream="app", poll_interval=0.02, rescan_interval=0.1,
+                          rotate_wait=0.1, **extra)  # type: ignore[arg-type]
+    return TailSource(config, FileRouter(config), spool, tmp / "checkpoints", fsync=False)
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def lines(start: int, stop: int, width: int = 20) -> bytes:
+    return b"".join(f"line {i:0{width}d}\n".encode() for i in range(start, stop))
+
+
+def expected(start: int, stop: int, width: int = 20) -> list[bytes]:
+    return [f"line {i:0{width}d}".encode() for i in range(start, stop)]
+
+
+@pytest.fixture
+def spool(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Spool(tmp_path / "spool", fsync="never")
+    yield s
+    s.close()
+
+
+async def test_reads_existing_and_appended_lines(tmp_path: Path, spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 1000))
+    source = make_source(tmp_path, spool, [str(tmp_path / "*.log")])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 1000)
+        with open(log, "ab") as fh:
+            fh.write(lines(1000, 1500) + b"partial")
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 1500)
+        await asyncio.sleep(0.2)
+        assert collected(spool)["app"] == expected(0, 1500)  # the partial line waits
+        with open(log, "ab") as fh:
+            fh.write(b" end\n")
+        await wait_for(lambda: len(collected(spool)["app"]) == 1501)
+        assert collected(spool)["app"][-1] == b"partial end"
+        assert source.counters.lines_read == 1501
+        assert source.files_watched() == 1
+        assert source.lags() == [(str(log), 0)]
+    finally:
+        await source.shutdown(5)
+
+
+async def test_rotation_by_rename_reads_the_old_file_to_its_end(tmp_path: Path,
+                                                               spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+        with open(log, "ab") as fh:  # written, then rotated before the tail looks
+            fh.write(lines(100, 200) + b"no newline")
+            os.rename(log, tmp_path / "app.log.1")
+            log.write_bytes(lines(200, 300))
+        await wait_for(lambda: len(collected(spool)["app"]) == 301)
+        got = collected(spool)["app"]
+        assert got == [*expected(0, 200), b"no newline", *expected(200, 300)]
+        await wait_for(lambda: source.files_watched() == 1)  # the old one was let go
+        assert source.counters.rotations.get("rename") == 1
+    finally:
+        await source.shutdown(5)
+
+
+async def test_copytruncate_and_truncation_restart_at_zero(tmp_path: Path,
+                                                           spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+        with open(log, "r+b") as fh:
+            fh.truncate(0)
+        log.write_bytes(lines(100, 150))  # shorter than before
+        await wait_for(lambda: len(collected(spool)["app"]) == 150)
+        with open(log, "r+b") as fh:  # truncated and regrown past the offset unseen
+            fh.truncate(0)
+            fh.write(lines(150, 400, width=30))
+        await wait_for(lambda: len(collected(spool)["app"]) == 400)
+        got = collected(spool)["app"]
+        assert got == [*expected(0, 150), *expected(150, 400, width=30)]
+        assert source.counters.rotations.get("truncate") == 2
+    finally:
+        await source.shutdown(5)
+
+
+async def test_deleted_while_open_is_read_to_the_end(tmp_path: Path, spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 10))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 10)
+        with open(log, "ab") as fh:
+            os.unlink(log)
+            fh.write(lines(10, 20) + b"tail")
+        await wait_for(lambda: len(collected(spool)["app"]) == 21)
+        assert collected(spool)["app"] == [*expected(0, 20), b"tail"]
+        await wait_for(lambda: source.files_watched() == 0)
+        assert source.counters.rotations.get("delete") == 1
+    finally:
+        await source.shutdown(5)
+
+
+async def test_long_lines_are_split_with_the_marker(tmp_path: Path, spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    long_line = b"x" * 5000
+    log.write_bytes(b"short\n" + long_line + b"\nafter\n")
+    source = make_source(tmp_path, spool, [str(log)], max_line_bytes=1024)
+    await source.start()
+    try:
+        await wait_for(lambda: collected(spool).get("app", [b""])[-1:] == [b"after"])
+        got = collected(spool)["app"]
+        assert got[0] == b"short" and got[-1] == b"after"
+        pieces = got[1:-1]
+        assert all(len(p) <= 1024 for p in pieces)
+        assert b"".join(p.removesuffix(LINE_SPLIT_MARKER) for p in pieces) == long_line
+        assert source.lines_split() == len(pieces) - 1
+    finally:
+        await source.shutdown(5)
+
+
+async def test_start_at_end_skips_what_was_there_at_first_start(tmp_path: Path,
+                                                                 spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 50))
+    source = make_source(tmp_path, spool, [str(log)], start_at="end")
+    await source.start()
+    try:
+        await wait_for(lambda: source.files_watched() == 1)
+        await asyncio.sleep(0.1)
+        with open(log, "ab") as fh:
+            fh.write(lines(50, 60))
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 10)
+        assert collected(spool)["app"] == expected(50, 60)
+    finally:
+        await source.shutdown(5)
+
+
+class CrashingSpool:
+    """A real spool that dies before (or right after) its n-th append.
+
+    It raises SpoolClosedError, on which the tail thread stops where it is,
+    saving nothing more: as SIGKILL would leave it.
+    """
+
+    def __init__(self, spool: Spool, clean_appends: int, after: bool) -> None:
+        self._spool, self._left, self._after = spool, clean_appends, after
+
+    def append(self, *args: object, **kwargs: object) -> object:
+        self._left -= 1
+        if self._left < 0 and not self._after:
+            raise SpoolClosedError("crash before the append")
+        result = self._spool.append(*args, **kwargs)  # type: ignore[arg-type]
+        if self._left < 0:
+            raise SpoolClosedError("crash after the append")
+        return result
+
+
+@pytest.mark.parametrize("after", [False, True])
+async def test_restart_after_a_crash_around_an_append_keeps_every_line_once(
+        tmp_path: Path, spool: Spool, after: bool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 300))
+    for round_ in (1, 2, 3):
+        crashing = CrashingSpool(spool, 0 if after else 1, after)
+        source = make_source(tmp_path, crashing, [str(log)])  # type: ignore[arg-type]
+        await source.start()
+        await asyncio.sleep(0.05)
+        with open(log, "ab") as fh:  # more lines while it runs: the cut differs on restart
+            fh.write(lines(300 * round_, 300 * (round_ + 1)))
+        await asyncio.to_thread(source._thread.join, 1)  # type: ignore[union-attr]
+        await source.shutdown(5)
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) >= 1200)
+        await asyncio.sleep(0.1)
+        assert collected(spool)["app"] == expected(0, 1200)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_restart_finds_a_file_renamed_while_down(tmp_path: Path, spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+    await source.shutdown(5)
+    with open(log, "ab") as fh:
+        fh.write(lines(100, 150))
+    os.rename(log, tmp_path / "app.log.1")  # the glob no longer matches it
+    log.write_bytes(lines(150, 200))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool)["app"]) == 200)
+        assert collected(spool)["app"] == expected(0, 200)
+    finally:
+        await source.shutdown(5)
+
+
+def test_inotify_wait_wakes_on_a_write_and_on_wake(tmp_path: Path) -> None:
+    watcher = ChangeWatcher()
+    try:
+        assert watcher.notifies
+        watcher.watch([str(tmp_path)])
+        (tmp_path / "new.log").write_bytes(b"x\n")
+        changes = watcher.wait(5.0)
+        assert changes.any and changes.names
+        started = time.monotonic()
+        assert not watcher.wait(0.05).any  # nothing happened: a timeout
+        assert time.monotonic() - started >= 0.04
+        watcher.wake()
+        assert watcher.wait(5.0).any
+    finally:
+        watcher.close()
