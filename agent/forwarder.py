@@ -310,6 +310,7 @@ class GrpcForwarder:
             )
         done: Position | None = None
         failure: RetryableError | None = None
+        set_aside = False
         for frame, result in zip(entry.frames, response.results, strict=True):
             code = code_from_number(result.code)
             if result.code == 0:
@@ -317,6 +318,7 @@ class GrpcForwarder:
                 self.listener.forwarded(frame, result.acked_seq)
             elif code in _BATCH_PERMANENT:
                 await self._set_aside(frame, f"{code.name}: {result.message}")
+                set_aside = True
             else:
                 self._not_stored.add(_frame_key(frame))
                 failure = RetryableError(
@@ -326,7 +328,7 @@ class GrpcForwarder:
                 break
             done = frame.end
         if done is not None:
-            await self._ack(done)
+            await self._ack(done, durable=set_aside)
         self.listener.sent(entry.frames, time.monotonic() - entry.sent_at)
         if failure is not None:
             raise failure
@@ -351,9 +353,9 @@ class GrpcForwarder:
                 result.duplicates, frame.stream_id, frame.first_seq, frame.last_seq)
             self.listener.superseded(frame, result.duplicates)
 
-    async def _ack(self, position: Position) -> None:
+    async def _ack(self, position: Position, durable: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.spool.ack, position)
+        await loop.run_in_executor(self._executor, self.spool.ack, position, durable)
         self._progressed = True
 
     async def _set_aside(self, header: SpoolFrame, message: str) -> None:
@@ -378,7 +380,7 @@ class GrpcForwarder:
             frames = [f for entry in inflight for f in entry.frames]
             if len(frames) == 1 and frames[0].start < self._isolate_until:
                 await self._set_aside(frames[0], message)
-                await self._ack(frames[0].end)
+                await self._ack(frames[0].end, durable=True)
                 return RetryableError(f"set aside a batch the collector cannot read ({message})")
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "

@@ -396,8 +396,13 @@ class Spool:
 
     # ---- acknowledging -------------------------------------------------
 
-    def ack(self, position: Position) -> None:
-        """Every frame before ``position`` is done; delete fully acked segments."""
+    def ack(self, position: Position, durable: bool = False) -> None:
+        """Every frame before ``position`` is done; delete fully acked segments.
+
+        ``durable`` writes the ledger now (after a dead letter, so a crash does
+        not set the same batch aside twice); otherwise it is written at most
+        every ``LEDGER_INTERVAL`` seconds.
+        """
         with self._cond:
             later = [i for i in self._sizes if i > position.segment]
             if later and position.offset >= self._sizes.get(position.segment, 0):
@@ -410,7 +415,7 @@ class Spool:
                 self._ack = Position(self._write_index, 0)
             done = [i for i in self._sizes if i < self._ack.segment]
             now = time.monotonic()
-            if done or now - self._ledger_time >= LEDGER_INTERVAL:
+            if done or durable or now - self._ledger_time >= LEDGER_INTERVAL:
                 self._write_ledger(self._ack)
             for index in done:
                 self._delete_segment(index)

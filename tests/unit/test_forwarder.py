@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from mltrail.agent.forwarder import ForwardTally, GrpcForwarder, drain_spool, encode_request
+from mltrail.agent.frames import read_ledger
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.spool import Spool
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
@@ -144,6 +145,7 @@ async def test_invalid_batch_is_set_aside_and_the_rest_goes_on(tmp_path: Path) -
     assert fake.requests <= 5  # no retry loop on the refused batch
     assert "seq gap" in (tmp_path / "dead" / "reasons.log").read_text()
     assert (tmp_path / "dead" / "letters.seg").stat().st_size > 0
+    assert read_ledger(tmp_path) == spool.ack_position  # a crash now sets nothing aside twice
     spool.close()
 
 
