@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 
 from mltrail.agent.service import AgentService, AgentStartError
 from mltrail.agent.settings import AgentSettings, load_agent_settings
+from mltrail.agent.sources.config import parse_source_flag
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
@@ -28,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--http", help="HOST:PORT for /metrics and /healthz (default 127.0.0.1:7433)")
     p.add_argument("--config", help="agent.toml settings file")
     p.add_argument("--drain-timeout", type=float, help="seconds to drain on SIGTERM (default 30)")
+    p.add_argument("--source", action="append", metavar="TYPE:TARGET=RUN_ID[:STREAM]",
+                   help="tail log files into a run, e.g. file:/logs/*.log=run-1:trainer "
+                        "(repeatable; also cri:, logdir:, docker:LABEL=; more in [[sources]])")
     p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=run_agent)
@@ -40,6 +45,8 @@ def run_agent(args: argparse.Namespace) -> int:
     }
     try:
         settings = load_agent_settings(args.config, flags)
+        extra = tuple(parse_source_flag(spec) for spec in args.source or ())
+        settings = dataclasses.replace(settings, sources=settings.sources + extra).validate()
     except SettingsError as exc:
         raise AgentStartError(str(exc)) from None
     setup_logging(settings.log_level, "agent")

@@ -27,7 +27,9 @@ from mltrail.agent.forwarder import MAX_MESSAGE, ForwardListener, GrpcForwarder
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.settings import AgentSettings
+from mltrail.agent.sources.registry import start_sources, stop_sources
 from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
+from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool, SpoolFrame
 from mltrail.common.errors import MltrailError
 from mltrail.common.http import HttpEndpoint
@@ -117,6 +119,7 @@ class AgentService(Component):
         self._server: grpc.aio.Server | None = None
         self._forward_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
+        self.sources: list[TailSource] = []  # log files, containers (agent/sources/registry.py)
 
     async def start(self) -> None:
         s = self.settings
@@ -145,6 +148,9 @@ class AgentService(Component):
         await self._start_grpc(tracker)
         self._forward_task = asyncio.create_task(self.forwarder.run())
         self._trim_task = asyncio.create_task(self._trim_when_idle())
+        self.sources = await start_sources(
+            s.sources, spool, s.spool_dir, fsync=s.fsync != "never",
+            registry=self.metrics.registry, on_appended=self.metrics.received)
         self._started = True
 
     async def _trim_when_idle(self) -> None:
@@ -216,6 +222,7 @@ class AgentService(Component):
         if self._stopped:
             return
         self._stopped = True
+        await stop_sources(self.sources, timeout=5.0)  # before the spool closes
         if self._server is not None:
             await self._server.stop(grace=1.0)
         drained = await self._drain(timeout)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings
@@ -43,6 +44,9 @@ class AgentSettings:
     drain_timeout: float = 30.0
     unhealthy_after_seconds: float = 60.0
     log_level: str = "INFO"
+    # [[sources]] tables: log files, CRI, log directories, Docker (agent/sources/config.py);
+    # their checkpoints live in <spool_dir>/sources
+    sources: tuple[dict[str, Any], ...] = ()
 
     def validate(self) -> AgentSettings:
         """Resolve default paths and check every value; raises SettingsError."""
@@ -67,6 +71,7 @@ class AgentSettings:
                 parse_hostport(value, name)
             except ValueError as exc:
                 raise SettingsError(str(exc)) from None
+        parse_sources(self.sources)  # refuse a bad [[sources]] table at start
         home = mltrail_home()
         return dataclasses.replace(
             self,

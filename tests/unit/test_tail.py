@@ -111,6 +111,7 @@ async def test_rotation_by_rename_reads_the_old_file_to_its_end(tmp_path: Path,
         await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
         with open(log, "ab") as fh:  # written, then rotated before the tail looks
             fh.write(lines(100, 200) + b"no newline")
+            fh.flush()
             os.rename(log, tmp_path / "app.log.1")
             log.write_bytes(lines(200, 300))
         await wait_for(lambda: len(collected(spool)["app"]) == 301)
@@ -155,6 +156,7 @@ async def test_deleted_while_open_is_read_to_the_end(tmp_path: Path, spool: Spoo
         with open(log, "ab") as fh:
             os.unlink(log)
             fh.write(lines(10, 20) + b"tail")
+            fh.flush()
         await wait_for(lambda: len(collected(spool)["app"]) == 21)
         assert collected(spool)["app"] == [*expected(0, 20), b"tail"]
         await wait_for(lambda: source.files_watched() == 0)

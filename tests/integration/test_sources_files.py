@@ -1,0 +1,195 @@
+"""File tail through real processes: a writer, an agent (SIGKILLed and restarted),
+a collector; what the collector stores is read back with the query client.
+
+The bar (issue 7): a writer at full speed rotating by rename 100 times, and
+by copytruncate 100 times, while the agent is killed and restarted ten
+times; the collector holds every line exactly once and in order. For
+copytruncate the bound is stated and checked: lines are lost only at the end
+of a period (the part not yet read when the file was truncated), never in
+its middle, and a period the agent was up for all along loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mltrail.client import QueryClient
+from tests.agent_client import agent_service
+from tests.integration.test_agent_chaos import collector_on, free_port
+from tests.procs import Service
+
+RUN_ID = "tail-run"
+LINE_BYTES = 100
+
+# A writer process: PERIODS bursts of LINES lines at full speed, each followed by a
+# pause and a rotation (rename: app.log -> app.log.N and a new app.log; copytruncate:
+# copy to app.log.N then truncate app.log in place). Appends its timeline as JSON.
+WRITER = r"""
+import json, os, shutil, sys, time
+mode, path, periods, lines, pause = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
+periods, lines = int(periods), int(lines)
+timeline = open(path + ".timeline", "w")
+fh = open(path, "ab", buffering=1 << 16)
+n = 0
+for period in range(periods):
+    start = time.time()
+    for _ in range(lines):
+        head = b"%09d period %03d " % (n, period)
+        fh.write(head + b"x" * (99 - len(head)) + b"\n")
+        n += 1
+    fh.flush()
+    time.sleep(pause)
+    rotated = time.time()
+    if mode == "rename":
+        fh.close()
+        os.rename(path, f"{path}.{period + 1}")
+        fh = open(path, "ab", buffering=1 << 16)
+    else:
+        shutil.copyfile(path, f"{path}.{period + 1}")
+        os.truncate(path, 0)
+    timeline.write(json.dumps([period, start, rotated, n]) + "\n")
+    timeline.flush()
+fh.close()
+"""
+
+
+def line_text(n: int, period: int) -> str:
+    head = f"{n:09d} period {period:03d} "
+    return head + "x" * (99 - len(head))
+
+
+def stored_lines(collector: Service, stream: str = "app") -> list[str]:
+    with QueryClient(collector.grpc) as client:
+        try:
+            return [line.text for line in client.tail_logs(RUN_ID, [stream])]
+        except Exception as exc:  # the run may not exist yet
+            if "not found" in str(exc).lower() or "no run" in str(exc).lower():
+                return []
+            raise
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def start_writer(mode: str, log: Path, periods: int, lines: int, pause: float
+                 ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, mode, str(log), str(periods),
+                             str(lines), str(pause)])
+
+
+def kill_and_restart(agent: Service, writer: subprocess.Popen[bytes], kills: int,
+                     every: float) -> list[tuple[float, float]]:
+    """SIGKILL the agent ``kills`` times while the writer runs; returns its down times."""
+    downs = []
+    for _ in range(kills):
+        time.sleep(every)
+        down = time.time()
+        agent.kill()
+        agent.start()
+        downs.append((down, time.time()))
+    writer.wait(timeout=120)
+    return downs
+
+
+def file_agent(tmp_path: Path, collector: Service, glob: str) -> Service:
+    return agent_service(tmp_path, collector.grpc, "--source", f"file:{glob}={RUN_ID}:app")
+
+
+def test_tailed_file_reaches_the_collector(tmp_path: Path, collector: Service) -> None:
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    log.write_text("first\n")
+    agent = file_agent(tmp_path, collector, str(log)).start()
+    try:
+        with open(log, "a") as fh:
+            fh.write("second\nthird\n")
+        assert wait_until(lambda: len(stored_lines(collector)) == 3, 20), agent.output()
+        assert stored_lines(collector) == ["first", "second", "third"]
+    finally:
+        agent.stop()
+
+
+@pytest.mark.slow
+def test_rename_rotation_with_agent_kills_keeps_every_line_once(tmp_path: Path) -> None:
+    periods, lines = 100, 2000
+    collector = collector_on(free_port(), tmp_path).start()
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    agent = file_agent(tmp_path, collector, f"{log}*").start()
+    try:
+        writer = start_writer("rename", log, periods, lines, 0.08)
+        kill_and_restart(agent, writer, kills=10, every=0.9)
+        total = periods * lines
+        expected = [line_text(n, n // lines) for n in range(total)]
+        wait_until(lambda: len(stored_lines(collector)) >= total, 90)
+        got = stored_lines(collector)
+        assert len(got) == total, f"{len(got)} of {total} lines stored\n{agent.output()}"
+        assert got == expected
+    finally:
+        agent.stop()
+        collector.stop()
+
+
+def _periods(timeline: Path) -> list[tuple[int, float, float, int]]:
+    return [tuple(json.loads(x)) for x in timeline.read_text().splitlines()]  # type: ignore
+
+
+@pytest.mark.slow
+def test_copytruncate_with_agent_kills_loses_only_unread_period_ends(tmp_path: Path) -> None:
+    periods, lines = 100, 2000
+    collector = collector_on(free_port(), tmp_path).start()
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    agent = file_agent(tmp_path, collector, str(log)).start()  # copies are not tailed
+    try:
+        writer = start_writer("copytruncate", log, periods, lines, 0.08)
+        downs = kill_and_restart(agent, writer, kills=10, every=0.9)
+        total = periods * lines
+        wait_until(lambda: stored_lines(collector)[-1:] == [line_text(total - 1, periods - 1)]
+                   or not _agent_lagging(agent), 60)
+        time.sleep(1.0)
+        got = stored_lines(collector)
+        numbers = [int(text[:9]) for text in got]
+        assert numbers == sorted(set(numbers)), "a line twice or out of order"
+        assert all(got[i] == line_text(n, n // lines) for i, n in enumerate(numbers))
+        kept: dict[int, list[int]] = {}
+        for n in numbers:
+            kept.setdefault(n // lines, []).append(n % lines)
+        lost_by_period = {}
+        for period, start, rotated, _ in _periods(Path(f"{log}.timeline")):
+            have = kept.get(period, [])
+            assert have == list(range(len(have))), f"period {period} lost lines in its middle"
+            lost_by_period[period] = lines - len(have)
+            agent_was_up = not any(d < rotated + 0.05 and up > start for d, up in downs)
+            if agent_was_up:
+                assert lost_by_period[period] == 0, f"period {period} lost lines while watched"
+        lost = sum(lost_by_period.values())
+        print(f"copytruncate: {lost} of {total} lines lost in "
+              f"{sum(1 for v in lost_by_period.values() if v)} truncation windows "
+              f"(agent down {len(downs)} times)")
+    finally:
+        agent.stop()
+        collector.stop()
+
+
+def _agent_lagging(agent: Service) -> bool:
+    from urllib.request import urlopen
+
+    with urlopen(f"http://{agent.info['http']}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pending = [float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("mltrail_agent_spool_pending_bytes ")]
+    return bool(pending and pending[0] > 0)
