@@ -10,7 +10,12 @@ Per request: every batch is validated; invalid ones are answered code 3 and
 contribute nothing; the valid ones go to ``Store.write_batch`` in one
 transaction; the response (one BatchResult per batch, in request order) is
 sent only after that commit. A busy store answers code 14 with
-``retry_after_ms`` for every valid batch of the request.
+``retry_after_ms`` for every valid batch of the request, and then the
+stream is closed (UNAVAILABLE): the agent pipelines requests, and a later
+request of the same stream committed after an earlier one failed would
+raise the high-water mark over the failed records, so their resend would be
+skipped as duplicates. Closing makes the client resend in order from the
+first unacknowledged request.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ class IngestPipeline:
         self._store = store
         self._metrics = metrics
 
-    def handle(self, raw: bytes) -> tuple[bytes, WriteSummary | None]:
+    def handle(self, raw: bytes) -> tuple[bytes, WriteSummary | None, bool]:
+        """The encoded response, what was written, and whether the store failed
+        (every valid batch answered retryable)."""
         request = collector_pb2.IngestRequest.FromString(raw)  # DecodeError: caller aborts
         results: list[collector_pb2.BatchResult | None] = [None] * len(request.batches)
         valid: list[ValidBatch] = []
@@ -60,7 +67,7 @@ class IngestPipeline:
                     stream_id=batch.stream_id, code=_INVALID, message=str(exc))
         summary = self._write(valid, positions, results) if valid else None
         response = collector_pb2.IngestResponse(request_id=request.request_id, results=results)
-        return response.SerializeToString(), summary
+        return response.SerializeToString(), summary, bool(valid) and summary is None
 
     def _write(self, valid: list[ValidBatch], positions: list[int],
                results: list[collector_pb2.BatchResult | None]) -> WriteSummary | None:
@@ -133,7 +140,7 @@ class IngestService:
         async for raw in _until_closing(requests, self._closing, context):
             number += 1
             try:
-                response, summary = await loop.run_in_executor(
+                response, summary, store_failed = await loop.run_in_executor(
                     self._writer, self._pipeline.handle, raw)
             except DecodeError as exc:
                 self._pipeline.count_undecodable()
@@ -144,6 +151,11 @@ class IngestService:
             if summary is not None:
                 self._notifier.notify(summary.log_runs | summary.ended_runs)
             yield response
+            if store_failed:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the store failed on request {number}; requests after it on this stream "
+                    "were not processed; reconnect and resend from the first unacknowledged one")
 
 
 async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -186,3 +187,50 @@ def test_kill_9_mid_stream_then_resend_stores_exactly_once(collector: Service) -
     steps = [r.metric.scalar.step for r in records]
     assert len(steps) == total
     assert steps == list(range(1, total + 1))  # each once, in order
+
+
+def test_a_failed_request_closes_the_stream_so_later_ones_cannot_overtake_it(
+        tmp_path: Path) -> None:
+    """Requests pipelined on one stream: when the store fails on the first, the second
+    must not be committed before it (its high-water mark would make the resend of the
+    first look like duplicates); the stream closes and an in-order resend stores all."""
+    import sqlite3
+    import time
+
+    db = tmp_path / "busy.db"
+    svc = Service("collector", ["--store", f"sqlite:///{db}?busy_timeout_ms=100",
+                                "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                                "--artifacts", str(tmp_path / "art")], tmp_path).start()
+    first = b.batch("s", [b.scalar(seq, "run-busy", "m", float(seq)) for seq in (1, 2)])
+    second = b.batch("s", [b.scalar(seq, "run-busy", "m", float(seq)) for seq in (3, 4)])
+    requests = [collector_pb2.IngestRequest(request_id=i, batches=[batch])
+                for i, batch in ((1, first), (2, second))]
+    released = threading.Event()
+
+    def send() -> Iterator[collector_pb2.IngestRequest]:
+        yield requests[0]
+        released.wait(10)  # the second request is sent once the store is free again
+        yield requests[1]
+
+    try:
+        with b.IngestClient(svc.grpc) as client:
+            client.write([b.batch("warm", [b.started(1, "run-busy")])])  # creates the schema
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            responses = client.write_stream(send(), timeout=30)
+            answer = next(responses)
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            released.set()
+            assert answer.results[0].code == 14
+            with pytest.raises(grpc.RpcError) as closed:
+                next(responses)
+            assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
+            time.sleep(0.3)  # had the second request been read, it would be stored by now
+            again = list(client.write_stream(iter(requests)))
+        assert [r.results[0].stored for r in again] == [2, 2]
+        with grpc.insecure_channel(svc.grpc) as channel:
+            assert metric_values(collector_pb2_grpc.QueryStub(channel), "run-busy") == [
+                1.0, 2.0, 3.0, 4.0]
+    finally:
+        svc.stop()

@@ -29,7 +29,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def handle(pipeline: IngestPipeline, *batches: records_pb2.Batch) -> collector_pb2.IngestResponse:
     raw = collector_pb2.IngestRequest(request_id=7, batches=batches).SerializeToString()
-    encoded, _ = pipeline.handle(raw)
+    encoded, _, _ = pipeline.handle(raw)
     return collector_pb2.IngestResponse.FromString(encoded)
 
 
