@@ -59,9 +59,10 @@ def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
         if origin in (list, tuple):
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             if typing.get_origin(typing.get_args(kind)[0]) is dict:  # an array of tables
-                if not all(isinstance(i, Mapping) for i in items):
+                tables = [i for i in items if isinstance(i, Mapping)]
+                if len(tables) != len(items):
                     raise ValueError("expected an array of tables ([[name]] in TOML)")
-                return tuple(dict(i) for i in items)
+                return tuple(dict(t) for t in tables)
             return tuple(str(i).strip() for i in items if str(i).strip())
         if origin is dict or kind is dict:
             if not isinstance(raw, Mapping):
