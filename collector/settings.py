@@ -7,15 +7,11 @@ Empty ``store`` and ``artifacts`` mean the defaults under ``$MLTRAIL_HOME``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
+
+from mltrail.common.settings import mltrail_home
 
 ENV_PREFIX = "MLTRAIL_COLLECTOR_"
-
-
-def mltrail_home() -> Path:
-    return Path(os.environ.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
 
 
 @dataclass(frozen=True)

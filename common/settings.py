@@ -24,6 +24,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def mltrail_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where local data lives: ``$MLTRAIL_HOME``, else ``~/.mltrail``."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
+
+
 class SettingsError(ValueError):
     """A setting is unknown or has a value of the wrong kind."""
 

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
+from mltrail.common.settings import mltrail_home
 from mltrail.metrics_view import fold_metrics
 from mltrail.proto import collector_pb2, collector_pb2_grpc
 from mltrail.query_types import (
@@ -76,10 +77,6 @@ class ArtifactCorrupt(RetryableError):
 
 
 # ---- addresses ----------------------------------------------------------------
-
-
-def mltrail_home() -> Path:
-    return Path(os.environ.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
 
 
 def resolve_collector_address(flag: str | None = None) -> str:

@@ -15,20 +15,16 @@ sync DIR`` uploads either with ``drain_spool``):
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mltrail.agent.spool import Position, Spool
+from mltrail.common.settings import mltrail_home
 from mltrail.proto import agent_pb2, records_pb2
 from mltrail.sender import iter_acks
 
 OFFLINE_DIR = "offline"
-
-
-def mltrail_home() -> Path:
-    return Path(os.environ.get("MLTRAIL_HOME") or Path.home() / ".mltrail")
 
 
 def offline_dir(name: str) -> Path:
