@@ -75,7 +75,8 @@ class TailedFile:
     cp: FileCheckpoint
     fd: int
     route: FileRoute
-    seen_size: int = -1  # size at the last read: no pread while it stays
+    seen_size: int = -1  # size at the last read
+    seen: tuple[int, int, int] = (-1, 0, 0)  # size, mtime, ctime: no pread while they stay
     mtime_ns: int = 0
     nlink: int = 1
     detached_since: float | None = None  # no glob matches it any more
@@ -353,10 +354,12 @@ class TailSource(Component):
 
     def _plan(self, f: TailedFile) -> Plan | None:
         st = os.fstat(f.fd)
-        f.mtime_ns, f.nlink = st.st_mtime_ns, st.st_nlink
+        changed = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != f.seen
+        f.mtime_ns, f.nlink, f.seen = st.st_mtime_ns, st.st_nlink, \
+            (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         final = self._finishing(f, st.st_size)
-        if st.st_size == f.seen_size and not (f.more or f.cp.pending or final):
-            return None
+        if not (changed or f.more or f.cp.pending or final):
+            return None  # a truncated file rewritten to the same size still shows in mtime
         if not self._same_content(f, st.st_size):
             self._truncated(f)
         f.seen_size = st.st_size

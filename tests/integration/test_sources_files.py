@@ -11,6 +11,7 @@ its middle, and a period the agent was up for all along loses nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -35,7 +36,7 @@ WRITER = r"""
 import json, os, shutil, sys, time
 mode, path, periods, lines, pause = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
 periods, lines = int(periods), int(lines)
-timeline = open(path + ".timeline", "w")
+timeline = open(os.path.join(os.path.dirname(path), "..", "timeline.jsonl"), "w")
 fh = open(path, "ab", buffering=1 << 16)
 n = 0
 for period in range(periods):
@@ -136,11 +137,21 @@ def test_rename_rotation_with_agent_kills_keeps_every_line_once(tmp_path: Path) 
         expected = [line_text(n, n // lines) for n in range(total)]
         wait_until(lambda: len(stored_lines(collector)) >= total, 90)
         got = stored_lines(collector)
-        assert len(got) == total, f"{len(got)} of {total} lines stored\n{agent.output()}"
-        assert got == expected
+        assert got == expected, mismatch(got, total)
     finally:
         agent.stop()
         collector.stop()
+
+
+def mismatch(got: list[str], total: int) -> str:
+    """Which line numbers are twice, missing or out of order (the first few of each)."""
+    numbers = [int(text[:9]) for text in got]
+    seen: set[int] = set()
+    twice = [n for n in numbers if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    missing = sorted(set(range(total)) - seen)
+    backwards = [(a, b) for a, b in itertools.pairwise(numbers) if b <= a]
+    return (f"{len(got)} lines stored of {total}; twice: {len(twice)} {twice[:10]}; missing: "
+            f"{len(missing)} {missing[:10]}; out of order: {backwards[:5]}")
 
 
 def _periods(timeline: Path) -> list[tuple[int, float, float, int]]:
@@ -169,7 +180,7 @@ def test_copytruncate_with_agent_kills_loses_only_unread_period_ends(tmp_path: P
         for n in numbers:
             kept.setdefault(n // lines, []).append(n % lines)
         lost_by_period = {}
-        for period, start, rotated, _ in _periods(Path(f"{log}.timeline")):
+        for period, start, rotated, _ in _periods(tmp_path / "timeline.jsonl"):
             have = kept.get(period, [])
             assert have == list(range(len(have))), f"period {period} lost lines in its middle"
             lost_by_period[period] = lines - len(have)
