@@ -93,6 +93,9 @@ class IngestPipeline:
     def count_undecodable(self) -> None:
         self._metrics.rejected.labels("undecodable").inc()
 
+    def count_internal(self) -> None:
+        self._metrics.rejected.labels("internal").inc()
+
     def _result(self, outcome: BatchOutcome) -> collector_pb2.BatchResult:
         metrics = self._metrics
         if outcome.error is not None:
@@ -148,6 +151,14 @@ class IngestService:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"request {number} on this stream is not an IngestRequest ({exc}); nothing "
                     "of it was stored; the stream is closed")
+            except Exception as exc:  # a bug: UNKNOWN would be retried by the agent forever
+                log.exception("request %d failed unexpectedly; refusing it", number)
+                self._pipeline.count_internal()
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request {number} on this stream failed in the collector "
+                    f"({type(exc).__name__}: {exc}); nothing of it was stored; set it aside "
+                    "and report this as a bug; the stream is closed")
             if summary is not None:
                 self._notifier.notify(summary.log_runs | summary.ended_runs)
             yield response

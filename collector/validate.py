@@ -22,6 +22,9 @@ from mltrail.proto import records_pb2
 
 _ENDED_STATUSES = frozenset({records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED})
 _HEX = frozenset("0123456789abcdefABCDEF")
+# seq, offset and size are uint64 on the wire but a signed 64-bit INTEGER in the
+# store: a larger number would crash the write instead of being refused.
+MAX_STORABLE = 2**63 - 1
 
 
 class BatchRejected(ValueError):
@@ -51,6 +54,11 @@ def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
     if first == 0:
         raise BatchRejected(f"batch for stream {stream!r} rejected: record seq 0 (index 0): "
                             "seqs start at 1; nothing of this batch was stored", "seq")
+    if records[-1].seq > MAX_STORABLE:  # contiguous seqs: the last one is the largest
+        raise BatchRejected(f"batch for stream {stream!r} rejected: record seq "
+                            f"{records[-1].seq} (index {len(records) - 1}) is beyond the "
+                            f"largest storable seq {MAX_STORABLE}; nothing of this batch was "
+                            "stored", "range")
     scalars: list[ScalarPoint] = []
     others: list[records_pb2.Record] = []
     expected = first
@@ -158,6 +166,10 @@ def _check_artifact(rec: records_pb2.Record) -> None:
     if chunk.last and (len(chunk.sha256) != 64 or not set(chunk.sha256) <= _HEX):
         raise _RecordProblem(f"last chunk of artifact {chunk.path!r} has no valid sha256 "
                              f"(got {chunk.sha256!r})", "bad_artifact")
+    if chunk.offset > MAX_STORABLE or chunk.size > MAX_STORABLE:
+        raise _RecordProblem(f"artifact {chunk.path!r} chunk offset {chunk.offset} or size "
+                             f"{chunk.size} is beyond the largest storable {MAX_STORABLE}",
+                             "range")
 
 
 _CHECKS: dict[str, Callable[[records_pb2.Record], None]] = {

@@ -234,3 +234,19 @@ def test_a_failed_request_closes_the_stream_so_later_ones_cannot_overtake_it(
                 1.0, 2.0, 3.0, 4.0]
     finally:
         svc.stop()
+
+
+def test_seq_beyond_the_store_range_is_refused_and_the_stream_goes_on(
+        ingest: b.IngestClient, query) -> None:
+    """A seq of 2**63 once crashed the store write (OverflowError), the RPC failed with
+    UNKNOWN, and the agent resent it forever (finding 1)."""
+    huge = 2**63
+    bad = b.batch("s", [b.scalar(huge, "r", "m", 1.0)])
+    bad_artifact = b.batch("t", [b.record(1, "r", artifact=records_pb2.ArtifactChunk(
+        path="f", offset=huge, data=b"x"))])
+    results = ingest.write([bad, bad_artifact]).results
+    assert [(r.code, "nothing of this batch was stored" in r.message) for r in results] == [
+        (INVALID, True), (INVALID, True)]
+    after = ingest.write([b.batch("s", [b.scalar(1, "r", "m", 2.0)])]).results[0]
+    assert (after.code, after.stored) == (OK, 1)
+    assert metric_values(query, "r") == [2.0]

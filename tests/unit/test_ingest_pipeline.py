@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf.message import DecodeError
 
 from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.ingest import IngestPipeline
+from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
-from mltrail.collector.store import Store, open_store
-from mltrail.proto import collector_pb2, records_pb2
+from mltrail.collector.store import Store, ValidBatch, WriteSummary, open_store
+from mltrail.collector.store.sqlite import SqliteStore
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from tests import builders as b
 
 
@@ -91,3 +94,38 @@ async def test_notifier_does_not_miss_a_commit_between_read_and_wait() -> None:
     await asyncio.sleep(0.01)
     notifier.notify(["r"])
     await asyncio.wait_for(waiter, timeout=1)
+
+
+class _CrashingStore(SqliteStore):
+    """A store whose write raises what no store should: an error of neither kind."""
+
+    def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+
+async def test_unexpected_store_error_aborts_with_invalid_argument(tmp_path: Path) -> None:
+    """An unexpected exception used to fail the RPC with UNKNOWN, which the agent retries
+    forever; INVALID_ARGUMENT makes it isolate and set the batch aside (finding 1)."""
+    metrics = CollectorMetrics()
+    store = _CrashingStore(tmp_path / "store.db", ArtifactStore(tmp_path / "art"))
+    writer = ThreadPoolExecutor(1)
+    service = IngestService(IngestPipeline(store, metrics), writer, LogNotifier(),
+                            asyncio.Event())
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((service.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    request = collector_pb2.IngestRequest(
+        request_id=1, batches=[b.batch("s", [b.scalar(1, "r", "m", 1.0)])])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = collector_pb2_grpc.IngestStub(channel).Write(iter([request]))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                _ = [response async for response in call]
+    finally:
+        await server.stop(None)
+        writer.shutdown()
+        store.close()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "OverflowError" in (info.value.details() or "")
+    assert sample(metrics, "mltrail_collector_rejected_batches_total", reason="internal") == 1

@@ -71,3 +71,29 @@ def test_nan_in_json_metric_is_refused_but_nan_scalar_is_accepted() -> None:
 ])
 def test_each_problem_has_a_clear_message(batch: records_pb2.Batch, expected: str) -> None:
     assert expected in str(rejected(batch))
+
+
+_TOO_BIG = 2**63  # one past SQLite's largest INTEGER
+
+
+@pytest.mark.parametrize(("batch", "expected"), [
+    (b.batch("s", [b.scalar(_TOO_BIG, "r", "m", 1.0)]), f"seq {_TOO_BIG}"),
+    (b.batch("s", [b.scalar(_TOO_BIG - 1, "r", "m", 1.0), b.scalar(_TOO_BIG, "r", "m", 1.0)]),
+     f"seq {_TOO_BIG}"),
+    (b.batch("s", [b.record(1, "r", artifact=records_pb2.ArtifactChunk(
+        path="f", offset=_TOO_BIG, data=b"x"))]), "offset"),
+    (b.batch("s", [b.record(1, "r", artifact=records_pb2.ArtifactChunk(
+        path="f", data=b"x", last=True, sha256="a" * 64, size=_TOO_BIG))]), "size"),
+], ids=["seq", "last-seq", "artifact-offset", "artifact-size"])
+def test_numbers_beyond_the_store_range_are_refused(batch: records_pb2.Batch,
+                                                    expected: str) -> None:
+    """uint64 fields the store keeps as a signed 64-bit INTEGER: beyond it the write
+    would crash instead of answering (finding 1)."""
+    exc = rejected(batch)
+    assert exc.reason == "range"
+    assert expected in str(exc) and "nothing of this batch was stored" in str(exc)
+
+
+def test_largest_storable_seq_is_accepted() -> None:
+    valid = validate_batch(b.batch("s", [b.scalar(_TOO_BIG - 1, "r", "m", 1.0)]))
+    assert valid.last_seq == _TOO_BIG - 1
