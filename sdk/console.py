@@ -110,11 +110,13 @@ class _TeeStream:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        written = self._original.write(text)
+        # One lock around writing, splitting and emitting: threads that print at
+        # once are recorded in the order the terminal shows (emit only enqueues).
         with self._lock:
+            written = self._original.write(text)
             lines = self._assembler.feed(text.encode("utf-8", "replace"))
-        if lines:
-            self._emit(self._stream, lines, False, time.time_ns())
+            if lines:
+                self._emit(self._stream, lines, False, time.time_ns())
         return int(written) if written is not None else len(text)
 
     def writelines(self, lines: Iterable[str]) -> None:
@@ -124,8 +126,8 @@ class _TeeStream:
     def finish(self) -> None:
         with self._lock:
             rest = self._assembler.finish()
-        if rest:
-            self._emit(self._stream, rest, True, time.time_ns())
+            if rest:
+                self._emit(self._stream, rest, True, time.time_ns())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)  # flush, fileno, isatty, encoding, ...

@@ -21,6 +21,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -41,8 +42,10 @@ DELIVER_SECONDS = 0.05
 PIPE_BYTES = 1024 * 1024  # room for bursts, so a busy moment here does not stall the command
 STDERR_TAIL_LINES = 20
 # After the command exits, a pipe still held open by a straggler (a daemon it
-# started) is read until it stays silent this long.
+# started) is read until it stays silent this long, and never for longer than
+# AFTER_EXIT_SECONDS, so a chatty leftover process cannot keep the run open.
 LINGER_SECONDS = 2.0
+AFTER_EXIT_SECONDS = 10.0
 
 
 @dataclass
@@ -67,8 +70,10 @@ class _Pump(threading.Thread):
         self.stream, self.fd, self.echo_fd, self.sink = stream, fd, echo_fd, sink
         self.assembler = LineAssembler(max_line)
         self.exited = exited
+        self.read_until = float("inf")  # set when the command exits
         self.tail: deque[bytes] | None = deque(maxlen=STDERR_TAIL_LINES) if keep_tail else None
         self.bytes_read = 0
+        self.cut_short = False  # stopped reading after exit while a straggler still wrote
         self._held: list[bytes] = []  # complete lines not yet given to the sink
         self._held_bytes = 0
         self._held_since = 0.0
@@ -101,14 +106,21 @@ class _Pump(threading.Thread):
                 wait = self._held_since + DELIVER_SECONDS - time.monotonic()
                 if wait <= 0:
                     return b""
+            if self.exited.is_set() and time.monotonic() > self.read_until:
+                self.cut_short = True
+                return None
             ready, _, _ = select.select([self.fd], [], [], wait)
             if ready:
                 data = os.read(self.fd, READ_BYTES)
                 return data or None
             if not self.exited.is_set() or self._held:
                 continue
-            quiet_since = quiet_since or time.monotonic()
-            if time.monotonic() - quiet_since > LINGER_SECONDS:
+            now = time.monotonic()
+            quiet_since = quiet_since or now
+            if now - quiet_since > LINGER_SECONDS:
+                return None
+            if now > self.read_until:
+                self.cut_short = True
                 return None
 
     def _hold(self, lines: bytes) -> None:
@@ -146,11 +158,13 @@ class ProcessLauncher:
 
     def __init__(self, argv: Sequence[str], sink: Sink, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, echo: bool = True,
-                 grace: float = 10.0, max_line: int = MAX_LINE_BYTES) -> None:
+                 grace: float = 10.0, max_line: int = MAX_LINE_BYTES,
+                 after_exit: float = AFTER_EXIT_SECONDS) -> None:
         if not argv:
             raise ValueError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
         self.argv, self.sink, self.cwd, self.env = list(argv), sink, cwd, env
         self.echo, self.grace, self.max_line = echo, grace, max_line
+        self.after_exit = after_exit
         self.canceled = False
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -183,9 +197,15 @@ class ProcessLauncher:
             pump.start()
         with self._forward_stop_signals():
             returncode = self._proc.wait()
+        for pump in pumps:
+            pump.read_until = time.monotonic() + self.after_exit
         exited.set()
         for pump in pumps:
             pump.join()
+            if pump.cut_short:
+                print(f"mltrail: stopped recording {pump.stream} {self.after_exit:g} s after "
+                      "the command exited: a process it started still writes to it",
+                      file=sys.stderr)
         tail = [line.decode("utf-8", "replace") for line in pumps[1].tail or ()]
         return LaunchResult(returncode, self.canceled, self.killed, tail)
 

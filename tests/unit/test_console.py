@@ -57,3 +57,39 @@ def test_overlong_split_does_not_cut_a_utf8_character() -> None:
     for piece in out.split(b"\n")[:-1]:
         piece.removesuffix(LINE_SPLIT_MARKER).decode("utf-8")  # raises if cut mid-character
     assert join_split_lines(out) == line
+
+
+def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
+    import random
+    import threading
+    import time
+
+    from mltrail.console import _TeeStream
+
+    class Terminal:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.lines.append(text)
+            return len(text)
+
+    recorded: list[bytes] = []
+
+    def emit(stream: str, data: bytes, partial: bool, t: int) -> None:
+        time.sleep(random.random() / 5000)  # widen the window a race would need
+        recorded.extend(data.splitlines())
+
+    terminal = Terminal()
+    tee = _TeeStream(terminal, "stdout", emit)
+
+    def printer(n: int) -> None:
+        for i in range(200):
+            tee.write(f"thread {n} line {i}\n")
+
+    threads = [threading.Thread(target=printer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [line.decode() for line in recorded] == [x.rstrip("\n") for x in terminal.lines]

@@ -62,3 +62,20 @@ def test_stop_forwards_sigterm_and_kills_after_grace() -> None:
     assert result.exit_code == 128 + signal.SIGKILL
     assert time.monotonic() - started < 10
     assert sink.stream("stdout") == b"up\n"
+
+
+def test_a_straggler_that_keeps_writing_cannot_hold_the_run_open() -> None:
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', "
+        "'import time\\nwhile True:\\n    print(\"tick\", flush=True); time.sleep(0.3)'])\n"
+        "print('main done', flush=True)\n"
+    )
+    sink = ListSink()
+    launcher = ProcessLauncher(py(code), sink, echo=False, after_exit=1.5)
+    started = time.monotonic()
+    result = launcher.run()
+    assert result.exit_code == 0
+    assert time.monotonic() - started < 8, "the pump kept reading a chatty straggler"
+    assert b"main done\n" in sink.stream("stdout")
+    # The straggler gets EPIPE once the pipe is closed and ends by itself.
