@@ -34,9 +34,8 @@ class ValidBatch:
     """A batch that passed ingest validation: contiguous seqs first..last.
 
     Plain scalar metrics (no description) are in ``scalars``; every other
-    record is in ``others``; both in seq order. Within one batch the scalar
-    rows of a name are stored after its other kinds (only a name logged with
-    two kinds in one batch would see that).
+    record is in ``others``; both in seq order. A store keeps the values of
+    one metric name in seq order across the two (design.md invariant 6).
     """
 
     stream_id: str

@@ -17,6 +17,7 @@ back, so that batch contributes nothing while the others commit.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import sqlite3
 from array import array
 from collections.abc import Callable, Sequence
@@ -113,19 +114,15 @@ class SqliteWriter:
     def _write_records(self, batch: ValidBatch, hwm: int) -> _BatchWork:
         """Records above ``hwm``: the others by handler, then the scalars in one executemany."""
         work = _BatchWork()
-        kinds = work.kinds
-        for rec in batch.others:
-            if rec.seq <= hwm:
-                continue
-            kind = rec.WhichOneof("body")
-            handler = self._handlers.get(kind) if kind else None
-            if handler is None:  # ingest validated; a new kind here is a bug upstream
-                raise PermanentError(f"record seq {rec.seq}: unknown record kind {kind!r}")
-            handler(rec, work)
-            kinds[kind] = kinds.get(kind, 0) + 1
-        stored = self._scalar_rows(batch.scalars, hwm, work)
+        scalars, others = batch.scalars, batch.others
+        if scalars and any(rec.WhichOneof("body") == "metric" for rec in others):
+            stored = self._merged_rows(scalars, others, hwm, work)
+        else:
+            for rec in others:
+                self._other_rows(rec, hwm, work)
+            stored = self._scalar_rows(scalars, hwm, work)
         if stored:
-            kinds["metric"] = kinds.get("metric", 0) + stored
+            work.kinds["metric"] = work.kinds.get("metric", 0) + stored
         conn = self._conn
         if work.metrics:
             conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
@@ -135,6 +132,29 @@ class SqliteWriter:
             conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
                              [(entry[1], key) for key, entry in work.log_streams.items()])
         return work
+
+    def _merged_rows(self, scalars: Sequence[ScalarPoint], others: Sequence[records_pb2.Record],
+                     hwm: int, work: _BatchWork) -> int:
+        """Both sources in seq order: metric rows keep their logged order as rowid order,
+        so a name logged as a plain scalar and as another kind keeps its order
+        (invariant 6). Only a batch with both kinds of metric pays for this."""
+        stored = 0
+        for item in heapq.merge(scalars, others, key=_seq_of):
+            if isinstance(item, tuple):
+                stored += self._scalar_rows((item,), hwm, work)
+            else:
+                self._other_rows(item, hwm, work)
+        return stored
+
+    def _other_rows(self, rec: records_pb2.Record, hwm: int, work: _BatchWork) -> None:
+        if rec.seq <= hwm:
+            return
+        kind = rec.WhichOneof("body")
+        handler = self._handlers.get(kind) if kind else None
+        if handler is None:  # ingest validated; a new kind here is a bug upstream
+            raise PermanentError(f"record seq {rec.seq}: unknown record kind {kind!r}")
+        handler(rec, work)
+        work.kinds[kind] = work.kinds.get(kind, 0) + 1
 
     def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
         """Append metric rows for the points above ``hwm``; the hot loop, kept minimal."""
@@ -288,6 +308,10 @@ class SqliteWriter:
                       chunk.content_type, rec.time_unix_nano))
         conn.execute("DELETE FROM artifact_chunks WHERE run_key = ? AND path = ?",
                      (run_key, chunk.path))
+
+
+def _seq_of(item: ScalarPoint | records_pb2.Record) -> int:
+    return item[0] if isinstance(item, tuple) else item.seq
 
 
 def _assemble(rec: records_pb2.Record, rows: list[tuple[int, bytes]]) -> bytes:

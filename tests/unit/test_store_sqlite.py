@@ -7,6 +7,7 @@ import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,31 @@ def test_rare_metric_kinds_round_trip(store: Store) -> None:
         columns=[records_pb2.Column(name="x", values=[b.value(1), b.value(2)])]))
     write(store, b.batch("s", [b.record(1, "r", metric=table)]))
     assert store.get_metrics("r", "t")[0].metric == table
+
+
+def _metric_with(seq: int, name: str, description: str = "", **data: Any
+                 ) -> records_pb2.Record:
+    return b.record(seq, "r", metric=records_pb2.Metric(name=name, description=description,
+                                                        **data))
+
+
+def test_values_of_one_name_keep_their_order_across_metric_kinds(store: Store) -> None:
+    """Plain scalars take a fast path; a list or a described scalar of the same name in
+    the same batch used to be stored before them (finding 4, invariant 6)."""
+    described = records_pb2.Scalar(value=b.value(0.5))
+    write(store, b.batch("s", [
+        b.scalar(1, "r", "acc", 1),
+        _metric_with(2, "acc", list=records_pb2.ValueList(values=[b.value(2), b.value(3)])),
+        b.scalar(3, "r", "acc", 4),
+        _metric_with(4, "loss", "first", scalar=described),
+        b.scalar(5, "r", "loss", 0.4),
+        _metric_with(6, "loss", "third", scalar=records_pb2.Scalar(value=b.value(0.3))),
+        b.scalar(7, "r", "loss", 0.2)]))
+    acc = [r.metric for r in store.get_metrics("r", "acc")]
+    assert [m.WhichOneof("data") for m in acc] == ["scalar", "list", "scalar"]
+    assert [m.scalar.value.integer for m in (acc[0], acc[2])] == [1, 4]
+    loss = [r.metric.scalar.value.number for r in store.get_metrics("r", "loss")]
+    assert loss == [0.5, 0.4, 0.3, 0.2]
 
 
 def test_run_is_derived_from_records(store: Store) -> None:
