@@ -51,6 +51,7 @@ import google_crc32c
 from mltrail.agent.sources.base import FileRoute, PlainLineDecoder, RunMapper, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
+from mltrail.agent.sources.encode import BatchBuilder
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
 from mltrail.common.lifecycle import Component
@@ -90,7 +91,7 @@ class TailedFile:
 @dataclass
 class Plan:
     file: TailedFile
-    batch: records_pb2.Batch
+    batch: BatchBuilder
     cuts: list[tuple[int, int]] = field(default_factory=list)  # (end offset, last seq) per read
     eof: bool = True  # False: the round's budget ran out before the end of the file
 
@@ -396,7 +397,7 @@ class TailSource(Component):
 
     def _read(self, f: TailedFile, final: bool) -> Plan:
         decoder = f.route.decoder
-        plan = Plan(f, records_pb2.Batch(stream_id=f.cp.stream_id))
+        plan = Plan(f, BatchBuilder(f.cp.stream_id))
         pos, seq = f.cp.offset, f.cp.seq
         while pos - f.cp.offset < ROUND_BYTES:
             buf = os.pread(f.fd, decoder.read_size, pos)
@@ -411,7 +412,7 @@ class TailSource(Component):
 
     def _replay(self, f: TailedFile) -> Plan:
         """The records of the pending cuts, re-created after a restart or a failed append."""
-        plan = Plan(f, records_pb2.Batch(stream_id=f.cp.stream_id), eof=False)
+        plan = Plan(f, BatchBuilder(f.cp.stream_id), eof=False)
         pos, seq = f.cp.offset, f.cp.seq
         for end, last_seq in f.cp.pending:
             raw = os.pread(f.fd, end - pos, pos)
@@ -427,20 +428,18 @@ class TailSource(Component):
             plan.cuts.append((end, seq))
         return plan
 
-    def _add(self, batch: records_pb2.Batch, f: TailedFile, seq: int, raw: bytes,
+    def _add(self, batch: BatchBuilder, f: TailedFile, seq: int, raw: bytes,
              final: bool) -> int:
         now = time.time_ns()
         run_id = f.route.run_id
         if seq == 0 and f.route.properties:
             seq += 1
-            batch.records.add(seq=seq, time_unix_nano=now, run_id=run_id,
-                              run_event=_properties(f.route.properties))
+            batch.add_record(records_pb2.Record(seq=seq, time_unix_nano=now, run_id=run_id,
+                                                run_event=_properties(f.route.properties)))
         for chunk in f.route.decoder.decode(raw, final):
             seq += 1
-            batch.records.add(
-                seq=seq, time_unix_nano=chunk.time_ns or now, run_id=run_id,
-                log=records_pb2.LogChunk(stream=chunk.stream, data=chunk.data,
-                                         partial_tail=chunk.partial))
+            batch.add_log(seq, chunk.time_ns or now, run_id, chunk.stream, chunk.data,
+                          chunk.partial)
         self.counters.lines_read += raw.count(b"\n")
         self.counters.bytes_read += len(raw)
         return seq
@@ -451,12 +450,12 @@ class TailSource(Component):
         f = plan.file
         first = f.cp.seq + 1
         last = plan.cuts[-1][1]
-        data = plan.batch.SerializeToString()
+        data = plan.batch.build()
         self.spool.append(f.cp.stream_id, first, last, data)
         f.cp.offset, f.cp.seq = plan.cuts[-1]
         f.cp.pending = []
         self._dirty = True
-        records = len(plan.batch.records)
+        records = plan.batch.records
         self.counters.records += records
         self._on_appended(records, len(data))
 
