@@ -15,6 +15,7 @@ import hashlib
 import io
 import itertools
 import os
+import re
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _STATUS_BY_CODE = {records_pb2.COMPLETED: "Completed", records_pb2.FAILED: "Failed",
                    records_pb2.CANCELED: "Canceled"}
 _context_run: Run | None = None
@@ -394,10 +396,17 @@ def _image_bytes(path: Any, plot: Any) -> tuple[bytes, str]:
 def _error_details(error: Any, code: str | None) -> records_pb2.ErrorDetails:
     if isinstance(error, BaseException):
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        return records_pb2.ErrorDetails(code=code or "UserError", message=str(error),
-                                        type=type(error).__name__, traceback=trace)
-    return records_pb2.ErrorDetails(code=code or "UserError",
-                                    message="" if error is None else str(error))
+        return records_pb2.ErrorDetails(code=_text(code or "UserError"), message=_text(error),
+                                        type=type(error).__name__, traceback=_text(trace))
+    return records_pb2.ErrorDetails(code=_text(code or "UserError"),
+                                    message="" if error is None else _text(error))
+
+
+def _text(value: Any) -> str:
+    """Error text as protobuf can encode it: a lone surrogate (a file name from
+    os.fsdecode) becomes U+FFFD, so failing a run never fails itself."""
+    text = str(value)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _start_offline(cls: type[Run], experiment: Experiment) -> Run:

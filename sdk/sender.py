@@ -142,6 +142,7 @@ class Sender:
         self._retry_at = 0.0
         self._failing = False  # the last send failed; cleared by the next success
         self._last_warning = -1e9
+        self._last_refusal = -1e9
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stopping = False
@@ -238,11 +239,25 @@ class Sender:
                 item.target_seq = seq - 1
                 item.event.set()
                 continue
-            add_record(batch, item, seq)
+            try:
+                add_record(batch, item, seq)
+            except Exception as exc:  # e.g. a string protobuf cannot encode
+                del batch.records[seq - first:]  # a record half filled
+                self._refuse_item(item, exc)
+                continue
             seq += 1
             size += item_size(item)
         if seq > first:
             self._add_request(batch, first, seq - 1)
+
+    def _refuse_item(self, item: QueueItem, reason: object) -> None:
+        """Count and drop an item no batch can carry; its neighbours go on (invariant 4)."""
+        self.stats.records_refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal > 60.0:  # rate limit: once a minute
+            self._last_refusal = now
+            log.error("mltrail: a %s record of run %s could not be encoded and was dropped "
+                      "(%d so far): %s", item[0], item[1], self.stats.records_refused, reason)
 
     def _add_request(self, batch: records_pb2.Batch, first: int, last: int) -> None:
         data = batch.SerializeToString()

@@ -26,6 +26,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 LIMITS = {
     "name": f"1..{MAX_NAME_CHARS} characters, no outer whitespace, no control characters",
+    "any string": "valid Unicode: no lone surrogates (UTF-8 cannot encode them)",
     "string value": f"at most {MAX_STRING_BYTES} bytes as UTF-8",
     "description": f"at most {MAX_DESCRIPTION_CHARS} characters",
     "log_list": f"at most {MAX_LIST_ITEMS} items",
@@ -58,6 +59,8 @@ def check_name(name: Any, what: str = "name") -> str:
         raise ValueError(f"{what} {name!r} must not start or end with whitespace")
     if _CONTROL.search(name):
         raise ValueError(f"{what} {name!r} must not contain control characters")
+    if not name.isascii():
+        utf8_size(name, what)
     if len(_valid_names) < 100_000:
         _valid_names.add(name)
     return name
@@ -96,9 +99,25 @@ def _check_int(value: int, what: str) -> int:
 
 
 def _check_str(value: str, what: str) -> str:
-    if len(value) > MAX_STRING_BYTES // 4 and len(value.encode("utf-8")) > MAX_STRING_BYTES:
+    size = len(value) if value.isascii() else utf8_size(value, what)
+    if size > MAX_STRING_BYTES:
         raise ValueError(f"{what} must be at most {MAX_STRING_BYTES} bytes as UTF-8")
     return value
+
+
+def utf8_size(text: str, what: str) -> int:
+    """Bytes of ``text`` as UTF-8; a lone surrogate is refused here, at the call.
+
+    ``os.fsdecode`` of a file name that is not UTF-8 makes one; protobuf cannot
+    encode it, and the sender thread would otherwise fail on it much later.
+    """
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} must be valid Unicode: it has a lone surrogate {text[exc.start]!r} at "
+            f"index {exc.start}, which UTF-8 cannot encode (from os.fsdecode? decode the "
+            "bytes with errors='replace')") from None
 
 
 def check_description(description: Any) -> str:
@@ -108,6 +127,8 @@ def check_description(description: Any) -> str:
         raise TypeError(f"description must be a str, got {type(description).__name__}")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise ValueError(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
+    if not description.isascii():
+        utf8_size(description, "description")
     return description
 
 
@@ -191,7 +212,8 @@ def check_json_metric(value: Any, schema_type: str) -> tuple[str, str]:
         raise TypeError(f"value must be JSON-serializable: {exc}") from None
     if len(text) > MAX_JSON_BYTES:
         raise ValueError(f"value must be at most {MAX_JSON_BYTES} bytes as JSON")
-    return str(doc["schema_version"]), text
+    version = _check_str(str(doc["schema_version"]), "value['schema_version']")
+    return version, text
 
 
 def _parse_json(value: Any) -> dict[str, Any]:

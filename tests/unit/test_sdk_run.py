@@ -139,6 +139,15 @@ def test_the_with_block_fails_the_run_with_the_exception(run: Run, sink: MemoryS
     assert 'raise KeyError("missing")' in ended.error.traceback
 
 
+def test_an_error_message_with_a_lone_surrogate_still_fails_the_run(run: Run,
+                                                                    sink: MemorySink) -> None:
+    with pytest.raises(ValueError), run:
+        raise ValueError("cannot read x\udc80.csv")  # a name from os.fsdecode
+    ended = delivered(run, sink)[-1].run_event.ended
+    assert ended.status == records_pb2.FAILED
+    assert ended.error.message == "cannot read x\ufffd.csv"
+
+
 def test_child_runs_name_their_parent(run: Run, sink: MemorySink) -> None:
     child = run.child_run("kid")
     child.complete()

@@ -6,6 +6,8 @@ import itertools
 import time
 from pathlib import Path
 
+import pytest
+
 from mltrail.agent.spool import Spool
 from mltrail.offline import SpoolOverflow, read_records
 from mltrail.sender import MemorySink, Sender
@@ -106,4 +108,20 @@ def test_flush_waits_only_for_what_was_queued_before_it() -> None:
     sender.enqueue(scalar(0))
     assert sender.flush(5) == 0
     assert sender.acked_seq == 1
+    sender.close(1)
+
+
+def test_an_item_that_cannot_be_encoded_is_refused_alone(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    sink = MemorySink()
+    sender = Sender(sink, interval=0.01)
+    sender.enqueue(scalar(0))
+    sender.enqueue((SCALAR, "run-1", time.time_ns(), "bad\udc80", "", 1.0, None))  # unchecked
+    sender.enqueue(scalar(2))
+    assert sender.flush(5) == 0
+    assert [r.metric.scalar.step for r in sink.records()] == [0, 2]  # its neighbours go
+    assert seqs(sink) == [1, 2]  # no gap where it was
+    assert sender.stats.records_refused == 1
+    assert "unexpected error" not in caplog.text
+    assert "could not be encoded" in caplog.text
     sender.close(1)

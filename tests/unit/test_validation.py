@@ -148,3 +148,32 @@ def test_artifact_names() -> None:
     for bad in ("/etc/passwd", "a/../b", "a//b", "./a"):
         with pytest.raises(ValueError, match="must be a relative path"):
             v.check_artifact_name(bad)
+
+
+SURROGATE = "x\udc80"  # what os.fsdecode makes of a file name that is not UTF-8
+
+
+def test_lone_surrogates_are_refused_at_the_call_wherever_a_string_goes() -> None:
+    message = "lone surrogate '\\\\udc80' at index [12]"
+    calls = [
+        lambda: v.check_name(SURROGATE),
+        lambda: v.check_value(SURROGATE),
+        lambda: v.check_value("é" + SURROGATE),
+        lambda: v.check_description(SURROGATE),
+        lambda: v.check_list(["ok", SURROGATE]),
+        lambda: v.check_row({SURROGATE: 1}),
+        lambda: v.check_row({"x": SURROGATE}),
+        lambda: v.check_table({SURROGATE: [1]}),
+        lambda: v.check_tags({"a": SURROGATE}),
+        lambda: v.check_tags({SURROGATE: "a"}),
+        lambda: v.check_json_metric({**CONFUSION, "schema_version": SURROGATE},
+                                    "confusion_matrix"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match=r"value\[1\] must be valid Unicode"):
+        v.check_list(["ok", SURROGATE])
+    with pytest.raises(ValueError, match="description must be valid Unicode"):
+        v.check_description(SURROGATE)
+    assert SURROGATE not in v._valid_names  # a refused name is not cached as checked
