@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # metrics.kind: how to read metrics.value back (KIND_ENCODED: value is the
 # encoded Metric). A NaN is stored as NULL by SQLite, so (KIND_NUMBER, NULL)
@@ -75,13 +75,31 @@ CREATE TABLE log_chunks (
   logger TEXT NOT NULL DEFAULT '');
 CREATE UNIQUE INDEX log_chunks_by_line ON log_chunks(stream_key, first_line);
 CREATE TABLE artifact_chunks (
-  run_key INTEGER NOT NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL,
-  PRIMARY KEY (run_key, path, offset));
+  run_key INTEGER NOT NULL, stream_id TEXT NOT NULL, path TEXT NOT NULL,
+  offset INTEGER NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (run_key, stream_id, path, offset));
 CREATE TABLE artifacts (
   run_key INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
   content_type TEXT NOT NULL DEFAULT '', time INTEGER NOT NULL,
   PRIMARY KEY (run_key, path));
 """
+
+# Version -> the statements that bring a store of the version before it up to it,
+# applied in order at open, in the schema check's transaction.
+MIGRATIONS: dict[int, str] = {
+    # 2: artifact chunks keyed by stream too, so two uploads of one path (ranks
+    # sharing a run) do not mix. Chunks of an upload in flight keep stream_id
+    # '' (never a real stream id); the writer still assembles them.
+    2: """
+CREATE TABLE artifact_chunks_v2 (
+  run_key INTEGER NOT NULL, stream_id TEXT NOT NULL, path TEXT NOT NULL,
+  offset INTEGER NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (run_key, stream_id, path, offset));
+INSERT INTO artifact_chunks_v2 SELECT run_key, '', path, offset, data FROM artifact_chunks;
+DROP TABLE artifact_chunks;
+ALTER TABLE artifact_chunks_v2 RENAME TO artifact_chunks;
+""",
+}
 
 _RETRYABLE_NAMES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
                     "SQLITE_PROTOCOL")
@@ -132,21 +150,30 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def ensure_schema(conn: sqlite3.Connection, where: str) -> None:
-    """Create the schema in an empty store; refuse a store written by a newer version."""
+    """Create the schema in an empty store, migrate an older one; refuse a newer one."""
     with transaction(conn, f"store {where}"):
         row = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
         ).fetchone()
         if row is None:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _run_script(conn, SCHEMA)
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             return
         found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        if found < SCHEMA_VERSION:
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                _run_script(conn, MIGRATIONS[version])
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
     if found > SCHEMA_VERSION:
         raise PermanentError(
             f"store {where} has schema version {found}, newer than this collector's "
             f"({SCHEMA_VERSION}); nothing was changed; upgrade mltrail, or pass --store "
             "with another file"
         )
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Statement by statement (executescript would commit the open transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)

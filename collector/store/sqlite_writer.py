@@ -39,6 +39,7 @@ _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
 class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
+    stream_id: str
     metrics: list[tuple[Any, ...]] = field(default_factory=list)
     log_chunks: list[tuple[Any, ...]] = field(default_factory=list)
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
@@ -113,7 +114,7 @@ class SqliteWriter:
 
     def _write_records(self, batch: ValidBatch, hwm: int) -> _BatchWork:
         """Records above ``hwm``: the others by handler, then the scalars in one executemany."""
-        work = _BatchWork()
+        work = _BatchWork(batch.stream_id)
         scalars, others = batch.scalars, batch.others
         if scalars and any(rec.WhichOneof("body") == "metric" for rec in others):
             stored = self._merged_rows(scalars, others, hwm, work)
@@ -292,22 +293,26 @@ class SqliteWriter:
         self._runs[rec.run_id][1] = started.experiment
 
     def _artifact(self, rec: records_pb2.Record, work: _BatchWork) -> None:
+        """Chunks wait per (run, stream, path) until the last one: two streams uploading
+        one path at once do not mix. Chunks of stream '' came from a schema version 1
+        store (an upload in flight at the upgrade); they belong to whoever completes it."""
         chunk = rec.artifact
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
+        key = (run_key, work.stream_id, chunk.path)
         conn = self._conn
-        conn.execute("INSERT OR REPLACE INTO artifact_chunks VALUES (?, ?, ?, ?)",
-                     (run_key, chunk.path, chunk.offset, chunk.data))
+        conn.execute("INSERT OR REPLACE INTO artifact_chunks VALUES (?, ?, ?, ?, ?)",
+                     (*key, chunk.offset, chunk.data))
         if not chunk.last:
             return
         rows = conn.execute("SELECT offset, data FROM artifact_chunks WHERE run_key = ? AND "
-                            "path = ? ORDER BY offset", (run_key, chunk.path)).fetchall()
+                            "stream_id IN (?, '') AND path = ? ORDER BY offset", key).fetchall()
         content = _assemble(rec, rows)
         self._artifacts.put(content)
         conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
                      (run_key, chunk.path, len(content), chunk.sha256.lower(),
                       chunk.content_type, rec.time_unix_nano))
-        conn.execute("DELETE FROM artifact_chunks WHERE run_key = ? AND path = ?",
-                     (run_key, chunk.path))
+        conn.execute("DELETE FROM artifact_chunks WHERE run_key = ? AND stream_id IN (?, '') "
+                     "AND path = ?", key)
 
 
 def _seq_of(item: ScalarPoint | records_pb2.Record) -> int:

@@ -170,6 +170,51 @@ def test_artifact_assembled_and_verified(store: Store, tmp_path: Path) -> None:
     assert (tmp_path / "art" / "sha256" / digest[:2] / digest).read_bytes() == data
 
 
+def test_uploads_of_one_path_from_two_streams_do_not_mix(store: Store) -> None:
+    """Ranks sharing a run upload images/x/1.png at once; their chunks used to be keyed by
+    (run, path, offset) only, so they mixed and both batches were refused (finding 11)."""
+    first, second = b"A" * 10, b"B" * 10
+    a = artifact_records("r", "images/x/1.png", first, 1, 5)
+    c = artifact_records("r", "images/x/1.png", second, 1, 5)
+    outcomes = [write(store, b.batch(stream, [rec])).outcomes[0]
+                for stream, rec in (("a", a[0]), ("b", c[0]), ("a", a[1]), ("b", c[1]))]
+    assert [o.error for o in outcomes] == [None] * 4
+    info = store.get_artifact("r", "images/x/1.png")
+    assert info is not None
+    assert b"".join(store.read_artifact(info, 4096)) == second  # the last one completed wins
+
+
+def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
+        tmp_path: Path) -> None:
+    """A v1 store (artifact chunks keyed without the stream) is migrated at open, and an
+    upload it held half-way completes when the rest arrives."""
+    path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
+    data = b"0123456789"
+    head, tail = artifact_records("r", "f.bin", data, 1, 5)
+    write_v1 = open_store(f"sqlite:///{path}", art)
+    write(write_v1, b.batch("s", [head]))
+    write_v1.close()
+    with sqlite3.connect(path) as conn:  # what version 1 left on disk
+        rows = conn.execute("SELECT run_key, path, offset, data FROM artifact_chunks").fetchall()
+        conn.executescript(
+            "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
+            "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
+            "PRIMARY KEY (run_key, path, offset)); DELETE FROM schema_version; "
+            "INSERT INTO schema_version VALUES (1);")
+        conn.executemany("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)", rows)
+    upgraded = open_store(f"sqlite:///{path}", art)
+    try:
+        assert write(upgraded, b.batch("s", [tail])).outcomes[0].error is None
+        info = upgraded.get_artifact("r", "f.bin")
+        assert info is not None and b"".join(upgraded.read_artifact(info, 4096)) == data
+    finally:
+        upgraded.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == (
+            SCHEMA_VERSION)
+        assert conn.execute("SELECT COUNT(*) FROM artifact_chunks").fetchone()[0] == 0
+
+
 def test_sha_mismatch_rolls_back_only_that_batch(store: Store) -> None:
     bad = b.batch("bad", [b.scalar(1, "r", "m", 1.0),
                           *artifact_records("r", "f", b"abc", 2, 2, sha="0" * 64)])
