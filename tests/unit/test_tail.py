@@ -18,13 +18,11 @@ from pathlib import Path
 import pytest
 
 from mltrail.agent.sources.config import SourceConfig
-from mltrail.agent.sources.tail import TailSource
+from mltrail.agent.sources.tail import FileRouter, TailSource
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Position, Spool, SpoolClosedError
 from mltrail.common.lines import LINE_SPLIT_MARKER
 from mltrail.proto import records_pb2
-
-from mltrail.agent.sources.tail import FileRouter  # isort: skip
 
 
 def collected(spool: Spool, run_id: str | None = None) -> dict[str, list[bytes]]:
