@@ -48,7 +48,11 @@ log = logging.getLogger("mltrail.sdk")
 MAX_BATCH_RECORDS = 5000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_REQUESTS_PER_CYCLE = 64
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's limit, here and at the agent and collector
+# A batch is cut once its estimated size (an upper bound) reaches MAX_BATCH_BYTES,
+# so it holds at most MAX_BATCH_BYTES + MAX_ITEM_BYTES: well within a message.
+# A larger item would be refused by gRPC and retried forever; it is refused here.
+MAX_ITEM_BYTES = 32 * 1024 * 1024
 
 
 class BatchSink(Protocol):
@@ -239,6 +243,10 @@ class Sender:
                 item.target_seq = seq - 1
                 item.event.set()
                 continue
+            item_bytes = item_size(item)
+            if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
+                self._refuse_item(item, f"about {item_bytes} bytes, over {MAX_ITEM_BYTES}")
+                continue
             try:
                 add_record(batch, item, seq)
             except Exception as exc:  # e.g. a string protobuf cannot encode
@@ -246,17 +254,18 @@ class Sender:
                 self._refuse_item(item, exc)
                 continue
             seq += 1
-            size += item_size(item)
+            size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1)
 
     def _refuse_item(self, item: QueueItem, reason: object) -> None:
-        """Count and drop an item no batch can carry; its neighbours go on (invariant 4)."""
+        """Count and drop an item no batch can carry, before it takes a seq: its
+        neighbours go on, and nothing waits for its ack (invariant 4)."""
         self.stats.records_refused += 1
         now = time.monotonic()
         if now - self._last_refusal > 60.0:  # rate limit: once a minute
             self._last_refusal = now
-            log.error("mltrail: a %s record of run %s could not be encoded and was dropped "
+            log.error("mltrail: a %s record of run %s could not be sent and was dropped "
                       "(%d so far): %s", item[0], item[1], self.stats.records_refused, reason)
 
     def _add_request(self, batch: records_pb2.Batch, first: int, last: int) -> None:

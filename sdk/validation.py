@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mltrail.values import row_size, table_size, values_size
+
 MAX_NAME_CHARS = 255
 MAX_STRING_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 4096
@@ -21,6 +23,7 @@ MAX_TABLE_CELLS = 250_000
 MAX_ROW_COLUMNS = 1_000
 MAX_TAG_VALUE_CHARS = 4096
 MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_CALL_BYTES = 16 * 1024 * 1024  # one call's encoded size: far below gRPC's 64 MiB message
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -32,6 +35,8 @@ LIMITS = {
     "log_list": f"at most {MAX_LIST_ITEMS} items",
     "log_table": f"at most {MAX_TABLE_CELLS} cells",
     "log_row": f"1..{MAX_ROW_COLUMNS} columns",
+    "one call": "at most 16 MiB encoded: strings as UTF-8 plus 16 bytes per value, cell, "
+                "column or tag (log_list, log_row, log_table, tags, properties)",
     "tag/property value": f"at most {MAX_TAG_VALUE_CHARS} characters",
     "JSON metric": f"at most {MAX_JSON_BYTES} bytes, no NaN or Infinity",
     "upload": f"sent in chunks of {UPLOAD_CHUNK_BYTES} bytes",
@@ -151,7 +156,17 @@ def check_list(values: Any, what: str = "value") -> list[bool | int | float | st
     items = values.tolist() if hasattr(values, "tolist") else list(values)
     if len(items) > MAX_LIST_ITEMS:
         raise ValueError(f"{what} must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
-    return [check_value(v, f"{what}[{i}]") for i, v in enumerate(items)]
+    checked = [check_value(v, f"{what}[{i}]") for i, v in enumerate(items)]
+    check_call_size(values_size(checked), what)
+    return checked
+
+
+def check_call_size(size: int, what: str) -> None:
+    """One call must fit one message with room to spare, however its items are sized."""
+    if size > MAX_CALL_BYTES:
+        raise ValueError(
+            f"{what} must be at most 16 MiB per call ({MAX_CALL_BYTES} bytes: strings as "
+            f"UTF-8 plus 16 bytes per value), got about {size}; split it over several calls")
 
 
 def check_table(table: Any) -> dict[str, list[bool | int | float | str]]:
@@ -164,6 +179,7 @@ def check_table(table: Any) -> dict[str, list[bool | int | float | str]]:
     cells = sum(len(v) for v in columns.values())
     if cells > MAX_TABLE_CELLS:
         raise ValueError(f"value must have at most {MAX_TABLE_CELLS} cells, got {cells}")
+    check_call_size(table_size(columns), "value")
     return columns
 
 
@@ -172,15 +188,20 @@ def check_row(columns: Mapping[str, Any]) -> dict[str, bool | int | float | str]
         raise ValueError("log_row needs at least one column as a keyword argument, e.g. x=1")
     if len(columns) > MAX_ROW_COLUMNS:
         raise ValueError(f"log_row takes at most {MAX_ROW_COLUMNS} columns, got {len(columns)}")
-    return {check_name(k, "column name"): check_value(v, f"column {k!r}")
-            for k, v in columns.items()}
+    cells = {check_name(k, "column name"): check_value(v, f"column {k!r}")
+             for k, v in columns.items()}
+    check_call_size(row_size(cells), "log_row")
+    return cells
 
 
 def check_tags(tags: Any, what: str = "tags") -> dict[str, str]:
     """Tag or property values become strings, as in Azure v1."""
     if not isinstance(tags, Mapping):
         raise TypeError(f"{what} must be a dict, got {type(tags).__name__}")
-    return {check_name(k, f"{what} key"): tag_value(v, f"{what}[{k!r}]") for k, v in tags.items()}
+    checked = {check_name(k, f"{what} key"): tag_value(v, f"{what}[{k!r}]")
+               for k, v in tags.items()}
+    check_call_size(row_size(checked), what)
+    return checked
 
 
 def tag_value(value: Any, what: str = "value") -> str:

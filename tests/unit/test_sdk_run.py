@@ -83,6 +83,16 @@ def test_validation_errors_surface_at_the_call(run: Run) -> None:
         run.upload_file("../x", io.BytesIO(b""))
 
 
+def test_a_call_larger_than_a_message_can_carry_is_refused_and_the_next_goes(
+        run: Run, sink: MemorySink) -> None:
+    with pytest.raises(ValueError, match="value must be at most 16 MiB per call"):
+        run.log_list("names", ["x" * 300] * 60_000)
+    with pytest.raises(ValueError, match="log_row must be at most 16 MiB per call"):
+        run.log_row("wide", **{f"c{i}": "x" * 65_536 for i in range(300)})
+    run.log("after", 1.0)
+    assert [r.metric.name for r in delivered(run, sink)[1:]] == ["after"]
+
+
 def test_log_image_refuses_a_file_that_is_not_png_or_jpeg(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "fake.png"
     path.write_bytes(b"GIF89a...")

@@ -10,8 +10,9 @@ import pytest
 
 from mltrail.agent.spool import Spool
 from mltrail.offline import SpoolOverflow, read_records
-from mltrail.sender import MemorySink, Sender
-from mltrail.values import SCALAR
+from mltrail.proto import records_pb2
+from mltrail.sender import MAX_BATCH_BYTES, MAX_ITEM_BYTES, MemorySink, Sender
+from mltrail.values import LOG, SCALAR
 
 
 def scalar(i: int) -> tuple[object, ...]:
@@ -123,5 +124,21 @@ def test_an_item_that_cannot_be_encoded_is_refused_alone(caplog: pytest.LogCaptu
     assert seqs(sink) == [1, 2]  # no gap where it was
     assert sender.stats.records_refused == 1
     assert "unexpected error" not in caplog.text
-    assert "could not be encoded" in caplog.text
+    assert "could not be sent" in caplog.text
+    sender.close(1)
+
+
+def test_batches_are_cut_by_their_real_size_and_an_oversized_item_is_refused_alone() -> None:
+    sink = MemorySink()
+    sender = Sender(sink, interval=0.01)
+    for i in range(100):  # strings count: 100 x 64 KiB do not fit one 4 MiB batch
+        sender.enqueue((SCALAR, "run-1", time.time_ns(), "text", "", "x" * 65_536, i))
+    huge = records_pb2.LogChunk(stream="stdout", data=b"x" * (MAX_ITEM_BYTES + 1))
+    sender.enqueue((LOG, "run-1", time.time_ns(), huge))  # only a bug could queue this
+    sender.enqueue(scalar(100))
+    assert sender.flush(10) == 0
+    assert max(len(q.batch) for q in sink.received) <= MAX_BATCH_BYTES + 70_000
+    assert [r.metric.scalar.step for r in sink.records()] == list(range(101))
+    assert seqs(sink) == list(range(1, 102))
+    assert sender.stats.records_refused == 1
     sender.close(1)

@@ -177,3 +177,18 @@ def test_lone_surrogates_are_refused_at_the_call_wherever_a_string_goes() -> Non
     with pytest.raises(ValueError, match="description must be valid Unicode"):
         v.check_description(SURROGATE)
     assert SURROGATE not in v._valid_names  # a refused name is not cached as checked
+
+
+def test_one_call_is_bounded_in_encoded_size_not_only_per_item() -> None:
+    limit = "must be at most 16 MiB per call"
+    with pytest.raises(ValueError, match=f"value {limit}"):
+        v.check_list(["x" * 300] * 60_000)  # 18 MB of strings, 60,000 items
+    with pytest.raises(ValueError, match=f"value {limit}"):
+        v.check_list(["é" * 150] * 60_000)  # 300 bytes each as UTF-8
+    with pytest.raises(ValueError, match=f"log_row {limit}"):
+        v.check_row({f"c{i}": "x" * 65_536 for i in range(300)})
+    with pytest.raises(ValueError, match=f"value {limit}"):
+        v.check_table({"a": ["x" * 1000] * 9_000, "b": ["x" * 1000] * 9_000})
+    with pytest.raises(ValueError, match=f"tags {limit}"):
+        v.check_tags({f"k{i}": "x" * 4096 for i in range(5000)})
+    assert len(v.check_list(["x" * 200] * 60_000)) == 60_000  # 12 MB is fine
