@@ -64,7 +64,9 @@ class BatchSink(Protocol):
         """One ack per request, in order; raises on a transport failure."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Idempotent; makes an append blocked in another thread raise."""
+        ...
 
 
 class Overflow(Protocol):
@@ -193,7 +195,13 @@ class Sender:
         self.flush(timeout)
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # a cycle ends at once unless a send is blocked
+        if self._thread.is_alive():
+            # An Append may block for a minute (the agent's spool full under `block`):
+            # closing the sink cancels it. The thread must be gone before what is left
+            # is counted and spilled, or its late ack would pop what was spilled.
+            self.sink.close()
+            self._thread.join()
         while self.queue:  # count what is left exactly: every item gets its seq
             self._build_batch()
         remaining = self._built_seq - self._acked_seq
@@ -370,6 +378,8 @@ class AgentSink:
             yield from self.stub.Append(iter(requests), timeout=self.timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        except ValueError as err:  # "Channel closed!": Sender.close cancelled the send
+            raise RetryableError(f"the channel to the agent is closed: {err}") from None
 
     def wait_forwarded(self, stream_id: str, seq: int, timeout: float
                        ) -> agent_pb2.WaitForwardedResponse:

@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mltrail.agent.spool import Spool
+from mltrail.offline import SpoolOverflow, read_records
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 from mltrail.sender import AgentSink, Sender
 from mltrail.values import SCALAR
@@ -116,4 +118,33 @@ async def test_a_refused_batch_is_counted_not_retried(socket_path: Path) -> None
         assert [r.seq for r in agent.records] == [2]
     finally:
         await asyncio.to_thread(sender.close, 1)
+        await server.stop(None)
+
+
+class BlockedAgent(FakeAgent):
+    """An agent whose spool is full under `block`: Append takes requests, never acks."""
+
+    async def Append(self, request_iterator: AsyncIterator[agent_pb2.AppendRequest],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.AppendAck]:
+        async for _request in request_iterator:
+            await asyncio.sleep(60)
+            yield agent_pb2.AppendAck()
+
+
+async def test_close_cancels_a_send_the_agent_blocks_and_spills_it(socket_path: Path,
+                                                                   tmp_path: Path) -> None:
+    server = await serve(BlockedAgent(), socket_path)
+    sender = Sender(AgentSink(str(socket_path)), overflow=SpoolOverflow(tmp_path / "spill"),
+                    interval=0.01)
+    try:
+        for i in range(10):
+            sender.enqueue(scalar(i))
+        await asyncio.sleep(0.3)  # the send is under way and blocked
+        started = time.monotonic()
+        assert await asyncio.to_thread(sender.close, 0.1) == 10
+        assert time.monotonic() - started < 4.0
+        assert not sender._thread.is_alive()
+        with Spool(tmp_path / "spill") as spool:
+            assert [r.seq for r in read_records(spool)] == list(range(1, 11))
+    finally:
         await server.stop(None)

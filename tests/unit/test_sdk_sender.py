@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from mltrail.agent.spool import Spool
+from mltrail.common.errors import RetryableError
 from mltrail.offline import SpoolOverflow, read_records
-from mltrail.proto import records_pb2
+from mltrail.proto import agent_pb2, records_pb2
 from mltrail.sender import MAX_BATCH_BYTES, MAX_ITEM_BYTES, MemorySink, Sender
 from mltrail.values import LOG, SCALAR
 
@@ -142,3 +145,46 @@ def test_batches_are_cut_by_their_real_size_and_an_oversized_item_is_refused_alo
     assert seqs(sink) == list(range(1, 102))
     assert sender.stats.records_refused == 1
     sender.close(1)
+
+
+class SlowSink(MemorySink):
+    """An agent whose Append blocks (its spool full under `block`) until closed or released;
+    closing cancels the call, as closing a gRPC channel does."""
+
+    description = "a slow sink"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.closed = False
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]
+               ) -> Iterator[agent_pb2.AppendAck]:
+        self.entered.set()
+        self.release.wait(30)
+        if self.closed:
+            raise RetryableError("CANCELLED: the channel was closed")
+        yield from super().append(requests)
+
+    def close(self) -> None:
+        self.closed = True
+        self.release.set()
+
+
+def test_close_cancels_a_blocked_send_before_spilling(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    sink = SlowSink()
+    sender = Sender(sink, overflow=SpoolOverflow(tmp_path / "spill"), interval=0.01)
+    for i in range(100):
+        sender.enqueue(scalar(i))
+    assert sink.entered.wait(5)
+    threading.Timer(6.0, sink.release.set).start()  # the agent answers after close gave up
+    started = time.monotonic()
+    assert sender.close(0.2) == 100
+    assert time.monotonic() - started < 4.0
+    assert not sender._thread.is_alive()  # nothing runs on after close returned
+    with Spool(tmp_path / "spill") as spool:
+        assert [r.seq for r in read_records(spool)] == list(range(1, 101))
+    assert sink.received == []  # spilled, not also delivered
+    assert "unexpected error" not in caplog.text
