@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +51,35 @@ def spool_dirs(root: Path) -> list[Path]:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from mltrail.agent.forwarder import drain_spool
+    """One deadline for the whole command: N directories never take N x --timeout."""
     from mltrail.client import resolve_collector_address
 
     address = resolve_collector_address(args.collector)
+    deadline = time.monotonic() + args.timeout
     unfinished = []
     for directory in spool_dirs(Path(args.directory)):
-        result = asyncio.run(drain_spool(directory, address, args.timeout))
-        print(f"{directory}: sent {result.records} records in {result.batches} batches to "
-              f"{address}" + (f"; {result.dead_records} records refused by the collector, "
-                              f"kept in {directory / 'dead'}" if result.dead_records else ""))
-        if not result.complete:
-            unfinished.append(f"{directory} ({result.remaining_bytes} bytes)")
+        left = _sync_one(directory, address, max(0.0, deadline - time.monotonic()))
+        if left:
+            unfinished.append(f"{directory} ({left})")
     if unfinished:
         raise SyncIncomplete(
             f"not everything reached {address} within {args.timeout:g} s; what is left stays "
             f"on disk in {', '.join(unfinished)}; run `mltrail sync` again when the "
-            "collector is reachable")
+            "collector is reachable and the runs using a spool have ended")
     return 0
+
+
+def _sync_one(directory: Path, address: str, timeout: float) -> str:
+    """Drain one spool; returns what is left of it ("" when all of it was sent)."""
+    from mltrail.agent.forwarder import drain_spool
+    from mltrail.agent.spool import SpoolLockedError
+
+    try:
+        result = asyncio.run(drain_spool(directory, address, timeout))
+    except SpoolLockedError:  # a run still writing it: the others go on
+        print(f"{directory}: in use by another process, skipped")
+        return "in use"
+    print(f"{directory}: sent {result.records} records in {result.batches} batches to "
+          f"{address}" + (f"; {result.dead_records} records refused by the collector, "
+                          f"kept in {directory / 'dead'}" if result.dead_records else ""))
+    return "" if result.complete else f"{result.remaining_bytes} bytes"

@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mltrail.agent.spool import Spool
 from mltrail.client import QueryClient
 from mltrail.embedded import read_ready, stop_embedded
+from mltrail.proto import records_pb2
 from tests.procs import Service, mltrail_cli
 
 OFFLINE_SCRIPT = textwrap.dedent("""
@@ -140,3 +143,30 @@ def test_a_dead_embedded_agent_is_replaced_in_front_of_the_live_collector(
     new_agent = read_ready(fresh_home / "embedded" / "agent.json")
     assert new_agent and new_agent["pid"] != agent["pid"]
     assert read_ready(fresh_home / "embedded" / "collector.json") == collector
+
+
+def one_record_spool(directory: Path) -> None:
+    record = records_pb2.Record(seq=1, run_id=directory.name, time_unix_nano=1)
+    record.metric.name = "loss"
+    record.metric.scalar.value.number = 0.5
+    batch = records_pb2.Batch(stream_id=directory.name, records=[record])
+    with Spool(directory) as spool:
+        spool.append(directory.name, 1, 1, batch.SerializeToString())
+
+
+def test_sync_keeps_to_one_timeout_and_skips_a_spool_in_use(tmp_path: Path) -> None:
+    root = tmp_path / "offline"
+    for name in ("a-in-use", "b", "c", "d", "e", "f"):
+        one_record_spool(root / name)
+    with Spool(root / "a-in-use"):  # as a still running offline run holds it
+        started = time.monotonic()
+        result = mltrail_cli("sync", str(root), "--collector", "127.0.0.1:1", "--timeout", "1")
+        elapsed = time.monotonic() - started
+    assert elapsed < 4.0, result.stdout  # one deadline, not 1 s per directory
+    assert result.returncode == 1
+    assert f"{root / 'a-in-use'}: in use by another process, skipped" in result.stdout
+    for name in "bcdef":  # the others were still tried
+        assert f"{root / name}: sent 0 records" in result.stdout
+    error = result.stderr.strip().splitlines()[-1]  # after the forwarder's retry lines
+    assert error.startswith("mltrail: error: not everything reached 127.0.0.1:1")
+    assert "a-in-use (in use)" in error
