@@ -40,6 +40,10 @@ class WaitTimeout(MltrailError):
     """The run had not ended when the timeout ran out; it goes on."""
 
 
+class OfflineRunNotWatched(MltrailError):
+    """An offline run still going: no collector watches it, so there is nothing to wait on."""
+
+
 def launcher_command(experiment: str, run_id: str, config: ScriptRunConfig,
                      tags: dict[str, str]) -> list[str]:
     if not config.script:
@@ -90,6 +94,8 @@ def _launcher_log(run_id: str) -> Path:
 def wait_for_completion(run: Run, show_output: bool = False, timeout: float | None = None,
                         raise_on_error: bool = True) -> dict[str, Any]:
     """Wait for the run to end; returns ``get_details()``, raises ``RunFailed`` on failure."""
+    if run._link.spool_sink is not None:
+        return _offline_details(run, raise_on_error)
     deadline = None if timeout is None else time.monotonic() + timeout
     client = run._link.reader().client
     with client:
@@ -97,7 +103,22 @@ def wait_for_completion(run: Run, show_output: bool = False, timeout: float | No
         if show_output:
             _follow_output(client, run.id, deadline)
         _wait_terminal(client, run.id, deadline)
+    return _ended(run, run.get_details(), raise_on_error)
+
+
+def _offline_details(run: Run, raise_on_error: bool) -> dict[str, Any]:
+    """An offline run ends in its own process: ended, it is read from its spool; still
+    going, waiting here could only wait for ourselves (or forever), so it is refused."""
     details = run.get_details()
+    if details["status"] in ("NotStarted", "Running"):
+        raise OfflineRunNotWatched(
+            f"run {run.id} is an offline run: no collector watches it, and it ends when its "
+            f"process ends or calls complete(); read it now with get_details(), or upload "
+            f"it with `mltrail sync {run._link.where}` and watch it there")
+    return _ended(run, details, raise_on_error)
+
+
+def _ended(run: Run, details: dict[str, Any], raise_on_error: bool) -> dict[str, Any]:
     status = details["status"]
     if raise_on_error and status in ("Failed", "Canceled"):
         error = details.get("error", {}).get("error", {}).get("message") or "no error details"

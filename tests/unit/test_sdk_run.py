@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from mltrail import Experiment, LogHandler, Run, ScriptRunConfig
 from mltrail.link import Link, offline_link
 from mltrail.proto import records_pb2
+from mltrail.script_run import OfflineRunNotWatched, RunFailed
 from mltrail.sender import MemorySink, Sender
 
 
@@ -213,6 +214,21 @@ def test_an_offline_run_reads_its_own_spool(tmp_path: Path,
     run.download_file("outputs/a.txt", str(tmp_path / "a.txt"))
     assert (tmp_path / "a.txt").read_bytes() == b"hello"
     assert (tmp_path / "offline" / "OfflineRun_unit" / "segments").is_dir()
+    link.close()
+
+
+def test_wait_for_completion_on_an_offline_run_says_why_or_returns_its_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLTRAIL_HOME", str(tmp_path))
+    link = offline_link("OfflineRun_wait")
+    run = Run._start(Experiment("offline"), run_id="OfflineRun_wait", link=link)
+    with pytest.raises(OfflineRunNotWatched, match="OfflineRun_wait is an offline run"):
+        run.wait_for_completion(show_output=True, timeout=1)
+    run.fail("boom")
+    with pytest.raises(RunFailed, match="run OfflineRun_wait failed: boom"):
+        run.wait_for_completion()
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and details["runId"] == "OfflineRun_wait"
     link.close()
 
 
