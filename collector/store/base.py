@@ -95,10 +95,13 @@ class Store(abc.ABC):
     def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary: ...
 
     @abc.abstractmethod
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]: ...
+    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
+        """Matching runs, newest first; the counts (log lines, metric records, artifacts)
+        are left 0: counting costs a scan per run."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None: ...
+    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
+        """One run with its counts."""
 
     @abc.abstractmethod
     def run_status(self, run_id: str) -> int | None:

@@ -49,7 +49,11 @@ class SqliteReader:
     def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
         row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
-        return None if row is None else self._run_info(row)
+        if row is None:
+            return None
+        info = self._run_info(row)
+        self._add_counts(info, row[0])
+        return info
 
     def run_status(self, run_id: str) -> int | None:
         row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?",
@@ -76,6 +80,12 @@ class SqliteReader:
             "SELECT key, value FROM run_properties WHERE run_key = ?", (run_key,)).fetchall())
         info.child_run_ids.extend(r[0] for r in conn.execute(
             "SELECT run_id FROM runs WHERE parent_run_id = ? ORDER BY run_key", (row[1],)))
+        return info
+
+    def _add_counts(self, info: collector_pb2.RunInfo, run_key: int) -> None:
+        """For one run only: counting its metrics scans the run's whole metric index,
+        too slow for every run of a listing, so ListRuns leaves the counts 0."""
+        conn = self._conn
         info.metric_records = conn.execute(
             "SELECT COUNT(*) FROM metrics WHERE run_key = ?", (run_key,)).fetchone()[0]
         info.log_lines = conn.execute(
@@ -83,7 +93,6 @@ class SqliteReader:
             (run_key,)).fetchone()[0]
         info.artifacts = conn.execute(
             "SELECT COUNT(*) FROM artifacts WHERE run_key = ?", (run_key,)).fetchone()[0]
-        return info
 
     # ---- metrics --------------------------------------------------------------
 

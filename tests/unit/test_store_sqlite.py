@@ -13,7 +13,8 @@ import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store
-from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION
+from mltrail.collector.store.sqlite_reader import SqliteReader
+from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION, connect
 from mltrail.collector.validate import validate_batch
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import LINE_SPLIT_MARKER
@@ -137,6 +138,31 @@ def test_run_is_derived_from_records(store: Store) -> None:
     tagged = store.list_runs(collector_pb2.ListRunsRequest(tags={"t": ""}))
     assert [r.run_id for r in failed] == ["child"] == [r.run_id for r in tagged]
     assert store.get_run("nope") is None
+
+
+def test_list_runs_reads_no_metric_rows_and_get_run_counts(store: Store,
+                                                           tmp_path: Path) -> None:
+    """Counting a run's metrics scans its whole metric index; list_runs did that for
+    every run it listed (finding 10). Counts come from get_run only."""
+    write(store, b.batch("s", [b.started(1, "r"), *[b.scalar(seq, "r", "m", 1.0)
+                                                    for seq in range(2, 52)],
+                               b.log(52, "r", b"a\nb\n"),
+                               *artifact_records("r", "f", b"abc", 53, 10)]))
+    conn = connect(str(tmp_path / "store.db"), readonly=True)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    reader = SqliteReader(conn)
+    try:
+        listed = reader.list_runs(collector_pb2.ListRunsRequest())
+        list_statements, statements[:] = list(statements), []
+        details = reader.get_run("r")
+    finally:
+        conn.close()
+    assert [run.run_id for run in listed] == ["r"]
+    assert not [sql for sql in list_statements if "FROM metrics" in sql]
+    assert details is not None
+    assert (details.metric_records, details.log_lines, details.artifacts) == (50, 2, 1)
+    assert [sql for sql in statements if "FROM metrics" in sql]
 
 
 def test_log_lines_are_numbered_and_ranged_across_chunks(store: Store) -> None:
