@@ -3,22 +3,26 @@
 Layout: ``DIR/sha256/ab/abcdef...`` (the first two hex digits fan out the
 directory). A file is written to a temporary name, fsynced and renamed, so a
 crash leaves either nothing or the whole file, and a replay that writes the
-same content again is harmless.
+same content again is harmless. The directory holding the new name (and the
+parent of any directory just created) is fsynced too: only then does the file
+survive a power loss, as the store row committed right after says it does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 from mltrail.common.errors import PermanentError
 
 
 class ArtifactStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str],
+                 fsync: Callable[[int], None] = os.fsync) -> None:
         self.root = Path(root)
+        self._fsync = fsync
 
     def prepare(self) -> None:
         """Create the directory, or say clearly why it cannot be used."""
@@ -42,14 +46,32 @@ class ArtifactStore:
         target = self.path_for(digest)
         if target.exists() and target.stat().st_size == len(data):
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dirs(target.parent)
         tmp = target.with_name(f"{digest}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            self._fsync(fh.fileno())
         os.replace(tmp, target)
+        self._sync_dir(target.parent)
         return digest
+
+    def _make_dirs(self, directory: Path) -> None:
+        """mkdir -p, syncing the parent of each directory created so its entry lasts."""
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for created in reversed(missing):
+            created.mkdir(exist_ok=True)
+            self._sync_dir(created.parent)
+
+    def _sync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(self, sha256: str, chunk: int) -> Generator[bytes, None, None]:
         with open(self.path_for(sha256), "rb") as fh:

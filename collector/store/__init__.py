@@ -27,7 +27,10 @@ __all__ = [
 
 
 def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:
-    """``sqlite:///PATH[?busy_timeout_ms=N]`` (four slashes for an absolute PATH)."""
+    """``sqlite:///PATH[?busy_timeout_ms=N][&synchronous=full|normal]`` (four slashes for
+    an absolute PATH). ``synchronous=normal`` (the default) keeps every commit through a
+    kill -9 but may lose the last ones on a power loss; ``full`` keeps them through a
+    power loss too, at an fsync per commit."""
     from mltrail.collector.store.sqlite import DEFAULT_BUSY_TIMEOUT_MS, SqliteStore
 
     rest, _, query = url.partition("?")
@@ -36,13 +39,28 @@ def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:
         raise PermanentError(
             f"store URL {url!r} has no file path; use sqlite:///PATH (for example "
             "sqlite:////var/lib/mltrail/store.db, or sqlite:///store.db for a relative path)")
+    options = _sqlite_options(url, query)
+    return SqliteStore(path, artifacts,
+                       busy_timeout_ms=int(options.get("busy_timeout_ms",
+                                                       DEFAULT_BUSY_TIMEOUT_MS)),
+                       synchronous=options.get("synchronous", "normal"))
+
+
+def _sqlite_options(url: str, query: str) -> dict[str, str]:
     options = dict(parse_qsl(query))
-    unknown = set(options) - {"busy_timeout_ms"}
-    if unknown or not options.get("busy_timeout_ms", "0").isdigit():
-        raise PermanentError(f"store URL {url!r}: unsupported option(s) {sorted(options)}; "
-                             "the one option is busy_timeout_ms=MILLISECONDS")
-    timeout = int(options.get("busy_timeout_ms", DEFAULT_BUSY_TIMEOUT_MS))
-    return SqliteStore(path, artifacts, busy_timeout_ms=timeout)
+    unknown = set(options) - {"busy_timeout_ms", "synchronous"}
+    if unknown:
+        raise PermanentError(f"store URL {url!r}: unsupported option(s) {sorted(unknown)}; "
+                             "the options are busy_timeout_ms=MILLISECONDS and "
+                             "synchronous=full|normal")
+    if not options.get("busy_timeout_ms", "0").isdigit():
+        raise PermanentError(f"store URL {url!r}: busy_timeout_ms must be a whole number "
+                             "of milliseconds")
+    options["synchronous"] = options.get("synchronous", "normal").lower()
+    if options["synchronous"] not in ("full", "normal"):
+        raise PermanentError(f"store URL {url!r}: use synchronous=full or synchronous=normal "
+                             "(full: commits survive a power loss, slower)")
+    return options
 
 
 _OPENERS: dict[str, Callable[[str, ArtifactStore], Store]] = {"sqlite": _open_sqlite}

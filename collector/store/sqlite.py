@@ -28,8 +28,10 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 class SqliteStore(Store):
     def __init__(self, path: str | Path, artifacts: ArtifactStore,
-                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+                 synchronous: str = "normal") -> None:
         self.path = str(path)
+        self.synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._artifacts = artifacts
         self._conn = self._open_writer()
@@ -43,7 +45,8 @@ class SqliteStore(Store):
         target = Path(self.path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            conn = schema.connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
+            conn = schema.connect(self.path, busy_timeout_ms=self._busy_timeout_ms,
+                                  synchronous=self.synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise PermanentError(
                 f"cannot open store {self.path} ({exc}); nothing was stored; pass --store "

@@ -115,9 +115,14 @@ def translate_error(exc: sqlite3.Error, what: str) -> MltrailError:
     return PermanentError(f"{what}: {exc}")
 
 
-def connect(path: str, *, readonly: bool = False,
-            busy_timeout_ms: int = 5000) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with the pragmas."""
+def connect(path: str, *, readonly: bool = False, busy_timeout_ms: int = 5000,
+            synchronous: str = "normal") -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with the pragmas.
+
+    ``synchronous``: "normal" (WAL: a commit survives a crash of the process, and
+    may be lost on a power loss) or "full" (an fsync per commit: survives both)."""
+    if synchronous not in ("normal", "full"):
+        raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=busy_timeout_ms / 1000)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -125,7 +130,7 @@ def connect(path: str, *, readonly: bool = False,
         conn.execute("PRAGMA query_only = ON")
     else:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     return conn
 
 

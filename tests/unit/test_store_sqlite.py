@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,7 +271,61 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     ("mysql://x/y", "unknown scheme 'mysql'"),
     ("sqlite://", "has no file path"),
     ("/just/a/path", "unknown scheme ''"),
+    ("sqlite:///s.db?synchronous=sometimes", "synchronous=full or synchronous=normal"),
+    ("sqlite:///s.db?fsync=1", "unsupported option"),
 ])
 def test_bad_store_url(tmp_path: Path, url: str, expected: str) -> None:
     with pytest.raises(PermanentError, match=expected):
         open_store(url, ArtifactStore(tmp_path / "a"))
+
+
+@pytest.mark.parametrize(("query", "level", "pragma"), [
+    ("", "normal", 1), ("?synchronous=full", "full", 2),
+    ("?synchronous=NORMAL&busy_timeout_ms=10", "normal", 1)])
+def test_synchronous_is_a_store_url_option(tmp_path: Path, query: str, level: str,
+                                           pragma: int) -> None:
+    """FULL makes a commit survive a power loss, at a cost per commit; NORMAL (the
+    default) survives a kill -9 of the collector but may lose the last commits on power
+    loss (finding 12)."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}{query}",
+                       ArtifactStore(tmp_path / "a"))
+    try:
+        assert store.synchronous == level  # type: ignore[attr-defined]
+        assert write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)])).outcomes[0].stored == 1
+    finally:
+        store.close()
+    conn = connect(str(tmp_path / "store.db"), synchronous=level)
+    try:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    finally:
+        conn.close()
+
+
+class _RecordingFsync:
+    """os.fsync that remembers what it synced: (is a directory, inode)."""
+
+    def __init__(self) -> None:
+        self.synced: list[tuple[bool, int]] = []
+
+    def __call__(self, fd: int) -> None:
+        info = os.fstat(fd)
+        self.synced.append((stat.S_ISDIR(info.st_mode), info.st_ino))
+        os.fsync(fd)
+
+
+def test_artifact_put_syncs_the_file_then_its_directory_entries(tmp_path: Path) -> None:
+    """The rename is durable only once the directory holding it is synced, and a
+    directory just created only once its parent is (finding 12)."""
+    fsync = _RecordingFsync()
+    artifacts = ArtifactStore(tmp_path / "art", fsync=fsync)
+    artifacts.prepare()
+    digest = artifacts.put(b"model bytes")
+    target = artifacts.path_for(digest)
+    inode = {path: path.stat().st_ino for path in (target, target.parent,
+                                                   target.parent.parent, tmp_path / "art")}
+    assert fsync.synced[-2:] == [(False, inode[target]), (True, inode[target.parent])]
+    assert (True, inode[target.parent.parent]) in fsync.synced  # holds the new ab/ directory
+    assert (True, inode[tmp_path / "art"]) in fsync.synced  # holds the new sha256/ directory
+    fsync.synced.clear()
+    artifacts.put(b"other bytes" * 7)
+    assert [is_dir for is_dir, _ in fsync.synced][-2:] == [False, True]  # file, then dir
