@@ -140,6 +140,19 @@ class _StreamAborted(RetryableError):
     """The collector aborted the whole stream with a permanent code."""
 
 
+COMPRESSIONS = ("auto", "gzip", "none")
+
+
+def wants_compression(mode: str, address: str) -> bool:
+    """Whether to gzip requests to ``address``: "gzip", "none", or "auto" (gzip unless the
+    collector is on this host, where compressing costs CPU and saves nothing)."""
+    if mode != "auto":
+        return mode == "gzip"
+    host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
+    local = address.startswith("unix:") or host in ("localhost", "::1")
+    return not (local or host.startswith("127."))
+
+
 class GrpcForwarder:
     """Forwards a spool to one collector; ``run()`` until cancelled."""
 
@@ -154,6 +167,7 @@ class GrpcForwarder:
         listener: ForwardListener | None = None,
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
+        compress: bool = True,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -171,7 +185,8 @@ class GrpcForwarder:
         self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
         self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS, compression=grpc.Compression.Gzip
+            address, options=CHANNEL_OPTIONS,
+            compression=grpc.Compression.Gzip if compress else grpc.Compression.NoCompression,
         )
         self._write = self._channel.stream_stream(
             INGEST_WRITE,

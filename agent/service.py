@@ -23,7 +23,12 @@ from typing import cast
 
 import grpc
 
-from mltrail.agent.forwarder import MAX_MESSAGE, ForwardListener, GrpcForwarder
+from mltrail.agent.forwarder import (
+    MAX_MESSAGE,
+    ForwardListener,
+    GrpcForwarder,
+    wants_compression,
+)
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.settings import AgentSettings
@@ -143,6 +148,7 @@ class AgentService(Component):
             spool, s.collector, batch_max_bytes=s.batch_max_bytes,
             batch_max_delay=s.batch_max_delay_ms / 1000, listener=listener,
             retry=RetryPolicy(on_retry=listener.retrying),
+            compress=wants_compression(s.compression, s.collector),
         )
         self._start_http()
         await self._start_grpc(tracker)

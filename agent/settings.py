@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mltrail.agent.forwarder import COMPRESSIONS
 from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
 from mltrail.common.net import parse_hostport
@@ -41,6 +42,9 @@ class AgentSettings:
     segment_bytes: int = 16 << 20
     batch_max_bytes: int = 2 << 20  # target size of one request to the collector
     batch_max_delay_ms: int = 20
+    # gzip to the collector: "auto" compresses unless it is on this host (loopback
+    # or a unix socket), where compressing only costs CPU
+    compression: str = "auto"
     drain_timeout: float = 30.0
     unhealthy_after_seconds: float = 60.0
     log_level: str = "INFO"
@@ -52,6 +56,9 @@ class AgentSettings:
         """Resolve default paths and check every value; raises SettingsError."""
         if self.fsync not in FSYNC_POLICIES:
             raise SettingsError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}: {self.fsync!r}")
+        if self.compression not in COMPRESSIONS:
+            raise SettingsError(
+                f"compression must be one of {', '.join(COMPRESSIONS)}: {self.compression!r}")
         if self.full_policy not in FULL_POLICIES:
             raise SettingsError(
                 f"full_policy must be one of {', '.join(FULL_POLICIES)}: {self.full_policy!r}"

@@ -236,3 +236,14 @@ async def test_records_lost_to_an_out_of_order_commit_are_counted(tmp_path: Path
     assert lost > 0  # the hazard happened (the fake, like the collector, accepts gaps)
     assert tally.superseded_records == lost
     spool.close()
+
+
+def test_compression_is_off_for_a_collector_on_this_host_unless_asked() -> None:
+    from mltrail.agent.forwarder import wants_compression
+
+    assert not wants_compression("auto", "127.0.0.1:7431")
+    assert not wants_compression("auto", "localhost:7431")
+    assert not wants_compression("auto", "[::1]:7431")
+    assert wants_compression("auto", "collector.mltrail.svc:7431")
+    assert wants_compression("gzip", "127.0.0.1:7431")
+    assert not wants_compression("none", "collector:7431")
