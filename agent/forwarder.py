@@ -38,6 +38,7 @@ from pathlib import Path
 import grpc
 
 from mltrail.agent.retry import RetryPolicy
+from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
 from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
 from mltrail.proto import collector_pb2
@@ -62,20 +63,11 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_request(request_id: int, batches: Sequence[bytes]) -> bytes:
     """IngestRequest bytes: field 1 (varint) then field 2 per already-encoded Batch."""
-    parts = [b"\x08", _varint(request_id)]
+    parts = [b"\x08", varint(request_id)]
     for batch in batches:
-        parts += [b"\x12", _varint(len(batch)), batch]
+        parts += [b"\x12", varint(len(batch)), batch]
     return b"".join(parts)
 
 
