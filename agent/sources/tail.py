@@ -282,12 +282,14 @@ class TailSource(Component):
             try:
                 entries = list(os.scandir(directory))
             except OSError:
-                continue
-            for entry in entries:
-                if entry.inode() == key[1] and entry.is_file():
-                    self._track(key, entry.path, detached=True)
-                    break
-        self._saved.clear()  # the rest is gone: nothing left to read
+                entries = []
+            found = next((e for e in entries if e.inode() == key[1] and e.is_file()), None)
+            if found is None:
+                del self._saved[key]  # gone: nothing left to read
+            else:
+                self._track(key, found.path, detached=True)
+        # what is left exists but has no route yet (a container not yet discovered):
+        # its position waits in _saved until it does
 
     def _open(self, key: tuple[int, int], path: str) -> TailedFile | None:
         route = self.router.route(path)
