@@ -37,11 +37,20 @@ def client(timeout: int = 30) -> Any:
     return docker.from_env(timeout=timeout)
 
 
-def engine_reachable() -> bool:
+def engine_reachable(path: str = SOCKET) -> bool:
+    """GET /_ping on the engine's socket (plain socket: a half-started engine makes
+    the SDK's client fail in its constructor, leaving its socket open)."""
+    probe = socket.socket(socket.AF_UNIX)
+    probe.settimeout(5)
     try:
-        return bool(client(5).ping())
-    except Exception:
+        probe.connect(path)
+        probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        answer = probe.recv(4096)
+    except OSError:
         return False
+    finally:
+        probe.close()
+    return answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
 
 
 def ensure_engine(timeout: float = 60.0) -> bool:
@@ -95,10 +104,15 @@ def stop_engine() -> None:
 
 def ensure_image() -> str:
     """The test image, built once from busybox-static with ``docker import``."""
-    docker = client()
-    with contextlib.suppress(Exception):
-        docker.images.get(IMAGE)
-        return IMAGE
+    with contextlib.closing(client()) as docker:
+        with contextlib.suppress(Exception):
+            docker.images.get(IMAGE)
+            return IMAGE
+        _import_image(docker)
+    return IMAGE
+
+
+def _import_image(docker: Any) -> None:
     busybox = shutil.which("busybox") or "/bin/busybox"
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w") as tar:
@@ -110,4 +124,3 @@ def ensure_image() -> str:
             tar.addfile(link)
     repository, tag = IMAGE.split(":")
     docker.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
-    return IMAGE

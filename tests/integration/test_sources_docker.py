@@ -54,10 +54,12 @@ def expected(std: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Any:
+def engine() -> Iterator[Any]:
     require(docker_env.ensure_engine(), "docker engine (dockerd from docker.io)")
     docker_env.ensure_image()
-    return docker_env.client(60)
+    client = docker_env.client(60)
+    yield client
+    client.close()
 
 
 @pytest.fixture
