@@ -204,3 +204,14 @@ def _agent_lagging(agent: Service) -> bool:
     pending = [float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("mltrail_agent_spool_pending_bytes ")]
     return bool(pending and pending[0] > 0)
+
+
+def test_a_bad_source_flag_is_one_line_error(tmp_path: Path) -> None:
+    from tests.procs import mltrail_cli
+
+    result = mltrail_cli("agent", "--spool", str(tmp_path / "spool"), "--socket",
+                         str(tmp_path / "a.sock"), "--source", "file:/x.log",
+                         env={"MLTRAIL_HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("mltrail: error: --source 'file:/x.log'")
+    assert "Traceback" not in result.stderr

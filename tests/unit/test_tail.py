@@ -277,3 +277,53 @@ def test_inotify_wait_wakes_on_a_write_and_on_wake(tmp_path: Path) -> None:
         assert watcher.wait(5.0).any
     finally:
         watcher.close()
+
+
+async def test_many_files_at_once_each_whole_and_in_order(tmp_path: Path, spool: Spool) -> None:
+    files = [tmp_path / f"job-{i:03d}.log" for i in range(150)]
+    config = SourceConfig(type="file", name="many", paths=(str(tmp_path / "job-*.log"),),
+                          run_id_from=r"path:job-(?P<run_id>\d+)\.log", stream="app",
+                          poll_interval=0.02, rescan_interval=0.1)
+    source = TailSource(config, FileRouter(config), spool, tmp_path / "cp", fsync=False)
+    await source.start()
+    try:
+        for part in range(3):
+            for path in files:
+                with open(path, "ab") as fh:
+                    fh.write(lines(part * 50, part * 50 + 50))
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: source.counters.lines_read == 150 * 150, 20)
+        assert source.files_watched() == 150
+        for i in (0, 77, 149):
+            assert collected(spool, f"{i:03d}")["app"] == expected(0, 150)
+    finally:
+        await source.shutdown(5)
+
+
+def _thread_cpu_seconds(native_id: int) -> float:
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_an_idle_source_sleeps(tmp_path: Path, spool: Spool) -> None:
+    """No polling loop: an idle tail thread uses (next to) no CPU, yet wakes on a write."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 10))
+    config = SourceConfig(type="file", name="idle", paths=(str(log),), run_id="r")
+    source = TailSource(config, FileRouter(config), spool, tmp_path / "cp", fsync=False)
+    await source.start()
+    try:
+        await wait_for(lambda: source.counters.lines_read == 10)
+        assert source._thread is not None and source._thread.native_id is not None
+        before = _thread_cpu_seconds(source._thread.native_id)
+        await asyncio.sleep(1.5)
+        assert _thread_cpu_seconds(source._thread.native_id) - before <= 0.02
+        started = time.monotonic()
+        with open(log, "ab") as fh:
+            fh.write(lines(10, 11))
+        await wait_for(lambda: source.counters.lines_read == 11)
+        assert time.monotonic() - started < 0.5  # woken by inotify, not a 2 s rescan
+        assert source.lags() == [(str(log), 0)]
+        assert source.counters.checkpoint_writes >= 2
+    finally:
+        await source.shutdown(5)
