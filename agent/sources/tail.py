@@ -421,7 +421,8 @@ class TailSource(Component):
             if len(raw) < end - pos:
                 f.cp.pending = list(plan.cuts)  # truncated since: the rest went with it
                 break
-            seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"))
+            seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"),
+                            replay=True)
             if seq != last_seq:
                 log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
                           "collector may keep some lines twice or miss some", self.name,
@@ -431,7 +432,7 @@ class TailSource(Component):
         return plan
 
     def _add(self, batch: BatchBuilder, f: TailedFile, seq: int, raw: bytes,
-             final: bool) -> int:
+             final: bool, replay: bool = False) -> int:
         now = time.time_ns()
         run_id = f.route.run_id
         if seq == 0 and f.route.properties:
@@ -442,8 +443,9 @@ class TailSource(Component):
             seq += 1
             batch.add_log(seq, chunk.time_ns or now, run_id, chunk.stream, chunk.data,
                           chunk.partial)
-        self.counters.lines_read += raw.count(b"\n")
-        self.counters.bytes_read += len(raw)
+        if not replay:  # a replayed range was counted when it was first read
+            self.counters.lines_read += raw.count(b"\n")
+            self.counters.bytes_read += len(raw)
         return seq
 
     # ---- committing ----------------------------------------------------------------
