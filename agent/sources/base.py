@@ -52,6 +52,14 @@ class FileRoute:
     properties: dict[str, str] = field(default_factory=dict)
 
 
+class Router(Protocol):
+    """Which files a source reads and where their lines go."""
+
+    def patterns(self) -> list[str]: ...
+
+    def route(self, path: str) -> FileRoute | None: ...
+
+
 class RouteError(ValueError):
     """A file or container cannot be mapped to a run."""
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from mltrail.agent.sources.base import SourcesCollector
+from mltrail.agent.sources.base import Router, SourcesCollector
 from mltrail.agent.sources.config import SourceConfig, parse_sources
-from mltrail.agent.sources.tail import FileRouter, Router, TailSource
+from mltrail.agent.sources.files import FileRouter
+from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool
 
 log = logging.getLogger("mltrail.agent.sources")

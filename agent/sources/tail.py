@@ -44,11 +44,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import google_crc32c
 
-from mltrail.agent.sources.base import FileRoute, PlainLineDecoder, RunMapper, SourceCounters
+from mltrail.agent.sources.base import FileRoute, Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
@@ -61,14 +60,6 @@ log = logging.getLogger("mltrail.agent.sources")
 
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
-
-
-class Router(Protocol):
-    """Which files a source reads and where their lines go."""
-
-    def patterns(self) -> list[str]: ...
-
-    def route(self, path: str) -> FileRoute | None: ...
 
 
 @dataclass
@@ -510,21 +501,3 @@ def _properties(props: dict[str, str]) -> records_pb2.RunEvent:
 
 
 
-
-class FileRouter:
-    """``type = "file"``: the globs of ``paths``, plain lines, one stream name."""
-
-    def __init__(self, config: SourceConfig) -> None:
-        self.config = config
-        self.runs = RunMapper(config.run_id, config.run_id_from)
-
-    def patterns(self) -> list[str]:
-        return list(self.config.paths)
-
-    def route(self, path: str) -> FileRoute | None:
-        run_id = self.runs.for_path(path)
-        if run_id is None:
-            return None
-        stream = self.config.stream_name
-        return FileRoute(run_id, PlainLineDecoder(stream, self.config.max_line_bytes),
-                         group=f"{run_id}\0{stream}")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from mltrail.agent.sources.config import SourceConfig
-from mltrail.agent.sources.tail import FileRouter, TailSource
+from mltrail.agent.sources.files import FileRouter
+from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Position, Spool, SpoolClosedError
 from mltrail.common.lines import LINE_SPLIT_MARKER
