@@ -93,13 +93,14 @@ class EngineStream:
         self.stalls = 0
         self.stall_seconds = STALL_SECONDS
         self._stop = threading.Event()
-        self._chunks: queue.Queue[Any] = queue.Queue(maxsize=1024)
         self._stream: Any = None
         self._partial: list[bytes] = []
         self._lines: list[bytes] = []
         self._size = 0
         self._skipped_at_edge = 0
-        self._edge = (self.state.last_ns, self.state.at_last)  # counts messages, not lines
+        self._skipping = True
+        # (time, messages at that time): _edge as read, _resume as of this connection
+        self._resume = self._edge = (self.state.last_ns, self.state.at_last)
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -137,8 +138,9 @@ class EngineStream:
         client = self._client_factory(self.source.config, timeout=self.stall_seconds)
         since = max(0.0, self.state.last_ns / 1e9 - 1e-6) if self.state.last_ns else None
         self._skipped_at_edge = 0
+        self._skipping = True
         self._partial = []  # pieces not yet whole are asked for again
-        self._edge = (self.state.last_ns, self.state.at_last)
+        self._resume = self._edge = (self.state.last_ns, self.state.at_last)
         try:
             self._stream = client.api.logs(
                 self.info.id, stdout=self.std == "stdout", stderr=self.std == "stderr",
@@ -146,28 +148,29 @@ class EngineStream:
         except Exception as exc:
             log.warning("engine logs of %s: %s", self.info.name, exc)
             return not self._stop.wait(1.0)
-        reader = threading.Thread(target=self._read, args=(self._stream,), daemon=True)
-        reader.start()
-        ended = self._consume()
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=1024)  # one per connection: a closed
+        reader = threading.Thread(target=self._read, args=(self._stream, chunks), daemon=True)
+        reader.start()  # stream's end marker must not end the next connection
+        ended = self._consume(chunks)
         self._close_stream()
         if not ended:
             return True
         return self._running(client) and not self._stop.is_set()
 
-    def _read(self, stream: Any) -> None:
+    def _read(self, stream: Any, chunks: queue.Queue[Any]) -> None:
         try:
             for chunk in stream:
-                self._chunks.put(chunk)
+                chunks.put(chunk)
         except Exception:
             pass  # a closed or timed-out stream: the consumer decides
-        self._chunks.put(_END)
+        chunks.put(_END)
 
-    def _consume(self) -> bool:
+    def _consume(self, chunks: queue.Queue[Any]) -> bool:
         """True when the stream ended; False when it stalled."""
         quiet_since = time.monotonic()
         while not self._stop.is_set():
             try:
-                chunk = self._chunks.get(timeout=FLUSH_SECONDS)
+                chunk = chunks.get(timeout=FLUSH_SECONDS)
             except queue.Empty:
                 self._flush()
                 if time.monotonic() - quiet_since > self.stall_seconds:
@@ -207,13 +210,17 @@ class EngineStream:
             self.state.last_ns, self.state.at_last = self._edge  # only whole lines count
 
     def _is_new(self, ns: int) -> bool:
-        """Skips what was spooled before a reconnect (times up to ``last_ns``)."""
+        """Skips, at the start of a connection, what was spooled before it: times before
+        the resume point and the first ``at_last`` messages at it."""
+        if self._skipping:
+            resume_ns, resume_at = self._resume
+            if ns < resume_ns:
+                return False
+            if ns == resume_ns and self._skipped_at_edge < resume_at:
+                self._skipped_at_edge += 1
+                return False
+            self._skipping = False
         last_ns, at_last = self._edge
-        if ns < self.state.last_ns:
-            return False
-        if ns == self.state.last_ns and self._skipped_at_edge < self.state.at_last:
-            self._skipped_at_edge += 1
-            return False
         self._edge = (ns, at_last + 1) if ns == last_ns else (ns, 1)
         return True
 

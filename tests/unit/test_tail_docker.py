@@ -1,0 +1,114 @@
+"""Docker json-file decoding, and the engine-stream fallback against a small fake engine
+(injected through ``client_factory``): the since= edge is de-duplicated, a stalled
+stream is reopened, a line in 16 KiB pieces is joined."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+from mltrail.agent.sources.base import SourceCounters
+from mltrail.agent.sources.config import SourceConfig
+from mltrail.agent.sources.docker import ContainerInfo, DockerJsonDecoder, DockerSource
+from mltrail.agent.sources.docker_engine import EngineStream
+from mltrail.agent.spool import Spool
+from tests.unit.test_tail import collected
+
+
+def entry(text: str, stream: str = "stdout", t: str = "2024-05-01T10:00:00.5Z") -> bytes:
+    import json
+
+    return json.dumps({"log": text, "stream": stream, "time": t}).encode() + b"\n"
+
+
+def test_json_file_pieces_are_joined_and_cuts_wait_for_the_last_piece() -> None:
+    decoder = DockerJsonDecoder("web", 1 << 20)
+    whole = entry("a\n") + entry("oops\n", "stderr")
+    buf = whole + entry("x" * 10) + entry("y" * 5)
+    assert decoder.cut(buf, final=False) == len(whole)  # a long line still in pieces
+    buf += entry("z\n")
+    assert decoder.cut(buf, final=False) == len(buf)
+    chunks = {c.stream: c.data for c in decoder.decode(buf, final=False)}
+    assert chunks == {"web/stdout": b"a\n" + b"x" * 10 + b"y" * 5 + b"z\n",
+                      "web/stderr": b"oops\n"}
+    assert decoder.lines_repaired == 1
+    assert decoder.decode(b"{broken\n", final=False)[0].stream == "malformed"
+
+
+def test_container_metadata_becomes_run_properties() -> None:
+    info = ContainerInfo.from_attrs({
+        "Id": "abc", "Name": "/trainer", "State": {"Running": True},
+        "Config": {"Image": "img:1", "Labels": {"team": "ml"}, "Env": ["RUN=r-7", "X"]}})
+    assert info.env == {"RUN": "r-7"} and info.running
+    assert info.properties() == {"docker.container.name": "trainer",
+                                 "docker.container.id": "abc", "docker.image": "img:1",
+                                 "docker.label.team": "ml"}
+
+
+class FakeLogStream:
+    """Yields its messages, then ends or (stall=True) blocks until closed."""
+
+    def __init__(self, messages: list[bytes], stall: bool) -> None:
+        self.messages, self.stall = messages, stall
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Any:
+        yield from self.messages
+        if self.stall:
+            self.closed.wait(10)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class FakeEngine:
+    """The two calls the fallback makes: logs() per connection, inspect_container()."""
+
+    def __init__(self, connections: list[tuple[list[bytes], bool]]) -> None:
+        self.connections = connections
+        self.since: list[float | None] = []
+        self.api = self
+
+    def logs(self, container: str, **kwargs: Any) -> FakeLogStream:
+        self.since.append(kwargs["since"])
+        messages, stall = self.connections.pop(0) if self.connections else ([], False)
+        return FakeLogStream(messages, stall)
+
+    def inspect_container(self, container: str) -> dict[str, Any]:
+        return {"State": {"Running": bool(self.connections)}}
+
+
+T1, T2 = b"2024-05-01T10:00:01.000000001Z", b"2024-05-01T10:00:02.000000002Z"
+
+
+def test_engine_stream_dedupes_the_since_edge_and_reopens_a_stalled_stream(
+        tmp_path: Path) -> None:
+    first = [T1 + b" one\n", T2 + b" two-a\n", T2 + b" two-b\n"]
+    again = [T2 + b" two-a\n", T2 + b" two-b\n", T2 + b" long ",
+             T2 + b" line\n"]
+    engine = FakeEngine([(first, True), (again, False)])
+    spool = Spool(tmp_path / "spool", fsync="never")
+    config = SourceConfig(type="docker", name="d", label="x", run_id="r")
+    source = SimpleNamespace(name="d", config=config, counters=SourceCounters(), spool=spool)
+    info = ContainerInfo(id="c0ffee", name="web", image="img")
+    stream = EngineStream(cast(DockerSource, source), info, "r", "stdout",
+                          lambda config, timeout: engine, tmp_path / "cp", fsync=False)
+    stream.stall_seconds = 0.3
+    try:
+        thread = threading.Thread(target=stream._run)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert collected(spool)["web/stdout"] == [b"one", b"two-a", b"two-b", b"long line"]
+        assert stream.stalls == 1
+        assert engine.since[0] is None and engine.since[1] is not None
+        assert abs(engine.since[1] - 1714557602.000000002) < 1e-5  # a hair before T2
+        assert source.counters.lines_repaired == 1
+        reopened = EngineStream(cast(DockerSource, source), info, "r", "stdout",
+                                lambda config, timeout: engine, tmp_path / "cp", fsync=False)
+        assert (reopened.state.seq, reopened.state.at_last) == (stream.state.seq, 4)
+        assert reopened.state.pending is None
+    finally:
+        spool.close()
