@@ -112,3 +112,41 @@ def test_engine_stream_dedupes_the_since_edge_and_reopens_a_stalled_stream(
         assert reopened.state.pending is None
     finally:
         spool.close()
+
+
+class SpoolThatDies:
+    """Appends (or not) and then dies, as a SIGKILL around the append would."""
+
+    def __init__(self, spool: Spool, append_first: bool) -> None:
+        self._spool, self._append_first = spool, append_first
+
+    def append(self, *args: Any) -> None:
+        from mltrail.agent.spool import SpoolClosedError
+
+        if self._append_first:
+            self._spool.append(*args)
+        raise SpoolClosedError("killed")
+
+
+def test_engine_stream_replays_its_intent_after_a_crash(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", fsync="never")
+    config = SourceConfig(type="docker", name="d", label="x", run_id="r")
+    info = ContainerInfo(id="c0ffee", name="web", image="img")
+    try:
+        for append_first in (False, True):
+            engine = FakeEngine([([T1 + b" one\n", T2 + b" two\n"], False)])
+            dying = SimpleNamespace(name="d", config=config, counters=SourceCounters(),
+                                    spool=SpoolThatDies(spool, append_first))
+            stream = EngineStream(cast(DockerSource, dying), info, "r", "stdout",
+                                  lambda config, timeout, e=engine: e, tmp_path / "cp",
+                                  fsync=False)
+            stream._run()  # dies at its first append, its intent on disk
+            assert stream.state.pending is not None
+        source = SimpleNamespace(name="d", config=config, counters=SourceCounters(),
+                                 spool=spool)
+        engine = FakeEngine([([T1 + b" one\n", T2 + b" two\n"], False)])
+        EngineStream(cast(DockerSource, source), info, "r", "stdout",
+                     lambda config, timeout: engine, tmp_path / "cp", fsync=False)._run()
+        assert collected(spool)["web/stdout"] == [b"one", b"two"]
+    finally:
+        spool.close()
