@@ -116,6 +116,10 @@ class DockerRouter:
             self._containers[info.id] = info
         return new
 
+    def remove(self, container_id: str | None) -> None:
+        with self._lock:
+            self._containers.pop(container_id or "", None)
+
     def patterns(self) -> list[str]:
         with self._lock:
             ids = list(self._containers)
@@ -191,8 +195,11 @@ class DockerSource(TailSource):
                 for event in self._events:
                     if self._stop.is_set():
                         break
+                    container_id = event.get("id") or event.get("Actor", {}).get("ID")
                     if event.get("Action") in ("create", "start", "restart"):
-                        self._found(client, event.get("id") or event.get("Actor", {}).get("ID"))
+                        self._found(client, container_id)
+                    elif event.get("Action") == "destroy":  # its open log is read to the end
+                        self.docker_router.remove(container_id)
             except Exception as exc:  # engine down or restarting: try again
                 if not self._stop.is_set():
                     self.counters.errors += 1
