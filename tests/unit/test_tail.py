@@ -323,7 +323,7 @@ async def test_an_idle_source_sleeps(tmp_path: Path, spool: Spool) -> None:
         with open(log, "ab") as fh:
             fh.write(lines(10, 11))
         await wait_for(lambda: source.counters.lines_read == 11)
-        assert time.monotonic() - started < 0.5  # woken by inotify, not a 2 s rescan
+        assert time.monotonic() - started < 1.0  # woken by inotify, not the 2 s rescan
         assert source.lags() == [(str(log), 0)]
         assert source.counters.checkpoint_writes >= 2
     finally:
