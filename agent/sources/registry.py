@@ -19,8 +19,13 @@ from mltrail.agent.sources.config import SourceConfig, parse_sources
 from mltrail.agent.sources.files import FileRouter
 from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool
+from mltrail.common.errors import MltrailError
 
 log = logging.getLogger("mltrail.agent.sources")
+
+class SourceStartError(MltrailError):
+    """A declared source cannot start (its checkpoint directory is unusable)."""
+
 
 # on_appended(records, bytes, source name): the agent's received counters
 Appended = Callable[[int, int, str], None]
@@ -69,9 +74,16 @@ async def start_sources(tables: Sequence[Mapping[str, Any]], spool: Spool, spool
     registry.register(collector)
     sources = []
     for config in configs:
-        source = build_source(config, spool, checkpoint_dir_for(spool_dir), fsync=fsync,
-                              on_appended=on_appended)
-        await source.start()
+        try:
+            source = build_source(config, spool, checkpoint_dir_for(spool_dir), fsync=fsync,
+                                  on_appended=on_appended)
+            await source.start()
+        except OSError as exc:
+            await stop_sources(sources, timeout=5.0)
+            raise SourceStartError(
+                f"log source {config.name!r} cannot start: {exc}; its checkpoints live in "
+                f"{checkpoint_dir_for(spool_dir)} (beside the spool): make that writable"
+            ) from None
         collector.add(source)
         sources.append(source)
         log.info("source %s (%s) started", config.name, config.type)
