@@ -72,7 +72,7 @@ async def start_sources(tables: Sequence[Mapping[str, Any]], spool: Spool, spool
         return []
     collector = SourcesCollector()
     registry.register(collector)
-    sources = []
+    sources: list[TailSource] = []
     for config in configs:
         try:
             source = build_source(config, spool, checkpoint_dir_for(spool_dir), fsync=fsync,
