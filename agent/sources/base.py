@@ -36,8 +36,9 @@ class Chunk:
 
 class Decoder(Protocol):
     read_size: int
-    lines_split: int
-    lines_repaired: int
+    lines_split: int  # lines that went out in pieces (each line once)
+    lines_repaired: int  # lines joined from pieces
+    carries: bool  # a line in pieces may go on in the next file of the group
 
     def cut(self, buf: bytes, final: bool) -> int: ...
 
@@ -77,12 +78,15 @@ class PlainLineDecoder:
     marker (``common.lines``), as the launcher and the collector split.
     """
 
+    carries = False
+
     def __init__(self, stream: str, limit: int = MAX_LINE_BYTES) -> None:
         self.stream = stream
         self.limit = limit
         self.read_size = limit + 1  # one buffer always holds a whole line of the limit
         self.lines_split = 0
         self.lines_repaired = 0
+        self._splitting = False  # the last piece went out without its line's end
 
     def cut(self, buf: bytes, final: bool) -> int:
         end = buf.rfind(b"\n") + 1
@@ -94,10 +98,12 @@ class PlainLineDecoder:
 
     def decode(self, raw: bytes, final: bool) -> list[Chunk]:
         if raw.endswith(b"\n"):
+            self._splitting = False
             return [Chunk(self.stream, raw)]
         if final and len(raw) <= self.limit:
             return [Chunk(self.stream, raw, partial=True)]
-        self.lines_split += 1
+        self.lines_split += not self._splitting  # a line in 5 pieces counts once
+        self._splitting = True
         return [Chunk(self.stream, raw + CUT)]
 
 
@@ -181,7 +187,8 @@ class SourcesCollector(Collector):
             "lines_read": ("Lines read from files", lambda s: s.counters.lines_read),
             "bytes_read": ("Bytes read from files", lambda s: s.counters.bytes_read),
             "records": ("Records appended to the spool", lambda s: s.counters.records),
-            "lines_split": ("Overlong lines cut into pieces with a marker", _split),
+            "lines_split": ("Overlong lines sent in pieces with a marker (each line once)",
+                            _split),
             "lines_repaired": ("Partial lines joined (CRI P, Docker 16 KiB pieces)", _repaired),
             "checkpoint_writes": ("Checkpoint files written",
                                   lambda s: s.counters.checkpoint_writes),

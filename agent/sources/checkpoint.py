@@ -18,10 +18,15 @@ Per file (``FileCheckpoint``)::
 Identity is ``(dev, ino)`` plus a CRC32C of the first ``fp_len`` bytes
 (at most ``FINGERPRINT_BYTES``), so a reused inode is not taken for the old
 file. ``meta`` keeps what a decoder needs to resume (Docker's last time).
+``carry`` (base64) holds the pieces of a line an older file of the same
+group ended in (tail.py): they are decoded before this file's byte 0 and
+belong to the first record at ``offset``; it is emptied once that record is
+in the spool.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -49,6 +54,13 @@ class FileCheckpoint:
     pending: list[tuple[int, int]] = field(default_factory=list)  # (end offset, last seq)
     order: int = 0  # discovery order: breaks ties between files of one stream
     meta: dict[str, Any] = field(default_factory=dict)
+    carry: str = ""  # base64: an older file's line pieces, decoded before this file
+
+    def carry_bytes(self) -> bytes:
+        return base64.b64decode(self.carry) if self.carry else b""
+
+    def set_carry(self, raw: bytes) -> None:
+        self.carry = base64.b64encode(raw).decode("ascii")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileCheckpoint:

@@ -37,6 +37,7 @@ class EntryDecoder:
     """Shared by CRI and Docker; subclasses implement ``parse`` and ``may_have_partials``."""
 
     malformed_stream = "malformed"
+    carries = True  # Docker rotates between two pieces of a line
 
     def __init__(self, prefix: str, limit: int) -> None:
         self.prefix = prefix
@@ -45,6 +46,7 @@ class EntryDecoder:
         self.lines_split = 0
         self.lines_repaired = 0
         self.last_time = b""  # the newest entry time decoded (Docker's since= edge)
+        self._cut_open: set[str] = set()  # streams whose line was cut before its end
 
     def parse(self, line: bytes) -> Entry | None:
         raise NotImplementedError
@@ -120,16 +122,22 @@ class EntryDecoder:
         for stream in sorted(set(out) | set(pieces)):
             data = b"\n".join(out.get(stream, []))
             data = data + b"\n" if data or stream in out else b""
+            going_on = stream in self._cut_open  # out's first line ends a line cut before
             if len(data) > self.limit:
                 data, splits = split_long_lines(data, self.limit)
-                self.lines_split += sum(splits.values()) - len(splits)
+                self.lines_split += len(splits) - (going_on and 0 in splits)
+            if stream in out:
+                self._cut_open.discard(stream)
+                going_on = False
             partial = False
             if stream in pieces:  # a sequence cut before its end
                 rest, splits = split_long_lines(b"".join(pieces[stream]), self.limit)
-                self.lines_split += sum(splits.values()) - len(splits)
                 partial = final
                 data += rest if final else rest + CUT
-                self.lines_split += 0 if final else 1
+                if not going_on and (splits or not final):
+                    self.lines_split += 1
+                if not final:
+                    self._cut_open.add(stream)
             name = stream if stream == self.malformed_stream else self.stream_name(stream)
             chunks.append(Chunk(name, data, partial=partial, time_ns=time_ns))
         return chunks

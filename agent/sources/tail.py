@@ -19,10 +19,17 @@ Rotation: a file whose path no longer matches is *detached*: read to its
 end through the open descriptor, kept ``rotate_wait`` seconds after its last
 growth (a writer may still flush to it), then its partial last line is sent
 and it is let go. A rename to a name the globs still match is just a new
-path. At start, a checkpointed file that no glob matches is looked up by
-inode in its old directory, so a rotation while the agent was down loses
-nothing. Truncation (copytruncate, ``> file``): the size falls below the
-offset, or the first bytes change; the file is read again from 0 in the
+path. A rotation is counted when a new file takes a path a tracked file
+held. Files of one group are read oldest first; a file of *entries* (Docker,
+CRI) that ends inside a line in pieces once a newer file of its group has
+data (the writer moved on: Docker rotates between two 16 KiB pieces) hands
+those pieces to the newer file as its ``carry``, decoded before its first
+byte, so the line is joined whole in the newer file's stream. The carry is
+in the checkpoint from the moment the older file's offset moves past it.
+At start, a checkpointed file that no glob matches is looked up by inode in
+its old directory, so a rotation while the agent was down loses nothing.
+Truncation (copytruncate, ``> file``): the size falls below the offset, or
+the first bytes change; the file is read again from 0 in the
 same stream. Lines written after the last read and before a truncation are
 gone with the truncation (copytruncate's window).
 
@@ -37,6 +44,7 @@ import fnmatch
 import glob
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -58,6 +66,7 @@ from mltrail.proto import records_pb2
 
 log = logging.getLogger("mltrail.agent.sources")
 
+_NUMBERED = re.compile(r"\.(\d{1,6})$")  # app.log.3: logrotate's and Docker's rotated names
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
 
@@ -73,6 +82,7 @@ class TailedFile:
     nlink: int = 1
     detached_since: float | None = None  # no glob matches it any more
     more: bool = False  # the last round stopped before the end of the file
+    ended: bool = False  # superseded and its rest cannot be carried: send it as it is
 
     @property
     def lag(self) -> int:
@@ -126,6 +136,7 @@ class TailSource(Component):
         self._rescan = threading.Event()
         self._thread: threading.Thread | None = None
         self._refused: set[str] = set()
+        self._vacated: set[str] = set()  # paths tracked files were renamed away from
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -156,7 +167,19 @@ class TailSource(Component):
         return len(self._files)
 
     def lags(self) -> list[tuple[str, int]]:
-        return [(f.cp.path, f.lag) for f in list(self._files.values())]
+        """Bytes behind each file's end now (its size by name when the name is still
+        its own; else the size at the last read)."""
+        out = []
+        for key, f in list(self._files.items()):
+            size = f.seen_size
+            try:
+                st = os.stat(f.cp.path)
+                if (st.st_dev, st.st_ino) == key:
+                    size = st.st_size
+            except OSError:
+                pass
+            out.append((f.cp.path, max(0, size - f.cp.offset)))
+        return out
 
     def lines_split(self) -> int:
         files = list(self._files.values())
@@ -255,7 +278,8 @@ class TailSource(Component):
         tailed = self._files.get(key)
         if tailed is not None:
             if tailed.cp.path != path:
-                self.counters.rotated("rename")
+                self._vacated.add(tailed.cp.path)
+                self._vacated.discard(path)
                 tailed.cp.path = path
                 self._dirty = True
             tailed.detached_since = time.monotonic() if detached else None
@@ -305,6 +329,10 @@ class TailSource(Component):
             return None
         self._refused.discard(path)
         cp = self._resume(key, fd, path, st.st_size)
+        if cp.seq == 0 and not cp.pending and (
+                path in self._vacated or any(f.cp.path == path for f in self._files.values())):
+            self.counters.rotated("rename")  # a new file where a tracked one was
+        self._vacated.discard(path)
         self._dirty = True
         return TailedFile(cp, fd, route, mtime_ns=st.st_mtime_ns)
 
@@ -312,6 +340,8 @@ class TailSource(Component):
         saved = self._saved.pop(key, None)
         if saved is not None and saved.fp_len <= size and \
                 fingerprint(fd, saved.fp_len) == (saved.fp_len, saved.fp_crc):
+            if saved.path != path:
+                self._vacated.add(saved.path)
             saved.path = path
             return saved
         if saved is not None:
@@ -327,31 +357,65 @@ class TailSource(Component):
     def _plan_all(self) -> list[Plan]:
         plans: list[Plan] = []
         blocked: set[str] = set()
-        ordered = sorted(self._files.values(),
-                         key=lambda f: (f.route.group, f.mtime_ns, f.cp.order))
-        for tailed in ordered:
+        ordered = sorted(self._files.values(), key=_age)
+        for i, tailed in enumerate(ordered):
             if tailed.route.group in blocked:
                 continue
             plan = self._plan(tailed)
-            if plan is None:
-                if tailed.detached_since is not None and tailed.lag > 0:
-                    blocked.add(tailed.route.group)
-                continue
-            if plan.cuts:
+            if plan is not None and plan.cuts:
                 plans.append(plan)
-            rest = tailed.seen_size - (plan.cuts[-1][0] if plan.cuts else tailed.cp.offset)
-            if not plan.eof or (tailed.detached_since is not None and rest > 0):
-                # newer files of the group wait their turn: after a rotation, the old
-                # file's end (even a partial line, sent once it is let go) comes first
+            # newer files of the group wait their turn: after a rotation, the old file's
+            # end (even a partial line, sent once it is let go) comes first
+            if (plan is not None and not plan.eof) or not self._may_pass(
+                    tailed, ordered[i + 1:], plan):
                 blocked.add(tailed.route.group)
         return plans
+
+    def _may_pass(self, f: TailedFile, later: list[TailedFile], plan: Plan | None) -> bool:
+        """May newer files of ``f``'s group be read now (``f`` was read to its end)?"""
+        cut = plan.cuts[-1][0] if plan is not None and plan.cuts else f.cp.offset
+        if not f.route.decoder.carries:  # a live file's partial last line: yes
+            return f.detached_since is None or f.seen_size <= cut
+        newer = next((n for n in later if n.route.group == f.route.group), None)
+        if newer is None:
+            return True
+        if os.fstat(newer.fd).st_size == 0:
+            return False  # nothing to read there yet; f may still grow
+        # the writer moved on to newer, so f's size is final: sizes in this order
+        if os.fstat(f.fd).st_size <= cut and not (f.cp.carry and cut == f.cp.offset):
+            return True
+        return not (plan is not None and plan.cuts) and self._hand_over(f, newer)
+
+    def _hand_over(self, old: TailedFile, new: TailedFile) -> bool:
+        """``old`` ends in a line in pieces and its writer moved on to ``new``: ``new``
+        decodes those pieces before its first byte (its ``carry``). False: ``old``
+        waits, or (``new`` was read already, or the pieces are too long) is marked
+        ended, so its rest goes out as it is."""
+        if old.cp.pending or old.ended:
+            return False
+        size = os.fstat(old.fd).st_size
+        decoder = old.route.decoder
+        if size - old.cp.offset > decoder.read_size:
+            return False  # not read yet
+        rest = old.cp.carry_bytes() + os.pread(old.fd, size - old.cp.offset, old.cp.offset)
+        if decoder.cut(rest, False):
+            return False  # whole lines to read first (old grew since it was read)
+        if new.cp.offset or new.cp.seq or new.cp.pending or new.cp.carry or \
+                len(rest) >= decoder.read_size:
+            old.ended = True
+            return False
+        new.cp.set_carry(rest)
+        old.cp.offset, old.cp.carry = size, ""
+        old.seen_size = max(old.seen_size, size)
+        self._dirty = True
+        return True
 
     def _plan(self, f: TailedFile) -> Plan | None:
         st = os.fstat(f.fd)
         changed = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != f.seen
         f.mtime_ns, f.nlink, f.seen = st.st_mtime_ns, st.st_nlink, \
             (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        final = self._finishing(f, st.st_size)
+        final = self._finishing(f, st.st_size) or (f.ended and st.st_size > f.cp.offset)
         if not (changed or f.more or f.cp.pending or final):
             return None  # a truncated file rewritten to the same size still shows in mtime
         if not self._same_content(f, st.st_size):
@@ -392,13 +456,16 @@ class TailSource(Component):
         decoder = f.route.decoder
         plan = Plan(f, BatchBuilder(f.cp.stream_id))
         pos, seq = f.cp.offset, f.cp.seq
+        carry = f.cp.carry_bytes()  # the older file's pieces: decoded first
         while pos - f.cp.offset < ROUND_BYTES:
-            buf = os.pread(f.fd, decoder.read_size, pos)
+            buf = carry + os.pread(f.fd, max(0, decoder.read_size - len(carry)), pos)
             end = decoder.cut(buf, final and len(buf) < decoder.read_size)
             if end == 0:
                 return plan
+            end = max(end, len(carry))  # a carry is never cut (it holds no line end)
             seq = self._add(plan.batch, f, seq, buf[:end] if end < len(buf) else buf, final)
-            pos += end
+            pos += end - len(carry)
+            carry = b""
             plan.cuts.append((pos, seq))
         plan.eof = False
         return plan
@@ -407,11 +474,13 @@ class TailSource(Component):
         """The records of the pending cuts, re-created after a restart or a failed append."""
         plan = Plan(f, BatchBuilder(f.cp.stream_id), eof=False)
         pos, seq = f.cp.offset, f.cp.seq
+        carry = f.cp.carry_bytes()
         for end, last_seq in f.cp.pending:
             raw = os.pread(f.fd, end - pos, pos)
             if len(raw) < end - pos:
                 f.cp.pending = list(plan.cuts)  # truncated since: the rest went with it
                 break
+            raw, carry = carry + raw, b""
             seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"),
                             replay=True)
             if seq != last_seq:
@@ -426,15 +495,19 @@ class TailSource(Component):
              final: bool, replay: bool = False) -> int:
         now = time.time_ns()
         run_id = f.route.run_id
+        decoder = f.route.decoder
+        counted = (decoder.lines_split, decoder.lines_repaired)
         if seq == 0 and f.route.properties:
             seq += 1
             batch.add_record(records_pb2.Record(seq=seq, time_unix_nano=now, run_id=run_id,
                                                 run_event=_properties(f.route.properties)))
-        for chunk in f.route.decoder.decode(raw, final):
+        for chunk in decoder.decode(raw, final):
             seq += 1
             batch.add_log(seq, chunk.time_ns or now, run_id, chunk.stream, chunk.data,
                           chunk.partial)
-        if not replay:  # a replayed range was counted when it was first read
+        if replay:  # a replayed range was counted when it was first read
+            decoder.lines_split, decoder.lines_repaired = counted
+        else:
             self.counters.lines_read += raw.count(b"\n")
             self.counters.bytes_read += len(raw)
         return seq
@@ -449,6 +522,7 @@ class TailSource(Component):
         self.spool.append(f.cp.stream_id, first, last, data)
         f.cp.offset, f.cp.seq = plan.cuts[-1]
         f.cp.pending = []
+        f.cp.carry = ""  # every plan starts at the offset, so its first record held it
         self._dirty = True
         records = plan.batch.records
         self.counters.records += records
@@ -460,7 +534,8 @@ class TailSource(Component):
                 continue
             if not self._finishing(f, os.fstat(f.fd).st_size):
                 continue
-            self.counters.rotated("delete" if f.nlink == 0 else "rename")
+            if f.nlink == 0:
+                self.counters.rotated("delete")
             del self._files[key]
             self._close(f)
             self._dirty = True
@@ -487,6 +562,14 @@ class TailSource(Component):
         for f in files:
             self._close(f)
         self._watcher.close()
+
+
+def _age(f: TailedFile) -> tuple[str, int, int, int]:
+    """Oldest first within a group: by mtime, which is coarse (a rotation and the next
+    write often share a tick), then by a rotated name's number (app.log.2 before
+    app.log.1 before app.log), then by discovery."""
+    numbered = _NUMBERED.search(f.cp.path)
+    return f.route.group, f.mtime_ns, -int(numbered.group(1)) if numbered else 0, f.cp.order
 
 
 def _mtime(path: str) -> int:

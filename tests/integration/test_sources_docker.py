@@ -22,7 +22,7 @@ from mltrail.client import QueryClient
 from tests import docker_env
 from tests.agent_client import agent_service
 from tests.conftest import require
-from tests.integration.test_sources_files import wait_until
+from tests.integration.test_sources_files import metric, scrape, wait_until
 from tests.procs import Service
 
 pytestmark = pytest.mark.docker
@@ -77,10 +77,11 @@ def run_container(engine: Any, made: list[Any], name: str, labels: dict[str, str
     return container
 
 
-def docker_agent(tmp_path: Path, collector: Service, label: str, *extra: str) -> Service:
+def docker_agent(tmp_path: Path, collector: Service, label: str, *extra: str,
+                 run_id_from: str = "label:mltrail.run") -> Service:
     config = tmp_path / "agent.toml"
     lines = ["[[sources]]", 'type = "docker"', 'name = "containers"', f'label = "{label}"',
-             'run_id_from = "label:mltrail.run"', *extra]
+             f'run_id_from = "{run_id_from}"', *extra]
     config.write_text("\n".join(lines) + "\n")
     return agent_service(tmp_path, collector.grpc, "--config", str(config))
 
@@ -154,3 +155,71 @@ def test_unreadable_log_files_fall_back_to_the_engine_stream(
         assert "following container" in agent.output()
     finally:
         agent.stop()
+
+
+ROTATING = 2000
+# stdout and stderr lines over ~4 s (~80 KB/s of json-file), three lines over 16 KiB
+ROTATING_SCRIPT = f"""
+i=0
+while [ $i -lt {ROTATING} ]; do
+  echo "out $i"; echo "err $i" >&2
+  if [ $((i % 500)) -eq 250 ]; then
+    printf "long-out $i "; head -c {LONG_OUT} /dev/zero | tr '\\0' a; echo
+  fi
+  i=$((i+1))
+  if [ $((i % 100)) -eq 0 ]; then sleep 0.2; fi
+done
+"""
+
+
+def rotating_expected(std: str) -> list[str]:
+    word = "out" if std == "stdout" else "err"
+    lines = []
+    for i in range(ROTATING):
+        lines.append(f"{word} {i}")
+        if std == "stdout" and i % 500 == 250:
+            lines.append(f"long-out {i} " + "a" * LONG_OUT)
+    return lines
+
+
+def test_json_file_rotation_by_the_engine_loses_and_repeats_nothing_across_a_kill(
+        tmp_path: Path, collector: Service, engine: Any, containers: list[Any]) -> None:
+    """max-size/max-file: the engine renames the log (-json.log -> .1 -> .2 ...) and
+    deletes the oldest, often between two 16 KiB pieces of a line; the run comes
+    from the container's environment."""
+    import docker
+
+    test = uuid.uuid4().hex[:10]
+    name, run_id = f"mlt-{test}-rotating", f"run-{test}"
+    agent = docker_agent(tmp_path, collector, f"mltrail.test={test}",
+                         run_id_from="env:MLTRAIL_RUN_ID").start()
+    try:
+        container = engine.containers.run(
+            docker_env.IMAGE, ["sh", "-c", ROTATING_SCRIPT], name=name, network_mode="none",
+            labels={"mltrail.test": test}, environment={"MLTRAIL_RUN_ID": run_id},
+            detach=True, log_config=docker.types.LogConfig(
+                type="json-file", config={"max-size": "24k", "max-file": "8"}))
+        containers.append(container)
+        time.sleep(1.5)
+        agent.kill()
+        agent.start()
+        container.wait(timeout=60)
+        for std in ("stdout", "stderr"):
+            want = rotating_expected(std)
+            wait_until(lambda s=std, w=want: len(stored(collector, run_id,
+                                                        f"{name}/{s}")) >= len(w), 30)
+            got = stored(collector, run_id, f"{name}/{std}")
+            assert got == want, (f"{name}/{std}: {len(got)} lines of {len(want)}; first "
+                                 f"difference at {_first_difference(got, want)}\n"
+                                 f"{agent.output()}")
+        metrics = scrape(agent)
+        # after the restart: at least the last two long lines, and ~10 rotations
+        assert metric(metrics, "lines_repaired_total") >= 2
+        assert metric(metrics, "rotations_total", kind="rename") >= 5
+        assert metric(metrics, "rotations_total", kind="delete") >= 1  # max-file
+    finally:
+        agent.stop()
+
+
+def _first_difference(got: list[str], want: list[str]) -> int | None:
+    return next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from mltrail.client import QueryClient
 from tests.agent_client import agent_service
@@ -204,6 +206,81 @@ def _agent_lagging(agent: Service) -> bool:
     pending = [float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("mltrail_agent_spool_pending_bytes ")]
     return bool(pending and pending[0] > 0)
+
+
+def scrape(agent: Service) -> list[Sample]:
+    """The agent's /metrics, parsed."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://{agent.info['http']}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text)
+            for sample in family.samples]
+
+
+def metric(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of ``mltrail_agent_source_<name>`` samples carrying ``labels``."""
+    full = f"mltrail_agent_source_{name}"
+    return sum(s.value for s in samples if s.name == full
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+METRICS_CONFIG = """
+[[sources]]
+type = "file"
+name = "trainer"
+paths = ["{logs}/app.log*"]
+run_id = "{run_id}"
+stream = "app"
+max_line_bytes = 1024
+rotate_wait = 0.2
+"""
+
+
+def test_metrics_report_what_the_tail_did(tmp_path: Path, collector: Service) -> None:
+    """Item 5 of issue 7 on the real /metrics: files watched, lines and bytes read,
+    lines split, rotations (rename, truncation in place, deleted while open),
+    checkpoint writes and the lag behind a file's end (a partial last line)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    config = tmp_path / "agent.toml"
+    config.write_text(METRICS_CONFIG.format(logs=logs, run_id=RUN_ID))
+    agent = agent_service(tmp_path, collector.grpc, "--config", str(config)).start()
+    written = [f"line {i}\n".encode() for i in range(10)] + [b"y" * 3000 + b"\n", b"after\n"]
+    try:
+        log.write_bytes(b"".join(written))
+        assert wait_until(lambda: stored_lines(collector)[-1:] == ["after"], 20), agent.output()
+        for n in range(2):  # logrotate: app.log.1 -> .2, app.log -> .1, a new app.log
+            if n:
+                (logs / "app.log.1").rename(logs / "app.log.2")
+            log.rename(logs / "app.log.1")
+            written.append(f"new {n}\n".encode())
+            log.write_bytes(written[-1])
+            assert wait_until(lambda n=n: stored_lines(collector)[-1:] == [f"new {n}"], 20)
+        with open(log, "r+b") as fh:  # truncated in place, then written again
+            fh.truncate(0)
+            written.append(b"again!\n")
+            fh.write(written[-1])
+        assert wait_until(lambda: stored_lines(collector)[-1:] == ["again!"], 20)
+        (logs / "app.log.1").unlink()
+        (logs / "app.log.2").unlink()
+        with open(log, "ab") as fh:
+            fh.write(b"partial")  # no newline yet: read, not sent, so 7 bytes behind
+        assert wait_until(lambda: metric(scrape(agent), "files_watched", source="trainer")
+                          == 1, 20), agent.output()
+        samples = scrape(agent)
+        assert metric(samples, "lag_bytes", source="trainer", path=str(log)) == 7
+        assert metric(samples, "lines_read_total", source="trainer") == len(written)
+        assert metric(samples, "bytes_read_total", source="trainer") == len(b"".join(written))
+        assert metric(samples, "lines_split_total", source="trainer") == 1  # in 3 pieces
+        assert metric(samples, "lines_repaired_total", source="trainer") == 0
+        for kind, times in (("rename", 2), ("truncate", 1), ("delete", 2)):
+            assert metric(samples, "rotations_total", source="trainer", kind=kind) == times, kind
+        assert metric(samples, "checkpoint_writes_total", source="trainer") >= 5  # a round each
+        assert stored_lines(collector)[-3:] == ["new 0", "new 1", "again!"]
+    finally:
+        agent.stop()
 
 
 def test_a_bad_source_flag_is_one_line_error(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def test_a_joined_line_over_the_limit_is_split_with_the_marker() -> None:
     pieces = data.rstrip(b"\n").split(b"\n")
     assert all(len(p) <= 128 for p in pieces)
     assert b"".join(p.removesuffix(LINE_SPLIT_MARKER) for p in pieces) == b"a" * 300 + b"b"
+    assert decoder.lines_split == 1 and decoder.lines_repaired == 1
 
 
 def test_malformed_lines_are_kept_on_their_own_stream() -> None:

@@ -4,15 +4,18 @@ stream is reopened, a line in 16 KiB pieces is joined."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from mltrail.agent.sources.base import SourceCounters
+from mltrail.agent.sources.base import FileRoute, SourceCounters
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.docker import ContainerInfo, DockerJsonDecoder, DockerSource
 from mltrail.agent.sources.docker_engine import EngineStream
+from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool
 from tests.unit.test_tail import collected
 
@@ -148,5 +151,62 @@ def test_engine_stream_replays_its_intent_after_a_crash(tmp_path: Path) -> None:
         EngineStream(cast(DockerSource, source), info, "r", "stdout",
                      lambda config, timeout: engine, tmp_path / "cp", fsync=False)._run()
         assert collected(spool)["web/stdout"] == [b"one", b"two"]
+    finally:
+        spool.close()
+
+
+class JsonFileRouter:
+    """One container's json-file and its rotated files (``c-json.log.N``), as the
+    Docker source routes them, without an engine."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def patterns(self) -> list[str]:
+        return [str(self.directory / "c-json.log"), str(self.directory / "c-json.log.[0-9]*")]
+
+    def route(self, path: str) -> FileRoute:
+        return FileRoute("r", DockerJsonDecoder("web", 1 << 20), group="r\0c")
+
+
+def json_file_source(tmp_path: Path, spool: Any) -> TailSource:
+    config = SourceConfig(type="docker", name="d", label="x", run_id="r", poll_interval=0.02,
+                          rescan_interval=0.1, rotate_wait=0.1)
+    return TailSource(config, JsonFileRouter(tmp_path), spool, tmp_path / "cp", fsync=False)
+
+
+async def test_a_line_in_pieces_across_a_rotation_is_joined_even_across_a_crash(
+        tmp_path: Path) -> None:
+    """The engine rotates between two 16 KiB pieces: the old file ends in a piece, the
+    new one starts with the rest. The agent dies around the append of the joined
+    line and the old file is deleted (max-file) before it restarts."""
+    from tests.unit.test_tail import CrashingSpool, wait_for
+
+    live = tmp_path / "c-json.log"
+    live.write_bytes(entry("a\n") + entry("x" * 10) + entry("e1\n", "stderr"))
+    spool = Spool(tmp_path / "spool", fsync="never")
+    try:
+        source = json_file_source(tmp_path, spool)
+        await source.start()
+        await wait_for(lambda: "web/stdout" in collected(spool))  # e1 waits behind x
+        await source.shutdown(5)
+        os.rename(live, tmp_path / "c-json.log.1")  # rotated while the agent is down
+        live.write_bytes(entry("y" * 5) + entry("z\n") + entry("b\n"))
+        for crash_after in (False, True):  # dies before, then after, the append
+            dying = json_file_source(tmp_path, CrashingSpool(spool, 0, crash_after))
+            await dying.start()
+            await asyncio.to_thread(dying._thread.join, 5)  # type: ignore[union-attr]
+            assert not dying._thread.is_alive()  # type: ignore[union-attr]
+            await dying.shutdown(5)
+        (tmp_path / "c-json.log.1").unlink()  # rotated out while the agent was down
+        source = json_file_source(tmp_path, spool)
+        await source.start()
+        try:
+            await wait_for(lambda: collected(spool).get("web/stdout", [])[-1:] == [b"b"])
+            assert collected(spool)["web/stdout"] == [b"a", b"x" * 10 + b"y" * 5 + b"z", b"b"]
+            assert collected(spool)["web/stderr"] == [b"e1"]
+            assert source.lines_repaired() == 0  # a replayed record was counted before
+        finally:
+            await source.shutdown(5)
     finally:
         spool.close()
