@@ -12,6 +12,7 @@ group are read oldest first, so a rotated file's end precedes the new one).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -108,22 +109,31 @@ class PlainLineDecoder:
 
 
 class RunMapper:
-    """A fixed run id, or ``path:REGEX`` whose ``run_id`` group (or first group) names it."""
+    """A fixed run id; ``path:REGEX`` whose ``run_id`` group (or first group) names it;
+    or ``env:NAME``, the agent's own environment variable (a sidecar given its job's
+    run id)."""
 
     def __init__(self, run_id: str = "", run_id_from: str = "") -> None:
         self.run_id = run_id
         self.pattern: re.Pattern[str] | None = None
-        if run_id_from:
-            kind, _, expr = run_id_from.partition(":")
-            if kind != "path" or not expr:
-                raise RouteError(f"run_id_from {run_id_from!r}: expected path:REGEX")
-            try:
-                self.pattern = re.compile(expr)
-            except re.error as exc:
-                raise RouteError(f"run_id_from {run_id_from!r}: bad regex ({exc})") from None
-            if not self.pattern.groups:
-                raise RouteError(f"run_id_from {run_id_from!r}: the regex needs a group, "
-                                 "e.g. (?P<run_id>[^/]+)")
+        if not run_id_from:
+            return
+        kind, _, expr = run_id_from.partition(":")
+        if kind == "env" and expr:
+            self.run_id = os.environ.get(expr, "")
+            if not self.run_id:
+                raise RouteError(f"run_id_from {run_id_from!r}: the agent's environment has "
+                                 f"no {expr} (set it, or give run_id)")
+            return
+        if kind != "path" or not expr:
+            raise RouteError(f"run_id_from {run_id_from!r}: expected path:REGEX or env:NAME")
+        try:
+            self.pattern = re.compile(expr)
+        except re.error as exc:
+            raise RouteError(f"run_id_from {run_id_from!r}: bad regex ({exc})") from None
+        if not self.pattern.groups:
+            raise RouteError(f"run_id_from {run_id_from!r}: the regex needs a group, "
+                             "e.g. (?P<run_id>[^/]+)")
 
     def for_path(self, path: str) -> str | None:
         if self.pattern is None:

@@ -7,6 +7,7 @@
     name = "trainer"              # names the checkpoint; unique per agent
     paths = ["/data/logs/train.log*"]
     run_id = "run-42"             # or run_id_from = "path:/runs/(?P<run_id>[^/]+)/"
+                                  # or "env:NAME" (the agent's environment)
     stream = "trainer"            # the LogChunk stream name (default: the name)
     start_at = "beginning"        # or "end": for files found at the very first start
 
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mltrail.agent.sources.base import RouteError, RunMapper
 from mltrail.common.lines import MAX_LINE_BYTES, MIN_LINE_LIMIT
 from mltrail.common.settings import SettingsError
 
@@ -42,7 +44,7 @@ class SourceConfig:
     directory: str = ""  # logdir
     pattern: str = "**/*"  # logdir: files under the directory
     run_id: str = ""
-    run_id_from: str = ""  # path:REGEX (files), label:KEY or env:KEY (docker)
+    run_id_from: str = ""  # path:REGEX or env:NAME (the agent's); docker: label:KEY, env:KEY
     stream: str = ""
     start_at: str = "beginning"
     label: str = ""  # docker: KEY or KEY=VALUE selecting containers
@@ -108,11 +110,26 @@ def _check(c: SourceConfig, where: str) -> None:
         raise SettingsError(f"{where}: a docker source needs label = KEY or KEY=VALUE")
     if c.type != "docker" and not (c.run_id or c.run_id_from):
         raise SettingsError(f"{where}: give run_id, or run_id_from = \"path:REGEX\"")
+    _check_run_rule(c, where)
     if c.max_line_bytes < MIN_LINE_LIMIT:
         raise SettingsError(f"{where}: max_line_bytes must be at least {MIN_LINE_LIMIT}")
     for key in ("poll_interval", "rescan_interval", "rotate_wait"):
         if getattr(c, key) <= 0:
             raise SettingsError(f"{where}: {key} must be positive")
+
+
+def _check_run_rule(c: SourceConfig, where: str) -> None:
+    """A bad ``run_id_from`` is refused at start, not met per file or container."""
+    if c.type != "docker":
+        try:
+            RunMapper(c.run_id, c.run_id_from)
+        except RouteError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
+        return
+    kind, _, key = c.run_id_from.partition(":")
+    if c.run_id_from and (kind not in ("label", "env") or not key):
+        raise SettingsError(f"{where}: run_id_from {c.run_id_from!r}: a docker source takes "
+                            "label:KEY or env:KEY (the container's label or environment)")
 
 
 def parse_source_flag(spec: str) -> dict[str, Any]:

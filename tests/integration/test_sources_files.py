@@ -283,6 +283,33 @@ def test_metrics_report_what_the_tail_did(tmp_path: Path, collector: Service) ->
         agent.stop()
 
 
+def test_a_run_from_the_agents_environment_and_a_bad_rule_refused(
+        tmp_path: Path, collector: Service) -> None:
+    """``run_id_from = "env:NAME"``: a sidecar agent told its job's run; a rule that
+    cannot work stops the agent at start with one line."""
+    from tests.procs import mltrail_cli
+
+    log = tmp_path / "train.log"
+    log.write_text("from env\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[[sources]]\ntype = "file"\nname = "job"\npaths = ["{log}"]\n'
+                      'run_id_from = "env:JOB_RUN_ID"\nstream = "app"\n')
+    agent = agent_service(tmp_path, collector.grpc, "--config", str(config))
+    agent.env["JOB_RUN_ID"] = RUN_ID
+    agent.start()
+    try:
+        assert wait_until(lambda: stored_lines(collector) == ["from env"], 20), agent.output()
+    finally:
+        agent.stop()
+    config.write_text(config.read_text().replace("env:JOB_RUN_ID", "label:team"))
+    result = mltrail_cli("agent", "--spool", str(tmp_path / "spool2"), "--socket",
+                         str(tmp_path / "b.sock"), "--config", str(config),
+                         env={"MLTRAIL_HOME": str(tmp_path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("mltrail: error: sources[0] ('job'): run_id_from "
+                                     "'label:team': expected path:REGEX or env:NAME")
+
+
 def test_a_bad_source_flag_is_one_line_error(tmp_path: Path) -> None:
     from tests.procs import mltrail_cli
 

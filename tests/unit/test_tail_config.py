@@ -28,6 +28,14 @@ def test_a_file_source_table() -> None:
     ({"type": "docker", "name": "a"}, "label"),
     ({"type": "file", "name": "a", "paths": ["x"], "run_id": "r", "start_at": "middle"},
      "start_at"),
+    ({"type": "file", "name": "a", "paths": ["x"], "run_id_from": "label:k"},
+     "expected path:REGEX or env:NAME"),
+    ({"type": "cri", "name": "a", "run_id_from": "path:no-group"}, "needs a group"),
+    ({"type": "logdir", "name": "a", "directory": "d", "run_id_from": "path:("}, "bad regex"),
+    ({"type": "file", "name": "a", "paths": ["x"], "run_id_from": "env:MLTRAIL_TEST_UNSET"},
+     "environment has no MLTRAIL_TEST_UNSET"),
+    ({"type": "docker", "name": "a", "label": "k", "run_id_from": "path:(x)"},
+     "label:KEY or env:KEY"),
 ])
 def test_bad_tables_are_refused_with_the_reason(table: dict[str, object], problem: str) -> None:
     with pytest.raises(SettingsError, match=problem):
