@@ -41,19 +41,18 @@ from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
 from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
+from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import collector_pb2
 
 log = logging.getLogger("mltrail.agent.forwarder")
 
 INGEST_WRITE = "/mltrail.v1.Ingest/Write"
-MAX_MESSAGE = 64 * 1024 * 1024
 _BATCH_PERMANENT = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
      grpc.StatusCode.PERMISSION_DENIED}
 )
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    *MESSAGE_LIMITS,
     # reconnect fast after a collector restart (gRPC's default waits up to 120 s)
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),

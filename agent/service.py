@@ -23,12 +23,7 @@ from typing import cast
 
 import grpc
 
-from mltrail.agent.forwarder import (
-    MAX_MESSAGE,
-    ForwardListener,
-    GrpcForwarder,
-    wants_compression,
-)
+from mltrail.agent.forwarder import ForwardListener, GrpcForwarder, wants_compression
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.settings import AgentSettings
@@ -40,6 +35,7 @@ from mltrail.common.errors import MltrailError
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
+from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("mltrail.agent")
@@ -193,10 +189,7 @@ class AgentService(Component):
             self.spool, tracker, self._append_pool, self.info,
             on_received=self.metrics.received, on_refused=self.metrics.refused_batch,
         )
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-        ])
+        self._server = grpc.aio.server(options=MESSAGE_LIMITS + BULK_READS)
         agent_pb2_grpc.add_AgentServicer_to_server(receiver, self._server)
         old_umask = os.umask(0o177)  # the socket is never open to others, even briefly
         try:

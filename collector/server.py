@@ -29,11 +29,10 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
+from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
 from mltrail.proto import collector_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class CollectorServer(Component):
@@ -76,8 +75,7 @@ class CollectorServer(Component):
 
     def _build_grpc(self, store: Store) -> grpc.aio.Server:
         server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
+            *MESSAGE_LIMITS, *BULK_READS,
             # gRPC turns SO_REUSEPORT on by default: a second collector on the same
             # port would silently take half the streams instead of failing to start.
             ("grpc.so_reuseport", 0),

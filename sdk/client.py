@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
+from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
 from mltrail.metrics_view import fold_metrics
 from mltrail.proto import collector_pb2, collector_pb2_grpc
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_COLLECTOR = "127.0.0.1:7431"
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class CollectorUnreachable(RetryableError):
@@ -188,8 +188,7 @@ class QueryClient:
         with self._lock:
             if self._query_stub is None:
                 self._channel = grpc.insecure_channel(self.address, options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE),
-                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                    *MESSAGE_LIMITS,
                     # A follow reconnects after a collector restart: retry the
                     # connection within seconds, not gRPC's default of up to 2 minutes.
                     ("grpc.initial_reconnect_backoff_ms", 250),

@@ -40,6 +40,7 @@ from typing import Protocol
 import grpc
 
 from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
+from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 from mltrail.values import QueueItem, add_record, item_size
 
@@ -48,7 +49,6 @@ log = logging.getLogger("mltrail.sdk")
 MAX_BATCH_RECORDS = 5000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_REQUESTS_PER_CYCLE = 64
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's limit, here and at the agent and collector
 # A batch is cut once its estimated size (an upper bound) reaches MAX_BATCH_BYTES,
 # so it holds at most MAX_BATCH_BYTES + MAX_ITEM_BYTES: well within a message.
 # A larger item would be refused by gRPC and retried forever; it is refused here.
@@ -368,8 +368,7 @@ class AgentSink:
         self.description = f"the mltrail agent at {socket_path}"
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix:{socket_path}", options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *MESSAGE_LIMITS,
         ])
         self.stub = agent_pb2_grpc.AgentStub(self.channel)
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import grpc
 
+from mltrail.common.rpc import MAX_MESSAGE
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 from tests import builders
 from tests.procs import Service
-
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def append_request(batch: records_pb2.Batch, droppable: bool = False) -> agent_pb2.AppendRequest:

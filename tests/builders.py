@@ -13,9 +13,8 @@ from typing import Any
 
 import grpc
 
+from mltrail.common.rpc import MAX_MESSAGE
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
-
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def new_stream_id() -> str:
