@@ -12,6 +12,7 @@ from mltrail.agent.service import AgentService, AgentStartError
 from mltrail.agent.settings import AgentSettings, load_agent_settings
 from mltrail.agent.sources.config import parse_source_flag
 from mltrail.common.logs import setup_logging
+from mltrail.common.malloc import keep_large_buffers
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
 
@@ -50,6 +51,7 @@ def run_agent(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise AgentStartError(str(exc)) from None
     setup_logging(settings.log_level, "agent")
+    keep_large_buffers()
     return asyncio.run(serve(settings, args.ready_file))
 
 

@@ -12,6 +12,7 @@ from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
 from mltrail.common.logs import setup_logging
+from mltrail.common.malloc import keep_large_buffers
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError, load_settings
 
@@ -46,6 +47,7 @@ def load(args: argparse.Namespace) -> CollectorSettings:
 def run(args: argparse.Namespace) -> int:
     settings = load(args)
     setup_logging(settings.log_level, "collector")
+    keep_large_buffers()
     return asyncio.run(serve(settings, args.ready_file))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
+from mltrail.common.malloc import keep_large_buffers
 from mltrail.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
@@ -67,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run._link.agent is not None:
         env["MLTRAIL_AGENT"] = run._link.agent.socket_path
 
+    keep_large_buffers()  # console output passes through here in large buffers
     launcher = ProcessLauncher(command, run._record_console, env=env, grace=args.grace,
                                max_line=args.max_line)
     try:
