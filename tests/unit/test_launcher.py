@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from mltrail.launcher import ProcessLauncher
+from mltrail.launcher import COALESCE_SECONDS, ProcessLauncher, coalesce_pause
 
 
 class ListSink:
@@ -79,3 +79,13 @@ def test_a_straggler_that_keeps_writing_cannot_hold_the_run_open() -> None:
     assert time.monotonic() - started < 8, "the pump kept reading a chatty straggler"
     assert b"main done\n" in sink.stream("stdout")
     # The straggler gets EPIPE once the pipe is closed and ends by itself.
+
+
+def test_coalesce_pause_never_outlasts_half_the_pipe() -> None:
+    pipe = 1 << 20
+    assert coalesce_pause(0, 0.001, pipe) == 0.0            # end of file
+    assert coalesce_pause(pipe, 0.001, pipe) == 0.0         # a full read: no pause
+    assert coalesce_pause(8192, 1.0, pipe) == COALESCE_SECONDS  # a trickle
+    # 256 KiB in 0.25 ms (1 GB/s): half the pipe fills in 0.5 ms, so pause less.
+    pause = coalesce_pause(256 * 1024, 0.00025, pipe)
+    assert 0 < pause <= 0.0005
