@@ -11,6 +11,7 @@ tail reads the renamed file to its end.
 
 from __future__ import annotations
 
+import os
 import re
 
 from mltrail.agent.sources.base import FileRoute, RunMapper
@@ -46,7 +47,7 @@ def pod_properties(path: str) -> dict[str, str]:
 
 
 class CriRouter:
-    """``type = "cri"``: pod log files, one ordering group per container."""
+    """``type = "cri"``: pod log files, one ordering group per container directory."""
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
@@ -63,4 +64,7 @@ class CriRouter:
         container = props.get("k8s.container", "")
         prefix = self.config.stream or container
         decoder = CriDecoder(prefix, self.config.max_line_bytes)
-        return FileRoute(run_id, decoder, group=f"{run_id}\0{prefix}", properties=props)
+        # one group per container directory (its N.log files and their rotations): a
+        # line's pieces carried to the next file must stay within one container
+        return FileRoute(run_id, decoder, group=f"{run_id}\0{os.path.dirname(path)}",
+                         properties=props)

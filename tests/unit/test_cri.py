@@ -99,3 +99,29 @@ async def test_cri_file_written_in_pieces_arrives_whole_and_in_order(tmp_path: P
     finally:
         await source.shutdown(5)
         spool.close()
+
+
+async def test_pieces_are_not_carried_to_another_pods_container_of_the_run(
+        tmp_path: Path) -> None:
+    """Two workers of one run, each with a ``trainer`` container: one's open P pieces
+    wait for their own F, never joined to the other's newer file."""
+    dirs = [tmp_path / "pods" / f"ml_{pod}_uid" / "trainer" for pod in ("w-0", "w-1")]
+    for d in dirs:
+        d.mkdir(parents=True)
+    spool = Spool(tmp_path / "spool", fsync="never")
+    config = SourceConfig(type="cri", name="cri", paths=(str(tmp_path / "pods/*/*/*.log"),),
+                          run_id="run", poll_interval=0.02, rescan_interval=0.1)
+    source = TailSource(config, CriRouter(config), spool, tmp_path / "cp", fsync=False)
+    (dirs[0] / "0.log").write_bytes(cri("stdout", "F", b"w0 a") + cri("stdout", "P", b"w0 "))
+    await asyncio.sleep(0.02)  # w-1's file is the newer one
+    (dirs[1] / "0.log").write_bytes(cri("stdout", "F", b"w1 a"))
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("trainer/stdout", [])) == 2)
+        with open(dirs[0] / "0.log", "ab") as fh:
+            fh.write(cri("stdout", "F", b"b"))
+        await wait_for(lambda: len(collected(spool).get("trainer/stdout", [])) == 3)
+        assert sorted(collected(spool)["trainer/stdout"]) == [b"w0 a", b"w0 b", b"w1 a"]
+    finally:
+        await source.shutdown(5)
+        spool.close()
