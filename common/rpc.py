@@ -10,6 +10,12 @@ and the collector more CPU in the kernel than in Python for console output
 from __future__ import annotations
 
 MAX_MESSAGE = 64 * 1024 * 1024
+# One SDK record at most (the SDK refuses a larger one at the call or in its
+# sender), and one SDK batch as the agent accepts it: a batch holds either
+# records up to the SDK's batch size or one record alone, plus its envelope.
+# Both stay well under MAX_MESSAGE, so a refusal is an answer, not an abort.
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+MAX_APPEND_BYTES = MAX_RECORD_BYTES + 1024 * 1024
 
 MESSAGE_LIMITS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),

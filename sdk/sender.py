@@ -40,7 +40,7 @@ from typing import Protocol
 import grpc
 
 from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
-from mltrail.common.rpc import MESSAGE_LIMITS
+from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 from mltrail.values import QueueItem, add_record, item_size
 
@@ -49,10 +49,11 @@ log = logging.getLogger("mltrail.sdk")
 MAX_BATCH_RECORDS = 5000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_REQUESTS_PER_CYCLE = 64
-# A batch is cut once its estimated size (an upper bound) reaches MAX_BATCH_BYTES,
-# so it holds at most MAX_BATCH_BYTES + MAX_ITEM_BYTES: well within a message.
-# A larger item would be refused by gRPC and retried forever; it is refused here.
-MAX_ITEM_BYTES = 32 * 1024 * 1024
+# A batch ends before an item that would take its estimated size (an upper
+# bound) past MAX_BATCH_BYTES, so it is at most MAX_BATCH_BYTES or one item
+# alone: within the agent's MAX_APPEND_BYTES. A larger item would be refused
+# by the agent (or by gRPC, and retried forever); it is refused here.
+MAX_ITEM_BYTES = MAX_RECORD_BYTES
 
 
 class BatchSink(Protocol):
@@ -246,12 +247,16 @@ class Sender:
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
         while queue and seq < end and size < MAX_BATCH_BYTES:
-            item = queue.popleft()
+            item = queue[0]
             if isinstance(item, FlushMarker):
+                queue.popleft()
                 item.target_seq = seq - 1
                 item.event.set()
                 continue
             item_bytes = item_size(item)
+            if seq > first and size + item_bytes > MAX_BATCH_BYTES:
+                break  # it goes first in the next batch
+            queue.popleft()
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
                 self._refuse_item(item, f"about {item_bytes} bytes, over {MAX_ITEM_BYTES}")
                 continue

@@ -26,13 +26,11 @@ from mltrail.agent.spool import (
     SpoolFrame,
     SpoolRefusedError,
 )
+from mltrail.common.rpc import MAX_APPEND_BYTES
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("mltrail.agent.sdk")
 
-# An SDK batch above this is refused (the SDK sends up to about 4 MiB); well
-# under gRPC's 64 MiB message limit so the refusal is an AppendAck, not an abort.
-MAX_APPEND_BYTES = 16 * 1024 * 1024
 
 
 class ForwardTracker(ForwardListener):

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from mltrail.agent.spool import Spool
+from mltrail.common.rpc import MAX_APPEND_BYTES
 from mltrail.proto import agent_pb2
 from tests import builders
 from tests.agent_client import (
@@ -190,7 +191,7 @@ def test_bad_append_requests_get_an_error_and_the_stream_goes_on(agent: Service)
         agent_pb2.AppendRequest(stream_id="", first_seq=1, last_seq=1, batch=b"x"),
         agent_pb2.AppendRequest(stream_id=sid, first_seq=5, last_seq=4, batch=b"x"),
         agent_pb2.AppendRequest(stream_id=sid, first_seq=1, last_seq=1,
-                                batch=b"x" * (16 * 1024 * 1024 + 1)),
+                                batch=b"x" * (MAX_APPEND_BYTES + 1)),
         ok,
     ])
     assert "empty stream_id" in errors[0]

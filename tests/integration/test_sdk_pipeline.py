@@ -212,3 +212,19 @@ def test_an_agent_killed_and_restarted_gets_everything_once(pipeline: Pipeline) 
     pipeline.agent.start()
     run.complete()
     assert run.get_metrics()["loss"] == [float(i) for i in range(3000)]
+
+
+def test_a_call_near_the_size_limit_after_others_is_not_refused(pipeline: Pipeline) -> None:
+    # 3.9 MiB of rows fill most of one batch; a 15 MiB table (under the 16 MiB
+    # per-call limit) then follows. It once joined that batch, which the agent
+    # refused as over its limit: the table and the rows were lost.
+    run = Experiment("big").start_logging()
+    for i in range(65):
+        run.log_row("rows", i=i, text="r" * 60_000)
+    column = ["t" * 1000] * 15_000
+    run.log_table("big", {"text": column})
+    run.complete()
+    metrics = run.get_metrics()
+    assert len(metrics["rows"]["i"]) == 65
+    assert metrics["big"]["text"] == column
+    assert run._link.sender.stats.records_refused == 0
