@@ -12,9 +12,9 @@ from mltrail.agent.service import AgentService, AgentStartError
 from mltrail.agent.settings import AgentSettings, load_agent_settings
 from mltrail.agent.sources.config import parse_source_flag
 from mltrail.common.logs import setup_logging
-from mltrail.common.malloc import keep_large_buffers
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
+from mltrail.common.tuning import keep_large_buffers, lower_priority
 
 log = logging.getLogger("mltrail.agent")
 
@@ -52,6 +52,7 @@ def run_agent(args: argparse.Namespace) -> int:
         raise AgentStartError(str(exc)) from None
     setup_logging(settings.log_level, "agent")
     keep_large_buffers()
+    lower_priority(settings.nice)
     return asyncio.run(serve(settings, args.ready_file))
 
 

@@ -19,6 +19,7 @@ from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings
+from mltrail.common.tuning import NICE_MAX
 
 ENV_PREFIX = "MLTRAIL_AGENT_"
 
@@ -48,6 +49,7 @@ class AgentSettings:
     drain_timeout: float = 30.0
     unhealthy_after_seconds: float = 60.0
     log_level: str = "INFO"
+    nice: int = 0  # CPU priority below normal, 0-19 (the embedded default uses 10)
     # [[sources]] tables: log files, CRI, log directories, Docker (agent/sources/config.py);
     # their checkpoints live in <spool_dir>/sources
     sources: tuple[dict[str, Any], ...] = ()
@@ -70,6 +72,8 @@ class AgentSettings:
                                 ) from None
         if mode & ~0o777:
             raise SettingsError(f"socket_mode {self.socket_mode!r} is not a permission mode")
+        if not 0 <= self.nice <= NICE_MAX:
+            raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {self.nice}")
         for name in ("max_spool_bytes", "segment_bytes", "batch_max_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

@@ -12,9 +12,9 @@ from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
 from mltrail.common.logs import setup_logging
-from mltrail.common.malloc import keep_large_buffers
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError, load_settings
+from mltrail.common.tuning import NICE_MAX, keep_large_buffers, lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,11 @@ def load(args: argparse.Namespace) -> CollectorSettings:
     flags = {"store": args.store, "grpc": args.grpc, "http": args.http,
              "artifacts": args.artifacts, "log_level": args.log_level}
     try:
-        return load_settings(CollectorSettings, file=args.config, env_prefix=ENV_PREFIX,
-                             flags=flags)
+        settings = load_settings(CollectorSettings, file=args.config, env_prefix=ENV_PREFIX,
+                                 flags=flags)
+        if not 0 <= settings.nice <= NICE_MAX:
+            raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {settings.nice}")
+        return settings
     except SettingsError as exc:
         raise PermanentError(str(exc)) from None
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load(args)
     setup_logging(settings.log_level, "collector")
     keep_large_buffers()
+    lower_priority(settings.nice)
     return asyncio.run(serve(settings, args.ready_file))
 
 

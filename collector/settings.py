@@ -24,6 +24,7 @@ class CollectorSettings:
     max_metric_series: int = 10_000  # mltrail_run_metric series exported at most
     shutdown_grace: float = 10.0  # seconds in-flight requests get at SIGTERM
     reader_threads: int = 4
+    nice: int = 0  # CPU priority below normal, 0-19 (the embedded default uses 10)
 
     def resolved(self) -> CollectorSettings:
         """With the $MLTRAIL_HOME defaults filled in."""

@@ -36,6 +36,7 @@ from mltrail.offline import mltrail_home
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 START_TIMEOUT = 60.0
+EMBEDDED_NICE = 10  # the local agent and collector yield the CPU to training
 
 # Popen handles of the services this process started: kept so that Python
 # does not warn about a "still running" child it never meant to wait for.
@@ -131,6 +132,7 @@ def _start(directory: Path, component: str, args: list[str], timeout: float) -> 
     log_path = directory / f"{component}.log"
     cmd = [sys.executable, "-m", "mltrail", component, *args, "--ready-file", str(ready)]
     env = {**os.environ, "MLTRAIL_HOME": str(directory.parent)}
+    env.setdefault(f"MLTRAIL_{component.upper()}_NICE", str(EMBEDDED_NICE))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -55,6 +55,15 @@ def test_config_file_sets_socket_mode_and_unknown_keys_are_refused(
     assert "Traceback" not in result.stderr
 
 
+def test_a_nice_value_out_of_range_is_one_line_error(tmp_path: Path) -> None:
+    for component in ("agent", "collector"):
+        result = mltrail_cli(component, env={"MLTRAIL_HOME": str(tmp_path),
+                                             f"MLTRAIL_{component.upper()}_NICE": "25"})
+        assert result.returncode == 1, result.stderr
+        assert "nice must be between 0 and 19: 25" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_healthz_turns_unhealthy_while_the_collector_is_down(tmp_path: Path) -> None:
     port = free_port()
     collector = collector_on(port, tmp_path)

@@ -16,7 +16,7 @@ import pytest
 
 from mltrail.agent.spool import Spool
 from mltrail.client import QueryClient
-from mltrail.embedded import read_ready, stop_embedded
+from mltrail.embedded import EMBEDDED_NICE, read_ready, stop_embedded
 from mltrail.proto import records_pb2
 from tests.procs import Service, mltrail_cli
 
@@ -90,12 +90,24 @@ def fresh_home(tmp_path: Path) -> Iterator[Path]:
     stop_embedded(home)  # by the PIDs in the ready files
 
 
+def thread_nice_values(pid: int) -> set[int]:
+    """The nice value of each thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values.add(int(fields[16]))
+    return values
+
+
 def test_the_embedded_default_starts_once_and_is_reused(tmp_path: Path, fresh_home: Path) -> None:
     first = run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
     assert first["metrics"] == {"answer": 42} and first["status"] == "Completed"
     agent = read_ready(fresh_home / "embedded" / "agent.json")
     collector = read_ready(fresh_home / "embedded" / "collector.json")
     assert agent and collector and agent["collector"] == collector["grpc"]
+    # Both yield the CPU to training, every thread of them (EMBEDDED_NICE).
+    for info in (agent, collector):
+        assert thread_nice_values(int(info["pid"])) == {EMBEDDED_NICE}
 
     second = run_script(EMBEDDED_SCRIPT, fresh_home, tmp_path)
     assert second["metrics"] == {"answer": 42} and second["id"] != first["id"]
