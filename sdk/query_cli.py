@@ -156,8 +156,16 @@ def _print_json(doc: Any) -> None:
 # ---- runs and show ----------------------------------------------------------------
 
 
-def run_to_json(run: RunInfo) -> dict[str, Any]:
+COUNT_FIELDS = ("log_lines", "metric_records", "artifacts")
+
+
+def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
+    """A run as JSON; ``counted=False`` for a listing, which carries no counts
+    (the collector counts per run only for `show`) rather than zeros."""
     doc = run.to_dict()
+    if not counted:
+        for name in COUNT_FIELDS:
+            del doc[name]
     doc["start_time"] = table.iso_time(run.start_time_unix_nano)
     doc["end_time"] = table.iso_time(run.end_time_unix_nano)
     if run.start_time_unix_nano and run.end_time_unix_nano:
@@ -172,7 +180,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
                                 tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
     if args.json:
-        _print_json([run_to_json(r) for r in runs])
+        _print_json([run_to_json(r, counted=False) for r in runs])
         return 0
     if args.quiet:
         _out().write("".join(r.run_id + "\n" for r in runs))
