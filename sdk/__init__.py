@@ -10,7 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Experiment", "LogHandler", "Run", "ScriptRunConfig", "__version__"]
+__all__ = ["ActivityFailedException", "Experiment", "LogHandler", "Run", "RunFailed",
+           "ScriptRunConfig", "WaitTimeout", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +25,11 @@ def __getattr__(name: str) -> Any:
         from mltrail import experiment
 
         return getattr(experiment, name)
+    if name in ("RunFailed", "WaitTimeout", "ActivityFailedException"):
+        # ActivityFailedException: the name Azure ML v1 raises from wait_for_completion.
+        from mltrail import script_run
+
+        return getattr(script_run, "RunFailed" if name == "ActivityFailedException" else name)
     if name == "LogHandler":
         from mltrail.logging_handler import LogHandler
 

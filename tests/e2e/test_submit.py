@@ -23,15 +23,14 @@ TICKER = textwrap.dedent("""
 
 SUBMITTER = textwrap.dedent("""
     import sys
-    from mltrail import Experiment, ScriptRunConfig
-    from mltrail.script_run import RunFailed
+    from mltrail import ActivityFailedException, Experiment, ScriptRunConfig
     config = ScriptRunConfig(source_directory=sys.argv[1], script="ticker.py",
                              arguments=[sys.argv[2]])
     try:
         run = Experiment("submitted").submit(config, tags={"via": "submit"}, show_output=True)
         print("returned", run.id, flush=True)
         print("status", run.wait_for_completion()["status"], flush=True)
-    except RunFailed as exc:  # submit(show_output=True) waits, so it raises too
+    except ActivityFailedException as exc:  # submit(show_output=True) waits, so it raises too
         print("failed", exc, flush=True)
 """)
 

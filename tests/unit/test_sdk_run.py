@@ -243,3 +243,12 @@ def test_experiment_names_and_script_run_config() -> None:
     config = ScriptRunConfig("src", "train.py", arguments=["--lr", 0.1])
     assert (config.source_directory, config.script, config.arguments, config.environment) == (
         "src", "train.py", ["--lr", 0.1], None)
+
+
+def test_wait_errors_are_importable_from_the_package_as_in_azure_ml() -> None:
+    import mltrail
+    from mltrail import script_run
+
+    assert mltrail.RunFailed is script_run.RunFailed
+    assert mltrail.ActivityFailedException is script_run.RunFailed
+    assert mltrail.WaitTimeout is script_run.WaitTimeout
