@@ -19,7 +19,7 @@ Identity is ``(dev, ino)`` plus a CRC32C of the first ``fp_len`` bytes
 (at most ``FINGERPRINT_BYTES``), so a reused inode is not taken for the old
 file. ``meta`` keeps what a decoder needs to resume (Docker's last time).
 ``carry`` (base64) holds the pieces of a line an older file of the same
-group ended in (tail.py): they are decoded before this file's byte 0 and
+group ended in (rotation.py): they are decoded before this file's byte 0 and
 belong to the first record at ``offset``; it is emptied once that record is
 in the spool.
 """

@@ -20,12 +20,8 @@ end through the open descriptor, kept ``rotate_wait`` seconds after its last
 growth (a writer may still flush to it), then its partial last line is sent
 and it is let go. A rename to a name the globs still match is just a new
 path. A rotation is counted when a new file takes a path a tracked file
-held. Files of one group are read oldest first; a file of *entries* (Docker,
-CRI) that ends inside a line in pieces once a newer file of its group has
-data (the writer moved on: Docker rotates between two 16 KiB pieces) hands
-those pieces to the newer file as its ``carry``, decoded before its first
-byte, so the line is joined whole in the newer file's stream. The carry is
-in the checkpoint from the moment the older file's offset moves past it.
+held. Files of one group are read oldest first, and a line in pieces that
+a Docker or CRI file ends in is handed to the newer file (rotation.py).
 At start, a checkpointed file that no glob matches is looked up by inode in
 its old directory, so a rotation while the agent was down loses nothing.
 Truncation (copytruncate, ``> file``): the size falls below the offset, or
@@ -44,21 +40,20 @@ import fnmatch
 import glob
 import logging
 import os
-import re
 import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import google_crc32c
 
-from mltrail.agent.sources.base import FileRoute, Router, SourceCounters
+from mltrail.agent.sources.base import Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
+from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
 from mltrail.common.lifecycle import Component
@@ -66,35 +61,8 @@ from mltrail.proto import records_pb2
 
 log = logging.getLogger("mltrail.agent.sources")
 
-_NUMBERED = re.compile(r"\.(\d{1,6})$")  # app.log.3: logrotate's and Docker's rotated names
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
-
-
-@dataclass
-class TailedFile:
-    cp: FileCheckpoint
-    fd: int
-    route: FileRoute
-    seen_size: int = -1  # size at the last read
-    seen: tuple[int, int, int] = (-1, 0, 0)  # size, mtime, ctime: no pread while they stay
-    mtime_ns: int = 0
-    nlink: int = 1
-    detached_since: float | None = None  # no glob matches it any more
-    more: bool = False  # the last round stopped before the end of the file
-    ended: bool = False  # superseded and its rest cannot be carried: send it as it is
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.seen_size - self.cp.offset)
-
-
-@dataclass
-class Plan:
-    file: TailedFile
-    batch: BatchBuilder
-    cuts: list[tuple[int, int]] = field(default_factory=list)  # (end offset, last seq) per read
-    eof: bool = True  # False: the round's budget ran out before the end of the file
 
 
 def fingerprint(fd: int, length: int) -> tuple[int, int]:
@@ -233,7 +201,9 @@ class TailSource(Component):
         return False
 
     def _round(self) -> bool:
-        plans = self._plan_all()
+        plans, handed_over = plan_in_order(self._files.values(), self._plan)
+        if handed_over:
+            self._dirty = True  # a carry moved to a newer file
         if plans:
             for plan in plans:
                 plan.file.cp.pending = plan.cuts
@@ -353,62 +323,6 @@ class TailSource(Component):
                               fp_len=fp_len, fp_crc=fp_crc, offset=start, order=self._order)
 
     # ---- reading -----------------------------------------------------------------
-
-    def _plan_all(self) -> list[Plan]:
-        plans: list[Plan] = []
-        blocked: set[str] = set()
-        ordered = sorted(self._files.values(), key=_age)
-        for i, tailed in enumerate(ordered):
-            if tailed.route.group in blocked:
-                continue
-            plan = self._plan(tailed)
-            if plan is not None and plan.cuts:
-                plans.append(plan)
-            # newer files of the group wait their turn: after a rotation, the old file's
-            # end (even a partial line, sent once it is let go) comes first
-            if (plan is not None and not plan.eof) or not self._may_pass(
-                    tailed, ordered[i + 1:], plan):
-                blocked.add(tailed.route.group)
-        return plans
-
-    def _may_pass(self, f: TailedFile, later: list[TailedFile], plan: Plan | None) -> bool:
-        """May newer files of ``f``'s group be read now (``f`` was read to its end)?"""
-        cut = plan.cuts[-1][0] if plan is not None and plan.cuts else f.cp.offset
-        if not f.route.decoder.carries:  # a live file's partial last line: yes
-            return f.detached_since is None or f.seen_size <= cut
-        newer = next((n for n in later if n.route.group == f.route.group), None)
-        if newer is None:
-            return True
-        if os.fstat(newer.fd).st_size == 0:
-            return False  # nothing to read there yet; f may still grow
-        # the writer moved on to newer, so f's size is final: sizes in this order
-        if os.fstat(f.fd).st_size <= cut and not (f.cp.carry and cut == f.cp.offset):
-            return True
-        return not (plan is not None and plan.cuts) and self._hand_over(f, newer)
-
-    def _hand_over(self, old: TailedFile, new: TailedFile) -> bool:
-        """``old`` ends in a line in pieces and its writer moved on to ``new``: ``new``
-        decodes those pieces before its first byte (its ``carry``). False: ``old``
-        waits, or (``new`` was read already, or the pieces are too long) is marked
-        ended, so its rest goes out as it is."""
-        if old.cp.pending or old.ended:
-            return False
-        size = os.fstat(old.fd).st_size
-        decoder = old.route.decoder
-        if size - old.cp.offset > decoder.read_size:
-            return False  # not read yet
-        rest = old.cp.carry_bytes() + os.pread(old.fd, size - old.cp.offset, old.cp.offset)
-        if decoder.cut(rest, False):
-            return False  # whole lines to read first (old grew since it was read)
-        if new.cp.offset or new.cp.seq or new.cp.pending or new.cp.carry or \
-                len(rest) >= decoder.read_size:
-            old.ended = True
-            return False
-        new.cp.set_carry(rest)
-        old.cp.offset, old.cp.carry = size, ""
-        old.seen_size = max(old.seen_size, size)
-        self._dirty = True
-        return True
 
     def _plan(self, f: TailedFile) -> Plan | None:
         st = os.fstat(f.fd)
@@ -562,14 +476,6 @@ class TailSource(Component):
         for f in files:
             self._close(f)
         self._watcher.close()
-
-
-def _age(f: TailedFile) -> tuple[str, int, int, int]:
-    """Oldest first within a group: by mtime, which is coarse (a rotation and the next
-    write often share a tick), then by a rotated name's number (app.log.2 before
-    app.log.1 before app.log), then by discovery."""
-    numbered = _NUMBERED.search(f.cp.path)
-    return f.route.group, f.mtime_ns, -int(numbered.group(1)) if numbered else 0, f.cp.order
 
 
 def _mtime(path: str) -> int:
