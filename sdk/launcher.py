@@ -3,14 +3,16 @@
 ``ProcessLauncher`` starts the command in its own process group with stdout
 and stderr on pipes, and one pump thread per pipe:
 
-    child --pipe--> pump: os.read(64 KiB) --> echo to our own fd, unchanged
-                                          --> LineAssembler --> sink(stream, lines, ...)
+    child --pipe--> pump: os.read(up to 1 MiB) --> echo to our own fd, unchanged
+                                               --> LineAssembler --> sink(stream, lines, ...)
 
 The sink gets whole lines (many per call) as raw bytes; it must not block
-for long (the SDK sink only enqueues). Children of the command inherit the
-pipes, so their output lands in the same streams. SIGINT and SIGTERM are
-passed on to the whole process group; a group still alive after ``grace``
-seconds is killed. The launch counts as canceled once a stop signal came.
+for long (the SDK sink only enqueues). While the command floods its output
+(over BURST_RATE), lines are held here and handed on when it slows down, so
+that recording does not slow it. Children of the command inherit the pipes,
+so their output lands in the same streams. SIGINT and SIGTERM are passed on
+to the whole process group; a group still alive after ``grace`` seconds is
+killed. The launch counts as canceled once a stop signal came.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ COALESCE_SECONDS = 0.005
 # delayed; the record is, by at most DELIVER_SECONDS.
 DELIVER_BYTES = 256 * 1024
 DELIVER_SECONDS = 0.05
+# A command printing faster than BURST_RATE (a flood, not a training log) is
+# not made to wait for the recording: its lines are held here, up to
+# BURST_HOLD_BYTES per stream, and handed on once it slows down (measured
+# over BURST_WINDOW) or the limit is reached. Encoding and sending them during
+# the flood would take the CPU and Python's interpreter lock the pump and the
+# command need, and the command would wait on a full pipe. The terminal echo
+# is never held.
+BURST_RATE = 32 * 1024 * 1024  # bytes per second
+BURST_WINDOW = 0.01
+BURST_HOLD_BYTES = 128 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024  # room for bursts, so a busy moment here does not stall the command
 STDERR_TAIL_LINES = 20
 # After the command exits, a pipe still held open by a straggler (a daemon it
@@ -67,18 +79,31 @@ class LaunchResult:
         return 128 - self.returncode if self.returncode < 0 else self.returncode
 
 
-def coalesce_pause(read: int, elapsed: float, pipe_bytes: int) -> float:
+def coalesce_pause(read: int, previous: int, elapsed: float, pipe_bytes: int) -> float:
     """How long to let a pipe fill after a read of ``read`` bytes that came
-    ``elapsed`` seconds after the previous one: at most ``COALESCE_SECONDS``,
-    and never longer than the pipe takes to fill half way at the rate just
-    seen, so a writer at full speed does not wait for us. (A fixed pause
+    ``elapsed`` seconds after a read of ``previous`` bytes: at most
+    ``COALESCE_SECONDS``, and never longer than the pipe takes to fill half way
+    at the rate just seen, so a writer at full speed does not wait for us.
+    None while the writer floods: after a read that found the pipe half full,
+    a small read only means the writer had just been woken. (A fixed pause
     after every small read held a block-buffered script writing 800 MB/s up
     for two thirds of its time.)"""
     half = pipe_bytes // 2
-    if not 0 < read < half:
+    if not 0 < read < half or previous >= half:
         return 0.0
     rate = read / max(elapsed, 1e-6)  # bytes per second
     return min(COALESCE_SECONDS, half / rate)
+
+
+def flood_pause(read: int, rate: float, pipe_bytes: int) -> float:
+    """The pause after a small read while the writer floods at ``rate`` bytes
+    per second (measured over BURST_WINDOW, steadier than one read): long
+    enough for a quarter of the pipe to fill, so the pump does not spin on
+    tiny reads, short enough that the pipe never fills."""
+    quarter = pipe_bytes // 4
+    if not 0 < read < quarter or rate <= 0:
+        return 0.0
+    return min(COALESCE_SECONDS, quarter / rate)
 
 
 def pipe_size(fd: int) -> int:
@@ -100,12 +125,18 @@ class _Pump(threading.Thread):
         self.read_until = float("inf")  # set when the command exits
         self.tail: deque[bytes] | None = deque(maxlen=STDERR_TAIL_LINES) if keep_tail else None
         self.bytes_read = 0
+        self.held_peak = 0  # the most bytes of lines held back at once (a flood's size, capped)
         self.cut_short = False  # stopped reading after exit while a straggler still wrote
         self._held: list[bytes] = []  # complete lines not yet given to the sink
         self._held_bytes = 0
         self._held_since = 0.0
         self._pipe_bytes = pipe_size(fd)
         self._last_read = time.monotonic()
+        self._last_size = 0
+        self._bursting = False
+        self._rate = 0.0  # bytes per second over the last complete window
+        self._window_start = self._last_read
+        self._window_bytes = 0
 
     def run(self) -> None:
         try:
@@ -134,16 +165,25 @@ class _Pump(threading.Thread):
             if self._held:
                 wait = self._held_since + DELIVER_SECONDS - time.monotonic()
                 if wait <= 0:
-                    return b""
+                    if not self._bursting:
+                        return b""
+                    wait = BURST_WINDOW  # a flood that stops this long is over
             if self.exited.is_set() and time.monotonic() > self.read_until:
                 self.cut_short = True
                 return None
             ready, _, _ = select.select([self.fd], [], [], wait)
+            if not ready:
+                self._bursting = False
             if ready:
                 data = os.read(self.fd, READ_BYTES)
                 now = time.monotonic()
-                pause = coalesce_pause(len(data), now - self._last_read, self._pipe_bytes)
-                self._last_read = now
+                self._measure_rate(len(data), now)
+                if self._bursting:
+                    pause = flood_pause(len(data), self._rate, self._pipe_bytes)
+                else:
+                    pause = coalesce_pause(len(data), self._last_size, now - self._last_read,
+                                           self._pipe_bytes)
+                self._last_read, self._last_size = now, len(data)
                 if pause:
                     time.sleep(pause)
                 return data or None
@@ -157,19 +197,38 @@ class _Pump(threading.Thread):
                 self.cut_short = True
                 return None
 
+    def _measure_rate(self, read: int, now: float) -> None:
+        """Whether the command floods the pipe (over BURST_RATE in the last window)."""
+        self._window_bytes += read
+        elapsed = now - self._window_start
+        if elapsed >= BURST_WINDOW:
+            self._rate = self._window_bytes / elapsed
+            self._bursting = self._rate > BURST_RATE
+            self._window_start, self._window_bytes = now, 0
+
     def _hold(self, lines: bytes) -> None:
         if not self._held:
             self._held_since = time.monotonic()
         self._held.append(lines)
         self._held_bytes += len(lines)
-        if self._held_bytes >= DELIVER_BYTES:
+        self.held_peak = max(self.held_peak, self._held_bytes)
+        if self._held_bytes >= (BURST_HOLD_BYTES if self._bursting else DELIVER_BYTES):
             self._deliver_held()
 
     def _deliver_held(self) -> None:
-        if self._held:
-            lines = b"".join(self._held)
-            self._held, self._held_bytes = [], 0
-            self._deliver(lines, partial=False)
+        """Held lines to the sink in records of about DELIVER_BYTES or one read's
+        lines (up to 1 MiB), however much a flood left here."""
+        group: list[bytes] = []
+        size = 0
+        for lines in self._held:
+            group.append(lines)
+            size += len(lines)
+            if size >= DELIVER_BYTES:
+                self._deliver(b"".join(group), partial=False)
+                group, size = [], 0
+        if group:
+            self._deliver(b"".join(group), partial=False)
+        self._held, self._held_bytes = [], 0
 
     def _echo(self, data: bytes) -> None:
         if self.echo_fd is None:
@@ -202,6 +261,7 @@ class ProcessLauncher:
         self.canceled = False
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
+        self.pumps: list[_Pump] = []  # stdout's and stderr's, once run() started them
 
     def run(self) -> LaunchResult:
         out_r, out_w = os.pipe()
@@ -221,7 +281,7 @@ class ProcessLauncher:
             with contextlib.suppress(OSError):  # Linux only; a smaller pipe still works
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         exited = threading.Event()
-        pumps = [
+        self.pumps = pumps = [
             _Pump("stdout", out_r, 1 if self.echo else None, self.sink, self.max_line, exited,
                   keep_tail=False),
             _Pump("stderr", err_r, 2 if self.echo else None, self.sink, self.max_line, exited,

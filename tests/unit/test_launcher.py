@@ -7,7 +7,10 @@ import sys
 import threading
 import time
 
-from mltrail.launcher import COALESCE_SECONDS, ProcessLauncher, coalesce_pause
+import pytest
+
+from mltrail import launcher
+from mltrail.launcher import COALESCE_SECONDS, ProcessLauncher, coalesce_pause, flood_pause
 
 
 class ListSink:
@@ -83,9 +86,41 @@ def test_a_straggler_that_keeps_writing_cannot_hold_the_run_open() -> None:
 
 def test_coalesce_pause_never_outlasts_half_the_pipe() -> None:
     pipe = 1 << 20
-    assert coalesce_pause(0, 0.001, pipe) == 0.0            # end of file
-    assert coalesce_pause(pipe, 0.001, pipe) == 0.0         # a full read: no pause
-    assert coalesce_pause(8192, 1.0, pipe) == COALESCE_SECONDS  # a trickle
+    assert coalesce_pause(0, 0, 0.001, pipe) == 0.0             # end of file
+    assert coalesce_pause(pipe, 0, 0.001, pipe) == 0.0          # a full read: no pause
+    assert coalesce_pause(8192, 8192, 1.0, pipe) == COALESCE_SECONDS  # a trickle
     # 256 KiB in 0.25 ms (1 GB/s): half the pipe fills in 0.5 ms, so pause less.
-    pause = coalesce_pause(256 * 1024, 0.00025, pipe)
+    pause = coalesce_pause(256 * 1024, 8192, 0.00025, pipe)
     assert 0 < pause <= 0.0005
+    # A small read right after a full one: the writer floods and was just woken.
+    assert coalesce_pause(100 * 1024, pipe, 0.001, pipe) == 0.0
+
+
+FLOOD = (
+    "import sys\n"
+    "w = sys.stdout.buffer.write\n"
+    "for i in range(int(sys.argv[1]) * 16384): w(b'%063d\\n' % i)\n"
+)
+
+
+def test_a_flood_is_held_back_up_to_the_limit_and_every_line_follows_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "BURST_HOLD_BYTES", 4 << 20)
+    sink = ListSink()
+    runner = ProcessLauncher([*py(FLOOD), "48"], sink, echo=False)
+    assert runner.run().exit_code == 0
+    assert sink.stream("stdout") == b"".join(b"%063d\n" % i for i in range(48 * 16384))
+    stdout = runner.pumps[0]
+    # Held (more than two reads' worth) rather than handed on every
+    # DELIVER_BYTES, but never past the limit plus the read that crossed it.
+    assert 2 * launcher.READ_BYTES < stdout.held_peak <= (4 << 20) + launcher.READ_BYTES
+    # Handed on in records of about a read, not one record per flood.
+    assert max(len(d) for s, d, _, _ in sink.chunks if s == "stdout") <= 2 * launcher.READ_BYTES
+
+
+def test_flood_pause_lets_a_quarter_of_the_pipe_fill() -> None:
+    pipe = 1 << 20
+    assert flood_pause(pipe // 2, 800e6, pipe) == 0.0     # a large read: read again at once
+    assert flood_pause(16384, 0.0, pipe) == 0.0           # no rate measured yet
+    assert flood_pause(16384, 800e6, pipe) == pytest.approx((pipe // 4) / 800e6)
+    assert flood_pause(16384, 1e6, pipe) == COALESCE_SECONDS  # a slow flood: the cap
