@@ -55,7 +55,10 @@ DELIVER_SECONDS = 0.05
 # command need, and the command would wait on a full pipe. The terminal echo
 # is never held.
 BURST_RATE = 32 * 1024 * 1024  # bytes per second
-BURST_WINDOW = 0.01
+# Short, so a flood is seen within its first few MiB (a 10 ms window let 8 MiB
+# through to the sender while the command wrote, a third of the slowdown
+# left); a flood over is one silent this long.
+BURST_WINDOW = 0.002
 BURST_HOLD_BYTES = 128 * 1024 * 1024
 PIPE_BYTES = 1024 * 1024  # room for bursts, so a busy moment here does not stall the command
 STDERR_TAIL_LINES = 20
@@ -131,6 +134,12 @@ class _Pump(threading.Thread):
         self._held_bytes = 0
         self._held_since = 0.0
         self._pipe_bytes = pipe_size(fd)
+        # Reads land in this buffer first: its pages are already mapped, so the
+        # kernel copies out of the pipe quickly. Linux holds the pipe's lock
+        # during the copy, and the command cannot write meanwhile; a fresh
+        # buffer per read (page faults while copying) held a flooding command
+        # up by a third. Copying on into a new bytes object is cheaper.
+        self._buffer = memoryview(bytearray(READ_BYTES))
         self._last_read = time.monotonic()
         self._last_size = 0
         self._bursting = False
@@ -175,7 +184,7 @@ class _Pump(threading.Thread):
             if not ready:
                 self._bursting = False
             if ready:
-                data = os.read(self.fd, READ_BYTES)
+                data = bytes(self._buffer[: os.readv(self.fd, [self._buffer])])
                 now = time.monotonic()
                 self._measure_rate(len(data), now)
                 if self._bursting:
