@@ -47,6 +47,9 @@ def new_run_id(experiment: str) -> str:
     return f"{experiment}_{int(time.time())}_{uuid.uuid4().hex[:8]}"
 
 
+CONSOLE_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
 class Run:
     """One trial of an experiment: log to it, and read back what it logged."""
 
@@ -308,6 +311,15 @@ class Run:
         """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
         self._enqueue((LOG, self._id, time_ns, chunk))
+
+    def _record_console_waiting(self, stream: str, data: bytes, partial: bool,
+                                time_ns: int) -> None:
+        """``_record_console`` for `mltrail run`: waits while CONSOLE_BACKLOG_BYTES
+        of console output wait for the sender, so a flood slows the command
+        instead of filling memory."""
+        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
+        self._link.sender.enqueue_waiting((LOG, self._id, time_ns, chunk), len(data),
+                                          CONSOLE_BACKLOG_BYTES)
 
     def _capture_console(self) -> None:
         self._capture = ConsoleCapture(self._record_console).start()

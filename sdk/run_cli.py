@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the time a fast writer takes to fill the 1 MiB pipe (about 1 ms at 1 GB/s),
     # not after Python's default of 5 ms while the sender encodes.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    launcher = ProcessLauncher(command, run._record_console, env=env, grace=args.grace,
+    launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
                                max_line=args.max_line)
     try:
         result = launcher.run()

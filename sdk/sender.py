@@ -151,12 +151,30 @@ class Sender:
         self._last_warning = -1e9
         self._last_refusal = -1e9
         self._changed = threading.Condition()
+        self._waiting: dict[int, int] = {}  # id(item) -> size, for enqueue_waiting's items
+        self._waiting_bytes = 0
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
         self._thread.start()
 
     # ---- called from user threads ----------------------------------------
+
+    def enqueue_waiting(self, item: QueueItem, size: int, backlog: int) -> None:
+        """Queue ``item`` (about ``size`` bytes) once fewer than ``backlog`` bytes
+        queued this way wait to be built into batches.
+
+        For `mltrail run`'s console: a command printing faster than the agent
+        takes it is slowed down (its pipe fills) instead of the queue growing
+        until memory runs out. ``enqueue`` itself never waits."""
+        with self._changed:
+            while self._waiting_bytes >= backlog and not self._stopping:
+                self._wake.set()
+                self._changed.wait(0.5)
+            self._waiting_bytes += size
+            self._waiting[id(item)] = size
+        self.queue.append(item)
+        self._wake.set()
 
     def flush(self, timeout: float, progress: Callable[[int, float], None] | None = None) -> int:
         """Wait until everything queued so far is acknowledged; returns records still pending."""
@@ -257,6 +275,8 @@ class Sender:
             if seq > first and size + item_bytes > MAX_BATCH_BYTES:
                 break  # it goes first in the next batch
             queue.popleft()
+            if self._waiting:
+                self._built_waiting(item)
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
                 self._refuse_item(item, f"about {item_bytes} bytes, over {MAX_ITEM_BYTES}")
                 continue
@@ -270,6 +290,13 @@ class Sender:
             size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1)
+
+    def _built_waiting(self, item: QueueItem) -> None:
+        size = self._waiting.pop(id(item), 0)
+        if size:
+            with self._changed:
+                self._waiting_bytes -= size
+                self._changed.notify_all()
 
     def _refuse_item(self, item: QueueItem, reason: object) -> None:
         """Count and drop an item no batch can carry, before it takes a seq: its

@@ -188,3 +188,43 @@ def test_close_cancels_a_blocked_send_before_spilling(tmp_path: Path,
         assert [r.seq for r in read_records(spool)] == list(range(1, 101))
     assert sink.received == []  # spilled, not also delivered
     assert "unexpected error" not in caplog.text
+
+
+class GatedSink(MemorySink):
+    """Takes nothing until ``gate`` is set, as a busy agent would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]
+               ) -> Iterator[agent_pb2.AppendAck]:
+        self.gate.wait()
+        yield from super().append(requests)
+
+
+def test_console_output_waits_for_room_instead_of_filling_memory() -> None:
+    sink = GatedSink()
+    # Building stops at 1 MiB unacknowledged; console items may queue up to 1 MiB more.
+    sender = Sender(sink, memory_limit=1 << 20, interval=0.01)
+    piece = 256 * 1024
+    sent = []
+
+    def console() -> None:
+        for i in range(32):  # 8 MiB: far more than fits
+            chunk = records_pb2.LogChunk(stream="stdout", data=b"%07d\n" % i * (piece // 8))
+            sender.enqueue_waiting((LOG, "run-1", time.time_ns(), chunk), piece, 1 << 20)
+            sent.append(i)
+
+    writer = threading.Thread(target=console)
+    writer.start()
+    time.sleep(1.0)
+    assert writer.is_alive(), "the console never waited"
+    assert len(sent) <= 16  # about 1 MiB built and 1 MiB queued, in 256 KiB pieces
+    sender.enqueue(scalar(1))  # other records never wait
+    sink.gate.set()
+    writer.join(timeout=20)
+    assert not writer.is_alive() and len(sent) == 32
+    assert sender.close(20) == 0
+    logs = [r.log.data for r in sink.records() if r.WhichOneof("body") == "log"]
+    assert logs == [b"%07d\n" % i * (piece // 8) for i in range(32)]
