@@ -228,3 +228,16 @@ def test_a_call_near_the_size_limit_after_others_is_not_refused(pipeline: Pipeli
     assert len(metrics["rows"]["i"]) == 65
     assert metrics["big"]["text"] == column
     assert run._link.sender.stats.records_refused == 0
+
+
+def test_long_descriptions_count_toward_the_batch_size(pipeline: Pipeline) -> None:
+    # Each call is small but carries the longest description allowed (4096
+    # characters, 16 KiB as UTF-8). Estimated without it, 3000 of them made one
+    # 48 MiB batch, which the agent refused as over its limit: all were lost.
+    run = Experiment("described").start_logging()
+    description = "\N{GRINNING FACE}" * 4096
+    for i in range(3000):
+        run.log_row("rows", description=description, i=i)
+    run.complete()
+    assert run._link.sender.stats.records_refused == 0
+    assert run.get_metrics()["rows"]["i"] == list(range(3000))
