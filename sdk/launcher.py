@@ -130,7 +130,9 @@ class _Pump(threading.Thread):
         self.bytes_read = 0
         self.held_peak = 0  # the most bytes of lines held back at once (a flood's size, capped)
         self.cut_short = False  # stopped reading after exit while a straggler still wrote
-        self._held: list[bytes] = []  # complete lines not yet given to the sink
+        # Complete lines not yet given to the sink, with the time they were read:
+        # `mltrail logs` merges stdout and stderr by it, and a flood is held for seconds.
+        self._held: list[tuple[int, bytes]] = []
         self._held_bytes = 0
         self._held_since = 0.0
         self._pipe_bytes = pipe_size(fd)
@@ -157,11 +159,11 @@ class _Pump(threading.Thread):
                 self._echo(data)
                 lines = self.assembler.feed(data)
                 if lines:
-                    self._hold(lines)
+                    self._hold(lines, time.time_ns())
             self._deliver_held()
             rest = self.assembler.finish()
             if rest:
-                self._deliver(rest, partial=True)
+                self._deliver(rest, partial=True, time_ns=time.time_ns())
         finally:
             os.close(self.fd)
 
@@ -215,10 +217,10 @@ class _Pump(threading.Thread):
             self._bursting = self._rate > BURST_RATE
             self._window_start, self._window_bytes = now, 0
 
-    def _hold(self, lines: bytes) -> None:
+    def _hold(self, lines: bytes, time_ns: int) -> None:
         if not self._held:
             self._held_since = time.monotonic()
-        self._held.append(lines)
+        self._held.append((time_ns, lines))
         self._held_bytes += len(lines)
         self.held_peak = max(self.held_peak, self._held_bytes)
         if self._held_bytes >= (BURST_HOLD_BYTES if self._bursting else DELIVER_BYTES):
@@ -226,17 +228,19 @@ class _Pump(threading.Thread):
 
     def _deliver_held(self) -> None:
         """Held lines to the sink in records of about DELIVER_BYTES or one read's
-        lines (up to 1 MiB), however much a flood left here."""
+        lines (up to 1 MiB), however much a flood left here; each record has the
+        time its first lines were read."""
         group: list[bytes] = []
-        size = 0
-        for lines in self._held:
+        size = first_ns = 0
+        for time_ns, lines in self._held:
+            first_ns = first_ns or time_ns
             group.append(lines)
             size += len(lines)
             if size >= DELIVER_BYTES:
-                self._deliver(b"".join(group), partial=False)
-                group, size = [], 0
+                self._deliver(b"".join(group), partial=False, time_ns=first_ns)
+                group, size, first_ns = [], 0, 0
         if group:
-            self._deliver(b"".join(group), partial=False)
+            self._deliver(b"".join(group), partial=False, time_ns=first_ns)
         self._held, self._held_bytes = [], 0
 
     def _echo(self, data: bytes) -> None:
@@ -249,10 +253,10 @@ class _Pump(threading.Thread):
         except OSError:
             self.echo_fd = None  # our terminal went away; keep recording
 
-    def _deliver(self, lines: bytes, partial: bool) -> None:
+    def _deliver(self, lines: bytes, partial: bool, time_ns: int) -> None:
         if self.tail is not None:
             self.tail.extend(lines.splitlines()[-STDERR_TAIL_LINES:])
-        self.sink(self.stream, lines, partial, time.time_ns())
+        self.sink(self.stream, lines, partial, time_ns)
 
 
 class ProcessLauncher:

@@ -124,3 +124,34 @@ def test_flood_pause_lets_a_quarter_of_the_pipe_fill() -> None:
     assert flood_pause(16384, 0.0, pipe) == 0.0           # no rate measured yet
     assert flood_pause(16384, 800e6, pipe) == pytest.approx((pipe // 4) / 800e6)
     assert flood_pause(16384, 1e6, pipe) == COALESCE_SECONDS  # a slow flood: the cap
+
+
+class SlowSink(ListSink):
+    """Takes a moment per record, as the SDK's sink does while the sender is behind."""
+
+    def __call__(self, stream: str, data: bytes, partial: bool, t: int) -> None:
+        time.sleep(0.002)
+        super().__call__(stream, data, partial, t)
+
+
+def test_held_lines_keep_the_time_they_were_read() -> None:
+    # stdout floods (held back), stderr writes one line in the middle. The
+    # streams are merged by line time for `mltrail logs`: held lines stamped
+    # when handed on (a second later) came after that stderr line.
+    code = (
+        "import sys\n"
+        "out = sys.stdout.buffer\n"
+        "block = b''.join(b'%063d\\n' % i for i in range(16384))\n"
+        "for _ in range(32): out.write(block)\n"
+        "out.write(b'before\\n'); out.flush()\n"
+        "sys.stderr.write('middle\\n'); sys.stderr.flush()\n"
+        "for _ in range(96): out.write(block)\n"
+    )
+    sink = SlowSink()
+    runner = ProcessLauncher(py(code), sink, echo=False)
+    assert runner.run().exit_code == 0
+    assert runner.pumps[0].held_peak > 2 * launcher.READ_BYTES  # the flood was held
+    middle = next(t for s, d, _, t in sink.chunks if s == "stderr" and b"middle" in d)
+    before = next(t for s, d, _, t in sink.chunks if s == "stdout" and b"before" in d)
+    # Read within a few ms of each other (two pipes, two threads), not a second apart.
+    assert before < middle + launcher.DELIVER_SECONDS * 1e9
