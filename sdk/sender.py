@@ -150,6 +150,7 @@ class Sender:
         self._failing = False  # the last send failed; cleared by the next success
         self._last_warning = -1e9
         self._last_refusal = -1e9
+        self._last_spill_warning = -1e9
         self._changed = threading.Condition()
         self._waiting: dict[int, int] = {}  # id(item) -> size, for enqueue_waiting's items
         self._waiting_bytes = 0
@@ -385,9 +386,12 @@ class Sender:
         where = self.overflow.spill(requests)
         spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
         self.stats.records_spilled += spilled
-        log.warning("mltrail: %s unreachable; %d records moved from memory to %s; "
-                    "they are sent from there once it is back",
-                    self.sink.description, spilled, where)
+        now = time.monotonic()
+        if now - self._last_spill_warning > 60.0:  # once a minute, however often it spills
+            self._last_spill_warning = now
+            log.warning("mltrail: %s unreachable; %d records moved from memory to %s so "
+                        "far; they are sent from there once it is back",
+                        self.sink.description, self.stats.records_spilled, where)
         self._unacked.clear()
         self._unacked_bytes = 0
 

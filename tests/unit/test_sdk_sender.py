@@ -72,7 +72,8 @@ def test_a_refused_batch_is_counted_and_later_batches_still_go() -> None:
     sender.close(1)
 
 
-def test_overflow_bounds_memory_and_keeps_the_stream_order(tmp_path: Path) -> None:
+def test_overflow_bounds_memory_and_keeps_the_stream_order(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sink = MemorySink()
     sink.down = True
     overflow = SpoolOverflow(tmp_path / "spill")
@@ -85,6 +86,10 @@ def test_overflow_bounds_memory_and_keeps_the_stream_order(tmp_path: Path) -> No
     while sender.stats.records_spilled == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sender.stats.records_spilled > 0
+    while sender.stats.records_spilled < 2000 and time.monotonic() < deadline:
+        time.sleep(0.02)  # several spills
+    spills = [r for r in caplog.records if "moved from memory" in r.getMessage()]
+    assert len(spills) == 1  # said once, not once per spill
     assert (tmp_path / "spill" / "segments").is_dir()
     assert sender._unacked_bytes < 20_000 + 4 * 1024 * 1024
     sink.down = False
