@@ -22,6 +22,7 @@ from mltrail.common.settings import SettingsError, load_settings
 from mltrail.common.tuning import NICE_MAX
 
 ENV_PREFIX = "MLTRAIL_AGENT_"
+MAX_REQUEST_TARGET = 16 * 1024 * 1024  # batch_max_bytes at most
 
 
 def mltrail_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -74,6 +75,10 @@ class AgentSettings:
             raise SettingsError(f"socket_mode {self.socket_mode!r} is not a permission mode")
         if not 0 <= self.nice <= NICE_MAX:
             raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {self.nice}")
+        if self.batch_max_bytes > MAX_REQUEST_TARGET:
+            # A request may hold this much plus one SDK batch: within gRPC's message.
+            raise SettingsError(f"batch_max_bytes must be at most {MAX_REQUEST_TARGET} "
+                                f"(16 MiB): {self.batch_max_bytes}")
         for name in ("max_spool_bytes", "segment_bytes", "batch_max_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

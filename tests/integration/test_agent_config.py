@@ -55,6 +55,14 @@ def test_config_file_sets_socket_mode_and_unknown_keys_are_refused(
     assert "Traceback" not in result.stderr
 
 
+def test_a_request_size_past_the_message_limit_is_refused(tmp_path: Path) -> None:
+    env = {"MLTRAIL_HOME": str(tmp_path), "MLTRAIL_AGENT_BATCH_MAX_BYTES": str(40 << 20)}
+    result = mltrail_cli("agent", env=env)
+    assert result.returncode == 1
+    assert "batch_max_bytes must be at most 16777216 (16 MiB): 41943040" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_nice_value_out_of_range_is_one_line_error(tmp_path: Path) -> None:
     for component in ("agent", "collector"):
         result = mltrail_cli(component, env={"MLTRAIL_HOME": str(tmp_path),
