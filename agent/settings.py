@@ -19,7 +19,7 @@ from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings
-from mltrail.common.tuning import NICE_MAX
+from mltrail.common.tuning import check_nice
 
 ENV_PREFIX = "MLTRAIL_AGENT_"
 MAX_REQUEST_TARGET = 16 * 1024 * 1024  # batch_max_bytes at most
@@ -73,8 +73,7 @@ class AgentSettings:
                                 ) from None
         if mode & ~0o777:
             raise SettingsError(f"socket_mode {self.socket_mode!r} is not a permission mode")
-        if not 0 <= self.nice <= NICE_MAX:
-            raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {self.nice}")
+        check_nice(self.nice)
         if self.batch_max_bytes > MAX_REQUEST_TARGET:
             # A request may hold this much plus one SDK batch: within gRPC's message.
             raise SettingsError(f"batch_max_bytes must be at most {MAX_REQUEST_TARGET} "

@@ -14,7 +14,7 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError, load_settings
-from mltrail.common.tuning import NICE_MAX, keep_large_buffers, lower_priority
+from mltrail.common.tuning import check_nice, keep_large_buffers, lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def load(args: argparse.Namespace) -> CollectorSettings:
     try:
         settings = load_settings(CollectorSettings, file=args.config, env_prefix=ENV_PREFIX,
                                  flags=flags)
-        if not 0 <= settings.nice <= NICE_MAX:
-            raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {settings.nice}")
+        check_nice(settings.nice)
         return settings
     except SettingsError as exc:
         raise PermanentError(str(exc)) from None

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from mltrail.common.settings import SettingsError
+
 M_TRIM_THRESHOLD = -1   # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_BYTES = 8 * 1024 * 1024
@@ -35,15 +37,20 @@ def keep_large_buffers() -> bool:
 NICE_MAX = 19
 
 
+def check_nice(nice: int) -> None:
+    """The ``nice`` setting of the agent and the collector: 0 to NICE_MAX."""
+    if not 0 <= nice <= NICE_MAX:
+        raise SettingsError(f"nice must be between 0 and {NICE_MAX}: {nice}")
+
+
 def lower_priority(nice: int) -> None:
-    """Run this process ``nice`` steps below normal CPU priority (0 changes nothing).
+    """Run this process ``nice`` steps below normal CPU priority (0 changes
+    nothing; the value was checked with ``check_nice``).
 
     Call it before any thread starts: on Linux a thread's priority is its own,
     and new threads take their creator's. The embedded default runs its agent
     and collector at 10 so that, on a small machine, training comes first and
     recording catches up in the pauses (nothing is dropped: the spool waits).
     """
-    if not 0 <= nice <= NICE_MAX:
-        raise ValueError(f"nice must be between 0 and {NICE_MAX}, got {nice}")
     if nice:
         os.nice(nice)

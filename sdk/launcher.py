@@ -183,21 +183,9 @@ class _Pump(threading.Thread):
                 self.cut_short = True
                 return None
             ready, _, _ = select.select([self.fd], [], [], wait)
-            if not ready:
-                self._bursting = False
             if ready:
-                data = bytes(self._buffer[: os.readv(self.fd, [self._buffer])])
-                now = time.monotonic()
-                self._measure_rate(len(data), now)
-                if self._bursting:
-                    pause = flood_pause(len(data), self._rate, self._pipe_bytes)
-                else:
-                    pause = coalesce_pause(len(data), self._last_size, now - self._last_read,
-                                           self._pipe_bytes)
-                self._last_read, self._last_size = now, len(data)
-                if pause:
-                    time.sleep(pause)
-                return data or None
+                return self._take() or None
+            self._bursting = False  # silent for a while: no flood
             if not self.exited.is_set() or self._held:
                 continue
             now = time.monotonic()
@@ -207,6 +195,21 @@ class _Pump(threading.Thread):
             if now > self.read_until:
                 self.cut_short = True
                 return None
+
+    def _take(self) -> bytes:
+        """Read what the pipe holds, then let it fill (a pause sized to the writer)."""
+        data = bytes(self._buffer[: os.readv(self.fd, [self._buffer])])
+        now = time.monotonic()
+        self._measure_rate(len(data), now)
+        if self._bursting:
+            pause = flood_pause(len(data), self._rate, self._pipe_bytes)
+        else:
+            pause = coalesce_pause(len(data), self._last_size, now - self._last_read,
+                                   self._pipe_bytes)
+        self._last_read, self._last_size = now, len(data)
+        if pause:
+            time.sleep(pause)
+        return data
 
     def _measure_rate(self, read: int, now: float) -> None:
         """Whether the command floods the pipe (over BURST_RATE in the last window)."""
