@@ -10,6 +10,7 @@ the wait is never missed; otherwise it sleeps until a bump or the timeout
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable
 
 
@@ -17,6 +18,7 @@ class LogNotifier:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._changed = threading.Condition()  # for followers on other threads (the web UI)
 
     def version(self, run_id: str) -> int:
         return self._versions.get(run_id, 0)
@@ -26,6 +28,8 @@ class LogNotifier:
             self._versions[run_id] = self._versions.get(run_id, 0) + 1
             for event in self._waiters.get(run_id, ()):
                 event.set()
+        with self._changed:
+            self._changed.notify_all()
 
     def wake_all(self) -> None:
         """At shutdown: every follower rechecks now."""
@@ -45,3 +49,8 @@ class LogNotifier:
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(run_id, None)
+
+    def wait_blocking(self, run_id: str, seen_version: int, timeout: float) -> None:
+        """``wait`` for a thread that is not the event loop's (an HTTP follower)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version(run_id) != seen_version, timeout)

@@ -2,7 +2,8 @@
 
 Threads: the event loop (gRPC), one store writer thread (every write, so
 SQLite has one writer connection), a few store reader threads, and the HTTP
-thread (/metrics, /healthz).
+threads (/metrics, /healthz, the web UI and its JSON API, whose store calls
+go to the reader threads).
 
 Shutdown (SIGTERM/SIGINT): ``closing`` is set, so each Ingest stream stops
 reading after the request in hand, which is stored and acknowledged; the
@@ -25,6 +26,7 @@ from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store
+from mltrail.collector.web import Api, WebApp
 from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
@@ -65,7 +67,7 @@ class CollectorServer(Component):
         if not bound:
             raise PermanentError(f"cannot listen for gRPC on {s.grpc} (port in use?); nothing "
                                  "was started; pass --grpc HOST:PORT with a free port")
-        self._http = _http_endpoint(http_host, http_port, self)
+        self._http = _http_endpoint(http_host, http_port, self, self._store)
         await self._server.start()
         self._http.start()
         self.grpc_address = f"{grpc_host}:{bound}"
@@ -117,9 +119,10 @@ def _address(value: str, flag: str) -> tuple[str, int]:
         raise PermanentError(str(exc)) from None
 
 
-def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoint:
+def _http_endpoint(host: str, port: int, server: CollectorServer, store: Store) -> HttpEndpoint:
+    web = WebApp(Api(store, server._readers, server._notifier, server._closing.is_set))
     try:
-        return HttpEndpoint(host, port, server.metrics.registry, server.health)
+        return HttpEndpoint(host, port, server.metrics.registry, server.health, handler=web)
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

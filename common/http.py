@@ -2,7 +2,8 @@
 
 It runs in a daemon thread (the standard library's ThreadingHTTPServer), so a
 busy event loop never delays a scrape and a scrape never blocks ingest.
-Extra routes (the collector's pages) are added as handler functions.
+Extra routes are added as route functions; a handler (the collector's web
+UI) answers every other path itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 # A route answers (status, content type, body) for a path and its query string.
 Route = Callable[[str, str], tuple[int, str, bytes]]
+# A handler owns the whole answer (headers, streaming) for every path under its
+# prefix, for pages that need more than a route (the collector's web UI).
+Handler = Callable[[BaseHTTPRequestHandler], None]
 
 
 class HttpEndpoint:
@@ -30,16 +34,21 @@ class HttpEndpoint:
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, str]],
         routes: dict[str, Route] | None = None,
+        handler: Handler | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
         self._routes = dict(routes or {})
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                path = self.path.partition("?")[0]
+                if handler is not None and not endpoint.serves(path):
+                    handler(self)
+                    return
                 status, ctype, body = endpoint.answer(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -50,7 +59,7 @@ class HttpEndpoint:
             def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes every few seconds would flood the log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = ThreadingHTTPServer((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -58,6 +67,10 @@ class HttpEndpoint:
     def address(self) -> str:
         host, port = self._server.server_address[:2]
         return f"{host!s}:{port}"
+
+    def serves(self, path: str) -> bool:
+        """Whether ``path`` is answered here rather than by the handler."""
+        return path in ("/metrics", "/healthz") or path in self._routes
 
     def answer(self, raw_path: str) -> tuple[int, str, bytes]:
         path, _, query = raw_path.partition("?")

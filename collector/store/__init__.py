@@ -13,6 +13,7 @@ from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
     BatchOutcome,
     LogQuery,
+    MetricSummary,
     ScalarPoint,
     Store,
     ValidBatch,
@@ -21,7 +22,8 @@ from mltrail.collector.store.base import (
 from mltrail.common.errors import PermanentError
 
 __all__ = [
-    "BatchOutcome", "LogQuery", "ScalarPoint", "Store", "ValidBatch", "WriteSummary",
+    "BatchOutcome", "LogQuery", "MetricSummary", "ScalarPoint", "Store", "ValidBatch",
+    "WriteSummary",
     "open_store",
 ]
 

@@ -18,8 +18,10 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mltrail.proto import collector_pb2, records_pb2
 
@@ -88,6 +90,20 @@ class LogQuery:
     positions: Mapping[str, int] = field(default_factory=dict)  # per stream, overrides from_line
 
 
+@dataclass(frozen=True)
+class MetricSummary:
+    """One scalar metric of a run at a glance: what a runs table or a chart legend shows.
+
+    ``last``/``min``/``max`` are over its numeric values (None: it has none);
+    ``count`` counts every scalar value logged under the name."""
+
+    name: str
+    count: int
+    last: float | None
+    min: float | None
+    max: float | None
+
+
 class Store(abc.ABC):
     """See the module docstring for the contract."""
 
@@ -109,6 +125,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]: ...
+
+    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
+        """Per run, its scalar metrics' summaries (the web UI's runs table and compare).
+        Derived from ``get_metrics`` here; a store answers it from what it keeps beside
+        its series, without reading the points."""
+        out: dict[str, dict[str, MetricSummary]] = {}
+        for run_id in run_ids:
+            values: dict[str, list[Any]] = {}
+            for record in self.get_metrics(run_id, ""):
+                if record.metric.WhichOneof("data") == "scalar":
+                    value = record.metric.scalar.value
+                    kind = value.WhichOneof("kind")
+                    values.setdefault(record.metric.name, []).append(
+                        getattr(value, kind) if kind in ("number", "integer") else None)
+            out[run_id] = {name: summarize(name, v) for name, v in values.items()}
+        return out
+
+    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
+        """The run's records of every kind but plain scalars (lists, rows, tables, images,
+        JSON metrics), by name then logged order."""
+        return [r for r in self.get_metrics(run_id, "")
+                if r.metric.WhichOneof("data") != "scalar" or r.metric.description]
 
     @abc.abstractmethod
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
@@ -132,3 +170,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""
+
+
+def summarize(name: str, values: Sequence[float | int | None]) -> MetricSummary:
+    """The summary of a series' values in logged order (None: not a number)."""
+    numbers = [float(v) for v in values if v is not None]
+    finite = [v for v in numbers if not math.isnan(v)]
+    return MetricSummary(name, len(values), numbers[-1] if numbers else None,
+                         min(finite) if finite else None, max(finite) if finite else None)

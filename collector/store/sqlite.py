@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import LogQuery, Store, ValidBatch, WriteSummary
+from mltrail.collector.store.base import (
+    LogQuery,
+    MetricSummary,
+    Store,
+    ValidBatch,
+    WriteSummary,
+)
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
 from mltrail.common.errors import PermanentError
@@ -89,6 +95,12 @@ class SqliteStore(Store):
 
     def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
         return self._read(SqliteReader.get_metrics, run_id, name)
+
+    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
+        return self._read(SqliteReader.metric_summaries, list(run_ids))
+
+    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
+        return self._read(SqliteReader.other_metrics, run_id)
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(SqliteReader.read_logs, query)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import sqlite3
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.base import LogQuery, MetricSummary
 from mltrail.proto import collector_pb2, records_pb2
 
 DEFAULT_RUN_LIMIT = 100
+_IN_BATCH = 500  # run ids per IN (...) list, under SQLite's variable limit
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
                 "parent_run_id, run_type, error")
@@ -115,6 +117,36 @@ class SqliteReader:
             out.extend(_metric_record(metric_name, row) for row in rows)
         return out
 
+    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
+        """One grouped scan of the runs' scalar rows (the last value by rowid)."""
+        out: dict[str, dict[str, MetricSummary]] = {run_id: {} for run_id in run_ids}
+        for start in range(0, len(run_ids), _IN_BATCH):
+            part = run_ids[start:start + _IN_BATCH]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                "SELECT r.run_id, n.name, COUNT(*), MIN(CASE WHEN m.kind IN (1, 2) THEN m.value "
+                "END), MAX(CASE WHEN m.kind IN (1, 2) THEN m.value END), "
+                "(SELECT l.value FROM metrics l WHERE l.run_key = m.run_key AND l.name_key = "
+                "m.name_key AND l.kind IN (1, 2) ORDER BY l.rowid DESC LIMIT 1), "
+                "SUM(m.kind = 1 AND m.value IS NULL) FROM runs r "
+                "JOIN metrics m ON m.run_key = r.run_key JOIN metric_names n ON "
+                f"n.name_key = m.name_key WHERE r.run_id IN ({marks}) AND m.kind != "
+                f"{schema.KIND_ENCODED} GROUP BY m.run_key, m.name_key", part).fetchall()
+            for run_id, name, count, low, high, last, nans in rows:
+                if last is None and nans:  # a NaN is stored as NULL
+                    last = math.nan
+                out[run_id][name] = MetricSummary(name, int(count), _number(last),
+                                                  _number(low), _number(high))
+        return out
+
+    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
+        rows = self._conn.execute(
+            "SELECT n.name, m.time, m.step, m.kind, m.value FROM metrics m JOIN runs r ON "
+            "r.run_key = m.run_key JOIN metric_names n ON n.name_key = m.name_key WHERE "
+            f"r.run_id = ? AND m.kind = {schema.KIND_ENCODED} ORDER BY n.name, m.rowid",
+            (run_id,)).fetchall()
+        return [_metric_record(row[0], row[1:]) for row in rows]
+
     # ---- logs -----------------------------------------------------------------
 
     def log_positions(self, run_id: str) -> dict[str, int]:
@@ -180,6 +212,10 @@ class SqliteReader:
             "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? AND a.path = ?",
             (run_id, path)).fetchone()
         return None if row is None else _artifact_info(row)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:
