@@ -143,13 +143,17 @@ class Api:
         needle = _one(query, "q").lower()
         lines: list[collector_pb2.LogLine] = []
         while len(lines) < limit:
+            wanted = PAGE_LINES if needle else min(PAGE_LINES, limit - len(lines))
             page = self.call(self._store.read_logs, LogQuery(
-                run_id, streams, 0, 0, PAGE_LINES, 1024 * 1024, dict(positions)))
+                run_id, streams, 0, 0, wanted, 1024 * 1024, dict(positions)))
             if not page:
                 break
             for line in page:
+                if needle in line.text.lower():
+                    if len(lines) == limit:
+                        break  # the next page starts at this line
+                    lines.append(line)
                 positions[line.stream] = line.line + 1
-            lines += [ln for ln in page if needle in ln.text.lower()] if needle else page
         lines.sort(key=lambda ln: (ln.time_unix_nano, ln.stream, ln.line))
         return {"lines": [line_dict(ln) for ln in lines], "next": positions,
                 "positions": self.call(self._store.log_positions, run_id)}

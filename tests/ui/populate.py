@@ -8,6 +8,7 @@ to OUT.json, so tests compare the page with what was sent, not with the store.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from mltrail import Experiment
+from mltrail import Experiment, LogHandler
 
 CONFUSION = {"schema_type": "confusion_matrix", "schema_version": "1.0.0",
              "data": {"class_labels": ["cat", "dog"], "matrix": [[41, 3], [5, 38]]}}
@@ -65,7 +66,14 @@ def main(out: Path) -> None:
         child = run.child_run(name=f"{name}-fold-1")
         child.log("accuracy", 0.9 if good else 0.7)
         child.complete()
-        print(f"training {name} done")
+        handler = LogHandler(run)
+        logger = logging.getLogger(f"ui.{name}")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        for epoch in range(120):
+            logger.info("epoch %d of %s: loss %.4f", epoch, name, losses[epoch])
+        logger.warning("done with %s", name)
+        logger.removeHandler(handler)
         runs[name] = {"run_id": run.id, "loss_first": losses[0], "loss_last": losses[-1],
                       "accuracy_last": 1 - losses[-1] / 2, "child": child.id,
                       "model_sha256": __import__("hashlib").sha256(model.read_bytes()).hexdigest()}
@@ -75,6 +83,8 @@ def main(out: Path) -> None:
     values[SPIKE_AT] = 25.0
     for step, value in enumerate(values):
         long_run.log("long_loss", value, step=step)
+    for odd in (float("nan"), float("inf"), 1.5, -float("inf")):
+        long_run.log("odd", odd)
     long_run.complete()
     failed = Experiment("ui-vision").start_logging(display_name="broken", tags={"team": "audio"})
     failed.log("loss", 3.0)

@@ -66,7 +66,8 @@ class Site:
             try:
                 found = {m["name"]: m for m in self.api(f"runs/{run_id}/metrics")["metrics"]}
                 runs = self.api("runs?limit=1000")["runs"]
-            except urllib.error.HTTPError:
+            except urllib.error.HTTPError as exc:  # the run not there yet
+                exc.close()
                 found, runs = {}, []
             ended = {r["run_id"] for r in runs if r["status"] != "Running"}
             if found.get(metric, {}).get("count") == count and ids <= ended:
