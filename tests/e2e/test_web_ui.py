@@ -23,17 +23,9 @@ import pytest
 from tests.conftest import require
 from tests.procs import MLTRAIL
 from tests.ui.browser import Browser, available
-from tests.ui.site import Site
+from tests.ui.site import Site, site_fixture  # noqa: F401 (the site fixture)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    running = Site(tmp_path_factory.mktemp("ui")).start()
-    running.populate()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

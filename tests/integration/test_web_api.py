@@ -10,21 +10,12 @@ import json
 import math
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.ui import populate
-from tests.ui.site import Site
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    running = Site(tmp_path_factory.mktemp("api")).start()
-    running.populate()
-    yield running
-    running.stop()
+from tests.ui.site import Site, site_fixture  # noqa: F401 (the site fixture)
 
 
 def refused(site: Site, path: str) -> tuple[int, str]:

@@ -9,8 +9,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.agent_client import agent_service
 from tests.procs import Service, collector_service
@@ -79,3 +82,12 @@ class Site:
         if self.agent is not None:
             self.agent.stop()
         self.collector.stop()
+
+
+@pytest.fixture(scope="module", name="site")
+def site_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A running Site with the populated runs, shared by a test module."""
+    running = Site(tmp_path_factory.mktemp("site")).start()
+    running.populate()
+    yield running
+    running.stop()
