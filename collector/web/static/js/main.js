@@ -54,6 +54,7 @@ async function route() {
       await renderRuns(ctx);
     }
     document.body.dataset.ready = "1";
+    window.__mltrailReadyAt = performance.now();  // for bench/ui_load.py
   } catch (err) {
     clear(app, h("div", { class: "error-box" }, h("strong", {}, "Could not load this view: "),
       err.message));
