@@ -8,11 +8,17 @@ A session opens one stream and runs two loops::
 
 Requests are built by concatenation (``encode_request``): the encoded Batch
 bytes from the SDK go out as they are, never decoded. Per batch result:
-OK advances the ack position; a permanent code (INVALID_ARGUMENT,
-UNAUTHENTICATED, PERMISSION_DENIED) puts the frame in the dead-letter file,
-counts it and moves on; anything else ends the session with a
-``RetryableError`` and the next session resends from the ack position (the
-collector skips what it already committed). A stream aborted with
+OK advances the ack position; INVALID_ARGUMENT puts the frame in the
+dead-letter file, counts it and moves on; UNAUTHENTICATED or
+PERMISSION_DENIED (for a batch or for the whole stream) is the agent's
+credentials, not the data: nothing is set aside, the session ends with
+``AuthRefused``, the listener hears ``credentials_refused`` (health turns bad at once),
+the reason is logged once, and the forwarder waits until the token file
+changes (or ``AUTH_RETRY_SECONDS``) and resumes from the ack position;
+anything else ends the session with a ``RetryableError`` and the next
+session resends from the ack position (the collector skips what it already
+committed). Each session reads the token anew (``TokenSource``), so a
+rotated token file is used from the next connection on. A stream aborted with
 INVALID_ARGUMENT (a batch the collector cannot decode) makes the next
 session send the frames that were in flight one per request, so the bad one
 is found and set aside instead of retried forever.
@@ -40,17 +46,30 @@ import grpc
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
-from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
+from mltrail.common.credentials import (
+    AUTH_OK_HEADER,
+    ClientSecurity,
+    CredentialsError,
+    TokenSource,
+    call_metadata,
+    collector_channel,
+    tls_failure_hint,
+)
+from mltrail.common.errors import (
+    PERMANENT_CODES,
+    MltrailError,
+    RetryableError,
+    code_from_number,
+)
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import collector_pb2
 
 log = logging.getLogger("mltrail.agent.forwarder")
 
 INGEST_WRITE = "/mltrail.v1.Ingest/Write"
-_BATCH_PERMANENT = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
-     grpc.StatusCode.PERMISSION_DENIED}
-)
+_BATCH_PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+_AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+AUTH_RETRY_SECONDS = 10.0  # a refused agent tries again this often, and when its token changes
 CHANNEL_OPTIONS = [
     *MESSAGE_LIMITS,
     # reconnect fast after a collector restart (gRPC's default waits up to 120 s)
@@ -90,6 +109,12 @@ class ForwardListener:
 
     def superseded(self, frame: SpoolFrame, records: int) -> None:
         """``records`` of ``frame`` were lost to an out-of-order commit (see _apply)."""
+
+    def credentials_refused(self, message: str) -> None:
+        """The collector refuses the agent's credentials; nothing is sent until fixed."""
+
+    def credentials_accepted(self) -> None:
+        """The collector accepted the agent's credentials."""
 
 
 class ForwardTally(ForwardListener):
@@ -131,6 +156,11 @@ class _StreamAborted(RetryableError):
     """The collector aborted the whole stream with a permanent code."""
 
 
+class AuthRefused(MltrailError):
+    """The collector refuses the credentials (or they cannot be read); not retried by
+    the retry policy: the forwarder waits for new credentials instead."""
+
+
 COMPRESSIONS = ("auto", "gzip", "none")
 
 
@@ -159,6 +189,7 @@ class GrpcForwarder:
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         compress: bool = True,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -175,8 +206,11 @@ class GrpcForwarder:
         self._isolate_until = Position(0, 0)
         self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
-        self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS,
+        self.security = security or ClientSecurity()
+        self.tokens = TokenSource(self.security.token, self.security.token_file)
+        self._told = ""  # the refusal last logged (said once, not per retry)
+        self._channel = collector_channel(
+            address, self.security, CHANNEL_OPTIONS, aio=True,
             compression=grpc.Compression.Gzip if compress else grpc.Compression.NoCompression,
         )
         self._write = self._channel.stream_stream(
@@ -199,6 +233,8 @@ class GrpcForwarder:
                 await self.retry.call(self._attempt)
             except asyncio.CancelledError:
                 raise
+            except AuthRefused as exc:
+                await self._wait_for_credentials(str(exc))
             except Exception:
                 log.exception("forwarder failed unexpectedly; restarting it in 1s")
                 self.listener.connected(False)
@@ -222,8 +258,34 @@ class GrpcForwarder:
             log.warning("forwarding interrupted (%s); reconnecting", exc)
             await asyncio.sleep(exc.retry_after or 0.0)
 
+    async def _wait_for_credentials(self, reason: str) -> None:
+        """Stop sending until the token file changes or AUTH_RETRY_SECONDS pass."""
+        self.listener.connected(False)
+        self.listener.credentials_refused(reason)
+        if reason != self._told:
+            self._told = reason
+            where = f"the token file {self.tokens.path}" if self.tokens.path else "the token"
+            log.error("the collector refuses this agent (%s); nothing is set aside: every "
+                      "record stays in the spool (%d bytes) and is sent once %s is fixed; "
+                      "checking again when it changes and every %.0fs", reason,
+                      self.spool.pending_bytes, where, AUTH_RETRY_SECONDS)
+        before = self.tokens.stamp() if self.tokens.path else None
+        deadline = time.monotonic() + AUTH_RETRY_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if self.tokens.path and self.tokens.stamp() != before:
+                log.info("token file %s changed; reconnecting", self.tokens.path)
+                return
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        try:
+            token = self.tokens.get()
+        except CredentialsError as exc:
+            raise AuthRefused(str(exc)) from None
+        return call_metadata(token, self.security.workspace)
+
     async def _session(self) -> None:
-        call = self._write(None)
+        call = self._write(None, metadata=self._metadata())
         inflight: deque[_Inflight] = deque()
         slots = asyncio.Semaphore(self.window)
         pump = asyncio.create_task(self._pump(call, inflight, slots))
@@ -297,6 +359,9 @@ class GrpcForwarder:
     ) -> None:
         await call.wait_for_connection()
         self.listener.connected(True)
+        if any(key == AUTH_OK_HEADER for key, _ in (await call.initial_metadata() or ())):
+            self._told = ""
+            self.listener.credentials_accepted()
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:  # type: ignore[attr-defined]
@@ -315,7 +380,7 @@ class GrpcForwarder:
                 f"results does not match request {entry.request_id} of {len(entry.frames)}"
             )
         done: Position | None = None
-        failure: RetryableError | None = None
+        failure: MltrailError | None = None
         set_aside = False
         for frame, result in zip(entry.frames, response.results, strict=True):
             code = code_from_number(result.code)
@@ -325,6 +390,10 @@ class GrpcForwarder:
             elif code in _BATCH_PERMANENT:
                 await self._set_aside(frame, f"{code.name}: {result.message}")
                 set_aside = True
+            elif code in _AUTH_CODES:  # the credentials, not the data: keep it, wait
+                self._not_stored.add(_frame_key(frame))
+                failure = AuthRefused(f"{code.name}: {result.message}")
+                break
             else:
                 self._not_stored.add(_frame_key(frame))
                 failure = RetryableError(
@@ -378,7 +447,7 @@ class GrpcForwarder:
 
     async def _stream_error(
         self, exc: grpc.aio.AioRpcError, inflight: deque[_Inflight]
-    ) -> RetryableError:
+    ) -> MltrailError:
         """Translate a broken stream; find and set aside a batch that aborts it."""
         code = exc.code()
         message = f"{code.name}: {exc.details()}"
@@ -391,6 +460,12 @@ class GrpcForwarder:
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "
                                   "resending those batches one by one")
+        if code in _AUTH_CODES:
+            return AuthRefused(message)
+        hint = tls_failure_hint(exc.details() or "") if code is grpc.StatusCode.UNAVAILABLE \
+            else None
+        if hint is not None and self.security.uses_tls(self.address):
+            return RetryableError(f"{hint} ({message})")
         if code in PERMANENT_CODES:
             return RetryableError(
                 f"collector refuses the agent ({message}); the spool keeps every batch",
@@ -422,7 +497,8 @@ class DrainResult:
 
 
 async def drain_spool(
-    spool_dir: str | Path, collector_address: str, timeout: float = 60.0
+    spool_dir: str | Path, collector_address: str, timeout: float = 60.0,
+    security: ClientSecurity | None = None,
 ) -> DrainResult:
     """Forward everything in ``spool_dir`` to ``collector_address`` within ``timeout``.
 
@@ -431,7 +507,7 @@ async def drain_spool(
     """
     spool = await asyncio.to_thread(Spool, spool_dir, fsync="never")
     tally = ForwardTally()
-    forwarder = GrpcForwarder(spool, collector_address, listener=tally)
+    forwarder = GrpcForwarder(spool, collector_address, listener=tally, security=security)
     task = asyncio.create_task(forwarder.run())
     deadline = time.monotonic() + timeout
     try:

@@ -75,6 +75,14 @@ class _Fanout(ForwardListener):
         for listener in self._listeners:
             listener.superseded(frame, records)
 
+    def credentials_refused(self, message: str) -> None:
+        for listener in self._listeners:
+            listener.credentials_refused(message)
+
+    def credentials_accepted(self) -> None:
+        for listener in self._listeners:
+            listener.credentials_accepted()
+
 
 def _check_socket_path(path: Path) -> None:
     """Fail early and clearly; remove a stale socket left by a killed agent."""
@@ -145,6 +153,7 @@ class AgentService(Component):
             batch_max_delay=s.batch_max_delay_ms / 1000, listener=listener,
             retry=RetryPolicy(on_retry=listener.retrying),
             compress=wants_compression(s.compression, s.collector),
+            security=s.security,
         )
         self._start_http()
         await self._start_grpc(tracker)

@@ -9,6 +9,10 @@ new and the status (read before the lines) is final, send ``end`` with the
 status; else wait for a notification from ingest, or 0.5 s for lines another
 replica wrote }. Reading the status before the lines means a run that ended
 has had all its lines sent when ``end`` goes out.
+
+Every call needs read access (collector/auth.py) and sees only the runs of
+its token's workspace: a run of another workspace is NOT_FOUND, as if it did
+not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from mltrail.collector.auth import READ, Authenticator, authorize
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.store import LogQuery, Store
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
@@ -35,11 +40,15 @@ PAGE_BYTES = 1024 * 1024
 
 class QueryService(collector_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
-                 closing: asyncio.Event) -> None:
+                 closing: asyncio.Event, auth: Authenticator | None = None) -> None:
         self._store = store
         self._readers = readers
         self._notifier = notifier
         self._closing = closing
+        self._auth = auth or Authenticator(None)
+
+    async def _workspace(self, context: grpc.aio.ServicerContext) -> str:
+        return (await authorize(self._auth, context, READ, self._readers)).workspace
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T],
                     *args: Any) -> T:
@@ -56,19 +65,23 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                          f"({exc.strerror}); the store's index is kept; check --artifacts")
 
     async def _require_run(self, context: grpc.aio.ServicerContext, run_id: str) -> int:
-        status = await self._call(context, self._store.run_status, run_id)
+        """The run's status, after checking the caller may read it (NOT_FOUND if not)."""
+        workspace = await self._workspace(context)
+        status = await self._call(context, self._store.run_status, run_id, workspace)
         if status is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {run_id!r} not found")
         return status
 
     async def ListRuns(self, request: collector_pb2.ListRunsRequest,
                        context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
-        runs = await self._call(context, self._store.list_runs, request)
+        workspace = await self._workspace(context)
+        runs = await self._call(context, self._store.list_runs, request, workspace)
         return collector_pb2.ListRunsResponse(runs=runs)
 
     async def GetRun(self, request: collector_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
-        info = await self._call(context, self._store.get_run, request.run_id)
+        workspace = await self._workspace(context)
+        info = await self._call(context, self._store.get_run, request.run_id, workspace)
         if info is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} not found")
         return info

@@ -3,18 +3,23 @@
 It runs in a daemon thread (the standard library's ThreadingHTTPServer), so a
 busy event loop never delays a scrape and a scrape never blocks ingest.
 Extra routes (the collector's pages) are added as handler functions.
+``authorize`` (the collector's bearer check, collector/auth.py
+``http_bearer_check``) guards every path but ``/healthz``, which stays open
+for orchestrators' probes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 # A route answers (status, content type, body) for a path and its query string.
 Route = Callable[[str, str], tuple[int, str, bytes]]
+# A request check on its headers (lower-case names): None lets it pass, else (status, reason).
+Authorize = Callable[[Mapping[str, str]], tuple[int, str] | None]
 
 
 class HttpEndpoint:
@@ -30,18 +35,23 @@ class HttpEndpoint:
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, str]],
         routes: dict[str, Route] | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
         self._routes = dict(routes or {})
+        self._authorize = authorize
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                status, ctype, body = endpoint.answer(self.path)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, ctype, body = endpoint.answer(self.path, headers)
                 self.send_response(status)
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Bearer realm="mltrail"')
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -59,8 +69,13 @@ class HttpEndpoint:
         host, port = self._server.server_address[:2]
         return f"{host!s}:{port}"
 
-    def answer(self, raw_path: str) -> tuple[int, str, bytes]:
+    def answer(self, raw_path: str, headers: Mapping[str, str] | None = None
+               ) -> tuple[int, str, bytes]:
         path, _, query = raw_path.partition("?")
+        if path != "/healthz" and self._authorize is not None:
+            refused = self._authorize(headers or {})
+            if refused is not None:
+                return refused[0], "text/plain; charset=utf-8", (refused[1] + "\n").encode()
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/healthz":

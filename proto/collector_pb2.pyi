@@ -225,3 +225,59 @@ class ArtifactData(_message.Message):
     data: bytes
     info: ArtifactInfo
     def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[ArtifactInfo, _Mapping]] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("name", "workspace", "role", "token_id", "created_unix_nano", "expires_unix_nano", "revoked_unix_nano")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    workspace: str
+    role: str
+    token_id: str
+    created_unix_nano: int
+    expires_unix_nano: int
+    revoked_unix_nano: int
+    def __init__(self, name: _Optional[str] = ..., workspace: _Optional[str] = ..., role: _Optional[str] = ..., token_id: _Optional[str] = ..., created_unix_nano: _Optional[int] = ..., expires_unix_nano: _Optional[int] = ..., revoked_unix_nano: _Optional[int] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("workspace", "role", "name", "expires_in_seconds")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    role: str
+    name: str
+    expires_in_seconds: int
+    def __init__(self, workspace: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ..., expires_in_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("info", "token")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    info: TokenInfo
+    token: str
+    def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("workspace",)
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    def __init__(self, workspace: _Optional[str] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

@@ -11,18 +11,20 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
     BatchOutcome,
     LogQuery,
     ScalarPoint,
     Store,
+    TokenRecord,
     ValidBatch,
     WriteSummary,
 )
 from mltrail.common.errors import PermanentError
 
 __all__ = [
-    "BatchOutcome", "LogQuery", "ScalarPoint", "Store", "ValidBatch", "WriteSummary",
-    "open_store",
+    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "ScalarPoint", "Store", "TokenRecord",
+    "ValidBatch", "WriteSummary", "open_store",
 ]
 
 

@@ -13,6 +13,17 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
   (one writer thread, a few reader threads), never from the event loop.
 - Query methods return ``mltrail.v1`` messages, so ingest and query code never
   sees the driver.
+- Workspaces (tenants): every run belongs to one, stamped from the batch's
+  ``workspace`` (which ingest takes from the credentials, never from the
+  batch). A batch with a record for a run of another workspace is refused
+  with ``denied`` set, and so is every later batch of its stream in the same
+  call; streams' high-water marks are kept per workspace. ``list_runs``,
+  ``get_run`` and ``run_status`` take the caller's workspace; the other
+  run-scoped reads are called only after ``run_status`` found the run in the
+  caller's workspace (run ids are unique across workspaces).
+- Tokens: ``put_token``, ``find_token``, ``list_tokens``, ``revoke_token``
+  keep what ``collector/auth.py`` needs (an id and a keyed hash, never the
+  secret). A store without them refuses ``auth = "token"`` at start.
 """
 
 from __future__ import annotations
@@ -21,12 +32,17 @@ import abc
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import grpc
+
+from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 
 # A scalar metric value as validation read it, so the store does not walk the
 # protobuf again: (seq, run_id, name, time_unix_nano, step or None,
 # value kind ("number", "integer", "text", "flag"), value).
 ScalarPoint = tuple[int, str, str, int, int | None, str, float | int | str | bool]
+
+DEFAULT_WORKSPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,7 @@ class ValidBatch:
     last_seq: int
     scalars: Sequence[ScalarPoint]
     others: Sequence[records_pb2.Record]
+    workspace: str = DEFAULT_WORKSPACE  # from the credentials it arrived with
 
     @property
     def count(self) -> int:
@@ -60,6 +77,22 @@ class BatchOutcome:
     gap: bool = False
     error: str | None = None
     kinds: dict[str, int] = field(default_factory=dict)
+    denied: bool = False  # error: a record's run belongs to another workspace
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as stored: ``digest`` is the keyed hash of its secret; times in ns,
+    ``expires`` 0 for never, ``revoked`` 0 while valid."""
+
+    token_id: str
+    name: str
+    workspace: str
+    role: str
+    digest: bytes = field(repr=False)
+    created: int
+    expires: int = 0
+    revoked: int = 0
 
 
 @dataclass
@@ -95,17 +128,20 @@ class Store(abc.ABC):
     def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary: ...
 
     @abc.abstractmethod
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        """Matching runs, newest first; the counts (log lines, metric records, artifacts)
-        are left 0: counting costs a scan per run."""
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        """Matching runs of ``workspace``, newest first; the counts (log lines, metric
+        records, artifacts) are left 0: counting costs a scan per run."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        """One run with its counts."""
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        """One run of ``workspace`` with its counts (None: no such run there)."""
 
     @abc.abstractmethod
-    def run_status(self, run_id: str) -> int | None:
-        """The run's RunStatus number, or None for an unknown run (cheap: followers poll it)."""
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        """The run's RunStatus number, or None for a run not in ``workspace`` (cheap:
+        followers poll it)."""
 
     @abc.abstractmethod
     def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]: ...
@@ -129,6 +165,30 @@ class Store(abc.ABC):
                       ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
 
+    # ---- tokens (collector/auth.py); a store without them cannot serve auth = "token"
+
+    def put_token(self, token: TokenRecord) -> None:
+        """Store a new token (its workspace is created if new); PermanentError if the
+        name is taken. Called from the writer thread."""
+        raise _no_tokens(self)
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        raise _no_tokens(self)
+
+    def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
+        """Every token ("" workspace) or those of one workspace, by name."""
+        raise _no_tokens(self)
+
+    def revoke_token(self, name: str, when: int) -> TokenRecord | None:
+        """Mark the token revoked at ``when``; None if no token has that name."""
+        raise _no_tokens(self)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""
+
+
+def _no_tokens(store: Store) -> PermanentError:
+    return PermanentError(f"{type(store).__name__} does not keep tokens yet; run the collector "
+                          "with auth = \"none\" or use a SQLite store",
+                          grpc.StatusCode.FAILED_PRECONDITION)

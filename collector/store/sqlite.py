@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import LogQuery, Store, ValidBatch, WriteSummary
+from mltrail.collector.store import sqlite_tokens as tokens
+from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
+    LogQuery,
+    Store,
+    TokenRecord,
+    ValidBatch,
+    WriteSummary,
+)
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
 from mltrail.common.errors import PermanentError
@@ -78,14 +86,16 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise schema.translate_error(exc, f"reading store {self.path}") from exc
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        return self._read(SqliteReader.list_runs, request)
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        return self._read(SqliteReader.list_runs, request, workspace)
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        return self._read(SqliteReader.get_run, run_id)
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        return self._read(SqliteReader.get_run, run_id, workspace)
 
-    def run_status(self, run_id: str) -> int | None:
-        return self._read(SqliteReader.run_status, run_id)
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        return self._read(SqliteReader.run_status, run_id, workspace)
 
     def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
         return self._read(SqliteReader.get_metrics, run_id, name)
@@ -105,6 +115,20 @@ class SqliteStore(Store):
     def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
                       ) -> Generator[bytes, None, None]:
         return self._artifacts.read(info.sha256, chunk)
+
+    # ---- tokens --------------------------------------------------------------
+
+    def put_token(self, token: TokenRecord) -> None:
+        tokens.put_token(self._conn, token, self.path)
+
+    def revoke_token(self, name: str, when: int) -> TokenRecord | None:
+        return tokens.revoke_token(self._conn, name, when, self.path)
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        return self._read(lambda reader: tokens.find_token(reader.connection, token_id))
+
+    def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
+        return self._read(lambda reader: tokens.list_tokens(reader.connection, workspace))
 
     def close(self) -> None:
         with self._lock:

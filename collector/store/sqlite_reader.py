@@ -14,23 +14,28 @@ from array import array
 from typing import Any
 
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.base import DEFAULT_WORKSPACE, LogQuery
 from mltrail.proto import collector_pb2, records_pb2
 
 DEFAULT_RUN_LIMIT = 100
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error")
+                "parent_run_id, run_type, error, workspace")
 
 
 class SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
     # ---- runs -----------------------------------------------------------------
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        where, params = ["1 = 1"], []
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        where, params = ["workspace = ?"], [workspace]  # type: list[str], list[Any]
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
             if wanted:
@@ -46,18 +51,19 @@ class SqliteReader:
             "ORDER BY start_time DESC, run_key DESC LIMIT ?", params).fetchall()
         return [self._run_info(row) for row in rows]
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND "
+                                 "workspace = ?", (run_id, workspace)).fetchone()
         if row is None:
             return None
         info = self._run_info(row)
         self._add_counts(info, row[0])
         return info
 
-    def run_status(self, run_id: str) -> int | None:
-        row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        row = self._conn.execute("SELECT status FROM runs WHERE run_id = ? AND workspace = ?",
+                                 (run_id, workspace)).fetchone()
         return None if row is None else int(row[0])
 
     def run_key(self, run_id: str) -> int | None:
@@ -79,7 +85,8 @@ class SqliteReader:
         info.properties.update(conn.execute(
             "SELECT key, value FROM run_properties WHERE run_key = ?", (run_key,)).fetchall())
         info.child_run_ids.extend(r[0] for r in conn.execute(
-            "SELECT run_id FROM runs WHERE parent_run_id = ? ORDER BY run_key", (row[1],)))
+            "SELECT run_id FROM runs WHERE parent_run_id = ? AND workspace = ? ORDER BY run_key",
+            (row[1], row[10])))
         return info
 
     def _add_counts(self, info: collector_pb2.RunInfo, run_key: int) -> None:

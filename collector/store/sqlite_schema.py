@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # metrics.kind: how to read metrics.value back (KIND_ENCODED: value is the
 # encoded Metric). A NaN is stored as NULL by SQLite, so (KIND_NUMBER, NULL)
@@ -24,9 +24,21 @@ SCHEMA_VERSION = 2
 # column: a seventh column costs a third more per inserted row.
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG, KIND_ENCODED = 1, 2, 3, 4, 9
 
+# Workspaces and tokens (schema version 3): a fresh store and the migration share them.
+_TENANT_TABLES = """
+CREATE TABLE workspaces (name TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO workspaces VALUES ('default', 0);
+CREATE TABLE tokens (
+  token_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, workspace TEXT NOT NULL,
+  role TEXT NOT NULL, digest BLOB NOT NULL, created INTEGER NOT NULL,
+  expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+"""
+
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE streams (stream_id TEXT PRIMARY KEY, hwm INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE streams (
+  workspace TEXT NOT NULL, stream_id TEXT NOT NULL, hwm INTEGER NOT NULL,
+  PRIMARY KEY (workspace, stream_id)) WITHOUT ROWID;
 CREATE TABLE runs (
   run_key INTEGER PRIMARY KEY,
   run_id TEXT NOT NULL UNIQUE,
@@ -37,10 +49,12 @@ CREATE TABLE runs (
   end_time INTEGER NOT NULL DEFAULT 0,
   parent_run_id TEXT NOT NULL DEFAULT '',
   run_type TEXT NOT NULL DEFAULT '',
-  error BLOB
+  error BLOB,
+  workspace TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX runs_by_parent ON runs(parent_run_id);
 CREATE INDEX runs_by_start ON runs(start_time);
+CREATE INDEX runs_by_workspace ON runs(workspace, start_time);
 CREATE TABLE run_tags (
   run_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (run_key, key)) WITHOUT ROWID;
@@ -82,7 +96,7 @@ CREATE TABLE artifacts (
   run_key INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
   content_type TEXT NOT NULL DEFAULT '', time INTEGER NOT NULL,
   PRIMARY KEY (run_key, path));
-"""
+""" + _TENANT_TABLES
 
 # Version -> the statements that bring a store of the version before it up to it,
 # applied in order at open, in the schema check's transaction.
@@ -99,6 +113,20 @@ INSERT INTO artifact_chunks_v2 SELECT run_key, '', path, offset, data FROM artif
 DROP TABLE artifact_chunks;
 ALTER TABLE artifact_chunks_v2 RENAME TO artifact_chunks;
 """,
+    # 3: workspaces as tenants (issue 14). Every run belongs to one ('default' for
+    # what was stored before); a stream's high-water mark is per workspace, so one
+    # tenant's stream ids can never make another's records look like duplicates;
+    # tokens are kept as an id and a keyed hash of the secret.
+    3: """
+ALTER TABLE runs ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX runs_by_workspace ON runs(workspace, start_time);
+CREATE TABLE streams_v3 (
+  workspace TEXT NOT NULL, stream_id TEXT NOT NULL, hwm INTEGER NOT NULL,
+  PRIMARY KEY (workspace, stream_id)) WITHOUT ROWID;
+INSERT INTO streams_v3 SELECT 'default', stream_id, hwm FROM streams;
+DROP TABLE streams;
+ALTER TABLE streams_v3 RENAME TO streams;
+""" + _TENANT_TABLES,
 }
 
 _RETRYABLE_NAMES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",

@@ -3,7 +3,7 @@
 State held between calls (all of it derivable from the database, and dropped
 whenever a transaction or a batch's savepoint rolls back):
 
-    runs:      run_id -> [run_key, experiment]
+    runs:      run_id -> [run_key, experiment, workspace]
     names:     metric name -> name_key
     streams:   (run_key, log stream name) -> [stream_key, next_line]
 
@@ -11,7 +11,10 @@ Per batch: SAVEPOINT, read the stream's high-water mark, skip duplicates,
 dispatch each new record by body kind through ``_handlers``, insert the
 metric rows with one executemany, write the new mark, RELEASE. A
 ``PermanentError`` (an artifact that does not verify) rolls the savepoint
-back, so that batch contributes nothing while the others commit.
+back, so that batch contributes nothing while the others commit. A record
+for a run of another workspace raises ``ForeignRun``: the batch is refused
+as ``denied``, and so is every later batch of its stream in the call (were
+they committed, the stream's mark would pass the refused records).
 """
 
 from __future__ import annotations
@@ -26,13 +29,23 @@ from typing import Any
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
+from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
+    BatchOutcome,
+    ScalarPoint,
+    ValidBatch,
+    WriteSummary,
+)
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
 
 _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
                 "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
+
+
+class ForeignRun(PermanentError):
+    """A record names a run that belongs to another workspace."""
 
 
 @dataclass
@@ -57,6 +70,7 @@ class SqliteWriter:
         self._runs: dict[str, list[Any]] = {}
         self._names: dict[str, int] = {}
         self._streams: dict[tuple[int, str], list[int]] = {}
+        self._workspace = DEFAULT_WORKSPACE  # of the batch being written
         self._handlers: dict[str, Callable[[records_pb2.Record, _BatchWork], None]] = {
             "metric": self._metric,
             "log": self._log,
@@ -68,8 +82,16 @@ class SqliteWriter:
         summary = WriteSummary()
         try:
             with schema.transaction(self._conn, f"store {self._where}"):
+                denied: dict[tuple[str, str], str] = {}
                 for batch in batches:
-                    summary.outcomes.append(self._write_batch(batch, summary))
+                    key = (batch.workspace, batch.stream_id)
+                    if key in denied:
+                        outcome = BatchOutcome(batch.stream_id, error=denied[key], denied=True)
+                    else:
+                        outcome = self._write_batch(batch, summary)
+                    if outcome.denied:
+                        denied[key] = outcome.error or ""
+                    summary.outcomes.append(outcome)
         except BaseException:
             self._forget()
             raise
@@ -86,8 +108,9 @@ class SqliteWriter:
 
     def _write_batch(self, batch: ValidBatch, summary: WriteSummary) -> BatchOutcome:
         conn = self._conn
-        row = conn.execute("SELECT hwm FROM streams WHERE stream_id = ?",
-                           (batch.stream_id,)).fetchone()
+        self._workspace = batch.workspace
+        row = conn.execute("SELECT hwm FROM streams WHERE workspace = ? AND stream_id = ?",
+                           (batch.workspace, batch.stream_id)).fetchone()
         hwm = row[0] if row else 0
         outcome = BatchOutcome(batch.stream_id, acked_seq=max(hwm, 0))
         skip = min(max(hwm - batch.first_seq + 1, 0), batch.count)
@@ -102,9 +125,11 @@ class SqliteWriter:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
             self._forget()
-            return BatchOutcome(batch.stream_id, acked_seq=hwm, error=str(exc))
-        conn.execute("INSERT INTO streams VALUES (?, ?) ON CONFLICT(stream_id) "
-                     "DO UPDATE SET hwm = excluded.hwm", (batch.stream_id, batch.last_seq))
+            return BatchOutcome(batch.stream_id, acked_seq=hwm, error=str(exc),
+                                denied=isinstance(exc, ForeignRun))
+        conn.execute("INSERT INTO streams VALUES (?, ?, ?) ON CONFLICT(workspace, stream_id) "
+                     "DO UPDATE SET hwm = excluded.hwm",
+                     (batch.workspace, batch.stream_id, batch.last_seq))
         conn.execute("RELEASE batch")
         outcome.acked_seq = batch.last_seq
         outcome.stored = batch.count - skip
@@ -161,12 +186,14 @@ class SqliteWriter:
         """Append metric rows for the points above ``hwm``; the hot loop, kept minimal."""
         rows, latest = work.metrics, work.latest
         runs, names, codes = self._runs, self._names, _VALUE_KINDS
+        workspace = self._workspace
         before = len(rows)
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
             entry = runs.get(run_id)
-            run_key = entry[0] if entry else self._run_key(run_id, time_ns)
+            run_key = (entry[0] if entry and entry[2] == workspace
+                       else self._run_key(run_id, time_ns))
             code = codes[kind]
             rows.append((run_key, names.get(name) or self._name_key(name), time_ns, step, code,
                          value))
@@ -189,18 +216,24 @@ class SqliteWriter:
     # ---- keys ---------------------------------------------------------------
 
     def _run_key(self, run_id: str, time_ns: int) -> int:
+        """The run's key; a new run is created in the batch's workspace; ForeignRun if
+        the run exists in another."""
         entry = self._runs.get(run_id)
-        if entry is not None:
-            return int(entry[0])
-        conn = self._conn
-        row = conn.execute("SELECT run_key, experiment FROM runs WHERE run_id = ?",
-                           (run_id,)).fetchone()
-        if row is None:
-            cur = conn.execute("INSERT INTO runs (run_id, status, start_time) VALUES (?, ?, ?)",
-                               (run_id, records_pb2.RUNNING, time_ns))
-            row = (cur.lastrowid, "")
-        self._runs[run_id] = list(row)
-        return int(row[0])
+        if entry is None:
+            conn = self._conn
+            row = conn.execute("SELECT run_key, experiment, workspace FROM runs WHERE "
+                               "run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                cur = conn.execute("INSERT INTO runs (run_id, status, start_time, workspace) "
+                                   "VALUES (?, ?, ?, ?)",
+                                   (run_id, records_pb2.RUNNING, time_ns, self._workspace))
+                row = (cur.lastrowid, "", self._workspace)
+            entry = self._runs[run_id] = list(row)
+        if entry[2] != self._workspace:
+            raise ForeignRun(f"run {run_id!r} belongs to another workspace than this token's "
+                             f"({self._workspace!r}); send it with a writer token of the "
+                             "run's workspace")
+        return int(entry[0])
 
     def _name_key(self, name: str) -> int:
         key = self._names.get(name)

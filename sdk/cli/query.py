@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail.cli import table
+from mltrail.cli.connection import add_security_flags, security_from_args
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.query.client import LogTail, QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
@@ -52,6 +53,7 @@ def register(subparsers: Any) -> None:
                         help="collector to ask (default: MLTRAIL_COLLECTOR, the embedded "
                              "collector, else 127.0.0.1:7431)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_security_flags(common)
     _register_runs(subparsers, common)
     _register_show(subparsers, common)
     _register_metrics(subparsers, common)
@@ -176,7 +178,7 @@ def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
                                 tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
     if args.json:
@@ -211,7 +213,7 @@ def _tags_text(tags: dict[str, str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         run = client.get_run(args.run_id)
     if args.json:
         _print_json(run_to_json(run))
@@ -250,7 +252,7 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
         records = client.get_metric_records(args.run_id, args.name)
         if args.name and not records:
@@ -305,7 +307,7 @@ def _metric_detail(records: list[Any]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # one clear error for an unknown run
         streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
         prefix = args.prefix or len(streams) > 1
@@ -407,7 +409,7 @@ def artifact_to_json(info: ArtifactInfo) -> dict[str, Any]:
 def cmd_artifacts(args: argparse.Namespace) -> int:
     if args.output and not args.download:
         raise PermanentError("--output needs --download PATH (the artifact to write)")
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         if args.download:
             return _download(client, args)
         artifacts = client.list_artifacts(args.run_id)

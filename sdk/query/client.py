@@ -26,6 +26,12 @@ from typing import Any
 
 import grpc
 
+from mltrail.common.credentials import (
+    ClientSecurity,
+    authorized_channel,
+    refusal_hint,
+    tls_failure_hint,
+)
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
@@ -139,10 +145,18 @@ class _ErrorMapper:
     address: str
     run_id: str = ""
     source: str = "--collector"  # where the address came from
+    tls: bool = False
 
     def __call__(self, err: grpc.RpcError) -> MltrailError:
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
         details = (err.details() if hasattr(err, "details") else "") or ""
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return QueryFailed(f"the collector at {self.address} refused: {details}; "
+                               f"{refusal_hint(code)}", code=code)
+        tls = tls_failure_hint(details) if code is grpc.StatusCode.UNAVAILABLE else None
+        if tls is not None and self.tls:
+            return CollectorUnreachable(f"cannot connect to the collector at {self.address}: "
+                                        f"{tls}", code=code)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return CollectorUnreachable(
                 f"cannot reach the collector at {self.address} ({self._why(details)}); "
@@ -176,9 +190,13 @@ class QueryClient:
     ``close()`` (or leaving a ``with`` block) closes the channel; a later call
     opens a new one, so one client may serve several ``with`` blocks."""
 
-    def __init__(self, address: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, address: str | None = None, timeout: float = 10.0,
+                 security: ClientSecurity | None = None) -> None:
+        """``security`` None: the token and TLS options from the environment
+        (MLTRAIL_TOKEN, MLTRAIL_TOKEN_FILE, MLTRAIL_TLS_CA, ...)."""
         self.address, self._source = _resolve(address)
         self.timeout = timeout
+        self.security = security if security is not None else ClientSecurity.from_environment()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._query_stub: collector_pb2_grpc.QueryStub | None = None
@@ -187,7 +205,7 @@ class QueryClient:
     def _stub(self) -> collector_pb2_grpc.QueryStub:
         with self._lock:
             if self._query_stub is None:
-                self._channel = grpc.insecure_channel(self.address, options=[
+                self._channel = authorized_channel(self.address, self.security, options=[
                     *MESSAGE_LIMITS,
                     # A follow reconnects after a collector restart: retry the
                     # connection within seconds, not gRPC's default of up to 2 minutes.
@@ -210,7 +228,8 @@ class QueryClient:
         self.close()
 
     def _errors(self, run_id: str = "") -> _ErrorMapper:
-        return _ErrorMapper(self.address, run_id, self._source)
+        return _ErrorMapper(self.address, run_id, self._source,
+                            self.security.uses_tls(self.address))
 
     def _unary(self, method: Any, request: Any, mapper: _ErrorMapper) -> Any:
         try:

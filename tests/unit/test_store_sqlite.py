@@ -212,6 +212,14 @@ def test_uploads_of_one_path_from_two_streams_do_not_mix(store: Store) -> None:
     assert b"".join(store.read_artifact(info, 4096)) == second  # the last one completed wins
 
 
+# What schema version 3 (workspaces, tokens) added, undone: a version 2 store.
+_UNDO_V3 = (
+    "DROP INDEX runs_by_workspace; ALTER TABLE runs DROP COLUMN workspace; "
+    "CREATE TABLE streams_v2 (stream_id TEXT PRIMARY KEY, hwm INTEGER NOT NULL) WITHOUT ROWID; "
+    "INSERT INTO streams_v2 SELECT stream_id, hwm FROM streams; DROP TABLE streams; "
+    "ALTER TABLE streams_v2 RENAME TO streams; DROP TABLE workspaces; DROP TABLE tokens; ")
+
+
 def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
         tmp_path: Path) -> None:
     """A v1 store (artifact chunks keyed without the stream) is migrated at open, and an
@@ -224,7 +232,7 @@ def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
     write_v1.close()
     with sqlite3.connect(path) as conn:  # what version 1 left on disk
         rows = conn.execute("SELECT run_key, path, offset, data FROM artifact_chunks").fetchall()
-        conn.executescript(
+        conn.executescript(_UNDO_V3 +
             "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
             "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
             "PRIMARY KEY (run_key, path, offset)); DELETE FROM schema_version; "
