@@ -53,6 +53,7 @@ from mltrail.common.credentials import (
     TokenSource,
     call_metadata,
     collector_channel,
+    split_scheme,
     tls_failure_hint,
 )
 from mltrail.common.errors import (
@@ -169,7 +170,7 @@ def wants_compression(mode: str, address: str) -> bool:
     collector is on this host, where compressing costs CPU and saves nothing)."""
     if mode != "auto":
         return mode == "gzip"
-    host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
+    host = split_scheme(address)[0].removeprefix("dns:///").rpartition(":")[0].strip("[]")
     local = address.startswith("unix:") or host in ("localhost", "::1")
     return not (local or host.startswith("127."))
 
