@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's own log lines (a failed TLS handshake at INFO) would make a one-line error
+    # several lines; ours says what happened. Set before gRPC is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from mltrail.common.errors import MltrailError
 
     parser = build_parser()

@@ -76,7 +76,7 @@ def run_sync(args: argparse.Namespace) -> int:
 def _sync_one(directory: Path, address: str, timeout: float,
               security: ClientSecurity | None = None) -> str:
     """Drain one spool; returns what is left of it ("" when all of it was sent)."""
-    from mltrail.agent.forwarder import drain_spool
+    from mltrail.agent.drain import drain_spool
     from mltrail.agent.spool import SpoolLockedError
 
     try:

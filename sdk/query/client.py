@@ -132,6 +132,8 @@ def _unreachable_reason(details: str) -> str:
         ("dns", "unknown host"),
         ("timed out", "connection timed out"),
         ("unreachable", "network unreachable"),
+        ("socket closed", "the connection was closed: if the collector serves TLS, use "
+                          "https://HOST:PORT or --tls"),
     ):
         if needle in lowered:
             return reason

@@ -303,3 +303,23 @@ def test_no_auth_on_a_network_address_needs_insecure(tmp_path: Path) -> None:
     svc.args.append("--insecure")
     svc.start()
     svc.stop()
+
+
+def test_tls_and_token_mistakes_are_one_line_that_says_which(team: Team) -> None:
+    admin = str(team.root / "admin.token")
+    env = {"MLTRAIL_HOME": str(team.root / "cli-home")}
+    cases = [
+        (["--collector", team.address], "certificate is not trusted"),
+        (["--collector", team.address, "--tls-ca", str(team.ca.cert), "--tls-server-name",
+          "elsewhere.example"], "does not name this address"),
+        (["--collector", team.collector.grpc], "if the collector serves TLS"),
+    ]
+    for flags, expected in cases:
+        done = mltrail_cli("runs", *flags, "--token-file", admin, env=env)
+        assert done.returncode == 1 and expected in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    bad = team.root / "bad.secret"
+    bad.write_text("hunter2")
+    done = team.cli("runs", token_file=bad)
+    assert done.returncode == 1 and "not an mltrail token" in done.stderr
+    assert "hunter2" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

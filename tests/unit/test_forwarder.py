@@ -10,7 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mltrail.agent.forwarder import ForwardTally, GrpcForwarder, drain_spool, encode_request
+from mltrail.agent.drain import drain_spool
+from mltrail.agent.forwarder import ForwardTally, GrpcForwarder, encode_request
 from mltrail.agent.frames import read_ledger
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.spool import Spool
@@ -146,6 +147,66 @@ async def test_invalid_batch_is_set_aside_and_the_rest_goes_on(tmp_path: Path) -
     assert "seq gap" in (tmp_path / "dead" / "reasons.log").read_text()
     assert (tmp_path / "dead" / "letters.seg").stat().st_size > 0
     assert read_ledger(tmp_path) == spool.ack_position  # a crash now sets nothing aside twice
+    spool.close()
+
+
+class RefusalTally(ForwardTally):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals: list[str] = []
+
+    def credentials_refused(self, message: str) -> None:
+        self.refusals.append(message)
+
+
+async def test_a_refused_token_sets_nothing_aside_and_resumes_when_the_file_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mltrail.agent import forwarder as forwarder_module
+    from mltrail.common.credentials import ClientSecurity
+    from mltrail.common.tokens import new_token
+
+    good, bad = new_token()[0], new_token()[0]
+    token_file = tmp_path / "token"
+    token_file.write_text(bad)
+    seen: list[str] = []
+
+    class CheckingIngest(FakeIngest):
+        async def Write(self, request_iterator: AsyncIterator[bytes],  # type: ignore[override]
+                        context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[collector_pb2.IngestResponse]:
+            header = dict(context.invocation_metadata() or ()).get("authorization", "")
+            seen.append(str(header))
+            if header != f"Bearer {good}":
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token was revoked")
+            async for response in super().Write(request_iterator, context):
+                yield response
+
+    monkeypatch.setattr(forwarder_module, "AUTH_RETRY_SECONDS", 30.0)
+    fake = CheckingIngest()
+    spool = Spool(tmp_path / "spool")
+    spool_batches(spool, "s1", 3)
+    tally = RefusalTally()
+    async with ingest_server(fake) as address:
+        forwarder = GrpcForwarder(spool, address, listener=tally,
+                                  security=ClientSecurity(token_file=str(token_file)))
+        task = asyncio.create_task(forwarder.run())
+        try:
+            async with asyncio.timeout(20):
+                while not tally.refusals:
+                    await asyncio.sleep(0.01)
+                assert not spool.empty() and tally.dead_records == 0
+                token_file.write_text(good)  # the rotated secret: no restart
+                while not spool.empty():
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await forwarder.close()
+    assert fake.stored["s1"] == list(range(1, 31)) and tally.dead_records == 0
+    assert len(tally.refusals) == 1 and "revoked" in tally.refusals[0]
+    assert not (tmp_path / "spool" / "dead").exists() or not any(
+        (tmp_path / "spool" / "dead").iterdir())
     spool.close()
 
 
