@@ -90,21 +90,26 @@ def spool_batches(spool: Spool, sid: str, batches: int, per: int = 10) -> None:
         spool.append(sid, first, first + per - 1, batch.SerializeToString())
 
 
-async def forward_until_empty(spool: Spool, address: str, tally: ForwardTally,
-                              timeout: float = 10.0, **options: int) -> None:
-    forwarder = GrpcForwarder(spool, address, listener=tally, **options,  # type: ignore[arg-type]
-                              retry=RetryPolicy(initial=0.01, maximum=0.1,
-                                                on_retry=tally.retrying))
+@contextlib.asynccontextmanager
+async def running(forwarder: GrpcForwarder) -> AsyncIterator[GrpcForwarder]:
     task = asyncio.create_task(forwarder.run())
     try:
-        async with asyncio.timeout(timeout):
-            while not spool.empty():
-                await asyncio.sleep(0.01)
+        yield forwarder
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await forwarder.close()
+
+
+async def forward_until_empty(spool: Spool, address: str, tally: ForwardTally,
+                              timeout: float = 10.0, **options: int) -> None:
+    forwarder = GrpcForwarder(spool, address, listener=tally, **options,  # type: ignore[arg-type]
+                              retry=RetryPolicy(initial=0.01, maximum=0.1,
+                                                on_retry=tally.retrying))
+    async with running(forwarder), asyncio.timeout(timeout):
+        while not spool.empty():
+            await asyncio.sleep(0.01)
 
 
 def test_request_bytes_are_a_valid_ingest_request() -> None:
@@ -189,20 +194,13 @@ async def test_a_refused_token_sets_nothing_aside_and_resumes_when_the_file_chan
     async with ingest_server(fake) as address:
         forwarder = GrpcForwarder(spool, address, listener=tally,
                                   security=ClientSecurity(token_file=str(token_file)))
-        task = asyncio.create_task(forwarder.run())
-        try:
-            async with asyncio.timeout(20):
-                while not tally.refusals:
-                    await asyncio.sleep(0.01)
-                assert not spool.empty() and tally.dead_records == 0
-                token_file.write_text(good)  # the rotated secret: no restart
-                while not spool.empty():
-                    await asyncio.sleep(0.01)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await forwarder.close()
+        async with running(forwarder), asyncio.timeout(20):
+            while not tally.refusals:
+                await asyncio.sleep(0.01)
+            assert not spool.empty() and tally.dead_records == 0
+            token_file.write_text(good)  # the rotated secret: no restart
+            while not spool.empty():
+                await asyncio.sleep(0.01)
     assert fake.stored["s1"] == list(range(1, 31)) and tally.dead_records == 0
     assert len(tally.refusals) == 1 and "revoked" in tally.refusals[0]
     assert not (tmp_path / "spool" / "dead").exists() or not any(
