@@ -8,7 +8,8 @@ Exposure (collector/auth.py, collector/tls.py): with ``auth = "none"`` the
 collector refuses to listen on an address that is not loopback unless
 ``insecure`` says so; with ``auth = "token"`` every RPC and every HTTP path
 but /healthz needs a bearer token; with ``tls_cert`` the gRPC port serves
-TLS (mutual with ``tls_client_ca``), certificates reloaded on change.
+TLS (mutual with ``tls_client_ca``) and the HTTP port HTTPS, certificates
+reloaded on change.
 
 Shutdown (SIGTERM/SIGINT): ``closing`` is set, so each Ingest stream stops
 reading after the request in hand, which is stored and acknowledged; the
@@ -171,7 +172,8 @@ def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoin
     authorize = http_bearer_check(server.auth) if server.auth.enabled else None
     try:
         return HttpEndpoint(host, port, server.metrics.registry, server.health,
-                            authorize=authorize)
+                            authorize=authorize,
+                            tls=server.tls.ssl_context if server.tls else None)
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

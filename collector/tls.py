@@ -8,6 +8,11 @@ the old certificate in use (said once in the log) instead of breaking
 connections. Connections already open keep theirs. gRPC negotiates TLS 1.2
 or newer only. With ``tls_client_ca`` a client must present a certificate
 signed by that CA, or the handshake fails before any call.
+
+``ssl_context()`` serves the HTTP port (/metrics, the UI) with the same
+certificate, rebuilt when the files change; it asks for no client
+certificate there (bearer tokens guard it, and orchestrators' HTTPS probes of
+/healthz present none).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class ReloadingCertificates:
         self._initial = self._load()
         self.reloads = 0
         self._failed_stamp: tuple[object, ...] | None = None
+        self._http: tuple[tuple[object, ...], ssl.SSLContext] | None = None
 
     def _files(self) -> list[str]:
         return [p for p in (self.cert, self.key, self.client_ca) if p]
@@ -86,6 +92,23 @@ class ReloadingCertificates:
             self.reloads += 1
             log.info("TLS certificate reloaded from %s", self.cert)
             return config
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For the HTTP port: TLS 1.2 or newer, the current certificate."""
+        stamp = self._stamps()
+        cached = self._http
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError):
+            if cached is not None:
+                return cached[1]  # a renewal half-written: keep serving the previous one
+            raise
+        self._http = (stamp, context)
+        return context
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(

@@ -5,14 +5,18 @@ busy event loop never delays a scrape and a scrape never blocks ingest.
 Extra routes (the collector's pages) are added as handler functions.
 ``authorize`` (the collector's bearer check, collector/auth.py
 ``http_bearer_check``) guards every path but ``/healthz``, which stays open
-for orchestrators' probes.
+for orchestrators' probes. ``tls`` (the collector's certificates, reloaded
+on change) makes it HTTPS; the handshake runs in the request's thread, so a
+slow or failed one never holds up other requests.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -20,6 +24,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 Route = Callable[[str, str], tuple[int, str, bytes]]
 # A request check on its headers (lower-case names): None lets it pass, else (status, reason).
 Authorize = Callable[[Mapping[str, str]], tuple[int, str] | None]
+
+
+class _Server(ThreadingHTTPServer):
+    tls: Callable[[], ssl.SSLContext] | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls().wrap_socket(sock, server_side=True,
+                                          do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a failed handshake or a client gone mid-answer: nothing to report
+
+
 
 
 class HttpEndpoint:
@@ -36,6 +56,7 @@ class HttpEndpoint:
         health: Callable[[], tuple[bool, str]],
         routes: dict[str, Route] | None = None,
         authorize: Authorize | None = None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
@@ -60,7 +81,8 @@ class HttpEndpoint:
             def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes every few seconds would flood the log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _Server((host, port), Handler)
+        self._server.tls = tls
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

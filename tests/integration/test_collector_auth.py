@@ -95,12 +95,15 @@ class Team:
         return "\n".join(texts)
 
 
-def http_get(address: str, path: str, token_file: Path | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://{address}{path}")
+def http_get(address: str, path: str, token_file: Path | None = None,
+             ca: Path | None = None) -> tuple[int, str]:
+    """GET over HTTP, or HTTPS trusting ``ca``."""
+    request = urllib.request.Request(f"{'https' if ca else 'http'}://{address}{path}")
     if token_file is not None:
         request.add_header("Authorization", f"Bearer {token_file.read_text().strip()}")
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -159,12 +162,15 @@ def test_roles_and_workspaces_along_the_whole_path(team: Team) -> None:
         assert listed.returncode == 0 and json.loads(listed.stdout) == []
         no_token = team.cli("runs")
         assert no_token.returncode == 1 and "needs a token" in no_token.stderr
-        # /metrics wants a bearer token; /healthz stays open
-        assert http_get(team.collector.http, "/healthz")[0] == 200
-        assert http_get(team.collector.http, "/metrics")[0] == 401
-        assert http_get(team.collector.http, "/metrics", reader_a)[0] == 200
-        assert "mltrail_collector_batches_total" in http_get(team.collector.http, "/metrics",
-                                                             reader_a)[1]
+        # /metrics (HTTPS with the same certificate) wants a bearer token; /healthz is open
+        http, ca = team.collector.http, team.ca.cert
+        assert http_get(http, "/healthz", ca=ca)[0] == 200
+        assert http_get(http, "/metrics", ca=ca)[0] == 401
+        assert http_get(http, "/metrics", writer_a, ca=ca)[0] == 403
+        status, text = http_get(http, "/metrics", reader_a, ca=ca)
+        assert status == 200 and "mltrail_collector_batches_total" in text
+        with pytest.raises(OSError):  # no plain HTTP beside HTTPS
+            http_get(http, "/healthz")
         printed = team.everything_printed(agent)
     finally:
         agent.stop()
