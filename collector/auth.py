@@ -296,18 +296,22 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
     raise AssertionError("unreachable: context.abort raises")
 
 
-def http_bearer_check(auth: Authenticator, action: str = READ
+def http_bearer_check(auth: Authenticator, action: str = READ,
+                      on_pass: Callable[[Principal], None] | None = None
                       ) -> Callable[[Mapping[str, str]], tuple[int, str] | None]:
     """For the collector's HTTP server: None if the request's headers may pass, else
     (401 or 403, the reason). Prometheus sends the token with its ``authorization``
-    scrape setting."""
+    scrape setting. ``on_pass`` hears the caller of a request that passed, in the
+    request's thread (to scope what the answer shows)."""
     codes = {grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403}
 
     def check(headers: Mapping[str, str]) -> tuple[int, str] | None:
         try:
-            auth.check({"authorization": headers.get("authorization", "")}, action)
+            caller = auth.check({"authorization": headers.get("authorization", "")}, action)
         except Refused as exc:
             return codes.get(exc.code, 403), str(exc)
+        if on_pass is not None:
+            on_pass(caller)
         return None
 
     return check

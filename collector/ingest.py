@@ -105,7 +105,7 @@ class IngestPipeline:
         self._metrics.store_seconds.observe(time.perf_counter() - started)
         for index, outcome in zip(positions, summary.outcomes, strict=True):
             results[index] = self._result(outcome)
-        self._metrics.latest.update(summary.latest)
+        self._metrics.latest.update(summary.latest, summary.workspaces)
         return summary
 
     def count_undecodable(self) -> None:

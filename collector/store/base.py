@@ -100,12 +100,14 @@ class WriteSummary:
     """The result of one ``write_batch`` call, after commit.
 
     ``latest`` holds the last numeric scalar per (run_id, metric name) with the
-    run's experiment, for the Prometheus gauges; ``log_runs`` and ``ended_runs``
-    wake TailLogs followers.
+    run's experiment, for the Prometheus gauges (``workspaces`` says whose, so a
+    scrape with a reader token sees its workspace's runs only); ``log_runs``
+    and ``ended_runs`` wake TailLogs followers.
     """
 
     outcomes: list[BatchOutcome] = field(default_factory=list)
     latest: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    workspaces: dict[str, str] = field(default_factory=dict)  # run_id -> its workspace
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
 

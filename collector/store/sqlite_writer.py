@@ -212,6 +212,8 @@ class SqliteWriter:
         for (run_id, name), (_, number) in summary.latest.items():
             entry = self._runs.get(run_id)
             summary.latest[(run_id, name)] = (entry[1] if entry else "", number)
+            if entry:
+                summary.workspaces[run_id] = entry[2]
 
     # ---- keys ---------------------------------------------------------------
 

@@ -169,6 +169,8 @@ def test_roles_and_workspaces_along_the_whole_path(team: Team) -> None:
         assert http_get(http, "/metrics", writer_a, ca=ca)[0] == 403
         status, text = http_get(http, "/metrics", reader_a, ca=ca)
         assert status == 200 and "mltrail_collector_batches_total" in text
+        assert f'run="{run_id}"' in text  # its workspace's run gauges, and no other's
+        assert f'run="{run_id}"' not in http_get(http, "/metrics", reader_b, ca=ca)[1]
         with pytest.raises(OSError):  # no plain HTTP beside HTTPS
             http_get(http, "/healthz")
         printed = team.everything_printed(agent)

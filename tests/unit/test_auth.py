@@ -192,3 +192,19 @@ def test_tls_failures_are_named() -> None:
     assert "does not name" in (tls_failure_hint("Peer name x is not in peer certificate")
                                or "")
     assert tls_failure_hint("connection refused") is None
+
+
+def test_a_scrape_sees_the_run_gauges_of_its_workspace_only() -> None:
+    from prometheus_client import generate_latest
+
+    from mltrail.collector.metrics import CollectorMetrics
+
+    metrics = CollectorMetrics()
+    metrics.latest.update({("ra", "loss"): ("e", 1.0), ("rb", "loss"): ("e", 2.0)},
+                          {"ra": "a", "rb": "b"})
+    metrics.latest.scope_to("a")
+    scoped = generate_latest(metrics.registry).decode()
+    assert 'run="ra"' in scoped and 'run="rb"' not in scoped
+    metrics.latest.scope_to(None)
+    everything = generate_latest(metrics.registry).decode()
+    assert 'run="ra"' in everything and 'run="rb"' in everything
