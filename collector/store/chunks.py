@@ -102,6 +102,17 @@ class ChunkSummary:
     max_value: float | None
     steps_sorted: bool  # every point has a step and they never decrease
     has_nan: bool
+    all_steps: bool     # every point has a step
+    all_numeric: bool   # every value is a number or an integer
+
+    @property
+    def flags(self) -> int:
+        """The four booleans as one integer, for a store's column (see ``from_flags``)."""
+        return (self.steps_sorted | self.has_nan << 1 | self.all_steps << 2
+                | self.all_numeric << 3)
+
+
+FLAG_STEPS_SORTED, FLAG_HAS_NAN, FLAG_ALL_STEPS, FLAG_ALL_NUMERIC = 1, 2, 4, 8
 
 
 # ---- integers -----------------------------------------------------------------
@@ -405,4 +416,5 @@ def summarize(points: Points) -> ChunkSummary:
         min_value=float(min(ordered)) if ordered else (nan if numbers else None),
         max_value=float(max(ordered)) if ordered else (nan if numbers else None),
         steps_sorted=len(present) == len(steps) and all(map(le, present, present[1:])),
-        has_nan=has_nan)
+        has_nan=has_nan, all_steps=len(present) == len(steps),
+        all_numeric=len(numbers) == len(points))

@@ -120,8 +120,10 @@ def test_summary_of_a_chunk() -> None:
     assert math.isnan(summary.first_value)
     assert (summary.last_value, summary.min_value, summary.max_value) == (2.5, -3.0, 2.5)
     assert summary.has_nan and not summary.steps_sorted
+    assert not summary.all_steps and not summary.all_numeric
+    assert summary.flags == chunks.FLAG_HAS_NAN
     only_nan = chunks.summarize(_numbers([math.nan, math.nan]))
     assert math.isnan(only_nan.min_value) and math.isnan(only_nan.max_value)
-    assert only_nan.steps_sorted
+    assert only_nan.steps_sorted and only_nan.all_steps and only_nan.all_numeric
     text = chunks.summarize(Points([None], [1], [KIND_TEXT], ["a"]))
     assert text.min_value is None and text.last_value is None and text.min_step is None
