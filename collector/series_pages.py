@@ -19,6 +19,7 @@ from mltrail.collector.store.series import (
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
+    SeriesStart,
 )
 from mltrail.common import packed
 from mltrail.common.errors import PermanentError
@@ -49,19 +50,23 @@ def series_query(request: collector_pb2.ReadSeriesRequest) -> SeriesQuery:
 
 
 def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesResponse]:
+    """The first message of each metric carries ``has_records`` (SeriesStart)."""
     name, points = "", Points.empty()
     records: list[collector_pb2.MetricRecord] = []
     size = 0
+    start: list[bool] = []  # has_records, until the metric's first message is out
     for part in parts:
         if part.name != name or (isinstance(part, SeriesPoints) and records) or (
                 not isinstance(part, SeriesPoints) and len(points)):
-            yield from _flush(name, points, records)
+            yield from _flush(name, points, records, start)
             points, records, size = Points.empty(), [], 0
             name = part.name
-        if isinstance(part, SeriesPoints):
+        if isinstance(part, SeriesStart):
+            start[:] = [part.has_records]
+        elif isinstance(part, SeriesPoints):
             points.extend(part.points)
             if len(points) >= PAGE_POINTS:
-                yield from _flush(name, points, records)
+                yield from _flush(name, points, records, start)
                 points = Points.empty()
         elif isinstance(part, SeriesRecord):
             record = collector_pb2.MetricRecord(time_unix_nano=part.time)
@@ -69,22 +74,24 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
             records.append(record)
             size += len(part.metric)
             if len(records) >= PAGE_RECORDS or size >= PAGE_BYTES:
-                yield from _flush(name, points, records)
+                yield from _flush(name, points, records, start)
                 records, size = [], 0
         elif isinstance(part, SeriesBuckets):
             yield collector_pb2.ReadSeriesResponse(
                 name=part.name, buckets=[_bucket(b) for b in part.buckets])
-    yield from _flush(name, points, records)
+    yield from _flush(name, points, records, start)
 
 
-def _flush(name: str, points: Points, records: list[collector_pb2.MetricRecord]
-           ) -> Iterator[collector_pb2.ReadSeriesResponse]:
+def _flush(name: str, points: Points, records: list[collector_pb2.MetricRecord],
+           start: list[bool]) -> Iterator[collector_pb2.ReadSeriesResponse]:
     if len(points):
         yield collector_pb2.ReadSeriesResponse(
             name=name, points=packed.pack(points.steps, points.times, points.kinds,
-                                          points.values))
+                                          points.values), has_records=any(start))
+        start.clear()
     if records:
-        yield collector_pb2.ReadSeriesResponse(name=name, records=records)
+        yield collector_pb2.ReadSeriesResponse(name=name, records=records, has_records=True)
+        start.clear()
 
 
 def _bucket(bucket: Bucket) -> collector_pb2.SeriesBucket:

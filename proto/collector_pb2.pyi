@@ -209,16 +209,18 @@ class SeriesBucket(_message.Message):
     def __init__(self, count: _Optional[int] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., first_time_unix_nano: _Optional[int] = ..., last_time_unix_nano: _Optional[int] = ..., has_values: _Optional[bool] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class ReadSeriesResponse(_message.Message):
-    __slots__ = ("name", "points", "records", "buckets")
+    __slots__ = ("name", "points", "records", "buckets", "has_records")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    HAS_RECORDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     points: PackedPoints
     records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
     buckets: _containers.RepeatedCompositeFieldContainer[SeriesBucket]
-    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ...) -> None: ...
+    has_records: bool
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ..., has_records: _Optional[bool] = ...) -> None: ...
 
 class TailLogsRequest(_message.Message):
     __slots__ = ("run_id", "streams", "from_line", "to_line", "follow")

@@ -201,6 +201,15 @@ def _merge(group: Sequence[Bucket]) -> Bucket:
 
 
 @dataclass(frozen=True)
+class SeriesStart:
+    """First part of each metric of a plain read: whether records of other kinds are
+    among its parts (a reader that streams plain scalars needs to know up front)."""
+
+    name: str
+    has_records: bool
+
+
+@dataclass(frozen=True)
 class SeriesPoints:
     """Scalar points of metric ``name``, in logged order (a chunk's worth or less)."""
 
@@ -223,4 +232,4 @@ class SeriesBuckets:
     buckets: list[Bucket]
 
 
-SeriesPart = SeriesPoints | SeriesRecord | SeriesBuckets
+SeriesPart = SeriesStart | SeriesPoints | SeriesRecord | SeriesBuckets

@@ -25,6 +25,7 @@ from mltrail.collector.store.series import (
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
+    SeriesStart,
     StoredChunk,
     chunk_points,
     downsample,
@@ -113,6 +114,8 @@ class SqliteStore(Store):
             if query.buckets:
                 yield SeriesBuckets(name, self._downsample(run_key, name_key, query))
                 continue
+            yield SeriesStart(name, self._read(SqliteReader.has_records, run_key, name_key,
+                                               query))
             after = 0
             while page := self._read(SqliteReader.chunk_page, run_key, name_key, after,
                                      PAGE_CHUNKS, query):

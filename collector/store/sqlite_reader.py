@@ -15,7 +15,7 @@ from mltrail.collector.store.base import LogQuery
 from mltrail.collector.store.chunks import decode_ints
 from mltrail.collector.store.series import SeriesQuery, StoredChunk
 from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
-from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
 
@@ -128,6 +128,16 @@ class SqliteReader:
             f"SELECT rowid, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
             f"WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?", (*params, limit))
         return [stored_chunk(row) for row in rows]
+
+    def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
+        """Whether the series has a record of another kind in the query's ranges."""
+        if query.step_min is not None or query.step_max is not None:
+            return False  # such records have no step
+        row = self._conn.execute(
+            f"SELECT 1 FROM metric_chunks WHERE run_key = ? AND name_key = ? AND kind = "
+            f"{CHUNK_ENCODED} AND max_time >= ? AND min_time <= ? LIMIT 1",
+            (run_key, name_key, _low(query.time_min), _high(query.time_max))).fetchone()
+        return row is not None
 
     def chunk_data(self, rowid: int) -> bytes:
         row = self._conn.execute("SELECT data FROM metric_chunks WHERE rowid = ?",

@@ -30,7 +30,7 @@ from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
 from mltrail.proto import collector_pb2, collector_pb2_grpc
-from mltrail.query.metrics_view import fold_metrics
+from mltrail.query.metrics_view import fold_series, page_records
 from mltrail.query.types import (
     STATUS_NAMES,
     TERMINAL_STATUSES,
@@ -235,16 +235,41 @@ class QueryClient:
         request = collector_pb2.GetRunRequest(run_id=run_id)
         return RunInfo.from_pb(self._unary(self._stub.GetRun, request, self._errors(run_id)))
 
+    def read_series(self, run_id: str, name: str | None = None, *,
+                    step_min: int | None = None, step_max: int | None = None,
+                    time_min: int | None = None, time_max: int | None = None,
+                    buckets: int = 0) -> Iterator[collector_pb2.ReadSeriesResponse]:
+        """ReadSeries pages as they arrive (packed points, other records, or buckets):
+        a series of any length, never whole in memory here or in the collector. The
+        stream has no overall deadline (a long series takes long); a collector that is
+        down fails at once."""
+        request = collector_pb2.ReadSeriesRequest(run_id=run_id, name=name or "",
+                                                  buckets=buckets)
+        for field_name, value in (("step_min", step_min), ("step_max", step_max),
+                                  ("time_min_unix_nano", time_min),
+                                  ("time_max_unix_nano", time_max)):
+            if value is not None:
+                setattr(request, field_name, value)
+        mapper = self._errors(run_id)
+        try:
+            yield from self._stub.ReadSeries(request)
+        except grpc.RpcError as err:
+            raise mapper(err) from None
+
+    def metric_records(self, run_id: str, name: str | None = None
+                       ) -> Iterator[collector_pb2.MetricRecord]:
+        """The raw records, by name then in logged order (for steps and times), streamed."""
+        for page in self.read_series(run_id, name):
+            yield from page_records(page)
+
     def get_metric_records(self, run_id: str, name: str | None = None
                            ) -> list[collector_pb2.MetricRecord]:
-        """The raw records, by name then in logged order (for steps and times)."""
-        request = collector_pb2.GetMetricsRequest(run_id=run_id, name=name or "")
-        response = self._unary(self._stub.GetMetrics, request, self._errors(run_id))
-        return list(response.records)
+        """``metric_records`` as a list (a record object per value: for short series)."""
+        return list(self.metric_records(run_id, name))
 
     def get_metrics(self, run_id: str, name: str | None = None) -> dict[str, Any]:
-        """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``."""
-        return fold_metrics(self.get_metric_records(run_id, name))
+        """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``, from packed pages."""
+        return fold_series(self.read_series(run_id, name))
 
     # -- logs -----------------------------------------------------------------
 
