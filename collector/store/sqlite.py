@@ -143,8 +143,9 @@ class SqliteStore(Store):
     def log_positions(self, run_id: str) -> dict[str, int]:
         return self._read(SqliteReader.log_positions, run_id)
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
-        return self._read(SqliteReader.list_artifacts, run_id)
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        return self._read(SqliteReader.list_artifacts, run_id, after, limit)
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
         return self._read(SqliteReader.get_artifact, run_id, path)

@@ -69,7 +69,8 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.add_argument("--limit", metavar="N", type=int, default=100,
+                   help="at most N runs (100; 0: every run)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
     p.set_defaults(func=_quiet_pipe(cmd_runs))

@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_COLLECTOR = "127.0.0.1:7431"
+RUN_PAGE = 500
 
 
 class CollectorUnreachable(RetryableError):
@@ -223,13 +224,20 @@ class QueryClient:
     def list_runs(self, experiment: str | None = None, status: str | int | None = None,
                   tags: Mapping[str, str] | None = None, limit: int = 100,
                   parent_run_id: str | None = None) -> list[RunInfo]:
-        """Runs matching every filter given; a tag value "" matches any value."""
+        """Runs matching every filter given, newest first; a tag value "" matches any value.
+        At most ``limit`` runs (0: every one), read a page at a time."""
         request = collector_pb2.ListRunsRequest(
-            experiment=experiment or "", limit=max(0, limit), parent_run_id=parent_run_id or "",
+            experiment=experiment or "", parent_run_id=parent_run_id or "",
             status=status_number(status) if status is not None else 0, tags=dict(tags or {}),
         )
-        response = self._unary(self._stub.ListRuns, request, self._errors())
-        return [RunInfo.from_pb(r) for r in response.runs]
+        runs: list[RunInfo] = []
+        while True:
+            request.limit = min(limit - len(runs), RUN_PAGE) if limit > 0 else RUN_PAGE
+            response = self._unary(self._stub.ListRuns, request, self._errors())
+            runs.extend(RunInfo.from_pb(r) for r in response.runs)
+            if not response.next_page_token or 0 < limit <= len(runs):
+                return runs
+            request.page_token = response.next_page_token
 
     def get_run(self, run_id: str) -> RunInfo:
         request = collector_pb2.GetRunRequest(run_id=run_id)
@@ -287,9 +295,15 @@ class QueryClient:
     # -- artifacts --------------------------------------------------------------
 
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
+        """Every artifact of the run by path, read a page at a time."""
         request = collector_pb2.ListArtifactsRequest(run_id=run_id)
-        response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
-        return [ArtifactInfo.from_pb(a) for a in response.artifacts]
+        found: list[ArtifactInfo] = []
+        while True:
+            response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
+            found.extend(ArtifactInfo.from_pb(a) for a in response.artifacts)
+            if not response.next_page_token:
+                return found
+            request.page_token = response.next_page_token
 
     def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]
                           ) -> ArtifactInfo:
