@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.chunks import Columns, Points
 from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
+    SeriesColumns,
     SeriesPart,
     SeriesPoints,
     SeriesQuery,
@@ -55,13 +56,23 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
     records: list[collector_pb2.MetricRecord] = []
     size = 0
     start: list[bool] = []  # has_records, until the metric's first message is out
+    columns: list[Columns] = []
     for part in parts:
-        if part.name != name or (isinstance(part, SeriesPoints) and records) or (
+        if columns and (part.name != name or not isinstance(part, SeriesColumns) or (
+                (part.columns.steps is None) != (columns[0].steps is None))):
+            yield _columns_page(name, columns, start)
+            columns = []
+        if part.name != name or (isinstance(part, SeriesPoints | SeriesColumns) and records) or (
                 not isinstance(part, SeriesPoints) and len(points)):
             yield from _flush(name, points, records, start)
             points, records, size = Points.empty(), [], 0
             name = part.name
-        if isinstance(part, SeriesStart):
+        if isinstance(part, SeriesColumns):
+            columns.append(part.columns)
+            if sum(c.count for c in columns) >= PAGE_POINTS:
+                yield _columns_page(name, columns, start)
+                columns = []
+        elif isinstance(part, SeriesStart):
             start[:] = [part.has_records]
         elif isinstance(part, SeriesPoints):
             points.extend(part.points)
@@ -79,7 +90,24 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
         elif isinstance(part, SeriesBuckets):
             yield collector_pb2.ReadSeriesResponse(
                 name=part.name, buckets=[_bucket(b) for b in part.buckets])
+    if columns:
+        yield _columns_page(name, columns, start)
     yield from _flush(name, points, records, start)
+
+
+def _columns_page(name: str, columns: list[Columns], start: list[bool]
+                  ) -> collector_pb2.ReadSeriesResponse:
+    """Whole chunks of numbers joined column by column: bytes copies, no per-point work."""
+    page = collector_pb2.ReadSeriesResponse(name=name, has_records=any(start))
+    start.clear()
+    out = page.points
+    out.count = sum(c.count for c in columns)
+    out.times = b"".join(packed.little_endian(c.times) for c in columns)
+    out.numbers = b"".join(packed.little_endian(c.numbers) for c in columns)
+    if columns[0].steps is not None:
+        out.steps = b"".join(packed.little_endian(c.steps) for c in columns
+                             if c.steps is not None)
+    return page
 
 
 def _flush(name: str, points: Points, records: list[collector_pb2.MetricRecord],

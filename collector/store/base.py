@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
 from mltrail.collector.store.series import (
+    SeriesColumns,
     SeriesPart,
     SeriesPoints,
     SeriesQuery,
@@ -201,7 +202,7 @@ def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.Metric
             record = collector_pb2.MetricRecord(time_unix_nano=part.time)
             record.metric.ParseFromString(part.metric)
             yield record
-        elif isinstance(part, SeriesPoints):
+        elif isinstance(part, SeriesPoints | SeriesColumns):
             points = part.points
             for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
                                                   points.values, strict=True):

@@ -22,12 +22,11 @@ from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
     SeriesPart,
-    SeriesPoints,
     SeriesQuery,
     SeriesRecord,
     SeriesStart,
     StoredChunk,
-    chunk_points,
+    chunk_part,
     downsample,
 )
 from mltrail.collector.store.sqlite_reader import SqliteReader
@@ -123,8 +122,8 @@ class SqliteStore(Store):
                     if chunk.summary is None:
                         if chunk.data is not None:
                             yield SeriesRecord(name, chunk.time, bytes(chunk.data))
-                    elif (points := chunk_points(chunk, _decode_data, query)) is not None:
-                        yield SeriesPoints(name, points)
+                    elif (part := chunk_part(name, chunk, _decode_data, query)) is not None:
+                        yield part
                 after = page[-1].key
 
     def _downsample(self, run_key: int, name_key: int, query: SeriesQuery) -> list[Bucket]:

@@ -14,7 +14,7 @@ import pytest
 from mltrail.cli.metrics_out import write_csv, write_json
 from mltrail.common import packed
 from mltrail.proto import collector_pb2, records_pb2
-from mltrail.query.metrics_view import fold_series, page_records
+from mltrail.query.metrics_view import fold_series, metric_to_python, page_records
 
 
 def page(name: str, steps: list[int | None], values: list[Any], *, kinds: list[int] | None = None,
@@ -88,3 +88,35 @@ def test_csv_has_a_row_per_logged_value() -> None:
     assert rows[0] == ["name", "step", "time_unix_nano", "value"]
     assert rows[2] == ["loss", "1", "0", "3.0"] and rows[1] == ["acc", "", "0", "0.5"]
     assert ["mixed", "", "5", '{"x": 1.0}'] in rows
+
+
+def test_pages_keep_the_logged_order_across_columns_points_and_records() -> None:
+    from array import array
+
+    from mltrail.collector.series_pages import pages
+    from mltrail.collector.store.chunks import Columns, Points
+    from mltrail.collector.store.series import (
+        SeriesColumns,
+        SeriesPoints,
+        SeriesRecord,
+        SeriesStart,
+    )
+
+    def cols(first: int, n: int, steps: bool = True) -> SeriesColumns:
+        return SeriesColumns("m", Columns(n, array("q", range(first, first + n)) if steps
+                                          else None, array("q", range(first, first + n)),
+                                          array("d", [float(v) for v in range(first,
+                                                                              first + n)])))
+
+    listed = records_pb2.Metric(name="m", list=records_pb2.ValueList(values=[
+        records_pb2.Value(number=-1.0)]))
+    parts = [SeriesStart("m", True), cols(0, 3), SeriesRecord("m", 9, listed.SerializeToString()),
+             cols(3, 2), cols(5, 2, steps=False),
+             SeriesPoints("m", Points([7], [7], [packed.KIND_TEXT], ["seven"])), cols(8, 1)]
+    out = list(pages(iter(parts)))
+    assert out[0].has_records and not any(p.has_records for p in out[2:])
+    values = [metric_to_python(r.metric) for p in out for r in page_records(p)]
+    assert values == [0.0, 1.0, 2.0, [-1.0], 3.0, 4.0, 5.0, 6.0, "seven", 8.0]
+    steps = [r.metric.scalar.step if r.metric.scalar.HasField("step") else None
+             for p in out for r in page_records(p) if r.metric.HasField("scalar")]
+    assert steps == [0, 1, 2, 3, 4, None, None, 7, 8]

@@ -16,6 +16,7 @@ from mltrail.collector.store import Store, open_store
 from mltrail.collector.store.chunks import CHUNK_POINTS, KIND_INTEGER, KIND_NUMBER
 from mltrail.collector.store.series import (
     SeriesBuckets,
+    SeriesColumns,
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
@@ -91,7 +92,7 @@ def _selected(points: list[Point], query: SeriesQuery) -> list[Point]:
 def _read(store: Store, query: SeriesQuery) -> list[Point]:
     out: list[Point] = []
     for part in store.read_series(query):
-        if isinstance(part, SeriesPoints):
+        if isinstance(part, SeriesPoints | SeriesColumns):
             p = part.points
             out.extend(zip(p.steps, p.times, p.values, strict=True))
     return out
@@ -194,8 +195,8 @@ def test_other_kinds_and_names(tmp_path: Path) -> None:
             b.scalar(3, "r", "m", 2, step=2, t=30), b.scalar(4, "r", "a", 5.0, t=40)]))])
         parts = list(store.read_series(SeriesQuery("r")))
         kinds = [(type(p).__name__, p.name) for p in parts]
-        assert kinds == [("SeriesStart", "a"), ("SeriesPoints", "a"), ("SeriesStart", "m"),
-                         ("SeriesPoints", "m"), ("SeriesRecord", "m"), ("SeriesPoints", "m")]
+        assert kinds == [("SeriesStart", "a"), ("SeriesColumns", "a"), ("SeriesStart", "m"),
+                         ("SeriesColumns", "m"), ("SeriesRecord", "m"), ("SeriesPoints", "m")]
         assert parts[2].has_records and not parts[0].has_records  # type: ignore[union-attr]
         last = parts[-1]
         assert isinstance(last, SeriesPoints) and last.points.kinds == [KIND_INTEGER]
