@@ -24,16 +24,33 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 - Tokens: ``put_token``, ``find_token``, ``list_tokens``, ``revoke_token``
   keep what ``collector/auth.py`` needs (an id and a keyed hash, never the
   secret). A store without them refuses ``auth = "token"`` at start.
+- Scalar series are stored in chunks of ``chunks.py`` (the encoding every
+  store shares) with a ``ChunkSummary`` per chunk; a batch's points extend a
+  series' last, partial chunk inside the same write transaction, so a
+  replayed batch (skipped by the mark) never stores a point twice. Reads of a
+  series go through ``read_series``, a generator of parts (a chunk's points,
+  one record of another kind, or a downsample's buckets; see ``series.py``)
+  that never holds the whole series: the collector advances it from any of
+  its reader threads, so an implementation must not keep a cursor or a
+  connection of one thread across a ``yield`` (SQLite pages by rowid).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
+from mltrail.collector.store.series import (
+    SeriesColumns,
+    SeriesPart,
+    SeriesPoints,
+    SeriesQuery,
+    SeriesRecord,
+)
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 
@@ -132,8 +149,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_runs(self, request: collector_pb2.ListRunsRequest,
                   workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
-        """Matching runs of ``workspace``, newest first; the counts (log lines, metric
-        records, artifacts) are left 0: counting costs a scan per run."""
+        """Matching runs of ``workspace``, newest first (start time, then run id, both
+        descending), at most ``request.limit`` (0: DEFAULT_RUN_PAGE), after
+        ``request.page_token`` if set (``run_page_after`` decodes it: the runs strictly
+        after that start time and run id in this order). The counts (log lines, metric
+        records, artifacts) are left 0: counting costs a scan per run. A page should cost
+        a few queries, not some per run (fetch the page's tags, properties and children
+        for all its runs at once)."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
@@ -146,7 +168,17 @@ class Store(abc.ABC):
         followers poll it)."""
 
     @abc.abstractmethod
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]: ...
+    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
+        """The run's metrics (``query.name`` "": every one, by name), each in logged order:
+        ``SeriesPoints`` for scalar points (a chunk's worth at a time, trimmed to the
+        query's step and time ranges) and ``SeriesRecord`` for the other kinds; with
+        ``query.buckets`` one ``SeriesBuckets`` per metric instead (``series.downsample``).
+        An unknown run or metric yields nothing."""
+
+    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
+        """Every record of the run's metrics as messages, by name then logged order: a
+        convenience over ``read_series`` that holds them all (GetMetrics, bundles)."""
+        return list(metric_records(self.read_series(SeriesQuery(run_id, name))))
 
     @abc.abstractmethod
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
@@ -157,7 +189,10 @@ class Store(abc.ABC):
         """Per stream of the run, the number of lines stored so far."""
 
     @abc.abstractmethod
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]: ...
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        """The run's artifacts by path: those with a path greater than ``after``, at most
+        ``limit`` of them (0: all)."""
 
     @abc.abstractmethod
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None: ...
@@ -194,3 +229,49 @@ def _no_tokens(store: Store) -> PermanentError:
     return PermanentError(f"{type(store).__name__} does not keep tokens yet; run the collector "
                           "with auth = \"none\" or use a SQLite store",
                           grpc.StatusCode.FAILED_PRECONDITION)
+
+
+DEFAULT_RUN_PAGE, MAX_RUN_PAGE = 100, 1000
+
+
+def run_page_token(run: collector_pb2.RunInfo) -> str:
+    """The token of the page after ``run`` (opaque to clients)."""
+    return f"{run.start_time_unix_nano}:{run.run_id}"
+
+
+def run_page_after(token: str) -> tuple[int, str] | None:
+    """(start time, run id) of a page token, None for ""; PermanentError if not one."""
+    if not token:
+        return None
+    start, sep, run_id = token.partition(":")
+    try:
+        if not sep:
+            raise ValueError(token)
+        return int(start), run_id
+    except ValueError:
+        raise PermanentError(f"page_token {token[:80]!r} is not one this collector gave; "
+                             "start the listing again without it") from None
+
+
+_VALUE_FIELDS = {KIND_NUMBER: "number", KIND_INTEGER: "integer", KIND_TEXT: "text",
+                 KIND_FLAG: "flag"}
+
+
+def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.MetricRecord]:
+    """Series parts as one ``MetricRecord`` per logged value (buckets are left out)."""
+    for part in parts:
+        if isinstance(part, SeriesRecord):
+            record = collector_pb2.MetricRecord(time_unix_nano=part.time)
+            record.metric.ParseFromString(part.metric)
+            yield record
+        elif isinstance(part, SeriesPoints | SeriesColumns):
+            points = part.points
+            for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
+                                                  points.values, strict=True):
+                record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
+                record.metric.name = part.name
+                scalar = record.metric.scalar
+                if step is not None:
+                    scalar.step = step
+                setattr(scalar.value, _VALUE_FIELDS[kind], value)
+                yield record

@@ -10,11 +10,13 @@ import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import Store, TokenRecord, WriteSummary, open_store
+from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION
 from mltrail.collector.validate import validate_batch
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 from tests import builders as b
-from tests.unit.test_store_sqlite import _UNDO_V3
+from tests.store_v2 import KIND_INTEGER as V2_KIND_INTEGER
+from tests.store_v2 import V2Store
 
 
 @pytest.fixture
@@ -74,19 +76,47 @@ def test_tokens_are_kept_by_id_and_revoked_by_name(store: Store) -> None:
     assert store.revoke_token("nobody", 100) is None
 
 
-def test_a_version_2_store_is_migrated_into_the_default_workspace(tmp_path: Path) -> None:
-    path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
-    old = open_store(f"sqlite:///{path}", art)
-    write(old, "default", b.batch("s", [b.started(1, "old-run"), b.scalar(2, "old-run", "x", 1)]))
-    old.close()
-    with sqlite3.connect(path) as conn:
-        conn.executescript(_UNDO_V3 + "DELETE FROM schema_version; "
-                           "INSERT INTO schema_version VALUES (2);")
+# What schema version 4 (workspaces, tokens) added, undone: a version 3 store.
+UNDO_V4 = (
+    "DROP INDEX runs_by_workspace; ALTER TABLE runs DROP COLUMN workspace; "
+    "CREATE TABLE streams_v3 (stream_id TEXT PRIMARY KEY, hwm INTEGER NOT NULL) WITHOUT ROWID; "
+    "INSERT INTO streams_v3 SELECT stream_id, hwm FROM streams; DROP TABLE streams; "
+    "ALTER TABLE streams_v3 RENAME TO streams; DROP TABLE workspaces; DROP TABLE tokens; "
+    "DELETE FROM schema_version; INSERT INTO schema_version VALUES (3);")
+
+
+def _check_upgraded(path: Path, art: ArtifactStore) -> None:
     upgraded = open_store(f"sqlite:///{path}", art)
     try:
         assert [r.run_id for r in upgraded.list_runs(collector_pb2.ListRunsRequest())] == [
             "old-run"]
         again = write(upgraded, "default", b.batch("s", [b.scalar(2, "old-run", "x", 1)]))
         assert again.outcomes[0].duplicates == 1  # the stream's mark survived the migration
+        assert [r.metric.scalar.value.integer for r in upgraded.get_metrics("old-run", "x")
+                ] == [1]
+        assert upgraded.list_tokens() == []
     finally:
         upgraded.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == (
+            SCHEMA_VERSION)
+
+
+def test_a_version_3_store_is_migrated_into_the_default_workspace(tmp_path: Path) -> None:
+    path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
+    old = open_store(f"sqlite:///{path}", art)
+    write(old, "default", b.batch("s", [b.started(1, "old-run"), b.scalar(2, "old-run", "x", 1)]))
+    old.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(UNDO_V4)
+    _check_upgraded(path, art)
+
+
+def test_a_version_2_store_goes_through_3_to_4(tmp_path: Path) -> None:
+    path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
+    old = V2Store(path)
+    old.run_key("old-run")
+    old.scalars("old-run", "x", [(5, 2, V2_KIND_INTEGER, 1)])
+    old.hwm("s", 2)
+    old.close()
+    _check_upgraded(path, art)
