@@ -235,6 +235,10 @@ def test_token_rotation_and_revocation_lose_nothing(team: Team) -> None:
             return done.returncode == 1 and "was revoked" in done.stderr
 
         wait_for("the revoked token to be refused", refused, timeout=15)
+        listed = team.cli("token", "list", "--json", token_file=team.root / "admin.token")
+        states = {t["name"]: bool(t["revoked"]) for t in json.loads(listed.stdout)}
+        assert states["rot-1"] and not states["reader-a"]
+        assert (team.root / "admin.token").stat().st_mode & 0o777 == 0o600
         assert all(not a.error for a in client.append(requests[11:]))
         wait_for("the agent to notice", lambda: http_get(agent.http, "/healthz")[0] == 503)
         second = team.token("team-a", "writer", "rot-2")
