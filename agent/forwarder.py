@@ -50,6 +50,7 @@ from mltrail.common.credentials import (
     TokenSource,
     call_metadata,
     collector_channel,
+    file_stamps,
     split_scheme,
     tls_failure_hint,
 )
@@ -207,15 +208,32 @@ class GrpcForwarder:
         self.security = security or ClientSecurity()
         self.tokens = TokenSource(self.security.token, self.security.token_file)
         self._told = ""  # the refusal last logged (said once, not per retry)
-        self._channel = collector_channel(
-            address, self.security, CHANNEL_OPTIONS, aio=True,
-            compression=grpc.Compression.Gzip if compress else grpc.Compression.NoCompression,
-        )
+        self._compression = (grpc.Compression.Gzip if compress
+                             else grpc.Compression.NoCompression)
+        self._open_channel()
+
+    def _open_channel(self) -> None:
+        """A channel with the TLS files as they are now (their stamps kept)."""
+        self._tls_stamps = file_stamps(*self.security.tls_files)
+        self._channel = collector_channel(self.address, self.security, CHANNEL_OPTIONS,
+                                          aio=True, compression=self._compression)
         self._write = self._channel.stream_stream(
             INGEST_WRITE,
             request_serializer=_identity,
             response_deserializer=collector_pb2.IngestResponse.FromString,
         )
+
+    async def _reopen_if_tls_changed(self) -> None:
+        """A renewed client certificate or CA on disk is used from the next session."""
+        if file_stamps(*self.security.tls_files) == self._tls_stamps:
+            return
+        old = self._channel
+        try:
+            self._open_channel()
+        except CredentialsError as exc:
+            raise AuthRefused(str(exc)) from None
+        log.info("TLS files changed; reconnecting with them")
+        await old.close(None)
 
     def notify(self) -> None:
         """New data in the spool; safe to call from any thread."""
@@ -267,12 +285,13 @@ class GrpcForwarder:
                       "record stays in the spool (%d bytes) and is sent once %s is fixed; "
                       "checking again when it changes and every %.0fs", reason,
                       self.spool.pending_bytes, where, AUTH_RETRY_SECONDS)
-        before = self.tokens.stamp() if self.tokens.path else None
+        files = tuple(p for p in (self.tokens.path, *self.security.tls_files) if p)
+        before = file_stamps(*files)
         deadline = time.monotonic() + AUTH_RETRY_SECONDS
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            if self.tokens.path and self.tokens.stamp() != before:
-                log.info("token file %s changed; reconnecting", self.tokens.path)
+            if file_stamps(*files) != before:
+                log.info("credential files changed; reconnecting")
                 return
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -283,6 +302,7 @@ class GrpcForwarder:
         return call_metadata(token, self.security.workspace)
 
     async def _session(self) -> None:
+        await self._reopen_if_tls_changed()
         call = self._write(None, metadata=self._metadata())
         inflight: deque[_Inflight] = deque()
         slots = asyncio.Semaphore(self.window)

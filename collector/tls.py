@@ -18,12 +18,12 @@ certificate there (bearer tokens guard it, and orchestrators' HTTPS probes of
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 
 import grpc
 
+from mltrail.common.credentials import file_stamps
 from mltrail.common.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,7 @@ class ReloadingCertificates:
         return [p for p in (self.cert, self.key, self.client_ca) if p]
 
     def _stamps(self) -> tuple[object, ...]:
-        out: list[object] = []
-        for path in self._files():
-            try:
-                st = os.stat(path)
-                out.append((st.st_size, st.st_mtime_ns, st.st_ino))
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        return file_stamps(*self._files())
 
     def _read(self, path: str, what: str) -> bytes:
         try:

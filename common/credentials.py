@@ -74,6 +74,10 @@ class ClientSecurity:
     tls_server_name: str = ""
     workspace: str = ""  # the workspace the client means; the collector checks the token's
 
+    @property
+    def tls_files(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.tls_ca, self.tls_cert, self.tls_key) if p)
+
     def uses_tls(self, address: str) -> bool:
         scheme_tls = split_scheme(address)[1]
         if scheme_tls is not None:
@@ -117,6 +121,19 @@ class ClientSecurity:
         return (base or cls()).merged(**values)
 
 
+def file_stamps(*paths: str) -> tuple[tuple[int, int, int] | None, ...]:
+    """What identifies each file's content now: (size, mtime, inode), None if unreadable."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
 class TokenSource:
     """The current token: a fixed value, or a file re-read whenever it changes.
 
@@ -153,11 +170,7 @@ class TokenSource:
 
     def stamp(self) -> tuple[int, int, int] | None:
         """What identifies the file's content now (None: it cannot be read)."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns, st.st_ino)
+        return file_stamps(self.path)[0]
 
     def _read_file(self) -> str:
         with self._lock:

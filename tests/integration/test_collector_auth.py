@@ -260,26 +260,38 @@ def test_token_rotation_and_revocation_lose_nothing(team: Team) -> None:
         assert secret not in printed
 
 
-def test_mutual_tls_refuses_a_client_without_a_certificate(tmp_path: Path) -> None:
-    root = tmp_path
-    t = Team(root)
+def test_mutual_tls_refuses_a_client_without_a_trusted_certificate(tmp_path: Path) -> None:
+    """Then the agent's certificate is renewed on disk and it delivers, without a restart."""
+    t = Team(tmp_path)
     t.collector.stop()
     client_cert = t.ca.issue("client", client=True)
     t.collector.args += ["--tls-client-ca", str(t.ca.cert)]
     t.collector.start()
+    admin = tmp_path / "admin.token"
     try:
-        admin = root / "admin.token"
         bare = t.cli("token", "list", token_file=admin)
         assert bare.returncode == 1 and len(bare.stderr.strip().splitlines()) == 1
         with_cert = t.cli("token", "list", "--tls-cert", str(client_cert.cert), "--tls-key",
                           str(client_cert.key), token_file=admin)
         assert with_cert.returncode == 0, with_cert.stderr
-        agent = t.agent("no-cert", admin)
+        stranger = ThrowawayCA(tmp_path / "other-ca", "another CA").issue("agent", client=True)
+        agent = t.agent("mtls", admin, "--tls-cert", str(stranger.cert), "--tls-key",
+                        str(stranger.key))
+        client = AgentClient(agent.info["socket"])
         try:
-            wait_for("the agent to give up on the handshake",
-                     lambda: metric(agent, "mltrail_agent_retries_total") >= 1)
-            assert metric(agent, "mltrail_agent_collector_connected") == 0
+            stream = uuid.uuid4().hex
+            assert all(not a.error for a in client.append(
+                scalar_requests(uuid.uuid4().hex, stream, 500, per_batch=100)))
+            wait_for("the agent to be refused at the handshake",
+                     lambda: metric(agent, "mltrail_agent_retries_total") >= 2)
+            assert metric(agent, "mltrail_agent_sent_records_total") == 0
+            for src, dst in ((client_cert.key, stranger.key), (client_cert.cert, stranger.cert)):
+                os.replace(src, dst)  # the renewed certificate, as cert-manager writes it
+            assert client.wait_forwarded(stream, 501, timeout=60).done
+            assert metric(agent, "mltrail_agent_sent_records_total") == 501
+            assert agent.starts == 1
         finally:
+            client.close()
             agent.stop()
     finally:
         t.collector.stop()
