@@ -24,7 +24,7 @@ from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
-from mltrail.collector.store import Store, open_store
+from mltrail.collector.store import Store, open_store, redact_url
 from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
@@ -58,6 +58,9 @@ class CollectorServer(Component):
         artifacts.prepare()
         self._store = open_store(s.store, artifacts)
         self._server = self._build_grpc(self._store)
+        loop = asyncio.get_running_loop()
+        notifier = self._notifier  # lines committed through other replicas wake followers too
+        self._store.watch(lambda runs: loop.call_soon_threadsafe(notifier.notify, runs))
         try:
             bound = self._server.add_insecure_port(f"{grpc_host}:{grpc_port}")
         except RuntimeError:
@@ -71,7 +74,7 @@ class CollectorServer(Component):
         self.grpc_address = f"{grpc_host}:{bound}"
         self.http_address = self._http.address
         log.info("collector listening: grpc %s, http %s, store %s", self.grpc_address,
-                 self.http_address, s.store)
+                 self.http_address, redact_url(s.store))
 
     def _build_grpc(self, store: Store) -> grpc.aio.Server:
         server = grpc.aio.server(options=[

@@ -1,6 +1,6 @@
 """The store interface: one write primitive, and the queries the Query service needs.
 
-Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
+Every implementation (SQLite, PostgreSQL) keeps the same contract:
 
 - ``write_batch(batches)`` is the only way records get in. It runs one
   transaction for one IngestRequest: for each batch it reads the stream's
@@ -18,7 +18,7 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mltrail.proto import collector_pb2, records_pb2
@@ -128,6 +128,12 @@ class Store(abc.ABC):
     def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
                       ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
+
+    def watch(self, callback: Callable[[set[str]], None]) -> None:
+        """Call ``callback`` (from another thread) with the run ids whose lines or end
+        another process committed. A store only one process writes (SQLite) has
+        nothing to report; ingest wakes its own followers."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:
