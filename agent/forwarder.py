@@ -1,5 +1,12 @@
 """Sends spooled batches to the collector over one pipelined Ingest.Write stream.
 
+With several collectors (``agent/targets.py``), each session goes to one of
+them: a session that fails fails over to the next at once, and a session
+older than ``rebalance_seconds`` ends once its requests are answered, so the
+next goes to the next collector. A stream's batches are never in flight to
+two collectors at once: a later batch committed first would raise the
+high-water mark over an earlier one.
+
 The forwarder implements only sending; retries are ``RetryPolicy``'s job.
 A session opens one stream and runs two loops::
 
@@ -40,6 +47,7 @@ import grpc
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
+from mltrail.agent.targets import CollectorTargets, split_targets
 from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import collector_pb2
@@ -139,9 +147,12 @@ def wants_compression(mode: str, address: str) -> bool:
     collector is on this host, where compressing costs CPU and saves nothing)."""
     if mode != "auto":
         return mode == "gzip"
+    return not all(_is_local(entry) for entry in split_targets(address))
+
+
+def _is_local(address: str) -> bool:
     host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
-    local = address.startswith("unix:") or host in ("localhost", "::1")
-    return not (local or host.startswith("127."))
+    return address.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127.")
 
 
 class GrpcForwarder:
@@ -159,6 +170,8 @@ class GrpcForwarder:
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         compress: bool = True,
+        targets: CollectorTargets | None = None,
+        rebalance_seconds: float = 0.0,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -175,11 +188,22 @@ class GrpcForwarder:
         self._isolate_until = Position(0, 0)
         self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
-        self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS,
-            compression=grpc.Compression.Gzip if compress else grpc.Compression.NoCompression,
-        )
-        self._write = self._channel.stream_stream(
+        self._compress = compress
+        self._targets = targets or CollectorTargets(address)
+        self.rebalance_seconds = rebalance_seconds
+        self.current = self._targets.entries[0]  # the collector of the latest session
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rotate_at = 0.0
+
+    def _stream(self, address: str) -> grpc.aio.StreamStreamMultiCallable:
+        """Ingest.Write on the channel to ``address`` (one channel per address, kept)."""
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=CHANNEL_OPTIONS,
+                compression=(grpc.Compression.Gzip if self._compress
+                             else grpc.Compression.NoCompression))
+        return channel.stream_stream(
             INGEST_WRITE,
             request_serializer=_identity,
             response_deserializer=collector_pb2.IngestResponse.FromString,
@@ -205,31 +229,49 @@ class GrpcForwarder:
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        for channel in self._channels.values():
+            await channel.close(None)
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
     async def _attempt(self) -> None:
-        """One session; a failure after progress starts a fresh backoff sequence."""
+        """One session; a failure after progress starts a fresh backoff sequence, and
+        a failure with another collector usable fails over to it at once."""
         self._progressed = False
+        target = self.current = await self._targets.pick()
+        several = self._targets.several
+        self._rotate_at = (time.monotonic() + self.rebalance_seconds
+                           if several and self.rebalance_seconds > 0 else 0.0)
         try:
-            await self._session()
+            await self._session(target)
+            self._targets.succeeded(target)  # ended to rebalance: the next goes elsewhere
         except RetryableError as exc:
             self.listener.connected(False)
+            if (several and not isinstance(exc, _StreamAborted)
+                    and self._targets.failed(target)):
+                log.warning("collector %s failed (%s); failing over to another", target, exc)
+                self.listener.retrying(exc, 0.0)
+                return
+            if self._progressed:
+                self._targets.succeeded(target)
             if not self._progressed:
                 raise
             self.listener.retrying(exc, exc.retry_after or 0.0)
             log.warning("forwarding interrupted (%s); reconnecting", exc)
             await asyncio.sleep(exc.retry_after or 0.0)
 
-    async def _session(self) -> None:
-        call = self._write(None)
+    async def _session(self, target: str) -> None:
+        call = self._stream(target)(None)
         inflight: deque[_Inflight] = deque()
         slots = asyncio.Semaphore(self.window)
         pump = asyncio.create_task(self._pump(call, inflight, slots))
         receive = asyncio.create_task(self._receive(call, inflight, slots))
         try:
             done, _ = await asyncio.wait({pump, receive}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done and pump.exception() is None:  # ended to rebalance
+                with contextlib.suppress(RetryableError, grpc.aio.AioRpcError, TimeoutError):
+                    await asyncio.wait_for(receive, 10)  # the collector closes its side
+                return
             if receive in done:
                 receive.result()
             pump.result()
@@ -250,6 +292,9 @@ class GrpcForwarder:
         cursor = self.spool.ack_position
         while True:
             await slots.acquire()
+            if self._rotate_at and time.monotonic() >= self._rotate_at:
+                await self._end_for_rebalance(call, inflight)
+                return
             isolate = cursor < self._isolate_until
             if isolate:
                 while inflight:  # one frame per request, one request at a time
@@ -264,6 +309,16 @@ class GrpcForwarder:
             inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
             await call.write(request)
             del request
+
+    async def _end_for_rebalance(self, call: grpc.aio.StreamStreamCall,
+                                 inflight: deque[_Inflight]) -> None:
+        """Close the stream once every request in flight is answered, so the next
+        session goes to the next collector: no agent stays pinned to one replica
+        (a restarted replica gets its share back)."""
+        while inflight:
+            await asyncio.sleep(0.005)
+        await call.done_writing()
+        log.debug("session to %s ended to rebalance", self.current)
 
     async def _next_frames(self, cursor: Position, max_frames: int, busy: bool
                            ) -> list[SpoolFrame]:
