@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from mltrail.collector.notify import LogNotifier
+from mltrail.collector.series_pages import pages, series_query
 from mltrail.collector.store import LogQuery, Store
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
@@ -79,6 +80,23 @@ class QueryService(collector_pb2_grpc.QueryServicer):
         records = await self._call(context, self._store.get_metrics, request.run_id,
                                    request.name)
         return collector_pb2.GetMetricsResponse(records=records)
+
+    async def ReadSeries(self, request: collector_pb2.ReadSeriesRequest,
+                         context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[collector_pb2.ReadSeriesResponse]:
+        """Pages built on the reader threads one at a time (series_pages): memory stays
+        flat however long the series."""
+        try:
+            query = series_query(request)
+        except PermanentError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._require_run(context, request.run_id)
+        answers = pages(self._store.read_series(query))
+        try:
+            while (page := await self._call(context, next, answers, None)) is not None:
+                yield page
+        finally:
+            answers.close()
 
     async def ListArtifacts(self, request: collector_pb2.ListArtifactsRequest,
                             context: grpc.aio.ServicerContext

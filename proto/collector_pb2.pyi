@@ -144,6 +144,82 @@ class GetMetricsResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ...) -> None: ...
 
+class ReadSeriesRequest(_message.Message):
+    __slots__ = ("run_id", "name", "step_min", "step_max", "time_min_unix_nano", "time_max_unix_nano", "buckets")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_MIN_FIELD_NUMBER: _ClassVar[int]
+    STEP_MAX_FIELD_NUMBER: _ClassVar[int]
+    TIME_MIN_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    TIME_MAX_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    step_min: int
+    step_max: int
+    time_min_unix_nano: int
+    time_max_unix_nano: int
+    buckets: int
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., step_min: _Optional[int] = ..., step_max: _Optional[int] = ..., time_min_unix_nano: _Optional[int] = ..., time_max_unix_nano: _Optional[int] = ..., buckets: _Optional[int] = ...) -> None: ...
+
+class PackedPoints(_message.Message):
+    __slots__ = ("count", "steps", "step_present", "times", "kinds", "numbers", "integers", "texts", "flags")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    INTEGERS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    steps: bytes
+    step_present: bytes
+    times: bytes
+    kinds: bytes
+    numbers: bytes
+    integers: bytes
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    flags: bytes
+    def __init__(self, count: _Optional[int] = ..., steps: _Optional[bytes] = ..., step_present: _Optional[bytes] = ..., times: _Optional[bytes] = ..., kinds: _Optional[bytes] = ..., numbers: _Optional[bytes] = ..., integers: _Optional[bytes] = ..., texts: _Optional[_Iterable[str]] = ..., flags: _Optional[bytes] = ...) -> None: ...
+
+class SeriesBucket(_message.Message):
+    __slots__ = ("count", "first_step", "last_step", "first_time_unix_nano", "last_time_unix_nano", "has_values", "first", "last", "min", "max")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_STEP_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    HAS_VALUES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    first_step: int
+    last_step: int
+    first_time_unix_nano: int
+    last_time_unix_nano: int
+    has_values: bool
+    first: float
+    last: float
+    min: float
+    max: float
+    def __init__(self, count: _Optional[int] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., first_time_unix_nano: _Optional[int] = ..., last_time_unix_nano: _Optional[int] = ..., has_values: _Optional[bool] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class ReadSeriesResponse(_message.Message):
+    __slots__ = ("name", "points", "records", "buckets")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: PackedPoints
+    records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
+    buckets: _containers.RepeatedCompositeFieldContainer[SeriesBucket]
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ...) -> None: ...
+
 class TailLogsRequest(_message.Message):
     __slots__ = ("run_id", "streams", "from_line", "to_line", "follow")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -123,6 +123,11 @@ class QueryStub:
                 request_serializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsRequest.SerializeToString,
                 response_deserializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsResponse.FromString,
                 _registered_method=True)
+        self.ReadSeries = channel.unary_stream(
+                '/mltrail.v1.Query/ReadSeries',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.FromString,
+                _registered_method=True)
         self.TailLogs = channel.unary_stream(
                 '/mltrail.v1.Query/TailLogs',
                 request_serializer=mltrail_dot_proto_dot_collector__pb2.TailLogsRequest.SerializeToString,
@@ -156,6 +161,13 @@ class QueryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMetrics(self, request, context):
+        """bounded: ReadSeries streams
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadSeries(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +208,11 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsRequest.FromString,
                     response_serializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsResponse.SerializeToString,
+            ),
+            'ReadSeries': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadSeries,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.SerializeToString,
             ),
             'TailLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.TailLogs,
@@ -294,6 +311,33 @@ class Query:
             '/mltrail.v1.Query/GetMetrics',
             mltrail_dot_proto_dot_collector__pb2.GetMetricsRequest.SerializeToString,
             mltrail_dot_proto_dot_collector__pb2.GetMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mltrail.v1.Query/ReadSeries',
+            mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,14 +13,30 @@ Every implementation (SQLite, PostgreSQL) keeps the same contract:
   (one writer thread, a few reader threads), never from the event loop.
 - Query methods return ``mltrail.v1`` messages, so ingest and query code never
   sees the driver.
+- Scalar series are stored in chunks of ``chunks.py`` (the encoding every
+  store shares) with a ``ChunkSummary`` per chunk; a batch's points extend a
+  series' last, partial chunk inside the same write transaction, so a
+  replayed batch (skipped by the mark) never stores a point twice. Reads of a
+  series go through ``read_series``, a generator of parts (a chunk's points,
+  one record of another kind, or a downsample's buckets; see ``series.py``)
+  that never holds the whole series: the collector advances it from any of
+  its reader threads, so an implementation must not keep a cursor or a
+  connection of one thread across a ``yield`` (SQLite pages by rowid).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
+from mltrail.collector.store.series import (
+    SeriesPart,
+    SeriesPoints,
+    SeriesQuery,
+    SeriesRecord,
+)
 from mltrail.proto import collector_pb2, records_pb2
 
 # A scalar metric value as validation read it, so the store does not walk the
@@ -108,7 +124,17 @@ class Store(abc.ABC):
         """The run's RunStatus number, or None for an unknown run (cheap: followers poll it)."""
 
     @abc.abstractmethod
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]: ...
+    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
+        """The run's metrics (``query.name`` "": every one, by name), each in logged order:
+        ``SeriesPoints`` for scalar points (a chunk's worth at a time, trimmed to the
+        query's step and time ranges) and ``SeriesRecord`` for the other kinds; with
+        ``query.buckets`` one ``SeriesBuckets`` per metric instead (``series.downsample``).
+        An unknown run or metric yields nothing."""
+
+    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
+        """Every record of the run's metrics as messages, by name then logged order: a
+        convenience over ``read_series`` that holds them all (GetMetrics, bundles)."""
+        return list(metric_records(self.read_series(SeriesQuery(run_id, name))))
 
     @abc.abstractmethod
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
@@ -138,3 +164,27 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""
+
+
+_VALUE_FIELDS = {KIND_NUMBER: "number", KIND_INTEGER: "integer", KIND_TEXT: "text",
+                 KIND_FLAG: "flag"}
+
+
+def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.MetricRecord]:
+    """Series parts as one ``MetricRecord`` per logged value (buckets are left out)."""
+    for part in parts:
+        if isinstance(part, SeriesRecord):
+            record = collector_pb2.MetricRecord(time_unix_nano=part.time)
+            record.metric.ParseFromString(part.metric)
+            yield record
+        elif isinstance(part, SeriesPoints):
+            points = part.points
+            for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
+                                                  points.values, strict=True):
+                record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
+                record.metric.name = part.name
+                scalar = record.metric.scalar
+                if step is not None:
+                    scalar.step = step
+                setattr(scalar.value, _VALUE_FIELDS[kind], value)
+                yield record

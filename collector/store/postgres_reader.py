@@ -1,27 +1,29 @@
 """The PostgreSQL read path: the SQLite reader's queries in PostgreSQL's dialect.
 
-Each call borrows a pooled connection in autocommit mode. Log chunks are
-found as in SQLite: the chunk holding line N (greatest first_line <= N) and
-the ones after it that start before M, through the (stream_key, first_line)
-primary key; text is UTF-8 ``bytea``.
+Each call borrows a pooled connection in autocommit mode. A series is read
+in pages of chunk rows by id (``chunk_page``), decoded by the shared code of
+chunks.py and series.py. Log chunks are found as in SQLite: the chunk
+holding line N (greatest first_line <= N) and the ones after it that start
+before M, through the (stream_key, first_line) primary key.
 """
 
 from __future__ import annotations
 
-import math
-from array import array
 from typing import Any
 
 from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.chunks import decode_ints
 from mltrail.collector.store.postgres_writer import clean
-from mltrail.collector.store.sqlite_reader import DEFAULT_RUN_LIMIT, _artifact_info
-from mltrail.collector.store.sqlite_schema import (
-    KIND_ENCODED,
-    KIND_FLAG,
-    KIND_INTEGER,
-    KIND_NUMBER,
-    KIND_TEXT,
+from mltrail.collector.store.series import SeriesQuery, StoredChunk
+from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
+from mltrail.collector.store.sqlite_reader import (
+    DEFAULT_RUN_LIMIT,
+    _artifact_info,
+    _high,
+    _low,
 )
+from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
@@ -66,8 +68,8 @@ class PostgresReader:
             return None
         info = self._run_info(row)
         run_key = row[0]
-        info.metric_records = self._count("SELECT COUNT(*) FROM metrics WHERE run_key = %s",
-                                          run_key)
+        info.metric_records = self._count(
+            "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = %s", run_key)
         info.log_lines = self._count("SELECT COALESCE(SUM(next_line), 0) FROM log_streams "
                                      "WHERE run_key = %s", run_key)
         info.artifacts = self._count("SELECT COUNT(*) FROM artifacts WHERE run_key = %s",
@@ -100,24 +102,40 @@ class PostgresReader:
 
     # ---- metrics --------------------------------------------------------------
 
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
-        row = self._one("SELECT run_key FROM runs WHERE run_id = %s", (clean(run_id),))
-        if row is None:
-            return []
-        run_key = row[0]
-        sql = ("SELECT n.name_key, n.name FROM metric_names n WHERE EXISTS (SELECT 1 FROM "
-               "metrics m WHERE m.run_key = %s AND m.name_key = n.name_key)")
-        params: list[Any] = [run_key]
+    def series_names(self, run_id: str, name: str) -> list[tuple[int, int, str]]:
+        """(run_key, name_key, name) of the run's metrics (``name`` "": all), by name."""
+        sql = ("SELECT r.run_key, n.name_key, n.name FROM runs r JOIN metric_series s ON "
+               "s.run_key = r.run_key JOIN metric_names n ON n.name_key = s.name_key "
+               "WHERE r.run_id = %s")
+        params: list[Any] = [clean(run_id)]
         if name:
             sql += " AND n.name = %s"
             params.append(clean(name))
-        out: list[collector_pb2.MetricRecord] = []
-        for name_key, metric_name in sorted(self._all(sql, params), key=lambda r: r[1]):
-            rows = self._conn.execute(
-                "SELECT time, step, kind, num, ival, data FROM metrics "
-                "WHERE run_key = %s AND name_key = %s ORDER BY id", (run_key, name_key))
-            out.extend(_metric_record(metric_name, row) for row in rows)
-        return out
+        return sorted(self._all(sql, params), key=lambda r: r[2])
+
+    def chunk_page(self, run_key: int, name_key: int, after: int, limit: int,
+                   query: SeriesQuery, with_data: bool = True) -> list[StoredChunk]:
+        """Up to ``limit`` pieces of a series past id ``after`` that may hold points of
+        the query's ranges (the summaries decide; series.py trims)."""
+        where, params = ["run_key = %s", "name_key = %s", "id > %s"], [run_key, name_key, after]
+        if query.step_min is not None or query.step_max is not None:
+            where.append(f"kind = {CHUNK_SCALAR} AND max_step >= %s AND min_step <= %s")
+            params += [_low(query.step_min), _high(query.step_max)]
+        if query.time_min is not None or query.time_max is not None:
+            where.append("max_time >= %s AND min_time <= %s")
+            params += [_low(query.time_min), _high(query.time_max)]
+        if query.buckets:
+            where.append(f"kind = {CHUNK_SCALAR}")
+        data = "data" if with_data else "NULL"
+        rows = self._all(f"SELECT id, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
+                         f"WHERE {' AND '.join(where)} ORDER BY id LIMIT %s", (*params, limit))
+        return [stored_chunk(row) for row in rows]
+
+    def chunk_data(self, key: int) -> bytes:
+        row = self._one("SELECT data FROM metric_chunks WHERE id = %s", (key,))
+        if row is None:  # a series is only ever appended to; a missing row is damage
+            raise PermanentError(f"metric chunk {key} vanished from the store while read")
+        return bytes(row[0])
 
     # ---- logs -----------------------------------------------------------------
 
@@ -153,19 +171,18 @@ class PostgresReader:
         if stop <= start:
             return []
         rows = self._conn.execute(
-            "SELECT first_line, first_time, text, line_times, level, logger "
+            "SELECT first_line, first_time, data, line_times, level, logger "
             "FROM log_chunks WHERE stream_key = %s AND first_line >= COALESCE((SELECT "
             "MAX(first_line) FROM log_chunks WHERE stream_key = %s AND first_line <= %s), 0) "
             "AND first_line < %s ORDER BY first_line", (stream_key, stream_key, start, stop))
         out: list[collector_pb2.LogLine] = []
-        for first, first_time, text, line_times, level, logger in rows:
-            times = array("q", bytes(line_times)) if line_times else None
-            for index, line in enumerate(bytes(text).decode().split("\n")):
-                number = first + index
-                if start <= number < stop:
-                    out.append(collector_pb2.LogLine(
-                        stream=name, line=number, text=line, level=level, logger=logger,
-                        time_unix_nano=times[index] if times else first_time))
+        for first, first_time, data, line_times, level, logger in rows:
+            times = decode_ints(bytes(line_times)) if line_times else None
+            lines = decompress_text(bytes(data)).split("\n")
+            for index in range(max(start - first, 0), min(stop - first, len(lines))):
+                out.append(collector_pb2.LogLine(
+                    stream=name, line=first + index, text=lines[index], level=level,
+                    logger=logger, time_unix_nano=times[index] if times else first_time))
         return out
 
     # ---- artifacts --------------------------------------------------------------
@@ -183,25 +200,3 @@ class PostgresReader:
         return None if row is None else _artifact_info(row)
 
 
-def _metric_record(name: str, row: tuple[Any, ...]) -> collector_pb2.MetricRecord:
-    time_ns, step, kind, num, ival, data = row
-    record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
-    metric = record.metric
-    if kind == KIND_ENCODED:
-        metric.ParseFromString(bytes(data))
-        return record
-    metric.name = name
-    scalar = metric.scalar
-    if step is not None:
-        scalar.step = step
-    if kind == KIND_NUMBER:
-        scalar.value.number = math.nan if num is None else num
-    elif kind == KIND_INTEGER:
-        scalar.value.integer = ival
-    elif kind == KIND_TEXT:
-        scalar.value.text = bytes(data).decode()
-    elif kind == KIND_FLAG:
-        scalar.value.flag = bool(ival)
-    else:
-        raise ValueError(f"metric value of unknown stored kind {kind}")
-    return record

@@ -1,11 +1,11 @@
 """The PostgreSQL schema, its versions, the connection pool and the error translation.
 
-Same tables as the SQLite store (see sqlite_schema.py), with these
-differences: metric rows carry an ``id`` from a sequence without a cache, so
-rows of one stream keep their logged order across replicas (the stream's
-high-water-mark row is locked while they are inserted, so a later batch
-draws later ids); text that may hold a NUL byte (log text, text metric
-values) is kept as UTF-8 ``bytea``, since PostgreSQL text cannot hold one.
+Same tables as the SQLite store (schema 3 there, see sqlite_schema.py): a
+scalar series is chunks of ``chunks.py`` with their summary, log text is
+zlib-compressed chunks. The differences: chunk rows carry an ``id`` from a
+sequence without a cache, so a series keeps its logged order across
+replicas (a series is extended only under its ``metric_series`` row lock,
+so a later writer draws later ids); ``metric_series`` exists for that lock.
 
 A fresh database gets ``BASE`` (version 1) and then every migration, so the
 migration path is the one every store takes. Replicas starting at once take
@@ -45,19 +45,23 @@ CREATE TABLE run_properties (
   run_key BIGINT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (run_key, key));
 CREATE TABLE metric_names (name_key SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE SEQUENCE metric_order CACHE 1;
-CREATE TABLE metrics (
-  id BIGINT NOT NULL DEFAULT nextval('metric_order'),
+CREATE TABLE metric_series (
+  run_key BIGINT NOT NULL, name_key INTEGER NOT NULL, PRIMARY KEY (run_key, name_key));
+CREATE SEQUENCE chunk_order CACHE 1;
+CREATE TABLE metric_chunks (
+  id BIGINT NOT NULL DEFAULT nextval('chunk_order'),
   run_key BIGINT NOT NULL,
   name_key INTEGER NOT NULL,
-  time BIGINT NOT NULL,
-  step BIGINT,
   kind SMALLINT NOT NULL,
-  num DOUBLE PRECISION,
-  ival BIGINT,
-  data BYTEA
-);
-CREATE INDEX metrics_by_run_name ON metrics(run_key, name_key, id);
+  count INTEGER NOT NULL,
+  first_step BIGINT, last_step BIGINT, min_step BIGINT, max_step BIGINT,
+  first_time BIGINT NOT NULL, last_time BIGINT NOT NULL,
+  min_time BIGINT NOT NULL, max_time BIGINT NOT NULL,
+  first_value DOUBLE PRECISION, last_value DOUBLE PRECISION,
+  min_value DOUBLE PRECISION, max_value DOUBLE PRECISION,
+  flags INTEGER NOT NULL,
+  data BYTEA NOT NULL);
+CREATE INDEX metric_chunks_by_series ON metric_chunks(run_key, name_key, id);
 CREATE TABLE log_streams (
   stream_key BIGSERIAL PRIMARY KEY,
   run_key BIGINT NOT NULL,
@@ -70,7 +74,7 @@ CREATE TABLE log_chunks (
   line_count INTEGER NOT NULL,
   first_time BIGINT NOT NULL,
   last_time BIGINT NOT NULL,
-  text BYTEA NOT NULL,
+  data BYTEA NOT NULL,
   line_times BYTEA,
   level TEXT NOT NULL DEFAULT '',
   logger TEXT NOT NULL DEFAULT '',
@@ -88,7 +92,8 @@ CREATE TABLE artifacts (
 # Version -> the statements that bring a store of the version before it up to it.
 MIGRATIONS: dict[int, str] = {
     # 2: listing runs of one experiment, newest first, reads an index instead of every run.
-    2: "CREATE INDEX runs_by_experiment ON runs(experiment, start_time)",
+    2: """CREATE INDEX runs_by_experiment ON runs(experiment, start_time);
+CREATE INDEX run_tags_by_tag ON run_tags(key, value)""",
 }
 
 RETRY_AFTER_UNAVAILABLE = 1.0

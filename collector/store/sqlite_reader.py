@@ -8,14 +8,16 @@ and every chunk after it that starts before M, through the unique index on
 
 from __future__ import annotations
 
-import math
 import sqlite3
-from array import array
 from typing import Any
 
-from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store.base import LogQuery
-from mltrail.proto import collector_pb2, records_pb2
+from mltrail.collector.store.chunks import decode_ints
+from mltrail.collector.store.series import SeriesQuery, StoredChunk
+from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
+from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.common.errors import PermanentError
+from mltrail.proto import collector_pb2
 
 DEFAULT_RUN_LIMIT = 100
 
@@ -87,7 +89,8 @@ class SqliteReader:
         too slow for every run of a listing, so ListRuns leaves the counts 0."""
         conn = self._conn
         info.metric_records = conn.execute(
-            "SELECT COUNT(*) FROM metrics WHERE run_key = ?", (run_key,)).fetchone()[0]
+            "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = ?",
+            (run_key,)).fetchone()[0]
         info.log_lines = conn.execute(
             "SELECT COALESCE(SUM(next_line), 0) FROM log_streams WHERE run_key = ?",
             (run_key,)).fetchone()[0]
@@ -96,24 +99,42 @@ class SqliteReader:
 
     # ---- metrics --------------------------------------------------------------
 
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
-        run_key = self.run_key(run_id)
-        if run_key is None:
-            return []
-        sql = ("SELECT DISTINCT n.name_key, n.name FROM metrics m JOIN metric_names n "
-               "ON n.name_key = m.name_key WHERE m.run_key = ?")
-        params: list[Any] = [run_key]
+    def series_names(self, run_id: str, name: str) -> list[tuple[int, int, str]]:
+        """(run_key, name_key, name) of the run's metrics (``name`` "": all), by name."""
+        sql = ("SELECT r.run_key, n.name_key, n.name FROM runs r JOIN metric_names n "
+               "WHERE r.run_id = ? AND EXISTS (SELECT 1 FROM metric_chunks c WHERE "
+               "c.run_key = r.run_key AND c.name_key = n.name_key)")
+        params: list[Any] = [run_id]
         if name:
             sql += " AND n.name = ?"
             params.append(name)
-        names = sorted(self._conn.execute(sql, params).fetchall(), key=lambda r: r[1])
-        out: list[collector_pb2.MetricRecord] = []
-        for name_key, metric_name in names:
-            rows = self._conn.execute(
-                "SELECT time, step, kind, value FROM metrics "
-                "WHERE run_key = ? AND name_key = ? ORDER BY rowid", (run_key, name_key))
-            out.extend(_metric_record(metric_name, row) for row in rows)
-        return out
+        return sorted(self._conn.execute(sql, params).fetchall(), key=lambda r: r[2])
+
+    def chunk_page(self, run_key: int, name_key: int, after: int, limit: int,
+                   query: SeriesQuery, with_data: bool = True) -> list[StoredChunk]:
+        """Up to ``limit`` pieces of a series past rowid ``after`` that may hold points of
+        the query's ranges (the summaries decide; series.py trims)."""
+        where, params = ["run_key = ?", "name_key = ?", "rowid > ?"], [run_key, name_key, after]
+        if query.step_min is not None or query.step_max is not None:
+            where.append(f"kind = {CHUNK_SCALAR} AND max_step >= ? AND min_step <= ?")
+            params += [_low(query.step_min), _high(query.step_max)]
+        if query.time_min is not None or query.time_max is not None:
+            where.append("max_time >= ? AND min_time <= ?")
+            params += [_low(query.time_min), _high(query.time_max)]
+        if query.buckets:
+            where.append(f"kind = {CHUNK_SCALAR}")
+        data = "data" if with_data else "NULL"
+        rows = self._conn.execute(
+            f"SELECT rowid, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
+            f"WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?", (*params, limit))
+        return [stored_chunk(row) for row in rows]
+
+    def chunk_data(self, rowid: int) -> bytes:
+        row = self._conn.execute("SELECT data FROM metric_chunks WHERE rowid = ?",
+                                 (rowid,)).fetchone()
+        if row is None:  # a series is only ever appended to; a missing row is damage
+            raise PermanentError(f"metric chunk {rowid} vanished from the store while read")
+        return bytes(row[0])
 
     # ---- logs -----------------------------------------------------------------
 
@@ -150,19 +171,19 @@ class SqliteReader:
         if stop <= start:
             return []
         rows = self._conn.execute(
-            "SELECT first_line, line_count, first_time, text, line_times, level, logger "
+            "SELECT first_line, line_count, first_time, data, line_times, level, logger "
             "FROM log_chunks WHERE stream_key = ? AND first_line >= COALESCE((SELECT "
             "MAX(first_line) FROM log_chunks WHERE stream_key = ? AND first_line <= ?), 0) "
             "AND first_line < ? ORDER BY first_line", (stream_key, stream_key, start, stop))
         out: list[collector_pb2.LogLine] = []
-        for first, _count, first_time, text, line_times, level, logger in rows:
-            times = array("q", line_times) if line_times else None
-            for index, line in enumerate(text.split("\n")):
-                number = first + index
-                if start <= number < stop:
-                    out.append(collector_pb2.LogLine(
-                        stream=name, line=number, text=line, level=level, logger=logger,
-                        time_unix_nano=times[index] if times else first_time))
+        for first, _count, first_time, data, line_times, level, logger in rows:
+            times = decode_ints(line_times) if line_times else None
+            lines = decompress_text(data).split("\n")
+            for index in range(max(start - first, 0), min(stop - first, len(lines))):
+                line = lines[index]
+                out.append(collector_pb2.LogLine(
+                    stream=name, line=first + index, text=line, level=level, logger=logger,
+                    time_unix_nano=times[index] if times else first_time))
         return out
 
     # ---- artifacts --------------------------------------------------------------
@@ -187,29 +208,9 @@ def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:
                                       content_type=row[3], time_unix_nano=row[4])
 
 
-def _metric_record(name: str, row: tuple[Any, ...]) -> collector_pb2.MetricRecord:
-    time_ns, step, kind, value = row
-    record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
-    metric = record.metric
-    if kind == schema.KIND_ENCODED:
-        metric.ParseFromString(value)
-        return record
-    metric.name = name
-    scalar = metric.scalar
-    if step is not None:
-        scalar.step = step
-    _set_value(scalar.value, kind, value)
-    return record
+def _low(value: int | None) -> int:
+    return -(2 ** 63) if value is None else value
 
 
-def _set_value(target: records_pb2.Value, kind: int, value: Any) -> None:
-    if kind == schema.KIND_NUMBER:
-        target.number = math.nan if value is None else float(value)
-    elif kind == schema.KIND_INTEGER:
-        target.integer = int(value)
-    elif kind == schema.KIND_TEXT:
-        target.text = str(value)
-    elif kind == schema.KIND_FLAG:
-        target.flag = bool(value)
-    else:
-        raise ValueError(f"metric value of unknown stored kind {kind}")
+def _high(value: int | None) -> int:
+    return 2 ** 63 - 1 if value is None else value

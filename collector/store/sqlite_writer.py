@@ -8,8 +8,10 @@ whenever a transaction or a batch's savepoint rolls back):
     streams:   (run_key, log stream name) -> [stream_key, next_line]
 
 Per batch: SAVEPOINT, read the stream's high-water mark, skip duplicates,
-dispatch each new record by body kind through ``_handlers``, insert the
-metric rows with one executemany, write the new mark, RELEASE. A
+dispatch each new record by body kind through ``_handlers``, gather scalar
+points per series and log lines per stream, append them to the series'
+chunks and the streams' log chunks (``sqlite_chunks``: the open chunk is
+extended in place), write the new mark, RELEASE. A
 ``PermanentError`` (an artifact that does not verify) rolls the savepoint
 back, so that batch contributes nothing while the others commit.
 """
@@ -27,6 +29,8 @@ from typing import Any
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
+from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
@@ -40,8 +44,8 @@ class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
     stream_id: str
-    metrics: list[tuple[Any, ...]] = field(default_factory=list)
-    log_chunks: list[tuple[Any, ...]] = field(default_factory=list)
+    series: dict[tuple[int, int], Points] = field(default_factory=dict)
+    logs: dict[int, tuple[int, list[LogPiece]]] = field(default_factory=dict)  # first line
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
@@ -57,6 +61,8 @@ class SqliteWriter:
         self._runs: dict[str, list[Any]] = {}
         self._names: dict[str, int] = {}
         self._streams: dict[tuple[int, str], list[int]] = {}
+        self._series = SeriesAppender(conn)
+        self._log_appender = LogAppender(conn)
         self._handlers: dict[str, Callable[[records_pb2.Record, _BatchWork], None]] = {
             "metric": self._metric,
             "log": self._log,
@@ -124,15 +130,20 @@ class SqliteWriter:
             stored = self._scalar_rows(scalars, hwm, work)
         if stored:
             work.kinds["metric"] = work.kinds.get("metric", 0) + stored
-        conn = self._conn
-        if work.metrics:
-            conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
-        if work.log_chunks:
-            conn.executemany("INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             work.log_chunks)
-            conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
-                             [(entry[1], key) for key, entry in work.log_streams.items()])
+        self._flush(work)
         return work
+
+    def _flush(self, work: _BatchWork) -> None:
+        for (run_key, name_key), points in work.series.items():
+            self._series.append(run_key, name_key, points)
+        work.series.clear()
+        for stream_key, (first_line, pieces) in work.logs.items():
+            self._log_appender.append(stream_key, first_line, pieces)
+        if work.log_streams:
+            self._conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
+                                   [(entry[1], key) for key, entry in work.log_streams.items()])
+        work.logs.clear()
+        work.log_streams.clear()
 
     def _merged_rows(self, scalars: Sequence[ScalarPoint], others: Sequence[records_pb2.Record],
                      hwm: int, work: _BatchWork) -> int:
@@ -158,21 +169,30 @@ class SqliteWriter:
         work.kinds[kind] = work.kinds.get(kind, 0) + 1
 
     def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
-        """Append metric rows for the points above ``hwm``; the hot loop, kept minimal."""
-        rows, latest = work.metrics, work.latest
+        """Gather the points above ``hwm`` per series; the hot loop, kept minimal."""
+        series, latest = work.series, work.latest
         runs, names, codes = self._runs, self._names, _VALUE_KINDS
-        before = len(rows)
+        stored = 0
+        last_key: tuple[int, int] | None = None
+        target = Points.empty()
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
             entry = runs.get(run_id)
-            run_key = entry[0] if entry else self._run_key(run_id, time_ns)
+            key = (entry[0] if entry else self._run_key(run_id, time_ns),
+                   names.get(name) or self._name_key(name))
+            if key != last_key:
+                target = series.get(key) or series.setdefault(key, Points.empty())
+                last_key = key
             code = codes[kind]
-            rows.append((run_key, names.get(name) or self._name_key(name), time_ns, step, code,
-                         value))
+            target.steps.append(step)
+            target.times.append(time_ns)
+            target.kinds.append(code)
+            target.values.append(value)
+            stored += 1
             if code <= schema.KIND_INTEGER:
                 latest[(run_id, name)] = value
-        return len(rows) - before
+        return stored
 
     @staticmethod
     def _merge(work: _BatchWork, summary: WriteSummary) -> None:
@@ -234,8 +254,11 @@ class SqliteWriter:
         metric = rec.metric
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         name_key = self._name_key(metric.name)
-        work.metrics.append((run_key, name_key, rec.time_unix_nano, None, schema.KIND_ENCODED,
-                             metric.SerializeToString()))
+        pending = work.series.pop((run_key, name_key), None)
+        if pending is not None:  # the points logged before it go first (logged order)
+            self._series.append(run_key, name_key, pending)
+        self._series.append_encoded(run_key, name_key, rec.time_unix_nano,
+                                    metric.SerializeToString())
 
     def _log(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         chunk = rec.log
@@ -250,8 +273,9 @@ class SqliteWriter:
         first_time, last_time = (times[0], times[-1]) if times else (rec.time_unix_nano,) * 2
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         stream = self._log_stream(run_key, chunk.stream)
-        work.log_chunks.append((stream[0], stream[1], count, first_time, last_time, text,
-                                times.tobytes() if times else None, chunk.level, chunk.logger))
+        pending = work.logs.setdefault(stream[0], (stream[1], []))[1]
+        pending.append(LogPiece(count, first_time, last_time, text, times, chunk.level,
+                                chunk.logger))
         stream[1] += count
         work.log_streams[stream[0]] = stream
         work.log_runs.add(rec.run_id)

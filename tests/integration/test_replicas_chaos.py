@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,15 +80,19 @@ def test_replicas_killed_in_turn_and_postgres_restarted_lose_and_double_nothing(
         runs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(3)]
         log_run, log_stream = runs[2]
         senders = [ReliableSender(AgentClient(str(tmp_path / "agent.sock")),
-                                  scalar_requests(run_id, sid, POINTS_PER_STREAM), pace=0.3)
+                                  scalar_requests(run_id, sid, POINTS_PER_STREAM), pace=0.4)
                    for run_id, sid in runs[:2]]
         senders.append(ReliableSender(AgentClient(str(tmp_path / "agent.sock")),
-                                      log_requests(log_run, log_stream), pace=0.15))
+                                      log_requests(log_run, log_stream), pace=0.2))
         deadline = time.monotonic() + 240
         threads = [threading.Thread(target=s.run, args=(deadline,)) for s in senders]
         for thread in threads:
             thread.start()
         follower = _follow(log_run, replicas[0], tmp_path)
+        printed: list[str] = []
+        reader = threading.Thread(target=lambda: printed.extend(follower.stdout or ()))
+        reader.start()
+        _wait_for(lambda: bool(printed), "the follower printed nothing")
         probe = AgentClient(str(tmp_path / "agent.sock"))
         try:
             _chaos(replicas, server, threads, probe)
@@ -109,12 +114,16 @@ def test_replicas_killed_in_turn_and_postgres_restarted_lose_and_double_nothing(
                 assert scalar_steps(svc.grpc, run_id) == list(range(2, POINTS_PER_STREAM + 2))
         failovers = agent.log_file.read_text().count("failing over to another")
         assert failovers >= 3, "the kills did not hit the agent's collector"
-        out, err = follower.communicate(timeout=120)
-        assert follower.returncode == 0, err[-2000:]
-        assert out.splitlines() == [f"line {n}" for n in range(LINES)]
+        assert follower.wait(timeout=120) == 0, (tmp_path / "follow.err").read_text()[-2000:]
+        reader.join(timeout=60)
+        assert [line.rstrip("\n") for line in printed] == [f"line {n}" for n in range(LINES)]
     finally:
-        if follower is not None and follower.poll() is None:
-            follower.kill()
+        if follower is not None:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(timeout=30)
+            if follower.stdout is not None:
+                follower.stdout.close()
         for sender in senders:
             sender.client.close()
         if agent is not None:
@@ -124,18 +133,21 @@ def test_replicas_killed_in_turn_and_postgres_restarted_lose_and_double_nothing(
         server.destroy()
 
 
+def _wait_for(condition: Callable[[], bool], failure: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
 def _follow(run_id: str, svc: Service, workdir: Path) -> subprocess.Popen[str]:
     """``mltrail logs RUN --follow`` against one replica, once the run exists."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        probe = subprocess.run([*MLTRAIL, "runs", "--collector", svc.grpc, "--json"],
-                               capture_output=True, text=True, timeout=30)
-        if run_id in probe.stdout:
-            break
-        time.sleep(0.1)
-    return subprocess.Popen([*MLTRAIL, "logs", run_id, "--follow", "--collector", svc.grpc],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=workdir)
+    _wait_for(lambda: run_id in subprocess.run(
+        [*MLTRAIL, "runs", "--collector", svc.grpc, "--json"], capture_output=True, text=True,
+        timeout=30).stdout, "the log run never arrived")
+    with open(workdir / "follow.err", "wb") as err:
+        return subprocess.Popen([*MLTRAIL, "logs", run_id, "--follow", "--collector", svc.grpc],
+                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=workdir)
 
 
 def _chaos(replicas: list[Service], server: PostgresServer,

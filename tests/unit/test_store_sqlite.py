@@ -23,6 +23,7 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import LINE_SPLIT_MARKER
 from mltrail.proto import collector_pb2, records_pb2
 from tests import builders as b
+from tests.store_v2 import V2Store
 
 
 @pytest.fixture
@@ -171,10 +172,10 @@ def test_list_runs_reads_no_metric_rows_and_get_run_counts(sqlite_store: Store,
     finally:
         conn.close()
     assert [run.run_id for run in listed] == ["r"]
-    assert not [sql for sql in list_statements if "FROM metrics" in sql]
+    assert not [sql for sql in list_statements if "FROM metric_chunks" in sql]
     assert details is not None
     assert (details.metric_records, details.log_lines, details.artifacts) == (50, 2, 1)
-    assert [sql for sql in statements if "FROM metrics" in sql]
+    assert [sql for sql in statements if "FROM metric_chunks" in sql]
 
 
 def test_log_lines_are_numbered_and_ranged_across_chunks(store: Store) -> None:
@@ -229,17 +230,15 @@ def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
     path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
     data = b"0123456789"
     head, tail = artifact_records("r", "f.bin", data, 1, 5)
-    write_v1 = open_store(f"sqlite:///{path}", art)
-    write(write_v1, b.batch("s", [head]))
-    write_v1.close()
-    with sqlite3.connect(path) as conn:  # what version 1 left on disk
-        rows = conn.execute("SELECT run_key, path, offset, data FROM artifact_chunks").fetchall()
-        conn.executescript(
-            "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
-            "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
-            "PRIMARY KEY (run_key, path, offset)); DELETE FROM schema_version; "
-            "INSERT INTO schema_version VALUES (1);")
-        conn.executemany("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)", rows)
+    old = V2Store(path, version=1)  # what version 1 left on disk: the head chunk waiting
+    old.conn.executescript(
+        "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
+        "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
+        "PRIMARY KEY (run_key, path, offset));")
+    old.conn.execute("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)",
+                     (old.run_key("r"), "f.bin", 0, head.artifact.data))
+    old.hwm("s", 1)
+    old.close()
     upgraded = open_store(f"sqlite:///{path}", art)
     try:
         assert write(upgraded, b.batch("s", [tail])).outcomes[0].error is None
