@@ -185,3 +185,40 @@ def test_url_password_is_never_shown(tmp_path: Path) -> None:
     assert "s3cret" not in str(refused.value) and "cannot open store" in str(refused.value)
     with pytest.raises(PermanentError, match="pool_size must be"):
         open_store("postgresql://u@h/d?pool_size=one", ArtifactStore(tmp_path / "a"))
+
+
+def test_two_replicas_extending_one_series_keep_every_point_once(
+        stores: list[Store], postgres_url: str) -> None:
+    """Two streams (ranks) log the same metric of one run through two replicas at once:
+    the series' open chunk is extended under a lock, so no point is lost or doubled,
+    each stream's points keep their order, and no chunk grows past its size."""
+    from mltrail.collector.store.chunks import CHUNK_POINTS
+
+    rounds, per_batch = 30, 300
+    errors: list[BaseException] = []
+
+    def replica(index: int) -> None:
+        try:
+            for n in range(rounds):
+                first = n * per_batch + 1
+                write(stores[index], b.batch(f"rank{index}", [
+                    b.scalar(seq, "r", "m", index * 1_000_000 + seq)
+                    for seq in range(first, first + per_batch)]))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    values = [r.metric.scalar.value.integer for r in stores[0].get_metrics("r", "m")]
+    total = rounds * per_batch
+    assert len(values) == 2 * total
+    for index in range(2):
+        mine = [v - index * 1_000_000 for v in values if v // 1_000_000 == index]
+        assert mine == list(range(1, total + 1))
+    with psycopg.connect(postgres_url) as conn:
+        counts = [row[0] for row in conn.execute("SELECT count FROM metric_chunks")]
+    assert sum(counts) == 2 * total and max(counts) <= CHUNK_POINTS
