@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.artifacts import open_artifacts
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
@@ -54,7 +54,7 @@ class CollectorServer(Component):
         s = self.settings
         grpc_host, grpc_port = _address(s.grpc, "--grpc")
         http_host, http_port = _address(s.http, "--http")
-        artifacts = ArtifactStore(s.artifacts)
+        artifacts = open_artifacts(s.artifacts)
         artifacts.prepare()
         self._store = open_store(s.store, artifacts)
         self._server = self._build_grpc(self._store)

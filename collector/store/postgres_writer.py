@@ -26,11 +26,11 @@ Line numbers are never cached: another replica may have added lines.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.artifacts import ArtifactStore, contiguous
 from mltrail.collector.store import chunks
 from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
 from mltrail.collector.store.chunks import CHUNK_POINTS, Points
@@ -44,7 +44,7 @@ from mltrail.collector.store.sqlite_chunks import (
     summary_row,
 )
 from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
-from mltrail.collector.store.sqlite_writer import _assemble, _line_times, _seq_of
+from mltrail.collector.store.sqlite_writer import _line_times, _seq_of
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
@@ -325,15 +325,23 @@ class PostgresWriter:
                      "excluded.data", (*key, chunk.offset, chunk.data))
         if not chunk.last:
             return
-        rows = conn.execute("SELECT chunk_offset, data FROM artifact_chunks WHERE run_key = %s "
-                            "AND stream_id = %s AND path = %s ORDER BY chunk_offset",
-                            key).fetchall()
-        content = _assemble(rec, rows)
-        self._artifacts.put(content)
+        offsets = [row[0] for row in conn.execute(
+            "SELECT chunk_offset FROM artifact_chunks WHERE run_key = %s AND stream_id = %s "
+            "AND path = %s ORDER BY chunk_offset", key)]
+
+        def rows() -> Iterator[tuple[int, bytes]]:  # a chunk in memory at a time
+            for offset in offsets:
+                yield offset, conn.execute(
+                    "SELECT data FROM artifact_chunks WHERE run_key = %s AND stream_id = %s "
+                    "AND path = %s AND chunk_offset = %s", (*key, offset)).fetchone()[0]
+
+        where = f"artifact {chunk.path!r} of run {rec.run_id!r}"
+        self._artifacts.put_stream(contiguous(where, rows()), chunk.sha256.lower(), chunk.size,
+                                   where)
         conn.execute("INSERT INTO artifacts VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT "
                      "(run_key, path) DO UPDATE SET size = excluded.size, sha256 = "
                      "excluded.sha256, content_type = excluded.content_type, time = "
-                     "excluded.time", (run_key, key[2], len(content), chunk.sha256.lower(),
+                     "excluded.time", (run_key, key[2], chunk.size, chunk.sha256.lower(),
                                        clean(chunk.content_type), rec.time_unix_nano))
         conn.execute("DELETE FROM artifact_chunks WHERE run_key = %s AND stream_id = %s "
                      "AND path = %s", key)
