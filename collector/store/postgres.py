@@ -93,6 +93,14 @@ class PostgresStore(Store):
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise schema.translate_error(exc, f"reading store {self.where}") from exc
 
+    def import_marks(self, marks: dict[str, int]) -> None:
+        """Stream marks from another store (``store copy``), kept where they are higher."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("INSERT INTO streams (stream_id, hwm) SELECT * FROM unnest("
+                         "%s::text[], %s::bigint[]) ON CONFLICT (stream_id) DO UPDATE SET "
+                         "hwm = GREATEST(streams.hwm, excluded.hwm)",
+                         (list(marks), list(marks.values())))
+
     def watch(self, callback: Callable[[set[str]], None]) -> None:
         if self._listener is None:
             self._listener = _Listener(self._conninfo, callback)
