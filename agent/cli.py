@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "agent", help="run the agent: receive from SDKs, spool to disk, forward to the collector"
     )
     p.add_argument("--socket", help="unix socket for SDKs (default $MLTRAIL_HOME/agent.sock)")
-    p.add_argument("--collector", help="collector HOST:PORT (default $MLTRAIL_COLLECTOR or "
-                                       "127.0.0.1:7431)")
+    p.add_argument("--collector", help="collector HOST:PORT, or several comma-separated; a "
+                                       "name with several addresses counts as several "
+                                       "(default $MLTRAIL_COLLECTOR or 127.0.0.1:7431)")
     p.add_argument("--spool", dest="spool_dir", help="spool directory "
                                                      "(default $MLTRAIL_HOME/agent/spool)")
     p.add_argument("--http", help="HOST:PORT for /metrics and /healthz (default 127.0.0.1:7433)")

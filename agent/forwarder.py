@@ -1,5 +1,12 @@
 """Sends spooled batches to the collector over one pipelined Ingest.Write stream.
 
+With several collectors (``agent/targets.py``), each session goes to one of
+them: a session that fails fails over to the next at once, and a session
+older than ``rebalance_seconds`` ends once its requests are answered, so the
+next goes to the next collector. A stream's batches are never in flight to
+two collectors at once: a later batch committed first would raise the
+high-water mark over an earlier one.
+
 The forwarder implements only sending; retries are ``RetryPolicy``'s job.
 A session opens one stream and runs two loops::
 
@@ -36,13 +43,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
+from mltrail.agent.targets import CollectorTargets, plain_targets, split_targets
 from mltrail.common.credentials import (
     AUTH_OK_HEADER,
     ClientSecurity,
@@ -51,7 +59,6 @@ from mltrail.common.credentials import (
     call_metadata,
     collector_channel,
     file_stamps,
-    split_scheme,
     tls_failure_hint,
 )
 from mltrail.common.errors import (
@@ -168,9 +175,12 @@ def wants_compression(mode: str, address: str) -> bool:
     collector is on this host, where compressing costs CPU and saves nothing)."""
     if mode != "auto":
         return mode == "gzip"
-    host = split_scheme(address)[0].removeprefix("dns:///").rpartition(":")[0].strip("[]")
-    local = address.startswith("unix:") or host in ("localhost", "::1")
-    return not (local or host.startswith("127."))
+    return not all(_is_local(entry) for entry in split_targets(plain_targets(address)))
+
+
+def _is_local(address: str) -> bool:
+    host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
+    return address.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127.")
 
 
 class GrpcForwarder:
@@ -189,6 +199,8 @@ class GrpcForwarder:
         executor: Executor | None = None,
         compress: bool = True,
         security: ClientSecurity | None = None,
+        targets: CollectorTargets | None = None,
+        rebalance_seconds: float = 0.0,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -205,19 +217,32 @@ class GrpcForwarder:
         self._isolate_until = Position(0, 0)
         self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
-        self.security = security or ClientSecurity()
+        security = security or ClientSecurity()
+        if security.uses_tls(address.split(",")[0].strip()) and not security.tls:
+            security = replace(security, tls=True)  # https:// on the setting: every target
+        self.security = security
         self.tokens = TokenSource(self.security.token, self.security.token_file)
         self._told = ""  # the refusal last logged (said once, not per retry)
         self._compression = (grpc.Compression.Gzip if compress
                              else grpc.Compression.NoCompression)
-        self._open_channel()
-
-    def _open_channel(self) -> None:
-        """A channel with the TLS files as they are now (their stamps kept)."""
         self._tls_stamps = file_stamps(*self.security.tls_files)
-        self._channel = collector_channel(self.address, self.security, CHANNEL_OPTIONS,
-                                          aio=True, compression=self._compression)
-        self._write = self._channel.stream_stream(
+        self._targets = targets or CollectorTargets(plain_targets(address))
+        self.rebalance_seconds = rebalance_seconds
+        self.current = self._targets.entries[0]  # the collector of the latest session
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rotate_at = 0.0
+
+    def _stream(self, address: str) -> grpc.aio.StreamStreamMultiCallable:
+        """Ingest.Write on the channel to ``address`` (one channel per address, kept)."""
+        channel = self._channels.get(address)
+        if channel is None:
+            try:
+                channel = collector_channel(address, self.security, CHANNEL_OPTIONS, aio=True,
+                                            compression=self._compression)
+            except CredentialsError as exc:
+                raise AuthRefused(str(exc)) from None
+            self._channels[address] = channel
+        return channel.stream_stream(
             INGEST_WRITE,
             request_serializer=_identity,
             response_deserializer=collector_pb2.IngestResponse.FromString,
@@ -225,15 +250,14 @@ class GrpcForwarder:
 
     async def _reopen_if_tls_changed(self) -> None:
         """A renewed client certificate or CA on disk is used from the next session."""
-        if file_stamps(*self.security.tls_files) == self._tls_stamps:
+        stamps = file_stamps(*self.security.tls_files)
+        if stamps == self._tls_stamps:
             return
-        old = self._channel
-        try:
-            self._open_channel()
-        except CredentialsError as exc:
-            raise AuthRefused(str(exc)) from None
+        self._tls_stamps = stamps
+        old, self._channels = self._channels, {}
         log.info("TLS files changed; reconnecting with them")
-        await old.close(None)
+        for channel in old.values():
+            await channel.close(None)
 
     def notify(self) -> None:
         """New data in the spool; safe to call from any thread."""
@@ -257,17 +281,31 @@ class GrpcForwarder:
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        for channel in self._channels.values():
+            await channel.close(None)
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
     async def _attempt(self) -> None:
-        """One session; a failure after progress starts a fresh backoff sequence."""
+        """One session; a failure after progress starts a fresh backoff sequence, and
+        a failure with another collector usable fails over to it at once."""
         self._progressed = False
+        target = self.current = await self._targets.pick()
+        several = self._targets.several
+        self._rotate_at = (time.monotonic() + self.rebalance_seconds
+                           if several and self.rebalance_seconds > 0 else 0.0)
         try:
-            await self._session()
+            await self._session(target)
+            self._targets.succeeded(target)  # ended to rebalance: the next goes elsewhere
         except RetryableError as exc:
             self.listener.connected(False)
+            if (several and not isinstance(exc, _StreamAborted)
+                    and self._targets.failed(target)):
+                log.warning("collector %s failed (%s); failing over to another", target, exc)
+                self.listener.retrying(exc, 0.0)
+                return
+            if self._progressed:
+                self._targets.succeeded(target)
             if not self._progressed:
                 raise
             self.listener.retrying(exc, exc.retry_after or 0.0)
@@ -301,15 +339,19 @@ class GrpcForwarder:
             raise AuthRefused(str(exc)) from None
         return call_metadata(token, self.security.workspace)
 
-    async def _session(self) -> None:
+    async def _session(self, target: str) -> None:
         await self._reopen_if_tls_changed()
-        call = self._write(None, metadata=self._metadata())
+        call = self._stream(target)(None, metadata=self._metadata())
         inflight: deque[_Inflight] = deque()
         slots = asyncio.Semaphore(self.window)
         pump = asyncio.create_task(self._pump(call, inflight, slots))
         receive = asyncio.create_task(self._receive(call, inflight, slots))
         try:
             done, _ = await asyncio.wait({pump, receive}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done and pump.exception() is None:  # ended to rebalance
+                with contextlib.suppress(RetryableError, grpc.aio.AioRpcError, TimeoutError):
+                    await asyncio.wait_for(receive, 10)  # the collector closes its side
+                return
             if receive in done:
                 receive.result()
             pump.result()
@@ -330,6 +372,9 @@ class GrpcForwarder:
         cursor = self.spool.ack_position
         while True:
             await slots.acquire()
+            if self._rotate_at and time.monotonic() >= self._rotate_at:
+                await self._end_for_rebalance(call, inflight)
+                return
             isolate = cursor < self._isolate_until
             if isolate:
                 while inflight:  # one frame per request, one request at a time
@@ -344,6 +389,16 @@ class GrpcForwarder:
             inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
             await call.write(request)
             del request
+
+    async def _end_for_rebalance(self, call: grpc.aio.StreamStreamCall,
+                                 inflight: deque[_Inflight]) -> None:
+        """Close the stream once every request in flight is answered, so the next
+        session goes to the next collector: no agent stays pinned to one replica
+        (a restarted replica gets its share back)."""
+        while inflight:
+            await asyncio.sleep(0.005)
+        await call.done_writing()
+        log.debug("session to %s ended to rebalance", self.current)
 
     async def _next_frames(self, cursor: Position, max_frames: int, busy: bool
                            ) -> list[SpoolFrame]:

@@ -154,6 +154,7 @@ class AgentService(Component):
             retry=RetryPolicy(on_retry=listener.retrying),
             compress=wants_compression(s.compression, s.collector),
             security=s.security,
+            rebalance_seconds=s.rebalance_seconds,
         )
         self._start_http()
         await self._start_grpc(tracker)
@@ -213,7 +214,8 @@ class AgentService(Component):
     def info(self) -> agent_pb2.AgentInfo:
         metrics = self.metrics
         return agent_pb2.AgentInfo(
-            collector=self.settings.collector,
+            # the collector of the current session: one address a query client can use
+            collector=self.forwarder.current if self.forwarder else self.settings.collector,
             spool_dir=self.settings.spool_dir,
             version=VERSION,
             spool_bytes=self.spool.bytes if self.spool else 0,

@@ -22,7 +22,8 @@ from typing import Any
 from mltrail.agent.forwarder import COMPRESSIONS
 from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
-from mltrail.common.credentials import ClientSecurity, split_scheme
+from mltrail.agent.targets import plain_targets, split_targets
+from mltrail.common.credentials import ClientSecurity
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings
 from mltrail.common.tuning import check_nice
@@ -40,7 +41,12 @@ def mltrail_home(environ: Mapping[str, str] | None = None) -> Path:
 class AgentSettings:
     socket: str = ""  # default $MLTRAIL_HOME/agent.sock
     socket_mode: str = "0600"  # octal; "0660" lets a group write
+    # HOST:PORT, or several comma-separated; a name with several addresses counts as
+    # several collectors (agent/targets.py)
     collector: str = "127.0.0.1:7431"
+    # with several collectors: a session older than this ends (once its requests are
+    # answered) and the next goes to the next collector; 0: only on failure
+    rebalance_seconds: float = 60.0
     spool_dir: str = ""  # default $MLTRAIL_HOME/agent/spool
     http: str = "127.0.0.1:7433"
     fsync: str = "interval"
@@ -97,12 +103,13 @@ class AgentSettings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("tls_cert and tls_key go together: set both for a client "
                                 "certificate, or neither")
-        for name, value in (("collector", split_scheme(self.collector)[0]),
-                            ("http", self.http)):
-            try:
-                parse_hostport(value, name)
-            except ValueError as exc:
-                raise SettingsError(str(exc)) from None
+        try:
+            split_targets(plain_targets(self.collector))
+            parse_hostport(self.http, "http")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.rebalance_seconds < 0:
+            raise SettingsError("rebalance_seconds must be 0 (off) or positive")
         parse_sources(self.sources)  # refuse a bad [[sources]] table at start
         home = mltrail_home()
         return dataclasses.replace(

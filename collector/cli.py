@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="store URL (default sqlite:///$MLTRAIL_HOME/collector/store.db)")
     p.add_argument("--grpc", help="gRPC listen address HOST:PORT (default 127.0.0.1:7431)")
     p.add_argument("--http", help="HTTP listen address for /metrics (default 127.0.0.1:7432)")
-    p.add_argument("--artifacts", help="artifact directory "
-                                       "(default $MLTRAIL_HOME/collector/artifacts)")
+    p.add_argument("--artifacts", help="artifact store: a directory, file:///DIR or "
+                                       "s3://BUCKET/PREFIX[?endpoint=URL] (default "
+                                       "$MLTRAIL_HOME/collector/artifacts)")
     p.add_argument("--config", help="collector.toml settings file")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--ready-file", help="write the bound addresses here (JSON) once listening")

@@ -208,6 +208,7 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
     """The stream's requests until it ends, or until shutdown begins between requests."""
     iterator = requests.__aiter__()
     closed = asyncio.ensure_future(closing.wait())
+    pending: asyncio.Future[bytes] | None = None
     try:
         while True:
             pending = asyncio.ensure_future(iterator.__anext__())
@@ -223,3 +224,12 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
                 return
     finally:
         closed.cancel()
+        if pending is not None:  # the RPC was cancelled (the client went) mid-wait
+            pending.cancel()
+            pending.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """Collect the outcome of a read nobody waits for any more (no 'never retrieved')."""
+    if not future.cancelled():
+        future.exception()

@@ -28,14 +28,14 @@ from pathlib import Path
 import grpc
 
 from mltrail.collector.admin import AdminService
-from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.auth import Authenticator, Principal, http_bearer_check, load_key
+from mltrail.collector.artifacts import open_artifacts
+from mltrail.collector.auth import Authenticator, http_bearer_check, load_key
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
-from mltrail.collector.store import Store, open_store
+from mltrail.collector.store import Store, open_store, redact_url
 from mltrail.collector.tls import ReloadingCertificates
 from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
@@ -74,7 +74,7 @@ class CollectorServer(Component):
         elif s.tls_client_ca:
             raise PermanentError("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS "
                                  "first; nothing was started")
-        artifacts = ArtifactStore(s.artifacts)
+        artifacts = open_artifacts(s.artifacts)
         artifacts.prepare()
         self._store = open_store(s.store, artifacts)
         if s.auth == "token":
@@ -82,6 +82,9 @@ class CollectorServer(Component):
             self.auth.bootstrap(Path(s.admin_token_file))
         self._server = self._build_grpc(self._store)
         target = f"{grpc_host}:{grpc_port}"
+        loop = asyncio.get_running_loop()
+        notifier = self._notifier  # lines committed through other replicas wake followers too
+        self._store.watch(lambda runs: loop.call_soon_threadsafe(notifier.notify, runs))
         try:
             bound = (self._server.add_secure_port(target, self.tls.credentials()) if self.tls
                      else self._server.add_insecure_port(target))
@@ -96,8 +99,8 @@ class CollectorServer(Component):
         self.grpc_address = f"{grpc_host}:{bound}"
         self.http_address = self._http.address
         log.info("collector listening: grpc %s%s, http %s, store %s, auth %s",
-                 self.grpc_address, " (TLS)" if self.tls else "", self.http_address, s.store,
-                 s.auth)
+                 self.grpc_address, " (TLS)" if self.tls else "", self.http_address,
+                 redact_url(s.store), s.auth)
 
     def _build_grpc(self, store: Store) -> grpc.aio.Server:
         server = grpc.aio.server(options=[
@@ -169,12 +172,7 @@ def _check_exposure(s: CollectorSettings, grpc_host: str, http_host: str) -> Non
 
 
 def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoint:
-    latest = server.metrics.latest
-
-    def scope(caller: Principal) -> None:  # an admin's scrape sees every workspace
-        latest.scope_to(None if caller.role == "admin" else caller.workspace)
-
-    authorize = http_bearer_check(server.auth, on_pass=scope) if server.auth.enabled else None
+    authorize = http_bearer_check(server.auth) if server.auth.enabled else None
     try:
         return HttpEndpoint(host, port, server.metrics.registry, server.health,
                             authorize=authorize,

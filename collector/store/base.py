@@ -1,6 +1,6 @@
 """The store interface: one write primitive, and the queries the Query service needs.
 
-Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
+Every implementation (SQLite, PostgreSQL) keeps the same contract:
 
 - ``write_batch(batches)`` is the only way records get in. It runs one
   transaction for one IngestRequest: for each batch it reads the stream's
@@ -38,7 +38,7 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 from __future__ import annotations
 
 import abc
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -219,6 +219,11 @@ class Store(abc.ABC):
     def revoke_token(self, name: str, when: int) -> TokenRecord | None:
         """Mark the token revoked at ``when``; None if no token has that name."""
         raise _no_tokens(self)
+    def watch(self, callback: Callable[[set[str]], None]) -> None:
+        """Call ``callback`` (from another thread) with the run ids whose lines or end
+        another process committed. A store only one process writes (SQLite) has
+        nothing to report; ingest wakes its own followers."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

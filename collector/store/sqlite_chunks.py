@@ -149,24 +149,10 @@ class LogAppender:
             (stream_key,)).fetchone()
         head: LogPiece | None = None
         head_rowid = None
-        if row is not None and row[1] + row[2] == first_line and row[2] < LOG_CHUNK_LINES:
+        if row is not None and extends(row[1:], first_line):
             head_rowid = row[0]
-            times = array("q", chunks.decode_ints(row[6])) if row[6] else array("q")
-            head = LogPiece(row[2], row[3], row[4], decompress_text(row[5]), times, row[7],
-                            row[8])
-            first_line = row[1]
-        out: list[tuple[int, LogPiece]] = []
-        for piece in pieces:
-            if head is not None and _fits(head, piece):
-                head = _join(head, piece)
-                continue
-            if head is not None:
-                out.append((first_line, head))
-                first_line += head.count
-            head = piece
-        if head is not None:
-            out.append((first_line, head))
-        for index, (line, piece) in enumerate(out):
+            head, first_line = open_piece(row[1:])
+        for index, (line, piece) in enumerate(plan_append(head, first_line, pieces)):
             values = (piece.count, piece.first_time, piece.last_time, compress_text(piece.text),
                       encode_times(piece.times), piece.level, piece.logger)
             if index == 0 and head_rowid is not None:
@@ -176,6 +162,38 @@ class LogAppender:
             else:
                 conn.execute("INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (stream_key, line, *values))
+
+
+def extends(row: Sequence[Any], first_line: int) -> bool:
+    """Whether lines from ``first_line`` go on in a stream's last chunk, given as
+    (first_line, line_count, first_time, last_time, data, line_times, level, logger)."""
+    return bool(row[0] + row[1] == first_line and row[1] < LOG_CHUNK_LINES)
+
+
+def open_piece(row: Sequence[Any]) -> tuple[LogPiece, int]:
+    """That last chunk as a piece to extend, and its first line."""
+    times = array("q", chunks.decode_ints(bytes(row[5]))) if row[5] else array("q")
+    return (LogPiece(row[1], row[2], row[3], decompress_text(bytes(row[4])), times, row[6],
+                     row[7]), int(row[0]))
+
+
+def plan_append(head: LogPiece | None, first_line: int, pieces: Sequence[LogPiece]
+                ) -> list[tuple[int, LogPiece]]:
+    """The chunks to write, with their first lines: ``head`` (the stream's open chunk,
+    starting at ``first_line``; first in the answer, to be updated in place) extended
+    while the pieces fit, then new chunks."""
+    out: list[tuple[int, LogPiece]] = []
+    for piece in pieces:
+        if head is not None and _fits(head, piece):
+            head = _join(head, piece)
+            continue
+        if head is not None:
+            out.append((first_line, head))
+            first_line += head.count
+        head = piece
+    if head is not None:
+        out.append((first_line, head))
+    return out
 
 
 def _fits(head: LogPiece, piece: LogPiece) -> bool:

@@ -21,15 +21,14 @@ they committed, the stream's mark would pass the refused records).
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import sqlite3
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.artifacts import ArtifactStore, contiguous
 from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
@@ -363,12 +362,22 @@ class SqliteWriter:
                      (*key, chunk.offset, chunk.data))
         if not chunk.last:
             return
-        rows = conn.execute("SELECT offset, data FROM artifact_chunks WHERE run_key = ? AND "
-                            "stream_id IN (?, '') AND path = ? ORDER BY offset", key).fetchall()
-        content = _assemble(rec, rows)
-        self._artifacts.put(content)
+        offsets = conn.execute("SELECT offset, stream_id FROM artifact_chunks WHERE run_key = ? "
+                               "AND stream_id IN (?, '') AND path = ? ORDER BY offset",
+                               key).fetchall()
+
+        def rows() -> Iterator[tuple[int, bytes]]:  # a chunk in memory at a time
+            for offset, stream_id in offsets:
+                yield offset, conn.execute(
+                    "SELECT data FROM artifact_chunks WHERE run_key = ? AND stream_id = ? AND "
+                    "path = ? AND offset = ?", (run_key, stream_id, chunk.path, offset)
+                ).fetchone()[0]
+
+        where = f"artifact {chunk.path!r} of run {rec.run_id!r}"
+        self._artifacts.put_stream(contiguous(where, rows()), chunk.sha256.lower(), chunk.size,
+                                   where)
         conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
-                     (run_key, chunk.path, len(content), chunk.sha256.lower(),
+                     (run_key, chunk.path, chunk.size, chunk.sha256.lower(),
                       chunk.content_type, rec.time_unix_nano))
         conn.execute("DELETE FROM artifact_chunks WHERE run_key = ? AND stream_id IN (?, '') "
                      "AND path = ?", key)
@@ -376,27 +385,6 @@ class SqliteWriter:
 
 def _seq_of(item: ScalarPoint | records_pb2.Record) -> int:
     return item[0] if isinstance(item, tuple) else item.seq
-
-
-def _assemble(rec: records_pb2.Record, rows: list[tuple[int, bytes]]) -> bytes:
-    """The whole file from its chunks, verified against the last chunk's size and sha256."""
-    chunk = rec.artifact
-    where = f"artifact {chunk.path!r} of run {rec.run_id!r}"
-    expected_offset = 0
-    for offset, data in rows:
-        if offset != expected_offset:
-            raise PermanentError(f"{where}: chunk at offset {expected_offset} is missing "
-                                 f"(next chunk starts at {offset})")
-        expected_offset += len(data)
-    content = b"".join(data for _, data in rows)
-    if len(content) != chunk.size:
-        raise PermanentError(f"{where}: size mismatch: expected {chunk.size} bytes, "
-                             f"actual {len(content)}")
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != chunk.sha256.lower():
-        raise PermanentError(f"{where}: sha256 mismatch: expected {chunk.sha256}, "
-                             f"actual {actual}")
-    return content
 
 
 def _line_times(chunk: records_pb2.LogChunk, splits: dict[int, int]) -> array[int]:

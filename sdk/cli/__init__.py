@@ -17,6 +17,7 @@ from collections.abc import Sequence
 # Modules whose register() adds subcommands, in the order `mltrail --help` lists them.
 _COMMAND_MODULES = (
     "mltrail.collector.cli",
+    "mltrail.collector.store_cli",
     "mltrail.agent.cli",
     "mltrail.cli.query",
     "mltrail.cli.sync",

@@ -1,4 +1,5 @@
-"""Query against a real collector process: follow, artifacts, /metrics, runs."""
+"""Query against a real collector process (SQLite and PostgreSQL): follow, artifacts,
+/metrics, runs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from tests import builders as b
 from tests.procs import Service
 
 OK, INVALID = 0, 3
+
+
+@pytest.fixture
+def collector(collector_on_each_store: Service) -> Service:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    return collector_on_each_store
 
 
 @pytest.fixture

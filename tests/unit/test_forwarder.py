@@ -306,3 +306,50 @@ def test_compression_is_off_for_a_collector_on_this_host_unless_asked() -> None:
     assert wants_compression("auto", "collector.mltrail.svc:7431")
     assert wants_compression("gzip", "127.0.0.1:7431")
     assert not wants_compression("none", "collector:7431")
+
+
+class _Delays(ForwardTally):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: list[float] = []
+
+    def retrying(self, error: BaseException, delay: float) -> None:
+        super().retrying(error, delay)
+        self.delays.append(delay)
+
+
+async def test_dead_collector_is_failed_over_without_backoff_and_sessions_rebalance(
+        tmp_path: Path) -> None:
+    """A dead address in the list costs one immediate failover (delay 0), never the
+    backoff; with rebalancing every session after the first moves on, so both live
+    collectors get batches, and each batch is stored once across them."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    first, second = FakeIngest(), FakeIngest()
+    spool = Spool(tmp_path, segment_bytes=4096)
+    async with ingest_server(first) as one, ingest_server(second) as two:
+        tally = _Delays()
+        forwarder = GrpcForwarder(spool, f"{dead},{one},{two}", listener=tally,
+                                  retry=RetryPolicy(initial=5.0, maximum=5.0,
+                                                    on_retry=tally.retrying),
+                                  rebalance_seconds=0.05, batch_max_bytes=2048)
+        sent = 0
+        async with running(forwarder), asyncio.timeout(20):  # every address has its turn
+            while not (tally.delays and first.requests and second.requests):
+                spool_batches_from(spool, "s1", sent + 1, 10)
+                sent += 10
+                await asyncio.sleep(0.02)
+            while not spool.empty():
+                await asyncio.sleep(0.01)
+    assert set(tally.delays) == {0.0}  # failovers only, no backoff
+    stored = sorted(first.stored.get("s1", []) + second.stored.get("s1", []))
+    assert stored == list(range(1, sent + 1))
+
+
+def spool_batches_from(spool: Spool, sid: str, first: int, per: int) -> None:
+    batch = builders.batch(sid, [builders.scalar(s, "run", "loss", s, step=s)
+                                 for s in range(first, first + per)])
+    spool.append(sid, first, first + per - 1, batch.SerializeToString())

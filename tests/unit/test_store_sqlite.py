@@ -1,4 +1,5 @@
-"""SqliteStore through its one write primitive and its queries (SQLite in tmp_path)."""
+"""The store contract through its one write primitive and its queries, on SQLite (in
+tmp_path) and on PostgreSQL (a fresh database per test); SQLite's own behaviour too."""
 
 from __future__ import annotations
 
@@ -26,7 +27,16 @@ from tests.store_v2 import V2Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    """The same contract on both backends (PostgreSQL: a fresh database per test)."""
+    s = open_store(store_url, ArtifactStore(tmp_path / "art"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """For the tests of SQLite's own behaviour (statements, pragmas, files)."""
     s = open_store(f"sqlite:///{tmp_path / 'store.db'}", ArtifactStore(tmp_path / "art"))
     yield s
     s.close()
@@ -143,11 +153,11 @@ def test_run_is_derived_from_records(store: Store) -> None:
     assert store.get_run("nope") is None
 
 
-def test_list_runs_reads_no_metric_rows_and_get_run_counts(store: Store,
+def test_list_runs_reads_no_metric_rows_and_get_run_counts(sqlite_store: Store,
                                                            tmp_path: Path) -> None:
     """Counting a run's metrics scans its whole metric index; list_runs did that for
     every run it listed (finding 10). Counts come from get_run only."""
-    write(store, b.batch("s", [b.started(1, "r"), *[b.scalar(seq, "r", "m", 1.0)
+    write(sqlite_store, b.batch("s", [b.started(1, "r"), *[b.scalar(seq, "r", "m", 1.0)
                                                     for seq in range(2, 52)],
                                b.log(52, "r", b"a\nb\n"),
                                *artifact_records("r", "f", b"abc", 53, 10)]))
