@@ -29,7 +29,7 @@ import grpc
 
 from mltrail.collector.admin import AdminService
 from mltrail.collector.artifacts import open_artifacts
-from mltrail.collector.auth import Authenticator, http_bearer_check, load_key
+from mltrail.collector.auth import Authenticator, Principal, http_bearer_check, load_key
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
@@ -172,7 +172,12 @@ def _check_exposure(s: CollectorSettings, grpc_host: str, http_host: str) -> Non
 
 
 def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoint:
-    authorize = http_bearer_check(server.auth) if server.auth.enabled else None
+    latest = server.metrics.latest
+
+    def scope(caller: Principal) -> None:  # an admin's scrape sees every workspace
+        latest.scope_to(None if caller.role == "admin" else caller.workspace)
+
+    authorize = http_bearer_check(server.auth, on_pass=scope) if server.auth.enabled else None
     try:
         return HttpEndpoint(host, port, server.metrics.registry, server.health,
                             authorize=authorize,
