@@ -16,8 +16,8 @@ __all__ = ["AgentSettings", "DrainResult", "Position", "Spool", "drain_spool"]
 _WHERE = {
     "Spool": "mltrail.agent.spool",
     "Position": "mltrail.agent.spool",
-    "drain_spool": "mltrail.agent.forwarder",
-    "DrainResult": "mltrail.agent.forwarder",
+    "drain_spool": "mltrail.agent.drain",
+    "DrainResult": "mltrail.agent.drain",
     "AgentSettings": "mltrail.agent.settings",
 }
 

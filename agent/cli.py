@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "agent", help="run the agent: receive from SDKs, spool to disk, forward to the collector"
     )
     p.add_argument("--socket", help="unix socket for SDKs (default $MLTRAIL_HOME/agent.sock)")
-    p.add_argument("--collector", help="collector HOST:PORT (default $MLTRAIL_COLLECTOR or "
-                                       "127.0.0.1:7431)")
+    p.add_argument("--collector", help="collector HOST:PORT, or several comma-separated; a "
+                                       "name with several addresses counts as several "
+                                       "(default $MLTRAIL_COLLECTOR or 127.0.0.1:7431)")
     p.add_argument("--spool", dest="spool_dir", help="spool directory "
                                                      "(default $MLTRAIL_HOME/agent/spool)")
     p.add_argument("--http", help="HOST:PORT for /metrics and /healthz (default 127.0.0.1:7433)")
@@ -36,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "(repeatable; also cri:, logdir:, docker:LABEL=; more in [[sources]])")
     p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--token-file", help="file holding the collector token (re-read when it "
+                                        "changes)")
+    p.add_argument("--tls", action="store_true", default=None,
+                   help="TLS to the collector (also: --collector https://HOST:PORT)")
+    p.add_argument("--tls-ca", help="CA certificate that signed the collector's (PEM)")
+    p.add_argument("--tls-cert", help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--tls-key", help="the client certificate's key (PEM)")
+    p.add_argument("--tls-server-name", help="name expected in the collector's certificate")
     p.set_defaults(func=run_agent)
 
 
@@ -43,6 +52,9 @@ def run_agent(args: argparse.Namespace) -> int:
     flags = {
         "socket": args.socket, "collector": args.collector, "spool_dir": args.spool_dir,
         "http": args.http, "drain_timeout": args.drain_timeout, "log_level": args.log_level,
+        "token_file": args.token_file, "tls": args.tls, "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "tls_server_name": args.tls_server_name,
     }
     try:
         settings = load_agent_settings(args.config, flags)

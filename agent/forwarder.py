@@ -1,5 +1,12 @@
 """Sends spooled batches to the collector over one pipelined Ingest.Write stream.
 
+With several collectors (``agent/targets.py``), each session goes to one of
+them: a session that fails fails over to the next at once, and a session
+older than ``rebalance_seconds`` ends once its requests are answered, so the
+next goes to the next collector. A stream's batches are never in flight to
+two collectors at once: a later batch committed first would raise the
+high-water mark over an earlier one.
+
 The forwarder implements only sending; retries are ``RetryPolicy``'s job.
 A session opens one stream and runs two loops::
 
@@ -8,19 +15,23 @@ A session opens one stream and runs two loops::
 
 Requests are built by concatenation (``encode_request``): the encoded Batch
 bytes from the SDK go out as they are, never decoded. Per batch result:
-OK advances the ack position; a permanent code (INVALID_ARGUMENT,
-UNAUTHENTICATED, PERMISSION_DENIED) puts the frame in the dead-letter file,
-counts it and moves on; anything else ends the session with a
-``RetryableError`` and the next session resends from the ack position (the
-collector skips what it already committed). A stream aborted with
+OK advances the ack position; INVALID_ARGUMENT puts the frame in the
+dead-letter file, counts it and moves on; UNAUTHENTICATED or
+PERMISSION_DENIED (for a batch or for the whole stream) is the agent's
+credentials, not the data: nothing is set aside, the session ends with
+``AuthRefused``, the listener hears ``credentials_refused`` (health turns bad at once),
+the reason is logged once, and the forwarder waits until the token file
+changes (or ``AUTH_RETRY_SECONDS``) and resumes from the ack position;
+anything else ends the session with a ``RetryableError`` and the next
+session resends from the ack position (the collector skips what it already
+committed). Each session reads the token anew (``TokenSource``), so a
+rotated token file is used from the next connection on. A stream aborted with
 INVALID_ARGUMENT (a batch the collector cannot decode) makes the next
 session send the frames that were in flight one per request, so the bad one
 is found and set aside instead of retried forever.
 
-``drain_spool(spool_dir, collector_address, timeout) -> DrainResult``
-forwards everything in a spool directory (an offline run written by the
-SDK, for ``mltrail sync DIR``) and returns the counts; what is not
-acknowledged by the deadline stays on disk.
+``mltrail.agent.drain.drain_spool`` forwards a whole spool directory with it
+(``mltrail sync DIR``).
 """
 
 from __future__ import annotations
@@ -32,25 +43,39 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import grpc
 
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
-from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
+from mltrail.agent.targets import CollectorTargets, plain_targets, split_targets
+from mltrail.common.credentials import (
+    AUTH_OK_HEADER,
+    ClientSecurity,
+    CredentialsError,
+    TokenSource,
+    call_metadata,
+    collector_channel,
+    file_stamps,
+    tls_failure_hint,
+)
+from mltrail.common.errors import (
+    PERMANENT_CODES,
+    MltrailError,
+    RetryableError,
+    code_from_number,
+)
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import collector_pb2
 
 log = logging.getLogger("mltrail.agent.forwarder")
 
 INGEST_WRITE = "/mltrail.v1.Ingest/Write"
-_BATCH_PERMANENT = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
-     grpc.StatusCode.PERMISSION_DENIED}
-)
+_BATCH_PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+_AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+AUTH_RETRY_SECONDS = 10.0  # a refused agent tries again this often, and when its token changes
 CHANNEL_OPTIONS = [
     *MESSAGE_LIMITS,
     # reconnect fast after a collector restart (gRPC's default waits up to 120 s)
@@ -90,6 +115,12 @@ class ForwardListener:
 
     def superseded(self, frame: SpoolFrame, records: int) -> None:
         """``records`` of ``frame`` were lost to an out-of-order commit (see _apply)."""
+
+    def credentials_refused(self, message: str) -> None:
+        """The collector refuses the agent's credentials; nothing is sent until fixed."""
+
+    def credentials_accepted(self) -> None:
+        """The collector accepted the agent's credentials."""
 
 
 class ForwardTally(ForwardListener):
@@ -131,6 +162,11 @@ class _StreamAborted(RetryableError):
     """The collector aborted the whole stream with a permanent code."""
 
 
+class AuthRefused(MltrailError):
+    """The collector refuses the credentials (or they cannot be read); not retried by
+    the retry policy: the forwarder waits for new credentials instead."""
+
+
 COMPRESSIONS = ("auto", "gzip", "none")
 
 
@@ -139,9 +175,12 @@ def wants_compression(mode: str, address: str) -> bool:
     collector is on this host, where compressing costs CPU and saves nothing)."""
     if mode != "auto":
         return mode == "gzip"
+    return not all(_is_local(entry) for entry in split_targets(plain_targets(address)))
+
+
+def _is_local(address: str) -> bool:
     host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
-    local = address.startswith("unix:") or host in ("localhost", "::1")
-    return not (local or host.startswith("127."))
+    return address.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127.")
 
 
 class GrpcForwarder:
@@ -159,6 +198,9 @@ class GrpcForwarder:
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         compress: bool = True,
+        security: ClientSecurity | None = None,
+        targets: CollectorTargets | None = None,
+        rebalance_seconds: float = 0.0,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -175,15 +217,47 @@ class GrpcForwarder:
         self._isolate_until = Position(0, 0)
         self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
         self._progressed = False
-        self._channel = grpc.aio.insecure_channel(
-            address, options=CHANNEL_OPTIONS,
-            compression=grpc.Compression.Gzip if compress else grpc.Compression.NoCompression,
-        )
-        self._write = self._channel.stream_stream(
+        security = security or ClientSecurity()
+        if security.uses_tls(address.split(",")[0].strip()) and not security.tls:
+            security = replace(security, tls=True)  # https:// on the setting: every target
+        self.security = security
+        self.tokens = TokenSource(self.security.token, self.security.token_file)
+        self._told = ""  # the refusal last logged (said once, not per retry)
+        self._compression = (grpc.Compression.Gzip if compress
+                             else grpc.Compression.NoCompression)
+        self._tls_stamps = file_stamps(*self.security.tls_files)
+        self._targets = targets or CollectorTargets(plain_targets(address))
+        self.rebalance_seconds = rebalance_seconds
+        self.current = self._targets.entries[0]  # the collector of the latest session
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rotate_at = 0.0
+
+    def _stream(self, address: str) -> grpc.aio.StreamStreamMultiCallable:
+        """Ingest.Write on the channel to ``address`` (one channel per address, kept)."""
+        channel = self._channels.get(address)
+        if channel is None:
+            try:
+                channel = collector_channel(address, self.security, CHANNEL_OPTIONS, aio=True,
+                                            compression=self._compression)
+            except CredentialsError as exc:
+                raise AuthRefused(str(exc)) from None
+            self._channels[address] = channel
+        return channel.stream_stream(
             INGEST_WRITE,
             request_serializer=_identity,
             response_deserializer=collector_pb2.IngestResponse.FromString,
         )
+
+    async def _reopen_if_tls_changed(self) -> None:
+        """A renewed client certificate or CA on disk is used from the next session."""
+        stamps = file_stamps(*self.security.tls_files)
+        if stamps == self._tls_stamps:
+            return
+        self._tls_stamps = stamps
+        old, self._channels = self._channels, {}
+        log.info("TLS files changed; reconnecting with them")
+        for channel in old.values():
+            await channel.close(None)
 
     def notify(self) -> None:
         """New data in the spool; safe to call from any thread."""
@@ -199,37 +273,85 @@ class GrpcForwarder:
                 await self.retry.call(self._attempt)
             except asyncio.CancelledError:
                 raise
+            except AuthRefused as exc:
+                await self._wait_for_credentials(str(exc))
             except Exception:
                 log.exception("forwarder failed unexpectedly; restarting it in 1s")
                 self.listener.connected(False)
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        for channel in self._channels.values():
+            await channel.close(None)
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
     async def _attempt(self) -> None:
-        """One session; a failure after progress starts a fresh backoff sequence."""
+        """One session; a failure after progress starts a fresh backoff sequence, and
+        a failure with another collector usable fails over to it at once."""
         self._progressed = False
+        target = self.current = await self._targets.pick()
+        several = self._targets.several
+        self._rotate_at = (time.monotonic() + self.rebalance_seconds
+                           if several and self.rebalance_seconds > 0 else 0.0)
         try:
-            await self._session()
+            await self._session(target)
+            self._targets.succeeded(target)  # ended to rebalance: the next goes elsewhere
         except RetryableError as exc:
             self.listener.connected(False)
+            if (several and not isinstance(exc, _StreamAborted)
+                    and self._targets.failed(target)):
+                log.warning("collector %s failed (%s); failing over to another", target, exc)
+                self.listener.retrying(exc, 0.0)
+                return
+            if self._progressed:
+                self._targets.succeeded(target)
             if not self._progressed:
                 raise
             self.listener.retrying(exc, exc.retry_after or 0.0)
             log.warning("forwarding interrupted (%s); reconnecting", exc)
             await asyncio.sleep(exc.retry_after or 0.0)
 
-    async def _session(self) -> None:
-        call = self._write(None)
+    async def _wait_for_credentials(self, reason: str) -> None:
+        """Stop sending until the token file changes or AUTH_RETRY_SECONDS pass."""
+        self.listener.connected(False)
+        self.listener.credentials_refused(reason)
+        if reason != self._told:
+            self._told = reason
+            where = f"the token file {self.tokens.path}" if self.tokens.path else "the token"
+            log.error("the collector refuses this agent (%s); nothing is set aside: every "
+                      "record stays in the spool (%d bytes) and is sent once %s is fixed; "
+                      "checking again when it changes and every %.0fs", reason,
+                      self.spool.pending_bytes, where, AUTH_RETRY_SECONDS)
+        files = tuple(p for p in (self.tokens.path, *self.security.tls_files) if p)
+        before = file_stamps(*files)
+        deadline = time.monotonic() + AUTH_RETRY_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if file_stamps(*files) != before:
+                log.info("credential files changed; reconnecting")
+                return
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        try:
+            token = self.tokens.get()
+        except CredentialsError as exc:
+            raise AuthRefused(str(exc)) from None
+        return call_metadata(token, self.security.workspace)
+
+    async def _session(self, target: str) -> None:
+        await self._reopen_if_tls_changed()
+        call = self._stream(target)(None, metadata=self._metadata())
         inflight: deque[_Inflight] = deque()
         slots = asyncio.Semaphore(self.window)
         pump = asyncio.create_task(self._pump(call, inflight, slots))
         receive = asyncio.create_task(self._receive(call, inflight, slots))
         try:
             done, _ = await asyncio.wait({pump, receive}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done and pump.exception() is None:  # ended to rebalance
+                with contextlib.suppress(RetryableError, grpc.aio.AioRpcError, TimeoutError):
+                    await asyncio.wait_for(receive, 10)  # the collector closes its side
+                return
             if receive in done:
                 receive.result()
             pump.result()
@@ -250,6 +372,9 @@ class GrpcForwarder:
         cursor = self.spool.ack_position
         while True:
             await slots.acquire()
+            if self._rotate_at and time.monotonic() >= self._rotate_at:
+                await self._end_for_rebalance(call, inflight)
+                return
             isolate = cursor < self._isolate_until
             if isolate:
                 while inflight:  # one frame per request, one request at a time
@@ -264,6 +389,16 @@ class GrpcForwarder:
             inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
             await call.write(request)
             del request
+
+    async def _end_for_rebalance(self, call: grpc.aio.StreamStreamCall,
+                                 inflight: deque[_Inflight]) -> None:
+        """Close the stream once every request in flight is answered, so the next
+        session goes to the next collector: no agent stays pinned to one replica
+        (a restarted replica gets its share back)."""
+        while inflight:
+            await asyncio.sleep(0.005)
+        await call.done_writing()
+        log.debug("session to %s ended to rebalance", self.current)
 
     async def _next_frames(self, cursor: Position, max_frames: int, busy: bool
                            ) -> list[SpoolFrame]:
@@ -297,6 +432,9 @@ class GrpcForwarder:
     ) -> None:
         await call.wait_for_connection()
         self.listener.connected(True)
+        if any(key == AUTH_OK_HEADER for key, _ in (await call.initial_metadata() or ())):
+            self._told = ""
+            self.listener.credentials_accepted()
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:  # type: ignore[attr-defined]
@@ -315,7 +453,7 @@ class GrpcForwarder:
                 f"results does not match request {entry.request_id} of {len(entry.frames)}"
             )
         done: Position | None = None
-        failure: RetryableError | None = None
+        failure: MltrailError | None = None
         set_aside = False
         for frame, result in zip(entry.frames, response.results, strict=True):
             code = code_from_number(result.code)
@@ -325,6 +463,10 @@ class GrpcForwarder:
             elif code in _BATCH_PERMANENT:
                 await self._set_aside(frame, f"{code.name}: {result.message}")
                 set_aside = True
+            elif code in _AUTH_CODES:  # the credentials, not the data: keep it, wait
+                self._not_stored.add(_frame_key(frame))
+                failure = AuthRefused(f"{code.name}: {result.message}")
+                break
             else:
                 self._not_stored.add(_frame_key(frame))
                 failure = RetryableError(
@@ -378,7 +520,7 @@ class GrpcForwarder:
 
     async def _stream_error(
         self, exc: grpc.aio.AioRpcError, inflight: deque[_Inflight]
-    ) -> RetryableError:
+    ) -> MltrailError:
         """Translate a broken stream; find and set aside a batch that aborts it."""
         code = exc.code()
         message = f"{code.name}: {exc.details()}"
@@ -391,6 +533,12 @@ class GrpcForwarder:
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "
                                   "resending those batches one by one")
+        if code in _AUTH_CODES:
+            return AuthRefused(message)
+        hint = tls_failure_hint(exc.details() or "") if code is grpc.StatusCode.UNAVAILABLE \
+            else None
+        if hint is not None and self.security.uses_tls(self.address):
+            return RetryableError(f"{hint} ({message})")
         if code in PERMANENT_CODES:
             return RetryableError(
                 f"collector refuses the agent ({message}); the spool keeps every batch",
@@ -405,45 +553,3 @@ def _frame_key(frame: SpoolFrame) -> tuple[str, int, int]:
 
 def _identity(data: bytes) -> bytes:
     return data
-
-
-@dataclass(frozen=True)
-class DrainResult:
-    """What ``drain_spool`` forwarded, set aside and left on disk."""
-
-    records: int
-    batches: int
-    dead_records: int
-    dead_batches: int
-    retries: int
-    remaining_bytes: int
-    complete: bool
-    superseded_records: int = 0  # lost to an out-of-order commit (logged, counted)
-
-
-async def drain_spool(
-    spool_dir: str | Path, collector_address: str, timeout: float = 60.0
-) -> DrainResult:
-    """Forward everything in ``spool_dir`` to ``collector_address`` within ``timeout``.
-
-    Retries transient failures until the deadline; whatever the collector has
-    not acknowledged by then stays in the spool for the next call.
-    """
-    spool = await asyncio.to_thread(Spool, spool_dir, fsync="never")
-    tally = ForwardTally()
-    forwarder = GrpcForwarder(spool, collector_address, listener=tally)
-    task = asyncio.create_task(forwarder.run())
-    deadline = time.monotonic() + timeout
-    try:
-        while not spool.empty() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await forwarder.close()
-        complete = spool.empty()
-        remaining = spool.pending_bytes
-        await asyncio.to_thread(spool.close)
-    return DrainResult(tally.records, tally.batches, tally.dead_records, tally.dead_batches,
-                       tally.retries, remaining, complete, tally.superseded_records)

@@ -4,7 +4,8 @@ Counters the spool keeps as plain ints are exported by a collector that
 reads them at scrape time, so the spool stays free of Prometheus.
 ``/healthz`` turns unhealthy when sends have failed for longer than
 ``unhealthy_after`` seconds (a collector down for a minute is worth paging
-on; a reconnect is not).
+on; a reconnect is not), and at once while the collector refuses the
+agent's credentials (a wrong token does not fix itself).
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ class AgentMetrics(ForwardListener):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.connected_gauge = Gauge("mltrail_agent_collector_connected",
                                      "1 while the ingest stream is open", registry=r)
+        self.auth_refusals = Counter("mltrail_agent_auth_refusals",
+                                     "Sessions the collector refused for the credentials",
+                                     registry=r)
         self._failing_since: float | None = None
+        self._refused: str | None = None
         self._superseded_records = 0
         r.register(_SpoolCollector(spool, lambda: self._superseded_records))
         self.is_connected = False
@@ -111,6 +116,7 @@ class AgentMetrics(ForwardListener):
         self.sent_records.inc(frame.records)
         self.sent_bytes.inc(frame.batch_size)
         self._failing_since = None
+        self._refused = None
 
     def sent(self, frames: Sequence[SpoolFrame], seconds: float) -> None:
         self.send_latency.observe(seconds)
@@ -127,9 +133,21 @@ class AgentMetrics(ForwardListener):
     def superseded(self, frame: SpoolFrame, records: int) -> None:
         self._superseded_records += records
 
+    def credentials_refused(self, message: str) -> None:
+        self.auth_refusals.inc()
+        self._refused = message
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def credentials_accepted(self) -> None:
+        self._refused = None
+
     # ---- health ------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
+        if self._refused is not None:
+            return False, (f"the collector refuses this agent's credentials ({self._refused}); "
+                           "the spool keeps every record")
         since = self._failing_since
         if since is not None and time.monotonic() - since > self.unhealthy_after:
             return False, f"sends to the collector have failed for {time.monotonic() - since:.0f}s"

@@ -75,6 +75,14 @@ class _Fanout(ForwardListener):
         for listener in self._listeners:
             listener.superseded(frame, records)
 
+    def credentials_refused(self, message: str) -> None:
+        for listener in self._listeners:
+            listener.credentials_refused(message)
+
+    def credentials_accepted(self) -> None:
+        for listener in self._listeners:
+            listener.credentials_accepted()
+
 
 def _check_socket_path(path: Path) -> None:
     """Fail early and clearly; remove a stale socket left by a killed agent."""
@@ -145,6 +153,8 @@ class AgentService(Component):
             batch_max_delay=s.batch_max_delay_ms / 1000, listener=listener,
             retry=RetryPolicy(on_retry=listener.retrying),
             compress=wants_compression(s.compression, s.collector),
+            security=s.security,
+            rebalance_seconds=s.rebalance_seconds,
         )
         self._start_http()
         await self._start_grpc(tracker)
@@ -204,7 +214,8 @@ class AgentService(Component):
     def info(self) -> agent_pb2.AgentInfo:
         metrics = self.metrics
         return agent_pb2.AgentInfo(
-            collector=self.settings.collector,
+            # the collector of the current session: one address a query client can use
+            collector=self.forwarder.current if self.forwarder else self.settings.collector,
             spool_dir=self.settings.spool_dir,
             version=VERSION,
             spool_bytes=self.spool.bytes if self.spool else 0,

@@ -3,6 +3,11 @@
 Environment variables are ``MLTRAIL_AGENT_<KEY>`` (``MLTRAIL_AGENT_SPOOL_DIR``);
 ``MLTRAIL_COLLECTOR`` also sets ``collector`` (``MLTRAIL_AGENT_COLLECTOR``
 wins). Empty paths resolve under ``$MLTRAIL_HOME`` (default ``~/.mltrail``).
+
+Credentials (common/credentials.py): ``token_file`` is re-read when it
+changes; ``collector = "https://HOST:PORT"`` or ``tls = true`` (or a
+``tls_ca``) uses TLS; ``tls_cert`` + ``tls_key`` present a client
+certificate (mutual TLS).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 from mltrail.agent.forwarder import COMPRESSIONS
 from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
+from mltrail.agent.targets import plain_targets, split_targets
+from mltrail.common.credentials import ClientSecurity
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings
 from mltrail.common.tuning import check_nice
@@ -34,7 +41,12 @@ def mltrail_home(environ: Mapping[str, str] | None = None) -> Path:
 class AgentSettings:
     socket: str = ""  # default $MLTRAIL_HOME/agent.sock
     socket_mode: str = "0600"  # octal; "0660" lets a group write
+    # HOST:PORT, or several comma-separated; a name with several addresses counts as
+    # several collectors (agent/targets.py)
     collector: str = "127.0.0.1:7431"
+    # with several collectors: a session older than this ends (once its requests are
+    # answered) and the next goes to the next collector; 0: only on failure
+    rebalance_seconds: float = 60.0
     spool_dir: str = ""  # default $MLTRAIL_HOME/agent/spool
     http: str = "127.0.0.1:7433"
     fsync: str = "interval"
@@ -54,6 +66,13 @@ class AgentSettings:
     # [[sources]] tables: log files, CRI, log directories, Docker (agent/sources/config.py);
     # their checkpoints live in <spool_dir>/sources
     sources: tuple[dict[str, Any], ...] = ()
+    token_file: str = ""  # bearer token for the collector; re-read when it changes
+    tls: bool = False
+    tls_ca: str = ""  # CA that signed the collector's certificate (default: system roots)
+    tls_cert: str = ""  # client certificate for mutual TLS
+    tls_key: str = ""
+    tls_server_name: str = ""  # the name to expect in the collector's certificate
+    workspace: str = ""  # set: the collector checks the token is this workspace's
 
     def validate(self) -> AgentSettings:
         """Resolve default paths and check every value; raises SettingsError."""
@@ -81,11 +100,16 @@ class AgentSettings:
         for name in ("max_spool_bytes", "segment_bytes", "batch_max_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        for name, value in (("collector", self.collector), ("http", self.http)):
-            try:
-                parse_hostport(value, name)
-            except ValueError as exc:
-                raise SettingsError(str(exc)) from None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("tls_cert and tls_key go together: set both for a client "
+                                "certificate, or neither")
+        try:
+            split_targets(plain_targets(self.collector))
+            parse_hostport(self.http, "http")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.rebalance_seconds < 0:
+            raise SettingsError("rebalance_seconds must be 0 (off) or positive")
         parse_sources(self.sources)  # refuse a bad [[sources]] table at start
         home = mltrail_home()
         return dataclasses.replace(
@@ -93,6 +117,12 @@ class AgentSettings:
             socket=self.socket or str(home / "agent.sock"),
             spool_dir=self.spool_dir or str(home / "agent" / "spool"),
         )
+
+    @property
+    def security(self) -> ClientSecurity:
+        return ClientSecurity(token_file=self.token_file, tls=self.tls, tls_ca=self.tls_ca,
+                              tls_cert=self.tls_cert, tls_key=self.tls_key,
+                              tls_server_name=self.tls_server_name, workspace=self.workspace)
 
     @property
     def socket_permissions(self) -> int:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from mltrail.collector.auth import AUTH_MODES
 from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
@@ -26,21 +27,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="store URL (default sqlite:///$MLTRAIL_HOME/collector/store.db)")
     p.add_argument("--grpc", help="gRPC listen address HOST:PORT (default 127.0.0.1:7431)")
     p.add_argument("--http", help="HTTP listen address for /metrics (default 127.0.0.1:7432)")
-    p.add_argument("--artifacts", help="artifact directory "
-                                       "(default $MLTRAIL_HOME/collector/artifacts)")
+    p.add_argument("--artifacts", help="artifact store: a directory, file:///DIR or "
+                                       "s3://BUCKET/PREFIX[?endpoint=URL] (default "
+                                       "$MLTRAIL_HOME/collector/artifacts)")
     p.add_argument("--config", help="collector.toml settings file")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--ready-file", help="write the bound addresses here (JSON) once listening")
+    p.add_argument("--auth", choices=("none", "token"),
+                   help="none (default; loopback only) or token (bearer tokens)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow --auth none on an address other than loopback")
+    p.add_argument("--admin-token-file", help="where the first start writes the admin token "
+                                              "(mode 0600; default $MLTRAIL_HOME/collector/"
+                                              "admin.token)")
+    p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA "
+                                           "(mutual TLS)")
     p.set_defaults(func=run)
 
 
 def load(args: argparse.Namespace) -> CollectorSettings:
     flags = {"store": args.store, "grpc": args.grpc, "http": args.http,
-             "artifacts": args.artifacts, "log_level": args.log_level}
+             "artifacts": args.artifacts, "log_level": args.log_level, "auth": args.auth,
+             "insecure": args.insecure, "admin_token_file": args.admin_token_file,
+             "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+             "tls_client_ca": args.tls_client_ca}
     try:
         settings = load_settings(CollectorSettings, file=args.config, env_prefix=ENV_PREFIX,
                                  flags=flags)
         check_nice(settings.nice)
+        if settings.auth not in AUTH_MODES:
+            raise SettingsError(f"auth must be one of {', '.join(AUTH_MODES)}: "
+                                f"{settings.auth!r}")
         return settings
     except SettingsError as exc:
         raise PermanentError(str(exc)) from None
@@ -64,7 +83,9 @@ async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
         await server.start()
         if ready_file:
             write_ready_file(ready_file, {"grpc": server.grpc_address,
-                                          "http": server.http_address, "pid": os.getpid()})
+                                          "http": server.http_address, "pid": os.getpid(),
+                                          "tls": server.tls is not None,
+                                          "auth": server.settings.auth})
         await stop.wait()
         log.info("stopping: finishing the requests in hand")
     finally:

@@ -16,6 +16,14 @@ request of the same stream committed after an earlier one failed would
 raise the high-water mark over the failed records, so their resend would be
 skipped as duplicates. Closing makes the client resend in order from the
 first unacknowledged request.
+
+Credentials (collector/auth.py) are checked when the stream opens and again
+for every request (from a cache, looked up anew every few seconds), so a
+revoked token stops a long-lived stream within seconds. The workspace every
+record is stored in is the token's. A refusal aborts the stream
+(UNAUTHENTICATED or PERMISSION_DENIED) before anything of the request is
+stored; a batch for a run of another workspace is answered
+PERMISSION_DENIED. The agent keeps such batches and waits for a fixed token.
 """
 
 from __future__ import annotations
@@ -29,10 +37,18 @@ from concurrent.futures import Executor
 import grpc
 from google.protobuf.message import DecodeError
 
+from mltrail.collector.auth import WRITE, Authenticator, Principal, authorize
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
-from mltrail.collector.store import BatchOutcome, Store, ValidBatch, WriteSummary
+from mltrail.collector.store import (
+    DEFAULT_WORKSPACE,
+    BatchOutcome,
+    Store,
+    ValidBatch,
+    WriteSummary,
+)
 from mltrail.collector.validate import BatchRejected, validate_batch
+from mltrail.common.credentials import AUTH_OK_HEADER
 from mltrail.common.errors import MltrailError, RetryableError, code_number
 from mltrail.proto import collector_pb2
 
@@ -40,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _INVALID = code_number(grpc.StatusCode.INVALID_ARGUMENT)
 _UNAVAILABLE = code_number(grpc.StatusCode.UNAVAILABLE)
+_DENIED = code_number(grpc.StatusCode.PERMISSION_DENIED)
 DEFAULT_RETRY_AFTER_MS = 500
 
 
@@ -50,7 +67,8 @@ class IngestPipeline:
         self._store = store
         self._metrics = metrics
 
-    def handle(self, raw: bytes) -> tuple[bytes, WriteSummary | None, bool]:
+    def handle(self, raw: bytes, workspace: str = DEFAULT_WORKSPACE
+               ) -> tuple[bytes, WriteSummary | None, bool]:
         """The encoded response, what was written, and whether the store failed
         (every valid batch answered retryable)."""
         request = collector_pb2.IngestRequest.FromString(raw)  # DecodeError: caller aborts
@@ -59,7 +77,7 @@ class IngestPipeline:
         positions: list[int] = []
         for index, batch in enumerate(request.batches):
             try:
-                valid.append(validate_batch(batch))
+                valid.append(validate_batch(batch, workspace))
                 positions.append(index)
             except BatchRejected as exc:
                 self._metrics.rejected.labels(exc.reason).inc()
@@ -87,7 +105,7 @@ class IngestPipeline:
         self._metrics.store_seconds.observe(time.perf_counter() - started)
         for index, outcome in zip(positions, summary.outcomes, strict=True):
             results[index] = self._result(outcome)
-        self._metrics.latest.update(summary.latest)
+        self._metrics.latest.update(summary.latest, summary.workspaces)
         return summary
 
     def count_undecodable(self) -> None:
@@ -98,6 +116,12 @@ class IngestPipeline:
 
     def _result(self, outcome: BatchOutcome) -> collector_pb2.BatchResult:
         metrics = self._metrics
+        if outcome.denied:
+            metrics.rejected.labels("foreign_run").inc()
+            return collector_pb2.BatchResult(
+                stream_id=outcome.stream_id, acked_seq=outcome.acked_seq, code=_DENIED,
+                message=f"batch for stream {outcome.stream_id!r} refused: {outcome.error}; "
+                        "nothing of this batch was stored")
         if outcome.error is not None:
             metrics.rejected.labels("store").inc()
             return collector_pb2.BatchResult(
@@ -125,11 +149,14 @@ class IngestService:
     """The mltrail.v1.Ingest service on a grpc.aio server."""
 
     def __init__(self, pipeline: IngestPipeline, writer: Executor, notifier: LogNotifier,
-                 closing: asyncio.Event) -> None:
+                 closing: asyncio.Event, auth: Authenticator | None = None,
+                 readers: Executor | None = None) -> None:
         self._pipeline = pipeline
         self._writer = writer
         self._notifier = notifier
         self._closing = closing
+        self._auth = auth or Authenticator(None)
+        self._readers = readers or writer
 
     def handler(self) -> grpc.GenericRpcHandler:
         write = grpc.stream_stream_rpc_method_handler(
@@ -140,11 +167,14 @@ class IngestService:
                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         number = 0
+        caller = await self._caller(context)
+        await context.send_initial_metadata(((AUTH_OK_HEADER, "ok"),))
         async for raw in _until_closing(requests, self._closing, context):
             number += 1
+            caller = await self._caller(context)
             try:
                 response, summary, store_failed = await loop.run_in_executor(
-                    self._writer, self._pipeline.handle, raw)
+                    self._writer, self._pipeline.handle, raw, caller.workspace)
             except DecodeError as exc:
                 self._pipeline.count_undecodable()
                 await context.abort(
@@ -169,11 +199,16 @@ class IngestService:
                     "were not processed; reconnect and resend from the first unacknowledged one")
 
 
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
+        return await authorize(self._auth, context, WRITE, self._readers)
+
+
 async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     """The stream's requests until it ends, or until shutdown begins between requests."""
     iterator = requests.__aiter__()
     closed = asyncio.ensure_future(closing.wait())
+    pending: asyncio.Future[bytes] | None = None
     try:
         while True:
             pending = asyncio.ensure_future(iterator.__anext__())
@@ -189,3 +224,12 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
                 return
     finally:
         closed.cancel()
+        if pending is not None:  # the RPC was cancelled (the client went) mid-wait
+            pending.cancel()
+            pending.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """Collect the outcome of a read nobody waits for any more (no 'never retrieved')."""
+    if not future.cancelled():
+        future.exception()

@@ -7,6 +7,10 @@ map updated at ingest, so a finished run's series cost a dict entry, not a
 Gauge registered forever. The map holds at most ``max_series`` series;
 updates to series beyond it are counted in
 ``mltrail_run_metric_series_dropped_total``.
+
+With tokens, a scrape sees the run series of its token's workspace only
+(``scope_to`` is called by the HTTP check in the scrape's own thread; an
+admin token, or no auth, sees every workspace).
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ class LatestValues(Collector):
         self._lock = threading.Lock()
         # run_id -> (experiment, {metric name: value})
         self._runs: dict[str, tuple[str, dict[str, float]]] = {}
+        self._workspaces: dict[str, str] = {}  # run_id -> workspace (absent: default)
         self._series = 0
+        self._scope = threading.local()
 
-    def update(self, latest: Mapping[tuple[str, str], tuple[str, float]]) -> None:
+    def scope_to(self, workspace: str | None) -> None:
+        """The workspace this thread's next scrapes show (None: all)."""
+        self._scope.workspace = workspace
+
+    def update(self, latest: Mapping[tuple[str, str], tuple[str, float]],
+               workspaces: Mapping[str, str] | None = None) -> None:
         dropped = 0
         with self._lock:
+            self._workspaces.update(workspaces or {})
             for (run_id, name), (experiment, value) in latest.items():
                 entry = self._runs.get(run_id)
                 if entry is None or name not in entry[1]:
@@ -50,8 +62,11 @@ class LatestValues(Collector):
         family = GaugeMetricFamily(
             "mltrail_run_metric", "Latest value of a run's numeric scalar metric",
             labels=["experiment", "run", "metric"])
+        scope = getattr(self._scope, "workspace", None)
         with self._lock:
             for run_id, (experiment, values) in self._runs.items():
+                if scope is not None and self._workspaces.get(run_id, "default") != scope:
+                    continue
                 for name, value in values.items():
                     family.add_metric([experiment, run_id, name], value)
         yield family

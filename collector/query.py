@@ -9,6 +9,10 @@ new and the status (read before the lines) is final, send ``end`` with the
 status; else wait for a notification from ingest, or 0.5 s for lines another
 replica wrote }. Reading the status before the lines means a run that ended
 has had all its lines sent when ``end`` goes out.
+
+Every call needs read access (collector/auth.py) and sees only the runs of
+its token's workspace: a run of another workspace is NOT_FOUND, as if it did
+not exist.
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from mltrail.collector.auth import READ, Authenticator, authorize
 from mltrail.collector.notify import LogNotifier
+from mltrail.collector.series_pages import pages, series_query
 from mltrail.collector.store import LogQuery, Store
+from mltrail.collector.store.base import (
+    DEFAULT_RUN_PAGE,
+    MAX_RUN_PAGE,
+    run_page_token,
+)
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 
@@ -31,15 +42,20 @@ FOLLOW_POLL_SECONDS = 0.5
 DOWNLOAD_CHUNK = 1024 * 1024
 PAGE_LINES = 2000
 PAGE_BYTES = 1024 * 1024
+ARTIFACT_PAGE, MAX_ARTIFACT_PAGE = 1000, 10_000
 
 
 class QueryService(collector_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
-                 closing: asyncio.Event) -> None:
+                 closing: asyncio.Event, auth: Authenticator | None = None) -> None:
         self._store = store
         self._readers = readers
         self._notifier = notifier
         self._closing = closing
+        self._auth = auth or Authenticator(None)
+
+    async def _workspace(self, context: grpc.aio.ServicerContext) -> str:
+        return (await authorize(self._auth, context, READ, self._readers)).workspace
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T],
                     *args: Any) -> T:
@@ -56,19 +72,29 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                          f"({exc.strerror}); the store's index is kept; check --artifacts")
 
     async def _require_run(self, context: grpc.aio.ServicerContext, run_id: str) -> int:
-        status = await self._call(context, self._store.run_status, run_id)
+        """The run's status, after checking the caller may read it (NOT_FOUND if not)."""
+        workspace = await self._workspace(context)
+        status = await self._call(context, self._store.run_status, run_id, workspace)
         if status is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {run_id!r} not found")
         return status
 
     async def ListRuns(self, request: collector_pb2.ListRunsRequest,
                        context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
-        runs = await self._call(context, self._store.list_runs, request)
-        return collector_pb2.ListRunsResponse(runs=runs)
+        workspace = await self._workspace(context)
+        page = min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE)
+        asked = collector_pb2.ListRunsRequest()
+        asked.CopyFrom(request)
+        asked.limit = page + 1  # one more says whether a next page exists
+        runs = await self._call(context, self._store.list_runs, asked, workspace)
+        more = len(runs) > page
+        return collector_pb2.ListRunsResponse(
+            runs=runs[:page], next_page_token=run_page_token(runs[page - 1]) if more else "")
 
     async def GetRun(self, request: collector_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
-        info = await self._call(context, self._store.get_run, request.run_id)
+        workspace = await self._workspace(context)
+        info = await self._call(context, self._store.get_run, request.run_id, workspace)
         if info is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} not found")
         return info
@@ -80,12 +106,33 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                                    request.name)
         return collector_pb2.GetMetricsResponse(records=records)
 
+    async def ReadSeries(self, request: collector_pb2.ReadSeriesRequest,
+                         context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[collector_pb2.ReadSeriesResponse]:
+        """Pages built on the reader threads one at a time (series_pages): memory stays
+        flat however long the series."""
+        try:
+            query = series_query(request)
+        except PermanentError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._require_run(context, request.run_id)
+        answers = pages(self._store.read_series(query))
+        try:
+            while (page := await self._call(context, next, answers, None)) is not None:
+                yield page
+        finally:
+            answers.close()
+
     async def ListArtifacts(self, request: collector_pb2.ListArtifactsRequest,
                             context: grpc.aio.ServicerContext
                             ) -> collector_pb2.ListArtifactsResponse:
         await self._require_run(context, request.run_id)
-        found = await self._call(context, self._store.list_artifacts, request.run_id)
-        return collector_pb2.ListArtifactsResponse(artifacts=found)
+        page = min(request.limit or ARTIFACT_PAGE, MAX_ARTIFACT_PAGE)
+        found = await self._call(context, self._store.list_artifacts, request.run_id,
+                                 request.page_token, page + 1)
+        return collector_pb2.ListArtifactsResponse(
+            artifacts=found[:page], next_page_token=found[page - 1].path if len(found) > page
+            else "")
 
     async def DownloadArtifact(self, request: collector_pb2.DownloadArtifactRequest,
                                context: grpc.aio.ServicerContext

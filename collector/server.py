@@ -5,6 +5,13 @@ SQLite has one writer connection), a few store reader threads, and the HTTP
 threads (/metrics, /healthz, the web UI and its JSON API, whose store calls
 go to the reader threads).
 
+Exposure (collector/auth.py, collector/tls.py): with ``auth = "none"`` the
+collector refuses to listen on an address that is not loopback unless
+``insecure`` says so; with ``auth = "token"`` every RPC and every HTTP path
+but /healthz needs a bearer token; with ``tls_cert`` the gRPC port serves
+TLS (mutual with ``tls_client_ca``) and the HTTP port HTTPS, certificates
+reloaded on change.
+
 Shutdown (SIGTERM/SIGINT): ``closing`` is set, so each Ingest stream stops
 reading after the request in hand, which is stored and acknowledged; the
 server stops accepting RPCs and gives in-flight ones ``shutdown_grace``
@@ -14,18 +21,29 @@ seconds; then the writer thread drains and the store closes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
-from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.admin import AdminService
+from mltrail.collector.artifacts import open_artifacts
+from mltrail.collector.auth import (
+    Authenticator,
+    Principal,
+    http_bearer_check,
+    http_caller,
+    load_key,
+)
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
-from mltrail.collector.store import Store, open_store
+from mltrail.collector.store import Store, open_store, redact_url
+from mltrail.collector.tls import ReloadingCertificates
 from mltrail.collector.web import Api, WebApp
 from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
@@ -51,17 +69,33 @@ class CollectorServer(Component):
                                            thread_name_prefix="mltrail-store-reader")
         self._closing = asyncio.Event()
         self._stopped = False
+        self.auth = Authenticator(None)
+        self.tls: ReloadingCertificates | None = None
 
     async def start(self) -> None:
         s = self.settings
         grpc_host, grpc_port = _address(s.grpc, "--grpc")
         http_host, http_port = _address(s.http, "--http")
-        artifacts = ArtifactStore(s.artifacts)
+        _check_exposure(s, grpc_host, http_host)
+        if s.tls_cert or s.tls_key:
+            self.tls = ReloadingCertificates(s.tls_cert, s.tls_key, s.tls_client_ca)
+        elif s.tls_client_ca:
+            raise PermanentError("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS "
+                                 "first; nothing was started")
+        artifacts = open_artifacts(s.artifacts)
         artifacts.prepare()
         self._store = open_store(s.store, artifacts)
+        if s.auth == "token":
+            self.auth = Authenticator(self._store, load_key(Path(s.auth_key_file)))
+            self.auth.bootstrap(Path(s.admin_token_file))
         self._server = self._build_grpc(self._store)
+        target = f"{grpc_host}:{grpc_port}"
+        loop = asyncio.get_running_loop()
+        notifier = self._notifier  # lines committed through other replicas wake followers too
+        self._store.watch(lambda runs: loop.call_soon_threadsafe(notifier.notify, runs))
         try:
-            bound = self._server.add_insecure_port(f"{grpc_host}:{grpc_port}")
+            bound = (self._server.add_secure_port(target, self.tls.credentials()) if self.tls
+                     else self._server.add_insecure_port(target))
         except RuntimeError:
             bound = 0
         if not bound:
@@ -72,8 +106,9 @@ class CollectorServer(Component):
         self._http.start()
         self.grpc_address = f"{grpc_host}:{bound}"
         self.http_address = self._http.address
-        log.info("collector listening: grpc %s, http %s, store %s", self.grpc_address,
-                 self.http_address, s.store)
+        log.info("collector listening: grpc %s%s, http %s, store %s, auth %s",
+                 self.grpc_address, " (TLS)" if self.tls else "", self.http_address,
+                 redact_url(s.store), s.auth)
 
     def _build_grpc(self, store: Store) -> grpc.aio.Server:
         server = grpc.aio.server(options=[
@@ -85,10 +120,12 @@ class CollectorServer(Component):
         notifier = LogNotifier()
         self._notifier = notifier
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,
-                               self._closing)
+                               self._closing, self.auth, self._readers)
         server.add_generic_rpc_handlers((ingest.handler(),))
-        query = QueryService(store, self._readers, notifier, self._closing)
+        query = QueryService(store, self._readers, notifier, self._closing, self.auth)
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
+        admin = AdminService(self.auth, self._writer, self._readers)
+        collector_pb2_grpc.add_AdminServicer_to_server(admin, server)
         return server
 
     def health(self) -> tuple[bool, str]:
@@ -119,10 +156,43 @@ def _address(value: str, flag: str) -> tuple[str, int]:
         raise PermanentError(str(exc)) from None
 
 
-def _http_endpoint(host: str, port: int, server: CollectorServer, store: Store) -> HttpEndpoint:
-    web = WebApp(Api(store, server._readers, server._notifier, server._closing.is_set))
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        return HttpEndpoint(host, port, server.metrics.registry, server.health, handler=web)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _check_exposure(s: CollectorSettings, grpc_host: str, http_host: str) -> None:
+    exposed = [h for h in (grpc_host, http_host) if not is_loopback(h)]
+    if not exposed:
+        return
+    if s.auth == "none" and not s.insecure:
+        raise PermanentError(
+            f"refusing to listen on {exposed[0]} with auth = \"none\": anyone who can reach "
+            "it could read and write every run; nothing was started; start with --auth token "
+            "(and --tls-cert/--tls-key), or pass --insecure if only trusted hosts can reach it")
+    if s.auth == "token" and not s.tls_cert:
+        log.warning("tokens will cross the network in clear text to %s: serve TLS with "
+                    "--tls-cert and --tls-key", exposed[0])
+
+
+def _http_endpoint(host: str, port: int, server: CollectorServer, store: Store
+                   ) -> HttpEndpoint:
+    latest = server.metrics.latest
+
+    def scope(caller: Principal) -> None:  # an admin's scrape sees every workspace
+        latest.scope_to(None if caller.role == "admin" else caller.workspace)
+
+    authorize = http_bearer_check(server.auth, on_pass=scope) if server.auth.enabled else None
+    web = WebApp(Api(store, server._readers, server._notifier, server._closing.is_set),
+                 http_caller(server.auth) if server.auth.enabled else None)
+    try:
+        return HttpEndpoint(host, port, server.metrics.registry, server.health,
+                            authorize=authorize,
+                            tls=server.tls.ssl_context if server.tls else None, pages=web)
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

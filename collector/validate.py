@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from mltrail.collector.store.base import ScalarPoint, ValidBatch
+from mltrail.collector.store.base import DEFAULT_WORKSPACE, ScalarPoint, ValidBatch
 from mltrail.proto import records_pb2
 
 _ENDED_STATUSES = frozenset({records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED})
@@ -41,7 +41,7 @@ class _RecordProblem(ValueError):
         self.reason = reason
 
 
-def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
+def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE) -> ValidBatch:
     stream = batch.stream_id
     if not stream:
         raise BatchRejected("batch rejected: stream_id is empty; nothing of this batch was "
@@ -87,7 +87,7 @@ def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
                 f"{index}): {exc}; nothing of this batch was stored", exc.reason) from None
         others.append(rec)
         expected += 1
-    return ValidBatch(stream, first, expected - 1, scalars, others)
+    return ValidBatch(stream, first, expected - 1, scalars, others, workspace)
 
 
 def _check_record(rec: records_pb2.Record, expected: int) -> None:

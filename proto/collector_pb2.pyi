@@ -90,7 +90,7 @@ class RunInfo(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id")
+    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id", "page_token")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,18 +103,22 @@ class ListRunsRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     status: _records_pb2.RunStatus
     tags: _containers.ScalarMap[str, str]
     limit: int
     parent_run_id: str
-    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "next_page_token")
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
-    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -143,6 +147,84 @@ class GetMetricsResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ...) -> None: ...
+
+class ReadSeriesRequest(_message.Message):
+    __slots__ = ("run_id", "name", "step_min", "step_max", "time_min_unix_nano", "time_max_unix_nano", "buckets")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_MIN_FIELD_NUMBER: _ClassVar[int]
+    STEP_MAX_FIELD_NUMBER: _ClassVar[int]
+    TIME_MIN_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    TIME_MAX_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    step_min: int
+    step_max: int
+    time_min_unix_nano: int
+    time_max_unix_nano: int
+    buckets: int
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., step_min: _Optional[int] = ..., step_max: _Optional[int] = ..., time_min_unix_nano: _Optional[int] = ..., time_max_unix_nano: _Optional[int] = ..., buckets: _Optional[int] = ...) -> None: ...
+
+class PackedPoints(_message.Message):
+    __slots__ = ("count", "steps", "step_present", "times", "kinds", "numbers", "integers", "texts", "flags")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    INTEGERS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    steps: bytes
+    step_present: bytes
+    times: bytes
+    kinds: bytes
+    numbers: bytes
+    integers: bytes
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    flags: bytes
+    def __init__(self, count: _Optional[int] = ..., steps: _Optional[bytes] = ..., step_present: _Optional[bytes] = ..., times: _Optional[bytes] = ..., kinds: _Optional[bytes] = ..., numbers: _Optional[bytes] = ..., integers: _Optional[bytes] = ..., texts: _Optional[_Iterable[str]] = ..., flags: _Optional[bytes] = ...) -> None: ...
+
+class SeriesBucket(_message.Message):
+    __slots__ = ("count", "first_step", "last_step", "first_time_unix_nano", "last_time_unix_nano", "has_values", "first", "last", "min", "max")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_STEP_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    HAS_VALUES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    first_step: int
+    last_step: int
+    first_time_unix_nano: int
+    last_time_unix_nano: int
+    has_values: bool
+    first: float
+    last: float
+    min: float
+    max: float
+    def __init__(self, count: _Optional[int] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., first_time_unix_nano: _Optional[int] = ..., last_time_unix_nano: _Optional[int] = ..., has_values: _Optional[bool] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class ReadSeriesResponse(_message.Message):
+    __slots__ = ("name", "points", "records", "buckets", "has_records")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    HAS_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: PackedPoints
+    records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
+    buckets: _containers.RepeatedCompositeFieldContainer[SeriesBucket]
+    has_records: bool
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ..., has_records: _Optional[bool] = ...) -> None: ...
 
 class TailLogsRequest(_message.Message):
     __slots__ = ("run_id", "streams", "from_line", "to_line", "follow")
@@ -199,16 +281,22 @@ class ArtifactInfo(_message.Message):
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class ListArtifactsRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "limit", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    limit: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListArtifactsResponse(_message.Message):
-    __slots__ = ("artifacts",)
+    __slots__ = ("artifacts", "next_page_token")
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
-    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DownloadArtifactRequest(_message.Message):
     __slots__ = ("run_id", "path")
@@ -225,3 +313,59 @@ class ArtifactData(_message.Message):
     data: bytes
     info: ArtifactInfo
     def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[ArtifactInfo, _Mapping]] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("name", "workspace", "role", "token_id", "created_unix_nano", "expires_unix_nano", "revoked_unix_nano")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    workspace: str
+    role: str
+    token_id: str
+    created_unix_nano: int
+    expires_unix_nano: int
+    revoked_unix_nano: int
+    def __init__(self, name: _Optional[str] = ..., workspace: _Optional[str] = ..., role: _Optional[str] = ..., token_id: _Optional[str] = ..., created_unix_nano: _Optional[int] = ..., expires_unix_nano: _Optional[int] = ..., revoked_unix_nano: _Optional[int] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("workspace", "role", "name", "expires_in_seconds")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    role: str
+    name: str
+    expires_in_seconds: int
+    def __init__(self, workspace: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ..., expires_in_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("info", "token")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    info: TokenInfo
+    token: str
+    def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("workspace",)
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    def __init__(self, workspace: _Optional[str] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

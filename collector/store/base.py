@@ -1,6 +1,6 @@
 """The store interface: one write primitive, and the queries the Query service needs.
 
-Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
+Every implementation (SQLite, PostgreSQL) keeps the same contract:
 
 - ``write_batch(batches)`` is the only way records get in. It runs one
   transaction for one IngestRequest: for each batch it reads the stream's
@@ -13,22 +13,56 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
   (one writer thread, a few reader threads), never from the event loop.
 - Query methods return ``mltrail.v1`` messages, so ingest and query code never
   sees the driver.
+- Workspaces (tenants): every run belongs to one, stamped from the batch's
+  ``workspace`` (which ingest takes from the credentials, never from the
+  batch). A batch with a record for a run of another workspace is refused
+  with ``denied`` set, and so is every later batch of its stream in the same
+  call; streams' high-water marks are kept per workspace. ``list_runs``,
+  ``get_run`` and ``run_status`` take the caller's workspace; the other
+  run-scoped reads are called only after ``run_status`` found the run in the
+  caller's workspace (run ids are unique across workspaces).
+- Tokens: ``put_token``, ``find_token``, ``list_tokens``, ``revoke_token``
+  keep what ``collector/auth.py`` needs (an id and a keyed hash, never the
+  secret). A store without them refuses ``auth = "token"`` at start.
+- Scalar series are stored in chunks of ``chunks.py`` (the encoding every
+  store shares) with a ``ChunkSummary`` per chunk; a batch's points extend a
+  series' last, partial chunk inside the same write transaction, so a
+  replayed batch (skipped by the mark) never stores a point twice. Reads of a
+  series go through ``read_series``, a generator of parts (a chunk's points,
+  one record of another kind, or a downsample's buckets; see ``series.py``)
+  that never holds the whole series: the collector advances it from any of
+  its reader threads, so an implementation must not keep a cursor or a
+  connection of one thread across a ``yield`` (SQLite pages by rowid).
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+import grpc
+
+from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
+from mltrail.collector.store.series import (
+    Bucket,
+    SeriesBuckets,
+    SeriesColumns,
+    SeriesPart,
+    SeriesPoints,
+    SeriesQuery,
+    SeriesRecord,
+)
+from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 
 # A scalar metric value as validation read it, so the store does not walk the
 # protobuf again: (seq, run_id, name, time_unix_nano, step or None,
 # value kind ("number", "integer", "text", "flag"), value).
 ScalarPoint = tuple[int, str, str, int, int | None, str, float | int | str | bool]
+
+DEFAULT_WORKSPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -45,6 +79,7 @@ class ValidBatch:
     last_seq: int
     scalars: Sequence[ScalarPoint]
     others: Sequence[records_pb2.Record]
+    workspace: str = DEFAULT_WORKSPACE  # from the credentials it arrived with
 
     @property
     def count(self) -> int:
@@ -62,6 +97,22 @@ class BatchOutcome:
     gap: bool = False
     error: str | None = None
     kinds: dict[str, int] = field(default_factory=dict)
+    denied: bool = False  # error: a record's run belongs to another workspace
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as stored: ``digest`` is the keyed hash of its secret; times in ns,
+    ``expires`` 0 for never, ``revoked`` 0 while valid."""
+
+    token_id: str
+    name: str
+    workspace: str
+    role: str
+    digest: bytes = field(repr=False)
+    created: int
+    expires: int = 0
+    revoked: int = 0
 
 
 @dataclass
@@ -69,12 +120,14 @@ class WriteSummary:
     """The result of one ``write_batch`` call, after commit.
 
     ``latest`` holds the last numeric scalar per (run_id, metric name) with the
-    run's experiment, for the Prometheus gauges; ``log_runs`` and ``ended_runs``
-    wake TailLogs followers.
+    run's experiment, for the Prometheus gauges (``workspaces`` says whose, so a
+    scrape with a reader token sees its workspace's runs only); ``log_runs``
+    and ``ended_runs`` wake TailLogs followers.
     """
 
     outcomes: list[BatchOutcome] = field(default_factory=list)
     latest: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    workspaces: dict[str, str] = field(default_factory=dict)  # run_id -> its workspace
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
 
@@ -94,8 +147,8 @@ class LogQuery:
 class MetricSummary:
     """One scalar metric of a run at a glance: what a runs table or a chart legend shows.
 
-    ``last``/``min``/``max`` are over its numeric values (None: it has none);
-    ``count`` counts every scalar value logged under the name."""
+    ``last``/``min``/``max`` are over its numeric values (None: it has none; NaN is left
+    out of min and max unless every value is NaN); ``count`` counts every scalar value."""
 
     name: str
     count: int
@@ -111,42 +164,54 @@ class Store(abc.ABC):
     def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary: ...
 
     @abc.abstractmethod
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        """Matching runs, newest first; the counts (log lines, metric records, artifacts)
-        are left 0: counting costs a scan per run."""
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        """Matching runs of ``workspace``, newest first (start time, then run id, both
+        descending), at most ``request.limit`` (0: DEFAULT_RUN_PAGE), after
+        ``request.page_token`` if set (``run_page_after`` decodes it: the runs strictly
+        after that start time and run id in this order). The counts (log lines, metric
+        records, artifacts) are left 0: counting costs a scan per run. A page should cost
+        a few queries, not some per run (fetch the page's tags, properties and children
+        for all its runs at once)."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        """One run with its counts."""
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        """One run of ``workspace`` with its counts (None: no such run there)."""
 
     @abc.abstractmethod
-    def run_status(self, run_id: str) -> int | None:
-        """The run's RunStatus number, or None for an unknown run (cheap: followers poll it)."""
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        """The run's RunStatus number, or None for a run not in ``workspace`` (cheap:
+        followers poll it)."""
 
     @abc.abstractmethod
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]: ...
+    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
+        """The run's metrics (``query.name`` "": every one, by name), each in logged order:
+        ``SeriesPoints`` for scalar points (a chunk's worth at a time, trimmed to the
+        query's step and time ranges) and ``SeriesRecord`` for the other kinds; with
+        ``query.buckets`` one ``SeriesBuckets`` per metric instead (``series.downsample``).
+        An unknown run or metric yields nothing."""
+
+    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
+        """Every record of the run's metrics as messages, by name then logged order: a
+        convenience over ``read_series`` that holds them all (GetMetrics, bundles)."""
+        return list(metric_records(self.read_series(SeriesQuery(run_id, name))))
 
     def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
-        """Per run, its scalar metrics' summaries (the web UI's runs table and compare).
-        Derived from ``get_metrics`` here; a store answers it from what it keeps beside
-        its series, without reading the points."""
+        """Per run (found by the caller in its workspace), its scalar metrics' summaries
+        (the web UI's runs table and compare), from the chunk summaries alone."""
         out: dict[str, dict[str, MetricSummary]] = {}
         for run_id in run_ids:
-            values: dict[str, list[Any]] = {}
-            for record in self.get_metrics(run_id, ""):
-                if record.metric.WhichOneof("data") == "scalar":
-                    value = record.metric.scalar.value
-                    kind = value.WhichOneof("kind")
-                    values.setdefault(record.metric.name, []).append(
-                        getattr(value, kind) if kind in ("number", "integer") else None)
-            out[run_id] = {name: summarize(name, v) for name, v in values.items()}
+            parts = self.read_series(SeriesQuery(run_id, buckets=1))
+            out[run_id] = {p.name: bucket_summary(p.name, p.buckets)
+                           for p in parts if isinstance(p, SeriesBuckets)}
         return out
 
     def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
         """The run's records of every kind but plain scalars (lists, rows, tables, images,
-        JSON metrics), by name then logged order."""
-        return [r for r in self.get_metrics(run_id, "")
-                if r.metric.WhichOneof("data") != "scalar" or r.metric.description]
+        JSON metrics, described scalars), by name then logged order."""
+        return list(metric_records(p for p in self.read_series(SeriesQuery(run_id))
+                                   if isinstance(p, SeriesRecord)))
 
     @abc.abstractmethod
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
@@ -157,7 +222,10 @@ class Store(abc.ABC):
         """Per stream of the run, the number of lines stored so far."""
 
     @abc.abstractmethod
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]: ...
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        """The run's artifacts by path: those with a path greater than ``after``, at most
+        ``limit`` of them (0: all)."""
 
     @abc.abstractmethod
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None: ...
@@ -167,14 +235,91 @@ class Store(abc.ABC):
                       ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
 
+    # ---- tokens (collector/auth.py); a store without them cannot serve auth = "token"
+
+    def put_token(self, token: TokenRecord) -> None:
+        """Store a new token (its workspace is created if new); PermanentError if the
+        name is taken. Called from the writer thread."""
+        raise _no_tokens(self)
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        raise _no_tokens(self)
+
+    def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
+        """Every token ("" workspace) or those of one workspace, by name."""
+        raise _no_tokens(self)
+
+    def revoke_token(self, name: str, when: int) -> TokenRecord | None:
+        """Mark the token revoked at ``when``; None if no token has that name."""
+        raise _no_tokens(self)
+    def watch(self, callback: Callable[[set[str]], None]) -> None:
+        """Call ``callback`` (from another thread) with the run ids whose lines or end
+        another process committed. A store only one process writes (SQLite) has
+        nothing to report; ingest wakes its own followers."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""
 
 
-def summarize(name: str, values: Sequence[float | int | None]) -> MetricSummary:
-    """The summary of a series' values in logged order (None: not a number)."""
-    numbers = [float(v) for v in values if v is not None]
-    finite = [v for v in numbers if not math.isnan(v)]
-    return MetricSummary(name, len(values), numbers[-1] if numbers else None,
-                         min(finite) if finite else None, max(finite) if finite else None)
+def _no_tokens(store: Store) -> PermanentError:
+    return PermanentError(f"{type(store).__name__} does not keep tokens yet; run the collector "
+                          "with auth = \"none\" or use a SQLite store",
+                          grpc.StatusCode.FAILED_PRECONDITION)
+
+
+DEFAULT_RUN_PAGE, MAX_RUN_PAGE = 100, 1000
+
+
+def run_page_token(run: collector_pb2.RunInfo) -> str:
+    """The token of the page after ``run`` (opaque to clients)."""
+    return f"{run.start_time_unix_nano}:{run.run_id}"
+
+
+def run_page_after(token: str) -> tuple[int, str] | None:
+    """(start time, run id) of a page token, None for ""; PermanentError if not one."""
+    if not token:
+        return None
+    start, sep, run_id = token.partition(":")
+    try:
+        if not sep:
+            raise ValueError(token)
+        return int(start), run_id
+    except ValueError:
+        raise PermanentError(f"page_token {token[:80]!r} is not one this collector gave; "
+                             "start the listing again without it") from None
+
+
+_VALUE_FIELDS = {KIND_NUMBER: "number", KIND_INTEGER: "integer", KIND_TEXT: "text",
+                 KIND_FLAG: "flag"}
+
+
+def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.MetricRecord]:
+    """Series parts as one ``MetricRecord`` per logged value (buckets are left out)."""
+    for part in parts:
+        if isinstance(part, SeriesRecord):
+            record = collector_pb2.MetricRecord(time_unix_nano=part.time)
+            record.metric.ParseFromString(part.metric)
+            yield record
+        elif isinstance(part, SeriesPoints | SeriesColumns):
+            points = part.points
+            for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
+                                                  points.values, strict=True):
+                record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
+                record.metric.name = part.name
+                scalar = record.metric.scalar
+                if step is not None:
+                    scalar.step = step
+                setattr(scalar.value, _VALUE_FIELDS[kind], value)
+                yield record
+
+
+def bucket_summary(name: str, buckets: Sequence[Bucket]) -> MetricSummary:
+    """A metric's summary from the buckets of a downsample of it."""
+    valued = [b for b in buckets if b.last is not None]
+    lows = [b.min for b in valued if b.min is not None and not math.isnan(b.min)]
+    highs = [b.max for b in valued if b.max is not None and not math.isnan(b.max)]
+    nan = math.nan if valued else None
+    return MetricSummary(name, sum(b.count for b in buckets), valued[-1].last if valued else None,
+                         min(lows) if lows else nan, max(highs) if highs else nan)

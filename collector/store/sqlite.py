@@ -9,18 +9,34 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.store import chunks
 from mltrail.collector.store import sqlite_schema as schema
+from mltrail.collector.store import sqlite_tokens as tokens
 from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
     LogQuery,
     MetricSummary,
     Store,
+    TokenRecord,
     ValidBatch,
     WriteSummary,
+)
+from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.series import (
+    Bucket,
+    SeriesBuckets,
+    SeriesPart,
+    SeriesQuery,
+    SeriesRecord,
+    SeriesStart,
+    StoredChunk,
+    chunk_part,
+    downsample,
 )
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
@@ -30,6 +46,11 @@ from mltrail.proto import collector_pb2
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+PAGE_CHUNKS = 16  # chunk rows per read of a series: 64k points at most in memory
+
+
+def _decode_data(chunk: StoredChunk) -> Points:
+    return chunks.decode(chunk.data or b"")
 
 
 class SqliteStore(Store):
@@ -84,23 +105,50 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise schema.translate_error(exc, f"reading store {self.path}") from exc
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        return self._read(SqliteReader.list_runs, request)
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        return self._read(SqliteReader.list_runs, request, workspace)
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        return self._read(SqliteReader.get_run, run_id)
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        return self._read(SqliteReader.get_run, run_id, workspace)
 
-    def run_status(self, run_id: str) -> int | None:
-        return self._read(SqliteReader.run_status, run_id)
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        return self._read(SqliteReader.run_status, run_id, workspace)
 
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
-        return self._read(SqliteReader.get_metrics, run_id, name)
+    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
+        """Pages of ``PAGE_CHUNKS`` rows by rowid, each read on the calling thread's
+        connection, so the generator may move between reader threads."""
+        for run_key, name_key, name in self._read(SqliteReader.series_names, query.run_id,
+                                                  query.name):
+            if query.buckets:
+                yield SeriesBuckets(name, self._downsample(run_key, name_key, query))
+                continue
+            yield SeriesStart(name, self._read(SqliteReader.has_records, run_key, name_key,
+                                               query))
+            after = 0
+            while page := self._read(SqliteReader.chunk_page, run_key, name_key, after,
+                                     PAGE_CHUNKS, query):
+                for chunk in page:
+                    if chunk.summary is None:
+                        if chunk.data is not None:
+                            yield SeriesRecord(name, chunk.time, bytes(chunk.data))
+                    elif (part := chunk_part(name, chunk, _decode_data, query)) is not None:
+                        yield part
+                after = page[-1].key
+
+    def _downsample(self, run_key: int, name_key: int, query: SeriesQuery) -> list[Bucket]:
+        pieces: list[StoredChunk] = []
+        while page := self._read(SqliteReader.chunk_page, run_key, name_key,
+                                 pieces[-1].key if pieces else 0, 100_000, query, False):
+            pieces.extend(page)
+        return downsample(pieces, self._load_chunk, query)
+
+    def _load_chunk(self, chunk: StoredChunk) -> Points:
+        return chunks.decode(self._read(SqliteReader.chunk_data, chunk.key))
 
     def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
         return self._read(SqliteReader.metric_summaries, list(run_ids))
-
-    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
-        return self._read(SqliteReader.other_metrics, run_id)
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(SqliteReader.read_logs, query)
@@ -108,8 +156,9 @@ class SqliteStore(Store):
     def log_positions(self, run_id: str) -> dict[str, int]:
         return self._read(SqliteReader.log_positions, run_id)
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
-        return self._read(SqliteReader.list_artifacts, run_id)
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        return self._read(SqliteReader.list_artifacts, run_id, after, limit)
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
         return self._read(SqliteReader.get_artifact, run_id, path)
@@ -117,6 +166,20 @@ class SqliteStore(Store):
     def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
                       ) -> Generator[bytes, None, None]:
         return self._artifacts.read(info.sha256, chunk)
+
+    # ---- tokens --------------------------------------------------------------
+
+    def put_token(self, token: TokenRecord) -> None:
+        tokens.put_token(self._conn, token, self.path)
+
+    def revoke_token(self, name: str, when: int) -> TokenRecord | None:
+        return tokens.revoke_token(self._conn, name, when, self.path)
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        return self._read(lambda reader: tokens.find_token(reader.connection, token_id))
+
+    def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
+        return self._read(lambda reader: tokens.list_tokens(reader.connection, workspace))
 
     def close(self) -> None:
         with self._lock:

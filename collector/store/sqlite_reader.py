@@ -8,58 +8,105 @@ and every chunk after it that starts before M, through the unique index on
 
 from __future__ import annotations
 
-import math
 import sqlite3
-from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import LogQuery, MetricSummary
-from mltrail.proto import collector_pb2, records_pb2
+from mltrail.collector.store.base import (
+    DEFAULT_RUN_PAGE,
+    DEFAULT_WORKSPACE,
+    MAX_RUN_PAGE,
+    LogQuery,
+    MetricSummary,
+    bucket_summary,
+    run_page_after,
+)
+from mltrail.collector.store.chunks import decode_ints
+from mltrail.collector.store.series import Bucket, SeriesQuery, StoredChunk
+from mltrail.collector.store.sqlite_chunks import (
+    SUMMARY_COLUMNS,
+    decompress_text,
+    stored_chunk,
+    summary_of,
+)
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
+from mltrail.common.errors import PermanentError
+from mltrail.proto import collector_pb2
 
-DEFAULT_RUN_LIMIT = 100
 _IN_BATCH = 500  # run ids per IN (...) list, under SQLite's variable limit
-
+_SUMMARY_OF_C = ", ".join(f"c.{column.strip()}" for column in SUMMARY_COLUMNS.split(","))
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error")
+                "parent_run_id, run_type, error, workspace")
 
 
 class SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
     # ---- runs -----------------------------------------------------------------
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        where, params = ["1 = 1"], []
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        """One query for the page of ``workspace`` (filters through the experiment and
+        tag indexes), then one each for its tags, properties and children."""
+        where, params = ["workspace = ?"], [workspace]  # type: list[str], list[Any]
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
             if wanted:
                 where.append(f"{column} = ?")
                 params.append(wanted)
         for key, value in sorted(request.tags.items()):
-            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_key = runs.run_key "
-                         "AND t.key = ?" + (" AND t.value = ?)" if value else ")"))
+            where.append("run_key IN (SELECT run_key FROM run_tags WHERE key = ?"
+                         + (" AND value = ?)" if value else ")"))
             params.extend([key, value] if value else [key])
-        params.append(request.limit or DEFAULT_RUN_LIMIT)
+        after = run_page_after(request.page_token)
+        if after is not None:
+            where.append("(start_time < ? OR (start_time = ? AND run_id < ?))")
+            params.extend([after[0], after[0], after[1]])
+        params.append(min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE))
         rows = self._conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
-            "ORDER BY start_time DESC, run_key DESC LIMIT ?", params).fetchall()
-        return [self._run_info(row) for row in rows]
+            "ORDER BY start_time DESC, run_id DESC LIMIT ?", params).fetchall()
+        return self._run_infos(rows)
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
+    def _run_infos(self, rows: list[tuple[Any, ...]]) -> list[collector_pb2.RunInfo]:
+        infos = {row[0]: _run_info(row) for row in rows}
+        if not infos:
+            return []
+        marks = ", ".join("?" * len(infos))
+        keys = list(infos)
+        conn = self._conn
+        for run_key, key, value in conn.execute(
+                f"SELECT run_key, key, value FROM run_tags WHERE run_key IN ({marks})", keys):
+            infos[run_key].tags[key] = value
+        for run_key, key, value in conn.execute(
+                f"SELECT run_key, key, value FROM run_properties WHERE run_key IN ({marks})",
+                keys):
+            infos[run_key].properties[key] = value
+        by_id = {info.run_id: info for info in infos.values()}
+        for parent, child in conn.execute(
+                f"SELECT parent_run_id, run_id FROM runs WHERE parent_run_id IN ({marks}) "
+                "AND workspace = ? ORDER BY run_key", [*by_id, rows[0][10]]):
+            by_id[parent].child_run_ids.append(child)
+        return list(infos.values())
+
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+                ) -> collector_pb2.RunInfo | None:
+        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND "
+                                 "workspace = ?", (run_id, workspace)).fetchone()
         if row is None:
             return None
-        info = self._run_info(row)
+        info = self._run_infos([row])[0]
         self._add_counts(info, row[0])
         return info
 
-    def run_status(self, run_id: str) -> int | None:
-        row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?",
-                                 (run_id,)).fetchone()
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        row = self._conn.execute("SELECT status FROM runs WHERE run_id = ? AND workspace = ?",
+                                 (run_id, workspace)).fetchone()
         return None if row is None else int(row[0])
 
     def run_key(self, run_id: str) -> int | None:
@@ -67,29 +114,13 @@ class SqliteReader:
                                  (run_id,)).fetchone()
         return None if row is None else int(row[0])
 
-    def _run_info(self, row: tuple[Any, ...]) -> collector_pb2.RunInfo:
-        conn = self._conn
-        run_key = row[0]
-        info = collector_pb2.RunInfo(
-            run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
-            start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
-            run_type=row[8])
-        if row[9]:
-            info.error.ParseFromString(row[9])
-        info.tags.update(conn.execute("SELECT key, value FROM run_tags WHERE run_key = ?",
-                                      (run_key,)).fetchall())
-        info.properties.update(conn.execute(
-            "SELECT key, value FROM run_properties WHERE run_key = ?", (run_key,)).fetchall())
-        info.child_run_ids.extend(r[0] for r in conn.execute(
-            "SELECT run_id FROM runs WHERE parent_run_id = ? ORDER BY run_key", (row[1],)))
-        return info
-
     def _add_counts(self, info: collector_pb2.RunInfo, run_key: int) -> None:
         """For one run only: counting its metrics scans the run's whole metric index,
         too slow for every run of a listing, so ListRuns leaves the counts 0."""
         conn = self._conn
         info.metric_records = conn.execute(
-            "SELECT COUNT(*) FROM metrics WHERE run_key = ?", (run_key,)).fetchone()[0]
+            "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = ?",
+            (run_key,)).fetchone()[0]
         info.log_lines = conn.execute(
             "SELECT COALESCE(SUM(next_line), 0) FROM log_streams WHERE run_key = ?",
             (run_key,)).fetchone()[0]
@@ -98,54 +129,73 @@ class SqliteReader:
 
     # ---- metrics --------------------------------------------------------------
 
-    def get_metrics(self, run_id: str, name: str) -> list[collector_pb2.MetricRecord]:
-        run_key = self.run_key(run_id)
-        if run_key is None:
-            return []
-        sql = ("SELECT DISTINCT n.name_key, n.name FROM metrics m JOIN metric_names n "
-               "ON n.name_key = m.name_key WHERE m.run_key = ?")
-        params: list[Any] = [run_key]
+    def series_names(self, run_id: str, name: str) -> list[tuple[int, int, str]]:
+        """(run_key, name_key, name) of the run's metrics (``name`` "": all), by name."""
+        sql = ("SELECT r.run_key, n.name_key, n.name FROM runs r JOIN metric_names n "
+               "WHERE r.run_id = ? AND EXISTS (SELECT 1 FROM metric_chunks c WHERE "
+               "c.run_key = r.run_key AND c.name_key = n.name_key)")
+        params: list[Any] = [run_id]
         if name:
             sql += " AND n.name = ?"
             params.append(name)
-        names = sorted(self._conn.execute(sql, params).fetchall(), key=lambda r: r[1])
-        out: list[collector_pb2.MetricRecord] = []
-        for name_key, metric_name in names:
-            rows = self._conn.execute(
-                "SELECT time, step, kind, value FROM metrics "
-                "WHERE run_key = ? AND name_key = ? ORDER BY rowid", (run_key, name_key))
-            out.extend(_metric_record(metric_name, row) for row in rows)
-        return out
+        return sorted(self._conn.execute(sql, params).fetchall(), key=lambda r: r[2])
+
+    def chunk_page(self, run_key: int, name_key: int, after: int, limit: int,
+                   query: SeriesQuery, with_data: bool = True) -> list[StoredChunk]:
+        """Up to ``limit`` pieces of a series past rowid ``after`` that may hold points of
+        the query's ranges (the summaries decide; series.py trims)."""
+        where, params = ["run_key = ?", "name_key = ?", "rowid > ?"], [run_key, name_key, after]
+        if query.step_min is not None or query.step_max is not None:
+            where.append(f"kind = {CHUNK_SCALAR} AND max_step >= ? AND min_step <= ?")
+            params += [_low(query.step_min), _high(query.step_max)]
+        if query.time_min is not None or query.time_max is not None:
+            where.append("max_time >= ? AND min_time <= ?")
+            params += [_low(query.time_min), _high(query.time_max)]
+        if query.buckets:
+            where.append(f"kind = {CHUNK_SCALAR}")
+        data = "data" if with_data else "NULL"
+        rows = self._conn.execute(
+            f"SELECT rowid, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
+            f"WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?", (*params, limit))
+        return [stored_chunk(row) for row in rows]
+
+    def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
+        """Whether the series has a record of another kind in the query's ranges."""
+        if query.step_min is not None or query.step_max is not None:
+            return False  # such records have no step
+        row = self._conn.execute(
+            f"SELECT 1 FROM metric_chunks WHERE run_key = ? AND name_key = ? AND kind = "
+            f"{CHUNK_ENCODED} AND max_time >= ? AND min_time <= ? LIMIT 1",
+            (run_key, name_key, _low(query.time_min), _high(query.time_max))).fetchone()
+        return row is not None
+
+    def chunk_data(self, rowid: int) -> bytes:
+        row = self._conn.execute("SELECT data FROM metric_chunks WHERE rowid = ?",
+                                 (rowid,)).fetchone()
+        if row is None:  # a series is only ever appended to; a missing row is damage
+            raise PermanentError(f"metric chunk {rowid} vanished from the store while read")
+        return bytes(row[0])
 
     def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
-        """One grouped scan of the runs' scalar rows (the last value by rowid)."""
+        """One pass over the runs' scalar chunk summaries (no chunk is decoded)."""
         out: dict[str, dict[str, MetricSummary]] = {run_id: {} for run_id in run_ids}
         for start in range(0, len(run_ids), _IN_BATCH):
-            part = run_ids[start:start + _IN_BATCH]
-            marks = ",".join("?" * len(part))
+            part = list(run_ids[start:start + _IN_BATCH])
             rows = self._conn.execute(
-                "SELECT r.run_id, n.name, COUNT(*), MIN(CASE WHEN m.kind IN (1, 2) THEN m.value "
-                "END), MAX(CASE WHEN m.kind IN (1, 2) THEN m.value END), "
-                "(SELECT l.value FROM metrics l WHERE l.run_key = m.run_key AND l.name_key = "
-                "m.name_key AND l.kind IN (1, 2) ORDER BY l.rowid DESC LIMIT 1), "
-                "SUM(m.kind = 1 AND m.value IS NULL) FROM runs r "
-                "JOIN metrics m ON m.run_key = r.run_key JOIN metric_names n ON "
-                f"n.name_key = m.name_key WHERE r.run_id IN ({marks}) AND m.kind != "
-                f"{schema.KIND_ENCODED} GROUP BY m.run_key, m.name_key", part).fetchall()
-            for run_id, name, count, low, high, last, nans in rows:
-                if last is None and nans:  # a NaN is stored as NULL
-                    last = math.nan
-                out[run_id][name] = MetricSummary(name, int(count), _number(last),
-                                                  _number(low), _number(high))
+                f"SELECT r.run_id, n.name, {_SUMMARY_OF_C} FROM runs r JOIN metric_chunks c "
+                "ON c.run_key = r.run_key JOIN metric_names n ON n.name_key = c.name_key "
+                f"WHERE r.run_id IN ({', '.join('?' * len(part))}) AND c.kind = "
+                f"{CHUNK_SCALAR} ORDER BY c.rowid", part)
+            gathered: dict[tuple[str, str], list[Bucket]] = {}
+            for row in rows:
+                summary = summary_of(row[2:])
+                gathered.setdefault((row[0], row[1]), []).append(Bucket(
+                    summary.count, summary.first_step, summary.last_step, summary.first_time,
+                    summary.last_time, summary.first_value, summary.last_value,
+                    summary.min_value, summary.max_value))
+            for (run_id, name), buckets in gathered.items():
+                out[run_id][name] = bucket_summary(name, buckets)
         return out
-
-    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
-        rows = self._conn.execute(
-            "SELECT n.name, m.time, m.step, m.kind, m.value FROM metrics m JOIN runs r ON "
-            "r.run_key = m.run_key JOIN metric_names n ON n.name_key = m.name_key WHERE "
-            f"r.run_id = ? AND m.kind = {schema.KIND_ENCODED} ORDER BY n.name, m.rowid",
-            (run_id,)).fetchall()
-        return [_metric_record(row[0], row[1:]) for row in rows]
 
     # ---- logs -----------------------------------------------------------------
 
@@ -182,28 +232,29 @@ class SqliteReader:
         if stop <= start:
             return []
         rows = self._conn.execute(
-            "SELECT first_line, line_count, first_time, text, line_times, level, logger "
+            "SELECT first_line, line_count, first_time, data, line_times, level, logger "
             "FROM log_chunks WHERE stream_key = ? AND first_line >= COALESCE((SELECT "
             "MAX(first_line) FROM log_chunks WHERE stream_key = ? AND first_line <= ?), 0) "
             "AND first_line < ? ORDER BY first_line", (stream_key, stream_key, start, stop))
         out: list[collector_pb2.LogLine] = []
-        for first, _count, first_time, text, line_times, level, logger in rows:
-            times = array("q", line_times) if line_times else None
-            for index, line in enumerate(text.split("\n")):
-                number = first + index
-                if start <= number < stop:
-                    out.append(collector_pb2.LogLine(
-                        stream=name, line=number, text=line, level=level, logger=logger,
-                        time_unix_nano=times[index] if times else first_time))
+        for first, _count, first_time, data, line_times, level, logger in rows:
+            times = decode_ints(line_times) if line_times else None
+            lines = decompress_text(data).split("\n")
+            for index in range(max(start - first, 0), min(stop - first, len(lines))):
+                line = lines[index]
+                out.append(collector_pb2.LogLine(
+                    stream=name, line=first + index, text=line, level=level, logger=logger,
+                    time_unix_nano=times[index] if times else first_time))
         return out
 
     # ---- artifacts --------------------------------------------------------------
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
         rows = self._conn.execute(
             "SELECT a.path, a.size, a.sha256, a.content_type, a.time FROM artifacts a "
-            "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? ORDER BY a.path",
-            (run_id,)).fetchall()
+            "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? AND a.path > ? "
+            "ORDER BY a.path LIMIT ?", (run_id, after, limit or -1)).fetchall()
         return [_artifact_info(row) for row in rows]
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
@@ -214,8 +265,14 @@ class SqliteReader:
         return None if row is None else _artifact_info(row)
 
 
-def _number(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _run_info(row: tuple[Any, ...]) -> collector_pb2.RunInfo:
+    info = collector_pb2.RunInfo(
+        run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
+        start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
+        run_type=row[8])
+    if row[9]:
+        info.error.ParseFromString(row[9])
+    return info
 
 
 def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:
@@ -223,29 +280,9 @@ def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:
                                       content_type=row[3], time_unix_nano=row[4])
 
 
-def _metric_record(name: str, row: tuple[Any, ...]) -> collector_pb2.MetricRecord:
-    time_ns, step, kind, value = row
-    record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
-    metric = record.metric
-    if kind == schema.KIND_ENCODED:
-        metric.ParseFromString(value)
-        return record
-    metric.name = name
-    scalar = metric.scalar
-    if step is not None:
-        scalar.step = step
-    _set_value(scalar.value, kind, value)
-    return record
+def _low(value: int | None) -> int:
+    return -(2 ** 63) if value is None else value
 
 
-def _set_value(target: records_pb2.Value, kind: int, value: Any) -> None:
-    if kind == schema.KIND_NUMBER:
-        target.number = math.nan if value is None else float(value)
-    elif kind == schema.KIND_INTEGER:
-        target.integer = int(value)
-    elif kind == schema.KIND_TEXT:
-        target.text = str(value)
-    elif kind == schema.KIND_FLAG:
-        target.flag = bool(value)
-    else:
-        raise ValueError(f"metric value of unknown stored kind {kind}")
+def _high(value: int | None) -> int:
+    return 2 ** 63 - 1 if value is None else value

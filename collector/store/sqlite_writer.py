@@ -3,30 +3,42 @@
 State held between calls (all of it derivable from the database, and dropped
 whenever a transaction or a batch's savepoint rolls back):
 
-    runs:      run_id -> [run_key, experiment]
+    runs:      run_id -> [run_key, experiment, workspace]
     names:     metric name -> name_key
     streams:   (run_key, log stream name) -> [stream_key, next_line]
 
 Per batch: SAVEPOINT, read the stream's high-water mark, skip duplicates,
-dispatch each new record by body kind through ``_handlers``, insert the
-metric rows with one executemany, write the new mark, RELEASE. A
+dispatch each new record by body kind through ``_handlers``, gather scalar
+points per series and log lines per stream, append them to the series'
+chunks and the streams' log chunks (``sqlite_chunks``: the open chunk is
+extended in place), write the new mark, RELEASE. A
 ``PermanentError`` (an artifact that does not verify) rolls the savepoint
-back, so that batch contributes nothing while the others commit.
+back, so that batch contributes nothing while the others commit. A record
+for a run of another workspace raises ``ForeignRun``: the batch is refused
+as ``denied``, and so is every later batch of its stream in the call (were
+they committed, the stream's mark would pass the refused records).
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import sqlite3
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.artifacts import ArtifactStore, contiguous
 from mltrail.collector.store import sqlite_schema as schema
-from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
+from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
+    BatchOutcome,
+    ScalarPoint,
+    ValidBatch,
+    WriteSummary,
+)
+from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
@@ -35,13 +47,17 @@ _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
                 "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
 
 
+class ForeignRun(PermanentError):
+    """A record names a run that belongs to another workspace."""
+
+
 @dataclass
 class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
     stream_id: str
-    metrics: list[tuple[Any, ...]] = field(default_factory=list)
-    log_chunks: list[tuple[Any, ...]] = field(default_factory=list)
+    series: dict[tuple[int, int], Points] = field(default_factory=dict)
+    logs: dict[int, tuple[int, list[LogPiece]]] = field(default_factory=dict)  # first line
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
@@ -57,6 +73,9 @@ class SqliteWriter:
         self._runs: dict[str, list[Any]] = {}
         self._names: dict[str, int] = {}
         self._streams: dict[tuple[int, str], list[int]] = {}
+        self._workspace = DEFAULT_WORKSPACE  # of the batch being written
+        self._series = SeriesAppender(conn)
+        self._log_appender = LogAppender(conn)
         self._handlers: dict[str, Callable[[records_pb2.Record, _BatchWork], None]] = {
             "metric": self._metric,
             "log": self._log,
@@ -68,8 +87,16 @@ class SqliteWriter:
         summary = WriteSummary()
         try:
             with schema.transaction(self._conn, f"store {self._where}"):
+                denied: dict[tuple[str, str], str] = {}
                 for batch in batches:
-                    summary.outcomes.append(self._write_batch(batch, summary))
+                    key = (batch.workspace, batch.stream_id)
+                    if key in denied:
+                        outcome = BatchOutcome(batch.stream_id, error=denied[key], denied=True)
+                    else:
+                        outcome = self._write_batch(batch, summary)
+                    if outcome.denied:
+                        denied[key] = outcome.error or ""
+                    summary.outcomes.append(outcome)
         except BaseException:
             self._forget()
             raise
@@ -86,8 +113,9 @@ class SqliteWriter:
 
     def _write_batch(self, batch: ValidBatch, summary: WriteSummary) -> BatchOutcome:
         conn = self._conn
-        row = conn.execute("SELECT hwm FROM streams WHERE stream_id = ?",
-                           (batch.stream_id,)).fetchone()
+        self._workspace = batch.workspace
+        row = conn.execute("SELECT hwm FROM streams WHERE workspace = ? AND stream_id = ?",
+                           (batch.workspace, batch.stream_id)).fetchone()
         hwm = row[0] if row else 0
         outcome = BatchOutcome(batch.stream_id, acked_seq=max(hwm, 0))
         skip = min(max(hwm - batch.first_seq + 1, 0), batch.count)
@@ -102,9 +130,11 @@ class SqliteWriter:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
             self._forget()
-            return BatchOutcome(batch.stream_id, acked_seq=hwm, error=str(exc))
-        conn.execute("INSERT INTO streams VALUES (?, ?) ON CONFLICT(stream_id) "
-                     "DO UPDATE SET hwm = excluded.hwm", (batch.stream_id, batch.last_seq))
+            return BatchOutcome(batch.stream_id, acked_seq=hwm, error=str(exc),
+                                denied=isinstance(exc, ForeignRun))
+        conn.execute("INSERT INTO streams VALUES (?, ?, ?) ON CONFLICT(workspace, stream_id) "
+                     "DO UPDATE SET hwm = excluded.hwm",
+                     (batch.workspace, batch.stream_id, batch.last_seq))
         conn.execute("RELEASE batch")
         outcome.acked_seq = batch.last_seq
         outcome.stored = batch.count - skip
@@ -124,15 +154,20 @@ class SqliteWriter:
             stored = self._scalar_rows(scalars, hwm, work)
         if stored:
             work.kinds["metric"] = work.kinds.get("metric", 0) + stored
-        conn = self._conn
-        if work.metrics:
-            conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", work.metrics)
-        if work.log_chunks:
-            conn.executemany("INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             work.log_chunks)
-            conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
-                             [(entry[1], key) for key, entry in work.log_streams.items()])
+        self._flush(work)
         return work
+
+    def _flush(self, work: _BatchWork) -> None:
+        for (run_key, name_key), points in work.series.items():
+            self._series.append(run_key, name_key, points)
+        work.series.clear()
+        for stream_key, (first_line, pieces) in work.logs.items():
+            self._log_appender.append(stream_key, first_line, pieces)
+        if work.log_streams:
+            self._conn.executemany("UPDATE log_streams SET next_line = ? WHERE stream_key = ?",
+                                   [(entry[1], key) for key, entry in work.log_streams.items()])
+        work.logs.clear()
+        work.log_streams.clear()
 
     def _merged_rows(self, scalars: Sequence[ScalarPoint], others: Sequence[records_pb2.Record],
                      hwm: int, work: _BatchWork) -> int:
@@ -158,21 +193,32 @@ class SqliteWriter:
         work.kinds[kind] = work.kinds.get(kind, 0) + 1
 
     def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
-        """Append metric rows for the points above ``hwm``; the hot loop, kept minimal."""
-        rows, latest = work.metrics, work.latest
+        """Gather the points above ``hwm`` per series; the hot loop, kept minimal."""
+        series, latest = work.series, work.latest
         runs, names, codes = self._runs, self._names, _VALUE_KINDS
-        before = len(rows)
+        workspace = self._workspace
+        stored = 0
+        last_key: tuple[int, int] | None = None
+        target = Points.empty()
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
             entry = runs.get(run_id)
-            run_key = entry[0] if entry else self._run_key(run_id, time_ns)
+            key = (entry[0] if entry and entry[2] == workspace
+                   else self._run_key(run_id, time_ns),
+                   names.get(name) or self._name_key(name))
+            if key != last_key:
+                target = series.get(key) or series.setdefault(key, Points.empty())
+                last_key = key
             code = codes[kind]
-            rows.append((run_key, names.get(name) or self._name_key(name), time_ns, step, code,
-                         value))
+            target.steps.append(step)
+            target.times.append(time_ns)
+            target.kinds.append(code)
+            target.values.append(value)
+            stored += 1
             if code <= schema.KIND_INTEGER:
                 latest[(run_id, name)] = value
-        return len(rows) - before
+        return stored
 
     @staticmethod
     def _merge(work: _BatchWork, summary: WriteSummary) -> None:
@@ -185,22 +231,30 @@ class SqliteWriter:
         for (run_id, name), (_, number) in summary.latest.items():
             entry = self._runs.get(run_id)
             summary.latest[(run_id, name)] = (entry[1] if entry else "", number)
+            if entry:
+                summary.workspaces[run_id] = entry[2]
 
     # ---- keys ---------------------------------------------------------------
 
     def _run_key(self, run_id: str, time_ns: int) -> int:
+        """The run's key; a new run is created in the batch's workspace; ForeignRun if
+        the run exists in another."""
         entry = self._runs.get(run_id)
-        if entry is not None:
-            return int(entry[0])
-        conn = self._conn
-        row = conn.execute("SELECT run_key, experiment FROM runs WHERE run_id = ?",
-                           (run_id,)).fetchone()
-        if row is None:
-            cur = conn.execute("INSERT INTO runs (run_id, status, start_time) VALUES (?, ?, ?)",
-                               (run_id, records_pb2.RUNNING, time_ns))
-            row = (cur.lastrowid, "")
-        self._runs[run_id] = list(row)
-        return int(row[0])
+        if entry is None:
+            conn = self._conn
+            row = conn.execute("SELECT run_key, experiment, workspace FROM runs WHERE "
+                               "run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                cur = conn.execute("INSERT INTO runs (run_id, status, start_time, workspace) "
+                                   "VALUES (?, ?, ?, ?)",
+                                   (run_id, records_pb2.RUNNING, time_ns, self._workspace))
+                row = (cur.lastrowid, "", self._workspace)
+            entry = self._runs[run_id] = list(row)
+        if entry[2] != self._workspace:
+            raise ForeignRun(f"run {run_id!r} belongs to another workspace than this token's "
+                             f"({self._workspace!r}); send it with a writer token of the "
+                             "run's workspace")
+        return int(entry[0])
 
     def _name_key(self, name: str) -> int:
         key = self._names.get(name)
@@ -234,8 +288,11 @@ class SqliteWriter:
         metric = rec.metric
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         name_key = self._name_key(metric.name)
-        work.metrics.append((run_key, name_key, rec.time_unix_nano, None, schema.KIND_ENCODED,
-                             metric.SerializeToString()))
+        pending = work.series.pop((run_key, name_key), None)
+        if pending is not None:  # the points logged before it go first (logged order)
+            self._series.append(run_key, name_key, pending)
+        self._series.append_encoded(run_key, name_key, rec.time_unix_nano,
+                                    metric.SerializeToString())
 
     def _log(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         chunk = rec.log
@@ -250,8 +307,9 @@ class SqliteWriter:
         first_time, last_time = (times[0], times[-1]) if times else (rec.time_unix_nano,) * 2
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         stream = self._log_stream(run_key, chunk.stream)
-        work.log_chunks.append((stream[0], stream[1], count, first_time, last_time, text,
-                                times.tobytes() if times else None, chunk.level, chunk.logger))
+        pending = work.logs.setdefault(stream[0], (stream[1], []))[1]
+        pending.append(LogPiece(count, first_time, last_time, text, times, chunk.level,
+                                chunk.logger))
         stream[1] += count
         work.log_streams[stream[0]] = stream
         work.log_runs.add(rec.run_id)
@@ -304,12 +362,22 @@ class SqliteWriter:
                      (*key, chunk.offset, chunk.data))
         if not chunk.last:
             return
-        rows = conn.execute("SELECT offset, data FROM artifact_chunks WHERE run_key = ? AND "
-                            "stream_id IN (?, '') AND path = ? ORDER BY offset", key).fetchall()
-        content = _assemble(rec, rows)
-        self._artifacts.put(content)
+        offsets = conn.execute("SELECT offset, stream_id FROM artifact_chunks WHERE run_key = ? "
+                               "AND stream_id IN (?, '') AND path = ? ORDER BY offset",
+                               key).fetchall()
+
+        def rows() -> Iterator[tuple[int, bytes]]:  # a chunk in memory at a time
+            for offset, stream_id in offsets:
+                yield offset, conn.execute(
+                    "SELECT data FROM artifact_chunks WHERE run_key = ? AND stream_id = ? AND "
+                    "path = ? AND offset = ?", (run_key, stream_id, chunk.path, offset)
+                ).fetchone()[0]
+
+        where = f"artifact {chunk.path!r} of run {rec.run_id!r}"
+        self._artifacts.put_stream(contiguous(where, rows()), chunk.sha256.lower(), chunk.size,
+                                   where)
         conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
-                     (run_key, chunk.path, len(content), chunk.sha256.lower(),
+                     (run_key, chunk.path, chunk.size, chunk.sha256.lower(),
                       chunk.content_type, rec.time_unix_nano))
         conn.execute("DELETE FROM artifact_chunks WHERE run_key = ? AND stream_id IN (?, '') "
                      "AND path = ?", key)
@@ -317,27 +385,6 @@ class SqliteWriter:
 
 def _seq_of(item: ScalarPoint | records_pb2.Record) -> int:
     return item[0] if isinstance(item, tuple) else item.seq
-
-
-def _assemble(rec: records_pb2.Record, rows: list[tuple[int, bytes]]) -> bytes:
-    """The whole file from its chunks, verified against the last chunk's size and sha256."""
-    chunk = rec.artifact
-    where = f"artifact {chunk.path!r} of run {rec.run_id!r}"
-    expected_offset = 0
-    for offset, data in rows:
-        if offset != expected_offset:
-            raise PermanentError(f"{where}: chunk at offset {expected_offset} is missing "
-                                 f"(next chunk starts at {offset})")
-        expected_offset += len(data)
-    content = b"".join(data for _, data in rows)
-    if len(content) != chunk.size:
-        raise PermanentError(f"{where}: size mismatch: expected {chunk.size} bytes, "
-                             f"actual {len(content)}")
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != chunk.sha256.lower():
-        raise PermanentError(f"{where}: sha256 mismatch: expected {chunk.sha256}, "
-                             f"actual {actual}")
-    return content
 
 
 def _line_times(chunk: records_pb2.LogChunk, splits: dict[int, int]) -> array[int]:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.store import LogQuery, Store
+from mltrail.collector.store.base import MAX_RUN_PAGE, run_page_token
+from mltrail.collector.store.series import SeriesBuckets, SeriesPart, SeriesQuery
 from mltrail.collector.web import runs_view, series
 from mltrail.common.errors import PermanentError, RetryableError
 from mltrail.proto import collector_pb2, records_pb2
@@ -54,47 +56,58 @@ class Api:
         except RuntimeError as exc:  # the pool shut down: the collector is stopping
             raise ApiError(503, f"collector is shutting down ({exc}); retry") from None
 
-    def _run(self, run_id: str) -> collector_pb2.RunInfo:
-        info = self.call(self._store.get_run, run_id)
+    def _run(self, run_id: str, workspace: str) -> collector_pb2.RunInfo:
+        """The run if it is in the caller's workspace (another's is not found, as in the
+        Query service); every run-scoped read below starts here."""
+        info = self.call(self._store.get_run, run_id, workspace)
         if info is None:
             raise ApiError(404, f"run {run_id!r} not found")
         return info
 
     # ---- runs -----------------------------------------------------------------------------
 
-    def all_runs(self, experiment: str = "") -> list[collector_pb2.RunInfo]:
-        request = collector_pb2.ListRunsRequest(experiment=experiment, limit=runs_view.MAX_RUNS)
-        return self.call(self._store.list_runs, request)
+    def all_runs(self, workspace: str, experiment: str = "") -> list[collector_pb2.RunInfo]:
+        """Every run of the workspace (one experiment's if given), page by page."""
+        runs: list[collector_pb2.RunInfo] = []
+        token = ""
+        while True:
+            request = collector_pb2.ListRunsRequest(experiment=experiment, limit=MAX_RUN_PAGE + 1,
+                                                    page_token=token)
+            page = self.call(self._store.list_runs, request, workspace)
+            runs += page[:MAX_RUN_PAGE]
+            if len(page) <= MAX_RUN_PAGE or len(runs) >= runs_view.MAX_RUNS:
+                return runs
+            token = run_page_token(page[MAX_RUN_PAGE - 1])
 
-    def experiments(self) -> dict[str, Any]:
+    def experiments(self, workspace: str) -> dict[str, Any]:
         counts: dict[str, int] = {}
-        for info in self.all_runs():
+        for info in self.all_runs(workspace):
             counts[info.experiment] = counts.get(info.experiment, 0) + 1
         return {"experiments": [{"name": n, "runs": c} for n, c in sorted(counts.items())]}
 
-    def runs(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def runs(self, query: dict[str, list[str]], workspace: str) -> dict[str, Any]:
         try:
             view = runs_view.parse(query)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        infos = self.all_runs(view.experiment)
+        infos = self.all_runs(workspace, view.experiment)
         wanted = view.metric_names()
         summaries = (self.call(self._store.metric_summaries, [i.run_id for i in infos])
                      if wanted else {})
         return runs_view.answer(view, infos, summaries)
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        info = self._run(run_id)
+    def run(self, run_id: str, workspace: str) -> dict[str, Any]:
+        info = self._run(run_id, workspace)
         out = run_dict(info, counts=True)
-        children = [self.call(self._store.get_run, c) for c in info.child_run_ids]
+        children = [self.call(self._store.get_run, c, workspace) for c in info.child_run_ids]
         out["children"] = [run_dict(c) for c in children if c is not None]
         return out
 
-    def compare(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def compare(self, query: dict[str, list[str]], workspace: str) -> dict[str, Any]:
         ids = [i for value in query.get("runs", []) for i in value.split(",") if i]
         if not ids:
             raise ApiError(400, "compare needs runs=ID,ID,...")
-        infos = [self._run(run_id) for run_id in ids]
+        infos = [self._run(run_id, workspace) for run_id in ids]
         summaries = self.call(self._store.metric_summaries, ids)
         runs = []
         for info in infos:
@@ -106,8 +119,8 @@ class Api:
 
     # ---- metrics --------------------------------------------------------------------------
 
-    def metrics(self, run_id: str) -> dict[str, Any]:
-        self._run(run_id)
+    def metrics(self, run_id: str, workspace: str) -> dict[str, Any]:
+        self._run(run_id, workspace)
         summaries = self.call(self._store.metric_summaries, [run_id]).get(run_id, {})
         others = self.call(self._store.other_metrics, run_id)
         kinds: dict[str, str] = {}
@@ -120,23 +133,29 @@ class Api:
                 for name, value in folded.items()]
         return {"metrics": sorted(out, key=lambda m: (m["name"], m["kind"]))}
 
-    def series(self, run_id: str, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        self._run(run_id)
+    def series(self, run_id: str, name: str, query: dict[str, list[str]], workspace: str
+               ) -> dict[str, Any]:
+        self._run(run_id, workspace)
         try:
             wanted = series.parse(query)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        records = self.call(self._store.get_metrics, run_id, name)
-        if not records:
+        sampled = self.call(_parts, self._store, wanted.query(run_id, name, wanted.buckets))
+        count = series.in_range_count(sampled)
+        if count is None:
             raise ApiError(404, f"run {run_id!r} has no metric {name!r}")
-        return series.answer(name, records, wanted)
+        if count > 2 * wanted.buckets:
+            buckets = next(p for p in sampled if isinstance(p, SeriesBuckets)).buckets
+            return series.buckets_answer(name, buckets, wanted)
+        points = self.call(_parts, self._store, wanted.query(run_id, name))
+        return series.points_answer(name, points, wanted)
 
     # ---- logs -----------------------------------------------------------------------------
 
-    def logs(self, run_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    def logs(self, run_id: str, query: dict[str, list[str]], workspace: str) -> dict[str, Any]:
         """Lines past ``after`` (stream:line,...) of the chosen streams, merged by time;
         ``q`` keeps the lines containing it (any case). ``next`` is where to page on."""
-        self._run(run_id)
+        self._run(run_id, workspace)
         positions = _positions(query)
         streams = tuple(s for v in query.get("stream", []) for s in v.split(",") if s)
         limit = min(_int(query, "limit", PAGE_LINES), MAX_PAGE_LINES)
@@ -158,19 +177,19 @@ class Api:
         return {"lines": [line_dict(ln) for ln in lines], "next": positions,
                 "positions": self.call(self._store.log_positions, run_id)}
 
-    def follow(self, run_id: str, query: dict[str, list[str]]
+    def follow(self, run_id: str, query: dict[str, list[str]], workspace: str
                ) -> Generator[tuple[str, Any], None, None]:
         """Events for a live log view: ``lines`` as they are committed, then ``end``."""
-        if self.call(self._store.run_status, run_id) is None:
+        if self.call(self._store.run_status, run_id, workspace) is None:
             raise ApiError(404, f"run {run_id!r} not found")
-        return self._follow(run_id, _positions(query))
+        return self._follow(run_id, _positions(query), workspace)
 
-    def _follow(self, run_id: str, positions: dict[str, int]
+    def _follow(self, run_id: str, positions: dict[str, int], workspace: str
                 ) -> Generator[tuple[str, Any], None, None]:
         idle = 0.0
         while True:
             version = self._notifier.version(run_id)
-            status = self.call(self._store.run_status, run_id)
+            status = self.call(self._store.run_status, run_id, workspace)
             page = self.call(self._store.read_logs, LogQuery(
                 run_id, (), 0, 0, PAGE_LINES, 1024 * 1024, dict(positions)))
             if page:
@@ -194,18 +213,22 @@ class Api:
 
     # ---- artifacts ------------------------------------------------------------------------
 
-    def artifacts(self, run_id: str) -> dict[str, Any]:
-        self._run(run_id)
+    def artifacts(self, run_id: str, workspace: str) -> dict[str, Any]:
+        self._run(run_id, workspace)
         found = self.call(self._store.list_artifacts, run_id)
         return {"artifacts": [vars(ArtifactInfo.from_pb(a)) for a in found]}
 
-    def download(self, run_id: str, path: str
+    def download(self, run_id: str, path: str, workspace: str
                  ) -> tuple[collector_pb2.ArtifactInfo, Generator[bytes, None, None]]:
-        self._run(run_id)
+        self._run(run_id, workspace)
         info = self.call(self._store.get_artifact, run_id, path)
         if info is None:
             raise ApiError(404, f"artifact {path!r} of run {run_id!r} not found")
         return info, self._store.read_artifact(info, 1024 * 1024)
+
+
+def _parts(store: Store, query: SeriesQuery) -> list[SeriesPart]:
+    return list(store.read_series(query))
 
 
 def run_dict(info: collector_pb2.RunInfo, counts: bool = False) -> dict[str, Any]:

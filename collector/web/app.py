@@ -27,12 +27,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mltrail.collector.store import DEFAULT_WORKSPACE
 from mltrail.collector.web.api import Api, ApiError
 
 log = logging.getLogger(__name__)
 
-# Answers the request's headers: None to let it through, or (status, message).
-Authorize = Callable[[Any], tuple[int, str] | None]
+# The caller a request's headers name (its .workspace), or (status, message).
+Caller = Callable[[Any], Any]
 
 SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; "
@@ -44,28 +45,29 @@ SECURITY_HEADERS = (
 STATIC = resources.files("mltrail.collector.web") / "static"
 
 Query = dict[str, list[str]]
-Route = Callable[[BaseHTTPRequestHandler, Query, re.Match[str]], None]
+Route = Callable[[BaseHTTPRequestHandler, Query, re.Match[str], str], None]
 
 
 class WebApp:
     """Answers every HTTP path the endpoint does not (/metrics, /healthz stay there)."""
 
-    def __init__(self, api: Api, authorize: Authorize | None = None) -> None:
+    def __init__(self, api: Api, caller: Caller | None = None) -> None:
         self.api = api
-        self._authorize = authorize
+        self._caller = caller  # None: no auth, everything in the default workspace
         self._routes: list[tuple[re.Pattern[str], Route]] = [
             (re.compile(p), route) for p, route in (
-                (r"/api/v1/experiments", self._json(lambda q, m: api.experiments())),
-                (r"/api/v1/runs", self._json(lambda q, m: api.runs(q))),
-                (r"/api/v1/compare", self._json(lambda q, m: api.compare(q))),
-                (r"/api/v1/runs/([^/]+)", self._json(lambda q, m: api.run(m[1]))),
-                (r"/api/v1/runs/([^/]+)/metrics", self._json(lambda q, m: api.metrics(m[1]))),
+                (r"/api/v1/experiments", self._json(lambda q, m, w: api.experiments(w))),
+                (r"/api/v1/runs", self._json(lambda q, m, w: api.runs(q, w))),
+                (r"/api/v1/compare", self._json(lambda q, m, w: api.compare(q, w))),
+                (r"/api/v1/runs/([^/]+)", self._json(lambda q, m, w: api.run(m[1], w))),
+                (r"/api/v1/runs/([^/]+)/metrics",
+                 self._json(lambda q, m, w: api.metrics(m[1], w))),
                 (r"/api/v1/runs/([^/]+)/metrics/(.+)",
-                 self._json(lambda q, m: api.series(m[1], m[2], q))),
-                (r"/api/v1/runs/([^/]+)/logs", self._json(lambda q, m: api.logs(m[1], q))),
+                 self._json(lambda q, m, w: api.series(m[1], m[2], q, w))),
+                (r"/api/v1/runs/([^/]+)/logs", self._json(lambda q, m, w: api.logs(m[1], q, w))),
                 (r"/api/v1/runs/([^/]+)/logs/follow", self._follow),
                 (r"/api/v1/runs/([^/]+)/artifacts",
-                 self._json(lambda q, m: api.artifacts(m[1]))),
+                 self._json(lambda q, m, w: api.artifacts(m[1], w))),
                 (r"/api/v1/runs/([^/]+)/artifacts/(.+)", self._download),
             )
         ]
@@ -85,30 +87,35 @@ class WebApp:
     # ---- the JSON API ---------------------------------------------------------------
 
     def _api(self, req: BaseHTTPRequestHandler, path: str, query: Query) -> None:
-        if self._authorize is not None:
-            refused = self._authorize(req.headers)
-            if refused is not None:
-                send_json(req, refused[0], {"error": refused[1]})
+        workspace = DEFAULT_WORKSPACE
+        if self._caller is not None:
+            found = self._caller(req.headers)
+            if isinstance(found, tuple):
+                send_json(req, found[0], {"error": found[1]},
+                          extra=(("WWW-Authenticate", 'Bearer realm="mltrail"'),))
                 return
+            workspace = found.workspace
         for pattern, route in self._routes:
             match = pattern.fullmatch(path)
             if match is not None:
                 try:
-                    route(req, query, match)
+                    route(req, query, match, workspace)
                 except ApiError as exc:
                     send_json(req, exc.status, {"error": str(exc)})
                 return
         send_json(req, 404, {"error": f"no API path {path!r}; see /api/v1/ in the README"})
 
     @staticmethod
-    def _json(answer: Callable[[Query, re.Match[str]], Any]) -> Route:
-        def route(req: BaseHTTPRequestHandler, query: Query, match: re.Match[str]) -> None:
-            send_json(req, 200, answer(query, match))
+    def _json(answer: Callable[[Query, re.Match[str], str], Any]) -> Route:
+        def route(req: BaseHTTPRequestHandler, query: Query, match: re.Match[str],
+                  workspace: str) -> None:
+            send_json(req, 200, answer(query, match, workspace))
         return route
 
-    def _follow(self, req: BaseHTTPRequestHandler, query: Query, match: re.Match[str]) -> None:
+    def _follow(self, req: BaseHTTPRequestHandler, query: Query, match: re.Match[str],
+                workspace: str) -> None:
         """Server-sent events: ``lines`` (a JSON list) as they are committed, then ``end``."""
-        events = self.api.follow(match[1], query)
+        events = self.api.follow(match[1], query, workspace)
         first = next(events)  # raises ApiError (unknown run) before any header is sent
         req.send_response(200)
         req.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -118,12 +125,15 @@ class WebApp:
         req.end_headers()
         req.close_connection = True
         for name, data in _chain(first, events):
-            req.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            if name == "ping":
+                req.wfile.write(b": ping\n\n")  # a comment: a gone browser fails this write
+            else:
+                req.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
             req.wfile.flush()
 
     def _download(self, req: BaseHTTPRequestHandler, query: Query,
-                  match: re.Match[str]) -> None:
-        info, pieces = self.api.download(match[1], match[2])
+                  match: re.Match[str], workspace: str) -> None:
+        info, pieces = self.api.download(match[1], match[2], workspace)
         try:
             req.send_response(200)
             req.send_header("Content-Type", info.content_type or "application/octet-stream")
@@ -167,8 +177,10 @@ def _security_headers(req: BaseHTTPRequestHandler) -> None:
 
 
 def send_bytes(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes,
-               cache: str = "no-store") -> None:
+               cache: str = "no-store", extra: tuple[tuple[str, str], ...] = ()) -> None:
     req.send_response(status)
+    for name, value in extra:
+        req.send_header(name, value)
     req.send_header("Content-Type", ctype)
     req.send_header("Content-Length", str(len(body)))
     req.send_header("Cache-Control", cache)
@@ -177,9 +189,10 @@ def send_bytes(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes
     req.wfile.write(body)
 
 
-def send_json(req: BaseHTTPRequestHandler, status: int, data: Any) -> None:
+def send_json(req: BaseHTTPRequestHandler, status: int, data: Any,
+              extra: tuple[tuple[str, str], ...] = ()) -> None:
     body = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False).encode()
-    send_bytes(req, status, "application/json", body)
+    send_bytes(req, status, "application/json", body, extra=extra)
 
 
 def _finite(data: Any) -> Any:

@@ -1,11 +1,13 @@
 """A scalar series for a chart: the points in a step or time range, or a downsample.
 
 ``x=step|time`` picks the axis (a point logged without a step is placed at
-its index when x is step), ``from``/``to`` bound it (inclusive), and
-``buckets=N`` (default 1000) caps what is sent: a series with more than
-2N points in range is cut into N buckets of consecutive points, each sent
-as its first and last point (so the line's ends are the stored values) with
-the bucket's min and max (the band that keeps every extreme visible).
+its index when x is step; time is in seconds), ``from``/``to`` bound it
+(inclusive), and ``buckets=N`` (default 1000) caps what is sent: a series
+with more than 2N points in range comes as the store's downsample
+(``Store.read_series`` with buckets, answered from chunk summaries where it
+can), each bucket sent as its first and last point (so the line's ends are
+the stored values) with the bucket's min and max (the band that keeps every
+extreme visible).
 
 Answer: ``{"name", "x", "count", "downsampled", "xs", "ys", "mins", "maxs"}``
 with NaN as null; ``mins``/``maxs`` equal ``ys`` when not downsampled.
@@ -18,10 +20,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mltrail.proto import collector_pb2
+from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER
+from mltrail.collector.store.series import (
+    Bucket,
+    SeriesBuckets,
+    SeriesColumns,
+    SeriesPart,
+    SeriesPoints,
+    SeriesQuery,
+)
 
 DEFAULT_BUCKETS = 1000
 MAX_BUCKETS = 20_000
+_NUMERIC = (KIND_NUMBER, KIND_INTEGER, KIND_FLAG)
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,16 @@ class Wanted:
     low: float | None = None
     high: float | None = None
     buckets: int = DEFAULT_BUCKETS
+
+    def query(self, run_id: str, name: str, buckets: int = 0) -> SeriesQuery:
+        """The store query for this range (time bounds from seconds to nanoseconds)."""
+        if self.x == "time":
+            low = None if self.low is None else math.floor(self.low * 1e9)
+            high = None if self.high is None else math.ceil(self.high * 1e9)
+            return SeriesQuery(run_id, name, time_min=low, time_max=high, buckets=buckets)
+        low = None if self.low is None else math.ceil(self.low)
+        high = None if self.high is None else math.floor(self.high)
+        return SeriesQuery(run_id, name, step_min=low, step_max=high, buckets=buckets)
 
 
 def parse(query: Mapping[str, Sequence[str]]) -> Wanted:
@@ -57,49 +78,54 @@ def parse(query: Mapping[str, Sequence[str]]) -> Wanted:
     return Wanted(x, bounds[0], bounds[1], buckets)
 
 
-def answer(name: str, records: Sequence[collector_pb2.MetricRecord], wanted: Wanted
-           ) -> dict[str, Any]:
+def in_range_count(parts: Sequence[SeriesPart]) -> int | None:
+    """Points in range from a downsample's parts (None: no scalar series of that name)."""
+    found = [p for p in parts if isinstance(p, SeriesBuckets)]
+    return sum(b.count for b in found[0].buckets) if found else None
+
+
+def points_answer(name: str, parts: Sequence[SeriesPart], wanted: Wanted) -> dict[str, Any]:
+    """Every numeric point of the parts of a plain read, in logged order."""
     xs: list[float] = []
     ys: list[float | None] = []
-    for index, record in enumerate(records):
-        metric = record.metric
-        if metric.WhichOneof("data") != "scalar":
+    index = 0
+    for part in parts:
+        if not isinstance(part, SeriesPoints | SeriesColumns):
             continue
-        value = metric.scalar.value
-        kind = value.WhichOneof("kind")
-        if kind not in ("number", "integer", "flag"):
-            continue
-        if wanted.x == "time":
-            x = record.time_unix_nano / 1e9
-        else:
-            x = metric.scalar.step if metric.scalar.HasField("step") else index
-        if (wanted.low is not None and x < wanted.low) or (
-                wanted.high is not None and x > wanted.high):
-            continue
-        number = float(getattr(value, kind))
-        xs.append(x)
-        ys.append(None if math.isnan(number) else number)
-    out: dict[str, Any] = {"name": name, "x": wanted.x, "count": len(xs)}
-    if len(xs) <= 2 * wanted.buckets:
-        return {**out, "downsampled": False, "xs": xs, "ys": ys, "mins": ys, "maxs": ys}
-    return {**out, "downsampled": True, **downsample(xs, ys, wanted.buckets)}
+        points = part.points
+        for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
+                                              points.values, strict=True):
+            index += 1
+            if kind not in _NUMERIC:
+                continue
+            xs.append(time_ns / 1e9 if wanted.x == "time" else
+                      (index - 1 if step is None else step))
+            ys.append(_number(float(value)))
+    return {"name": name, "x": wanted.x, "count": len(xs), "downsampled": False,
+            "xs": xs, "ys": ys, "mins": ys, "maxs": ys}
 
 
-def downsample(xs: Sequence[float], ys: Sequence[float | None], buckets: int
-               ) -> dict[str, list[Any]]:
+def buckets_answer(name: str, buckets: Sequence[Bucket], wanted: Wanted) -> dict[str, Any]:
     """Each bucket as two points (its first and last) with its min and max."""
     out: dict[str, list[Any]] = {"xs": [], "ys": [], "mins": [], "maxs": []}
-    total = len(xs)
-    for b in range(buckets):
-        start, end = b * total // buckets, (b + 1) * total // buckets
-        if end <= start:
+    seen = 0
+    for bucket in buckets:
+        if bucket.first is None:  # no numeric value in it (text, flags only)
+            seen += bucket.count
             continue
-        values = [v for v in ys[start:end] if v is not None]
-        low = min(values) if values else None
-        high = max(values) if values else None
-        for i in (start, end - 1) if end - start > 1 else (start,):
-            out["xs"].append(xs[i])
-            out["ys"].append(ys[i])
-            out["mins"].append(low)
-            out["maxs"].append(high)
-    return out
+        ends = [(bucket.first_step, bucket.first_time, bucket.first, seen)]
+        if bucket.count > 1:
+            ends.append((bucket.last_step, bucket.last_time, bucket.last,
+                         seen + bucket.count - 1))
+        for step, time_ns, value, index in ends:
+            out["xs"].append(time_ns / 1e9 if wanted.x == "time" else
+                             (index if step is None else step))
+            out["ys"].append(_number(value))
+            out["mins"].append(_number(bucket.min))
+            out["maxs"].append(_number(bucket.max))
+        seen += bucket.count
+    return {"name": name, "x": wanted.x, "count": seen, "downsampled": True, **out}
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 # Modules whose register() adds subcommands, in the order `mltrail --help` lists them.
 _COMMAND_MODULES = (
     "mltrail.collector.cli",
+    "mltrail.collector.store_cli",
     "mltrail.agent.cli",
     "mltrail.cli.query",
     "mltrail.cli.sync",
     "mltrail.cli.run",
+    "mltrail.cli.token",
 )
 
 
@@ -48,6 +51,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's own log lines (a failed TLS handshake at INFO) would make a one-line error
+    # several lines; ours says what happened. Set before gRPC is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from mltrail.common.errors import MltrailError
 
     parser = build_parser()

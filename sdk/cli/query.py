@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail.cli import table
+from mltrail.cli.connection import add_security_flags, security_from_args
+from mltrail.cli.metrics_out import write_csv, write_json
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.query.client import LogTail, QueryClient
-from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
+from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python, page_records
 from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
 
 SIGPIPE_EXIT = 141
@@ -52,6 +54,7 @@ def register(subparsers: Any) -> None:
                         help="collector to ask (default: MLTRAIL_COLLECTOR, the embedded "
                              "collector, else 127.0.0.1:7431)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_security_flags(common)
     _register_runs(subparsers, common)
     _register_show(subparsers, common)
     _register_metrics(subparsers, common)
@@ -68,7 +71,8 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.add_argument("--limit", metavar="N", type=int, default=100,
+                   help="at most N runs (100; 0: every run)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
@@ -85,6 +89,10 @@ def _register_metrics(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Metrics of a run; --json gives Run.get_metrics()'s shape.")
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("--name", metavar="N", help="one metric, in full (every value and step)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="json: Run.get_metrics()'s shape (as --json); csv: a row per value "
+                        "(name, step, time_unix_nano, value); both stream a series of any "
+                        "length")
     p.set_defaults(func=_quiet_pipe(cmd_metrics))
 
 
@@ -176,7 +184,7 @@ def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
                                 tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
     if args.json:
@@ -211,7 +219,7 @@ def _tags_text(tags: dict[str, str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         run = client.get_run(args.run_id)
     if args.json:
         _print_json(run_to_json(run))
@@ -250,17 +258,25 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    form = "json" if args.json else args.format
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
-        records = client.get_metric_records(args.run_id, args.name)
-        if args.name and not records:
-            names = sorted(fold_metrics(client.get_metric_records(args.run_id)))
+        pages = client.read_series(args.run_id, args.name)
+        first = next(pages, None)
+        if args.name and first is None:
+            names = [page.name for page in client.read_series(args.run_id, buckets=1)]
             raise MetricNotFound(
                 f"run {args.run_id!r} has no metric {args.name!r}; "
                 f"its metrics: {', '.join(names) if names else 'none'}")
-    if args.json:
-        _print_json(fold_metrics(records))
-    elif args.name:
+        stream: Iterator[Any] = itertools.chain([first], pages) if first is not None else iter(())
+        if form == "json":
+            write_json(stream, _out())
+            return 0
+        if form == "csv":
+            write_csv(stream, _out())
+            return 0
+        records = [record for page in stream for record in page_records(page)]
+    if args.name:
         _out().write(_metric_detail(records) + "\n")
     elif records:
         _out().write(metrics_table(records) + "\n")
@@ -305,7 +321,7 @@ def _metric_detail(records: list[Any]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # one clear error for an unknown run
         streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
         prefix = args.prefix or len(streams) > 1
@@ -407,7 +423,7 @@ def artifact_to_json(info: ArtifactInfo) -> dict[str, Any]:
 def cmd_artifacts(args: argparse.Namespace) -> int:
     if args.output and not args.download:
         raise PermanentError("--output needs --download PATH (the artifact to write)")
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         if args.download:
             return _download(client, args)
         artifacts = client.list_artifacts(args.run_id)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mltrail.cli.connection import add_security_flags, security_from_args
+from mltrail.common.credentials import ClientSecurity
 from mltrail.common.errors import MltrailError
 
 
@@ -33,6 +35,7 @@ def register(subparsers: Any) -> None:
                              "embedded collector, else 127.0.0.1:7431)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="give up after this long; what is left stays on disk")
+    add_security_flags(parser)
     parser.set_defaults(func=run_sync)
 
 
@@ -58,7 +61,8 @@ def run_sync(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     unfinished = []
     for directory in spool_dirs(Path(args.directory)):
-        left = _sync_one(directory, address, max(0.0, deadline - time.monotonic()))
+        left = _sync_one(directory, address, max(0.0, deadline - time.monotonic()),
+                         security_from_args(args))
         if left:
             unfinished.append(f"{directory} ({left})")
     if unfinished:
@@ -69,13 +73,14 @@ def run_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_one(directory: Path, address: str, timeout: float) -> str:
+def _sync_one(directory: Path, address: str, timeout: float,
+              security: ClientSecurity | None = None) -> str:
     """Drain one spool; returns what is left of it ("" when all of it was sent)."""
-    from mltrail.agent.forwarder import drain_spool
+    from mltrail.agent.drain import drain_spool
     from mltrail.agent.spool import SpoolLockedError
 
     try:
-        result = asyncio.run(drain_spool(directory, address, timeout))
+        result = asyncio.run(drain_spool(directory, address, timeout, security))
     except SpoolLockedError:  # a run still writing it: the others go on
         print(f"{directory}: in use by another process, skipped")
         return "in use"

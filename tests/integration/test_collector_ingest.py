@@ -1,4 +1,5 @@
-"""Ingest.Write against a real collector process (SQLite in tmp_path), checked through Query.
+"""Ingest.Write against a real collector process (SQLite in tmp_path, and PostgreSQL),
+checked through Query.
 
 Each refusal gets its documented answer, the collector keeps serving, and
 nothing partial is stored; replays and a kill -9 in mid-stream store every
@@ -22,6 +23,12 @@ from tests import builders as b
 from tests.procs import Service
 
 INVALID, OK = 3, 0
+
+
+@pytest.fixture
+def collector(collector_on_each_store: Service) -> Service:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    return collector_on_each_store
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mltrail.agent.forwarder import ForwardTally, GrpcForwarder, drain_spool, encode_request
+from mltrail.agent.drain import drain_spool
+from mltrail.agent.forwarder import ForwardTally, GrpcForwarder, encode_request
 from mltrail.agent.frames import read_ledger
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.spool import Spool
@@ -89,21 +90,26 @@ def spool_batches(spool: Spool, sid: str, batches: int, per: int = 10) -> None:
         spool.append(sid, first, first + per - 1, batch.SerializeToString())
 
 
-async def forward_until_empty(spool: Spool, address: str, tally: ForwardTally,
-                              timeout: float = 10.0, **options: int) -> None:
-    forwarder = GrpcForwarder(spool, address, listener=tally, **options,  # type: ignore[arg-type]
-                              retry=RetryPolicy(initial=0.01, maximum=0.1,
-                                                on_retry=tally.retrying))
+@contextlib.asynccontextmanager
+async def running(forwarder: GrpcForwarder) -> AsyncIterator[GrpcForwarder]:
     task = asyncio.create_task(forwarder.run())
     try:
-        async with asyncio.timeout(timeout):
-            while not spool.empty():
-                await asyncio.sleep(0.01)
+        yield forwarder
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await forwarder.close()
+
+
+async def forward_until_empty(spool: Spool, address: str, tally: ForwardTally,
+                              timeout: float = 10.0, **options: int) -> None:
+    forwarder = GrpcForwarder(spool, address, listener=tally, **options,  # type: ignore[arg-type]
+                              retry=RetryPolicy(initial=0.01, maximum=0.1,
+                                                on_retry=tally.retrying))
+    async with running(forwarder), asyncio.timeout(timeout):
+        while not spool.empty():
+            await asyncio.sleep(0.01)
 
 
 def test_request_bytes_are_a_valid_ingest_request() -> None:
@@ -146,6 +152,59 @@ async def test_invalid_batch_is_set_aside_and_the_rest_goes_on(tmp_path: Path) -
     assert "seq gap" in (tmp_path / "dead" / "reasons.log").read_text()
     assert (tmp_path / "dead" / "letters.seg").stat().st_size > 0
     assert read_ledger(tmp_path) == spool.ack_position  # a crash now sets nothing aside twice
+    spool.close()
+
+
+class RefusalTally(ForwardTally):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals: list[str] = []
+
+    def credentials_refused(self, message: str) -> None:
+        self.refusals.append(message)
+
+
+async def test_a_refused_token_sets_nothing_aside_and_resumes_when_the_file_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mltrail.agent import forwarder as forwarder_module
+    from mltrail.common.credentials import ClientSecurity
+    from mltrail.common.tokens import new_token
+
+    good, bad = new_token()[0], new_token()[0]
+    token_file = tmp_path / "token"
+    token_file.write_text(bad)
+    seen: list[str] = []
+
+    class CheckingIngest(FakeIngest):
+        async def Write(self, request_iterator: AsyncIterator[bytes],  # type: ignore[override]
+                        context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[collector_pb2.IngestResponse]:
+            header = dict(context.invocation_metadata() or ()).get("authorization", "")
+            seen.append(str(header))
+            if header != f"Bearer {good}":
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token was revoked")
+            async for response in super().Write(request_iterator, context):
+                yield response
+
+    monkeypatch.setattr(forwarder_module, "AUTH_RETRY_SECONDS", 30.0)
+    fake = CheckingIngest()
+    spool = Spool(tmp_path / "spool")
+    spool_batches(spool, "s1", 3)
+    tally = RefusalTally()
+    async with ingest_server(fake) as address:
+        forwarder = GrpcForwarder(spool, address, listener=tally,
+                                  security=ClientSecurity(token_file=str(token_file)))
+        async with running(forwarder), asyncio.timeout(20):
+            while not tally.refusals:
+                await asyncio.sleep(0.01)
+            assert not spool.empty() and tally.dead_records == 0
+            token_file.write_text(good)  # the rotated secret: no restart
+            while not spool.empty():
+                await asyncio.sleep(0.01)
+    assert fake.stored["s1"] == list(range(1, 31)) and tally.dead_records == 0
+    assert len(tally.refusals) == 1 and "revoked" in tally.refusals[0]
+    assert not (tmp_path / "spool" / "dead").exists() or not any(
+        (tmp_path / "spool" / "dead").iterdir())
     spool.close()
 
 
@@ -247,3 +306,50 @@ def test_compression_is_off_for_a_collector_on_this_host_unless_asked() -> None:
     assert wants_compression("auto", "collector.mltrail.svc:7431")
     assert wants_compression("gzip", "127.0.0.1:7431")
     assert not wants_compression("none", "collector:7431")
+
+
+class _Delays(ForwardTally):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: list[float] = []
+
+    def retrying(self, error: BaseException, delay: float) -> None:
+        super().retrying(error, delay)
+        self.delays.append(delay)
+
+
+async def test_dead_collector_is_failed_over_without_backoff_and_sessions_rebalance(
+        tmp_path: Path) -> None:
+    """A dead address in the list costs one immediate failover (delay 0), never the
+    backoff; with rebalancing every session after the first moves on, so both live
+    collectors get batches, and each batch is stored once across them."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    first, second = FakeIngest(), FakeIngest()
+    spool = Spool(tmp_path, segment_bytes=4096)
+    async with ingest_server(first) as one, ingest_server(second) as two:
+        tally = _Delays()
+        forwarder = GrpcForwarder(spool, f"{dead},{one},{two}", listener=tally,
+                                  retry=RetryPolicy(initial=5.0, maximum=5.0,
+                                                    on_retry=tally.retrying),
+                                  rebalance_seconds=0.05, batch_max_bytes=2048)
+        sent = 0
+        async with running(forwarder), asyncio.timeout(20):  # every address has its turn
+            while not (tally.delays and first.requests and second.requests):
+                spool_batches_from(spool, "s1", sent + 1, 10)
+                sent += 10
+                await asyncio.sleep(0.02)
+            while not spool.empty():
+                await asyncio.sleep(0.01)
+    assert set(tally.delays) == {0.0}  # failovers only, no backoff
+    stored = sorted(first.stored.get("s1", []) + second.stored.get("s1", []))
+    assert stored == list(range(1, sent + 1))
+
+
+def spool_batches_from(spool: Spool, sid: str, first: int, per: int) -> None:
+    batch = builders.batch(sid, [builders.scalar(s, "run", "loss", s, step=s)
+                                 for s in range(first, first + per)])
+    spool.append(sid, first, first + per - 1, batch.SerializeToString())

@@ -1,4 +1,5 @@
-"""SqliteStore through its one write primitive and its queries (SQLite in tmp_path)."""
+"""The store contract through its one write primitive and its queries, on SQLite (in
+tmp_path) and on PostgreSQL (a fresh database per test); SQLite's own behaviour too."""
 
 from __future__ import annotations
 
@@ -22,10 +23,20 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import LINE_SPLIT_MARKER
 from mltrail.proto import collector_pb2, records_pb2
 from tests import builders as b
+from tests.store_v2 import V2Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    """The same contract on both backends (PostgreSQL: a fresh database per test)."""
+    s = open_store(store_url, ArtifactStore(tmp_path / "art"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """For the tests of SQLite's own behaviour (statements, pragmas, files)."""
     s = open_store(f"sqlite:///{tmp_path / 'store.db'}", ArtifactStore(tmp_path / "art"))
     yield s
     s.close()
@@ -142,11 +153,11 @@ def test_run_is_derived_from_records(store: Store) -> None:
     assert store.get_run("nope") is None
 
 
-def test_list_runs_reads_no_metric_rows_and_get_run_counts(store: Store,
+def test_list_runs_reads_no_metric_rows_and_get_run_counts(sqlite_store: Store,
                                                            tmp_path: Path) -> None:
     """Counting a run's metrics scans its whole metric index; list_runs did that for
     every run it listed (finding 10). Counts come from get_run only."""
-    write(store, b.batch("s", [b.started(1, "r"), *[b.scalar(seq, "r", "m", 1.0)
+    write(sqlite_store, b.batch("s", [b.started(1, "r"), *[b.scalar(seq, "r", "m", 1.0)
                                                     for seq in range(2, 52)],
                                b.log(52, "r", b"a\nb\n"),
                                *artifact_records("r", "f", b"abc", 53, 10)]))
@@ -161,10 +172,10 @@ def test_list_runs_reads_no_metric_rows_and_get_run_counts(store: Store,
     finally:
         conn.close()
     assert [run.run_id for run in listed] == ["r"]
-    assert not [sql for sql in list_statements if "FROM metrics" in sql]
+    assert not [sql for sql in list_statements if "FROM metric_chunks" in sql]
     assert details is not None
     assert (details.metric_records, details.log_lines, details.artifacts) == (50, 2, 1)
-    assert [sql for sql in statements if "FROM metrics" in sql]
+    assert [sql for sql in statements if "FROM metric_chunks" in sql]
 
 
 def test_log_lines_are_numbered_and_ranged_across_chunks(store: Store) -> None:
@@ -219,17 +230,15 @@ def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
     path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
     data = b"0123456789"
     head, tail = artifact_records("r", "f.bin", data, 1, 5)
-    write_v1 = open_store(f"sqlite:///{path}", art)
-    write(write_v1, b.batch("s", [head]))
-    write_v1.close()
-    with sqlite3.connect(path) as conn:  # what version 1 left on disk
-        rows = conn.execute("SELECT run_key, path, offset, data FROM artifact_chunks").fetchall()
-        conn.executescript(
-            "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
-            "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
-            "PRIMARY KEY (run_key, path, offset)); DELETE FROM schema_version; "
-            "INSERT INTO schema_version VALUES (1);")
-        conn.executemany("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)", rows)
+    old = V2Store(path, version=1)  # what version 1 left on disk: the head chunk waiting
+    old.conn.executescript(
+        "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
+        "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
+        "PRIMARY KEY (run_key, path, offset));")
+    old.conn.execute("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)",
+                     (old.run_key("r"), "f.bin", 0, head.artifact.data))
+    old.hwm("s", 1)
+    old.close()
     upgraded = open_store(f"sqlite:///{path}", art)
     try:
         assert write(upgraded, b.batch("s", [tail])).outcomes[0].error is None
@@ -329,3 +338,56 @@ def test_artifact_put_syncs_the_file_then_its_directory_entries(tmp_path: Path) 
     fsync.synced.clear()
     artifacts.put(b"other bytes" * 7)
     assert [is_dir for is_dir, _ in fsync.synced][-2:] == [False, True]  # file, then dir
+
+
+def test_run_pages_cover_every_run_once_in_a_few_queries(tmp_path: Path) -> None:
+    """Pages by token list each run once, newest first (ties by run id); a page costs
+    the same number of queries whatever its size; tag and experiment filters hold."""
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
+    try:
+        records = []
+        for i in range(250):
+            tags = {"team": "a" if i % 2 else "b", **({"rare": "yes"} if i % 97 == 0 else {})}
+            records.append(b.started(i + 1, f"run-{i:03d}", experiment=f"e{i % 3}",
+                                     tags=tags, properties={"p": str(i)},
+                                     parent_run_id="run-000" if i in (5, 6) else ""))
+        batch = b.batch("s", records)
+        for rec in batch.records:
+            rec.time_unix_nano = 1_000 + rec.seq // 2  # pairs of runs share a start time
+        write(store, batch)
+        seen: list[str] = []
+        request = collector_pb2.ListRunsRequest(limit=40)
+        while True:
+            page = store.list_runs(request)
+            seen.extend(r.run_id for r in page)
+            if len(page) < 40:
+                break
+            request.page_token = f"{page[-1].start_time_unix_nano}:{page[-1].run_id}"
+        assert len(seen) == len(set(seen)) == 250
+        want = sorted(((1_000 + (i + 1) // 2, f"run-{i:03d}") for i in range(250)),
+                      reverse=True)
+        assert seen == [run_id for _, run_id in want]
+        rare = store.list_runs(collector_pb2.ListRunsRequest(tags={"rare": "yes"}))
+        assert sorted(r.run_id for r in rare) == ["run-000", "run-097", "run-194"]
+        assert {r.tags["team"] for r in rare} == {"a", "b"}
+        first = next(r for r in rare if r.run_id == "run-000")
+        assert list(first.child_run_ids) == ["run-005", "run-006"]
+        assert first.properties["p"] == "0"
+        in_e1 = store.list_runs(collector_pb2.ListRunsRequest(experiment="e1", limit=1000))
+        assert len(in_e1) == 83 and {r.experiment for r in in_e1} == {"e1"}
+        with pytest.raises(PermanentError, match="page_token"):
+            store.list_runs(collector_pb2.ListRunsRequest(page_token="garbage"))
+    finally:
+        store.close()
+    conn = connect(str(path), readonly=True)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        for limit in (5, 200):
+            statements.clear()
+            assert len(SqliteReader(conn).list_runs(
+                collector_pb2.ListRunsRequest(limit=limit))) == limit
+            assert len(statements) == 4, statements
+    finally:
+        conn.close()

@@ -1,0 +1,202 @@
+"""The PostgreSQL read path: the SQLite reader's queries in PostgreSQL's dialect.
+
+Each call borrows a pooled connection in autocommit mode. A series is read
+in pages of chunk rows by id (``chunk_page``), decoded by the shared code of
+chunks.py and series.py. Log chunks are found as in SQLite: the chunk
+holding line N (greatest first_line <= N) and the ones after it that start
+before M, through the (stream_key, first_line) primary key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.chunks import decode_ints
+from mltrail.collector.store.postgres_writer import clean
+from mltrail.collector.store.series import SeriesQuery, StoredChunk
+from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
+from mltrail.collector.store.sqlite_reader import (
+    DEFAULT_RUN_LIMIT,
+    _artifact_info,
+    _high,
+    _low,
+)
+from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.common.errors import PermanentError
+from mltrail.proto import collector_pb2
+
+_RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
+                "parent_run_id, run_type, error")
+_ARTIFACT_COLUMNS = "a.path, a.size, a.sha256, a.content_type, a.time"
+
+
+class PostgresReader:
+    """Queries on one connection (``conn``: a psycopg connection in autocommit mode)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def _all(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return list(self._conn.execute(sql, params).fetchall())
+
+    def _one(self, sql: str, params: Any = ()) -> tuple[Any, ...] | None:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    # ---- runs -----------------------------------------------------------------
+
+    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
+        where, params = ["TRUE"], []
+        for column, wanted in (("experiment", request.experiment), ("status", request.status),
+                               ("parent_run_id", request.parent_run_id)):
+            if wanted:
+                where.append(f"{column} = %s")
+                params.append(clean(wanted) if isinstance(wanted, str) else wanted)
+        for key, value in sorted(request.tags.items()):
+            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_key = runs.run_key "
+                         "AND t.key = %s" + (" AND t.value = %s)" if value else ")"))
+            params.extend([clean(key), clean(value)] if value else [clean(key)])
+        params.append(request.limit or DEFAULT_RUN_LIMIT)
+        rows = self._all(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
+                         "ORDER BY start_time DESC, run_key DESC LIMIT %s", params)
+        return [self._run_info(row) for row in rows]
+
+    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
+        row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (clean(run_id),))
+        if row is None:
+            return None
+        info = self._run_info(row)
+        run_key = row[0]
+        info.metric_records = self._count(
+            "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = %s", run_key)
+        info.log_lines = self._count("SELECT COALESCE(SUM(next_line), 0) FROM log_streams "
+                                     "WHERE run_key = %s", run_key)
+        info.artifacts = self._count("SELECT COUNT(*) FROM artifacts WHERE run_key = %s",
+                                     run_key)
+        return info
+
+    def _count(self, sql: str, run_key: int) -> int:
+        row = self._one(sql, (run_key,))
+        return int(row[0]) if row else 0
+
+    def run_status(self, run_id: str) -> int | None:
+        row = self._one("SELECT status FROM runs WHERE run_id = %s", (clean(run_id),))
+        return None if row is None else int(row[0])
+
+    def _run_info(self, row: tuple[Any, ...]) -> collector_pb2.RunInfo:
+        run_key = row[0]
+        info = collector_pb2.RunInfo(
+            run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
+            start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
+            run_type=row[8])
+        if row[9]:
+            info.error.ParseFromString(bytes(row[9]))
+        info.tags.update(self._all("SELECT key, value FROM run_tags WHERE run_key = %s",
+                                   (run_key,)))
+        info.properties.update(self._all(
+            "SELECT key, value FROM run_properties WHERE run_key = %s", (run_key,)))
+        info.child_run_ids.extend(r[0] for r in self._all(
+            "SELECT run_id FROM runs WHERE parent_run_id = %s ORDER BY run_key", (row[1],)))
+        return info
+
+    # ---- metrics --------------------------------------------------------------
+
+    def series_names(self, run_id: str, name: str) -> list[tuple[int, int, str]]:
+        """(run_key, name_key, name) of the run's metrics (``name`` "": all), by name."""
+        sql = ("SELECT r.run_key, n.name_key, n.name FROM runs r JOIN metric_series s ON "
+               "s.run_key = r.run_key JOIN metric_names n ON n.name_key = s.name_key "
+               "WHERE r.run_id = %s")
+        params: list[Any] = [clean(run_id)]
+        if name:
+            sql += " AND n.name = %s"
+            params.append(clean(name))
+        return sorted(self._all(sql, params), key=lambda r: r[2])
+
+    def chunk_page(self, run_key: int, name_key: int, after: int, limit: int,
+                   query: SeriesQuery, with_data: bool = True) -> list[StoredChunk]:
+        """Up to ``limit`` pieces of a series past id ``after`` that may hold points of
+        the query's ranges (the summaries decide; series.py trims)."""
+        where, params = ["run_key = %s", "name_key = %s", "id > %s"], [run_key, name_key, after]
+        if query.step_min is not None or query.step_max is not None:
+            where.append(f"kind = {CHUNK_SCALAR} AND max_step >= %s AND min_step <= %s")
+            params += [_low(query.step_min), _high(query.step_max)]
+        if query.time_min is not None or query.time_max is not None:
+            where.append("max_time >= %s AND min_time <= %s")
+            params += [_low(query.time_min), _high(query.time_max)]
+        if query.buckets:
+            where.append(f"kind = {CHUNK_SCALAR}")
+        data = "data" if with_data else "NULL"
+        rows = self._all(f"SELECT id, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
+                         f"WHERE {' AND '.join(where)} ORDER BY id LIMIT %s", (*params, limit))
+        return [stored_chunk(row) for row in rows]
+
+    def chunk_data(self, key: int) -> bytes:
+        row = self._one("SELECT data FROM metric_chunks WHERE id = %s", (key,))
+        if row is None:  # a series is only ever appended to; a missing row is damage
+            raise PermanentError(f"metric chunk {key} vanished from the store while read")
+        return bytes(row[0])
+
+    # ---- logs -----------------------------------------------------------------
+
+    def log_positions(self, run_id: str) -> dict[str, int]:
+        rows = self._all("SELECT s.name, s.next_line FROM log_streams s JOIN runs r ON "
+                         "r.run_key = s.run_key WHERE r.run_id = %s", (clean(run_id),))
+        return {name: int(n) for name, n in rows}
+
+    def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
+        rows = self._all("SELECT s.stream_key, s.name FROM log_streams s JOIN runs r ON "
+                         "r.run_key = s.run_key WHERE r.run_id = %s ORDER BY s.name",
+                         (clean(query.run_id),))
+        wanted = set(query.streams)
+        out: list[collector_pb2.LogLine] = []
+        size = 0
+        for stream_key, name in rows:
+            if wanted and name not in wanted:
+                continue
+            start = query.positions.get(name, query.from_line)
+            budget = query.limit - len(out)
+            if budget <= 0 or size > query.max_bytes:
+                break
+            for line in self._stream_lines(stream_key, name, start, query.to_line, budget):
+                out.append(line)
+                size += len(line.text)
+                if size > query.max_bytes:
+                    break
+        return out
+
+    def _stream_lines(self, stream_key: int, name: str, start: int, end: int,
+                      budget: int) -> list[collector_pb2.LogLine]:
+        stop = start + budget if not end else min(end, start + budget)
+        if stop <= start:
+            return []
+        rows = self._conn.execute(
+            "SELECT first_line, first_time, data, line_times, level, logger "
+            "FROM log_chunks WHERE stream_key = %s AND first_line >= COALESCE((SELECT "
+            "MAX(first_line) FROM log_chunks WHERE stream_key = %s AND first_line <= %s), 0) "
+            "AND first_line < %s ORDER BY first_line", (stream_key, stream_key, start, stop))
+        out: list[collector_pb2.LogLine] = []
+        for first, first_time, data, line_times, level, logger in rows:
+            times = decode_ints(bytes(line_times)) if line_times else None
+            lines = decompress_text(bytes(data)).split("\n")
+            for index in range(max(start - first, 0), min(stop - first, len(lines))):
+                out.append(collector_pb2.LogLine(
+                    stream=name, line=first + index, text=lines[index], level=level,
+                    logger=logger, time_unix_nano=times[index] if times else first_time))
+        return out
+
+    # ---- artifacts --------------------------------------------------------------
+
+    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
+        rows = self._all(f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts a JOIN runs r ON "
+                         "r.run_key = a.run_key WHERE r.run_id = %s ORDER BY a.path",
+                         (clean(run_id),))
+        return [_artifact_info(row) for row in rows]
+
+    def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
+        row = self._one(f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts a JOIN runs r ON "
+                        "r.run_key = a.run_key WHERE r.run_id = %s AND a.path = %s",
+                        (clean(run_id), clean(path)))
+        return None if row is None else _artifact_info(row)
+
+

@@ -1,0 +1,215 @@
+"""Appending to chunked series and log streams inside the writer's transaction.
+
+A series' last row is its open chunk while it holds fewer than
+``chunks.CHUNK_POINTS`` points: new points extend it (decoded, joined,
+re-encoded, the row updated in place), and the rest go to new rows of full
+chunks. All of it happens in the caller's transaction, so a rolled-back
+batch leaves the open chunk as it was, and a replayed batch (skipped by the
+high-water mark before it gets here) cannot extend a chunk twice. A row of
+kind CHUNK_ENCODED (a non-scalar record) closes the series' open chunk, so
+rowid order stays logged order.
+
+A log stream's last chunk is extended the same way while it is under
+``LOG_CHUNK_LINES`` lines and ``LOG_CHUNK_BYTES`` of text and has the same
+level and logger; lines N..M stay answerable by (stream_key, first_line).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mltrail.collector.store import chunks
+from mltrail.collector.store.chunks import CHUNK_POINTS, ChunkSummary, Points
+from mltrail.collector.store.series import StoredChunk
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
+
+LOG_CHUNK_LINES = 8192
+LOG_CHUNK_BYTES = 512 * 1024
+LOG_ZLIB_LEVEL = 6
+FLAG_HAS_NUMBERS = 16  # beside chunks' flags: a NULL summary value is then a NaN
+
+SUMMARY_COLUMNS = ("count, first_step, last_step, min_step, max_step, first_time, "
+                   "last_time, min_time, max_time, first_value, last_value, min_value, "
+                   "max_value, flags")
+
+
+def summary_row(summary: ChunkSummary) -> tuple[object, ...]:
+    flags = summary.flags | (FLAG_HAS_NUMBERS if summary.first_value is not None else 0)
+    return (summary.count, summary.first_step, summary.last_step, summary.min_step,
+            summary.max_step, summary.first_time, summary.last_time, summary.min_time,
+            summary.max_time, summary.first_value, summary.last_value, summary.min_value,
+            summary.max_value, flags)
+
+
+def summary_of(row: Sequence[Any]) -> ChunkSummary:
+    """A summary back from the 14 SUMMARY_COLUMNS (NULL values are NaN with numbers)."""
+    (count, first_step, last_step, min_step, max_step, first_time, last_time, min_time,
+     max_time, first_value, last_value, min_value, max_value, flags) = row
+    flags = int(flags)
+    numbers = bool(flags & FLAG_HAS_NUMBERS)
+
+    def value(v: float | None) -> float | None:
+        return (float("nan") if v is None else float(v)) if numbers else None
+
+    return ChunkSummary(
+        int(count), first_step, last_step, min_step, max_step,
+        int(first_time), int(last_time), int(min_time), int(max_time),
+        value(first_value), value(last_value), value(min_value), value(max_value),
+        bool(flags & chunks.FLAG_STEPS_SORTED), bool(flags & chunks.FLAG_HAS_NAN),
+        bool(flags & chunks.FLAG_ALL_STEPS), bool(flags & chunks.FLAG_ALL_NUMERIC))
+
+
+def stored_chunk(row: Sequence[Any]) -> StoredChunk:
+    """From (rowid, kind, 14 SUMMARY_COLUMNS, data or NULL)."""
+    key, kind, data = row[0], row[1], row[16]
+    if kind == CHUNK_ENCODED:
+        return StoredChunk(key, None, int(row[7]), data)
+    return StoredChunk(key, summary_of(row[2:16]), data=data)
+
+
+class SeriesAppender:
+    """Writes points and encoded records of series on the writer's connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def append(self, run_key: int, name_key: int, points: Points) -> None:
+        if not len(points):
+            return
+        conn = self._conn
+        row = conn.execute("SELECT rowid, kind, count, data FROM metric_chunks WHERE "
+                           "run_key = ? AND name_key = ? ORDER BY rowid DESC LIMIT 1",
+                           (run_key, name_key)).fetchone()
+        start = 0
+        if row is not None and row[1] == CHUNK_SCALAR and row[2] < CHUNK_POINTS:
+            head = chunks.decode(row[3])
+            start = CHUNK_POINTS - len(head)
+            head.extend(points.slice(0, start))
+            conn.execute(f"UPDATE metric_chunks SET ({SUMMARY_COLUMNS}, data) = "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE rowid = ?",
+                         (*summary_row(chunks.summarize(head)), chunks.encode(head), row[0]))
+        rows = []
+        for first in range(start, len(points), CHUNK_POINTS):
+            part = points.slice(first, first + CHUNK_POINTS)
+            rows.append((run_key, name_key, CHUNK_SCALAR, *summary_row(chunks.summarize(part)),
+                         chunks.encode(part)))
+        if rows:
+            conn.executemany("INSERT INTO metric_chunks VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def append_encoded(self, run_key: int, name_key: int, time_ns: int, metric: bytes) -> None:
+        self._conn.execute(
+            "INSERT INTO metric_chunks VALUES (?, ?, ?, 1, NULL, NULL, NULL, NULL, ?, ?, ?, ?, "
+            "NULL, NULL, NULL, NULL, 0, ?)",
+            (run_key, name_key, CHUNK_ENCODED, time_ns, time_ns, time_ns, time_ns, metric))
+
+
+@dataclass
+class LogPiece:
+    """Lines of one stream to append: text without the final newline, per-line times
+    (empty: every line at ``first_time``)."""
+
+    count: int
+    first_time: int
+    last_time: int
+    text: str
+    times: array[int]
+    level: str
+    logger: str
+
+
+def compress_text(text: str) -> bytes:
+    return zlib.compress(text.encode("utf-8", "surrogatepass"), LOG_ZLIB_LEVEL)
+
+
+def decompress_text(data: bytes) -> str:
+    return zlib.decompress(data).decode("utf-8", "surrogatepass")
+
+
+def encode_times(times: Sequence[int]) -> bytes | None:
+    return chunks.encode_ints(times) if times else None
+
+
+class LogAppender:
+    """Writes log lines of streams, extending each stream's last chunk while it is small."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def append(self, stream_key: int, first_line: int, pieces: Sequence[LogPiece]) -> None:
+        conn = self._conn
+        row = conn.execute(
+            "SELECT rowid, first_line, line_count, first_time, last_time, data, line_times, "
+            "level, logger FROM log_chunks WHERE stream_key = ? ORDER BY first_line DESC LIMIT 1",
+            (stream_key,)).fetchone()
+        head: LogPiece | None = None
+        head_rowid = None
+        if row is not None and extends(row[1:], first_line):
+            head_rowid = row[0]
+            head, first_line = open_piece(row[1:])
+        for index, (line, piece) in enumerate(plan_append(head, first_line, pieces)):
+            values = (piece.count, piece.first_time, piece.last_time, compress_text(piece.text),
+                      encode_times(piece.times), piece.level, piece.logger)
+            if index == 0 and head_rowid is not None:
+                conn.execute("UPDATE log_chunks SET line_count = ?, first_time = ?, "
+                             "last_time = ?, data = ?, line_times = ?, level = ?, logger = ? "
+                             "WHERE rowid = ?", (*values, head_rowid))
+            else:
+                conn.execute("INSERT INTO log_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (stream_key, line, *values))
+
+
+def extends(row: Sequence[Any], first_line: int) -> bool:
+    """Whether lines from ``first_line`` go on in a stream's last chunk, given as
+    (first_line, line_count, first_time, last_time, data, line_times, level, logger)."""
+    return bool(row[0] + row[1] == first_line and row[1] < LOG_CHUNK_LINES)
+
+
+def open_piece(row: Sequence[Any]) -> tuple[LogPiece, int]:
+    """That last chunk as a piece to extend, and its first line."""
+    times = array("q", chunks.decode_ints(bytes(row[5]))) if row[5] else array("q")
+    return (LogPiece(row[1], row[2], row[3], decompress_text(bytes(row[4])), times, row[6],
+                     row[7]), int(row[0]))
+
+
+def plan_append(head: LogPiece | None, first_line: int, pieces: Sequence[LogPiece]
+                ) -> list[tuple[int, LogPiece]]:
+    """The chunks to write, with their first lines: ``head`` (the stream's open chunk,
+    starting at ``first_line``; first in the answer, to be updated in place) extended
+    while the pieces fit, then new chunks."""
+    out: list[tuple[int, LogPiece]] = []
+    for piece in pieces:
+        if head is not None and _fits(head, piece):
+            head = _join(head, piece)
+            continue
+        if head is not None:
+            out.append((first_line, head))
+            first_line += head.count
+        head = piece
+    if head is not None:
+        out.append((first_line, head))
+    return out
+
+
+def _fits(head: LogPiece, piece: LogPiece) -> bool:
+    return (head.level == piece.level and head.logger == piece.logger
+            and head.count + piece.count <= LOG_CHUNK_LINES
+            and len(head.text) + len(piece.text) <= LOG_CHUNK_BYTES)
+
+
+def _join(head: LogPiece, piece: LogPiece) -> LogPiece:
+    if head.times or piece.times:
+        times = (head.times or array("q", [head.first_time] * head.count)) + (
+            piece.times or array("q", [piece.first_time] * piece.count))
+    else:
+        times = array("q")
+        if head.first_time != piece.first_time:  # one time per chunk no longer holds
+            times = array("q", [head.first_time] * head.count + [piece.first_time]
+                          * piece.count)
+    return LogPiece(head.count + piece.count, head.first_time, piece.last_time,
+                    head.text + "\n" + piece.text, times, head.level, head.logger)

@@ -1,0 +1,224 @@
+"""PostgresStore's own behaviour on a real PostgreSQL 15: schema versions, exactly-once
+and lock order across two stores (as two replicas), wake-ups, a server restart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.store import Store, open_store, redact_url
+from mltrail.collector.store import postgres_schema as schema
+from mltrail.collector.validate import validate_batch
+from mltrail.common.errors import PermanentError, RetryableError
+from mltrail.proto import records_pb2
+from tests import builders as b
+from tests.postgres_env import PostgresServer
+
+
+@pytest.fixture
+def stores(postgres_url: str, tmp_path: Path) -> Iterator[list[Store]]:
+    """Two stores on one database: what two collector replicas hold."""
+    opened = [open_store(postgres_url, ArtifactStore(tmp_path / "art")) for _ in range(2)]
+    yield opened
+    for store in opened:
+        store.close()
+
+
+def write(store: Store, *batches: records_pb2.Batch):  # type: ignore[no-untyped-def]
+    return store.write_batch([validate_batch(batch) for batch in batches])
+
+
+def test_fresh_database_gets_the_current_schema_and_a_newer_one_is_refused(
+        postgres_url: str, tmp_path: Path) -> None:
+    open_store(postgres_url, ArtifactStore(tmp_path / "a")).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert schema.schema_version(conn) == schema.SCHEMA_VERSION
+        conn.execute("UPDATE schema_version SET version = %s", (schema.SCHEMA_VERSION + 1,))
+    with pytest.raises(PermanentError) as refused:
+        open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    assert (f"schema version {schema.SCHEMA_VERSION + 1}, newer than this collector's "
+            f"({schema.SCHEMA_VERSION})") in str(refused.value)
+
+
+def test_version_1_store_is_migrated_forward_keeping_its_rows(postgres_url: str,
+                                                              tmp_path: Path) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # what version 1 created
+        for statement in schema.BASE.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute("INSERT INTO runs (run_id, status, experiment) VALUES ('old', 1, 'e')")
+    store = open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    try:
+        assert store.get_run("old") is not None
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert schema.schema_version(conn) == schema.SCHEMA_VERSION
+        index = conn.execute("SELECT to_regclass('runs_by_experiment')").fetchone()
+        assert index is not None and index[0] is not None
+
+
+def test_same_batch_through_two_replicas_at_once_is_stored_once(stores: list[Store]) -> None:
+    """Each round, both stores get the same batch at the same moment: one stores it, the
+    other sees duplicates (the high-water-mark row is locked in the transaction)."""
+    rounds, per_batch = 40, 50
+    outcomes: list[list[tuple[int, int]]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def replica(index: int) -> None:
+        for n in range(rounds):
+            first = n * per_batch + 1
+            batch = b.batch("s", [b.scalar(seq, "r", "m", float(seq))
+                                  for seq in range(first, first + per_batch)])
+            barrier.wait(timeout=30)
+            outcome = write(stores[index], batch).outcomes[0]
+            outcomes[index].append((outcome.stored, outcome.duplicates))
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for n in range(rounds):
+        assert sorted([outcomes[0][n], outcomes[1][n]]) == [(0, per_batch), (per_batch, 0)]
+    values = [r.metric.scalar.value.number for r in stores[0].get_metrics("r", "m")]
+    assert values == [float(seq) for seq in range(1, rounds * per_batch + 1)]
+
+
+def test_requests_locking_streams_in_opposite_orders_do_not_deadlock(
+        stores: list[Store]) -> None:
+    """One replica writes streams (a, b), the other (b, a), with log lines of one run
+    in both: the marks and log streams are locked in a fixed order, so neither request
+    fails with a deadlock and every line is numbered once."""
+    rounds = 60
+    errors: list[BaseException] = []
+
+    def replica(index: int, order: tuple[str, str]) -> None:
+        try:
+            for n in range(1, rounds + 1):
+                write(stores[index], *[b.batch(f"{stream}{index}", [
+                    b.log(n, "r", f"{stream}{index}-{n}\n".encode())]) for stream in order])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(0, ("a", "b"))),
+               threading.Thread(target=replica, args=(1, ("b", "a")))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert stores[1].log_positions("r") == {"stdout": 4 * rounds}
+    from mltrail.collector.store import LogQuery
+
+    lines = stores[0].read_logs(LogQuery("r", limit=10 * rounds))
+    assert [line.line for line in lines] == list(range(4 * rounds))
+    assert sorted(line.text for line in lines) == sorted(
+        f"{s}{i}-{n}" for s in "ab" for i in (0, 1) for n in range(1, rounds + 1))
+
+
+def test_lines_written_through_one_replica_wake_the_other(stores: list[Store]) -> None:
+    woken: list[set[str]] = []
+    arrived = threading.Event()
+
+    def callback(runs: set[str]) -> None:
+        woken.append(runs)
+        arrived.set()
+
+    stores[1].watch(callback)
+    deadline = 30.0
+    # the listener may connect after the first write: keep writing until it wakes
+    for seq in range(1, 300):
+        write(stores[0], b.batch("s", [b.log(seq, "run-x", b"line\n")]))
+        if arrived.wait(0.1):
+            break
+        deadline -= 0.1
+        assert deadline > 0
+    assert {"run-x"} in woken
+
+
+def test_text_with_nul_bytes_is_kept_with_replacement(stores: list[Store]) -> None:
+    write(stores[0], b.batch("s", [b.started(1, "r", tags={"k\x00": "v\x00"}),
+                                   b.log(2, "r", b"a\x00b\n"),
+                                   b.scalar(3, "r", "m", "x\x00y")]))
+    run = stores[0].get_run("r")
+    assert run is not None and dict(run.tags) == {"k\ufffd": "v\ufffd"}
+    from mltrail.collector.store import LogQuery
+
+    assert [line.text for line in stores[0].read_logs(LogQuery("r"))] == ["a\x00b"]
+    assert stores[0].get_metrics("r", "m")[0].metric.scalar.value.text == "x\x00y"
+
+
+def test_writes_fail_retryable_while_postgres_restarts_then_carry_on(
+        tmp_path: Path) -> None:
+    """A server of its own (restarted here): while it is down a write is retryable, and
+    once it is back the pool replaces its dead connections without a failed request."""
+    server = PostgresServer().init().start()
+    try:
+        store = open_store(server.new_database(), ArtifactStore(tmp_path / "a"))
+        try:
+            assert write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)])).outcomes[0].stored
+            server.stop("fast")
+            with pytest.raises(RetryableError, match="PostgreSQL unavailable"):
+                write(store, b.batch("s", [b.scalar(2, "r", "m", 2.0)]))
+            server.start()
+            assert write(store, b.batch("s", [b.scalar(2, "r", "m", 2.0)])).outcomes[0].stored
+            values = [r.metric.scalar.value.number for r in store.get_metrics("r", "m")]
+            assert values == [1.0, 2.0]
+        finally:
+            store.close()
+    finally:
+        server.destroy()
+
+
+def test_url_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://mltrail:s3cret@127.0.0.1:1/nowhere?connect_timeout=1"
+    assert redact_url(url) == "postgresql://mltrail:***@127.0.0.1:1/nowhere?connect_timeout=1"
+    with pytest.raises(PermanentError) as refused:
+        open_store(url, ArtifactStore(tmp_path / "a"))
+    assert "s3cret" not in str(refused.value) and "cannot open store" in str(refused.value)
+    with pytest.raises(PermanentError, match="pool_size must be"):
+        open_store("postgresql://u@h/d?pool_size=one", ArtifactStore(tmp_path / "a"))
+
+
+def test_two_replicas_extending_one_series_keep_every_point_once(
+        stores: list[Store], postgres_url: str) -> None:
+    """Two streams (ranks) log the same metric of one run through two replicas at once:
+    the series' open chunk is extended under a lock, so no point is lost or doubled,
+    each stream's points keep their order, and no chunk grows past its size."""
+    from mltrail.collector.store.chunks import CHUNK_POINTS
+
+    rounds, per_batch = 30, 300
+    errors: list[BaseException] = []
+
+    def replica(index: int) -> None:
+        try:
+            for n in range(rounds):
+                first = n * per_batch + 1
+                write(stores[index], b.batch(f"rank{index}", [
+                    b.scalar(seq, "r", "m", index * 1_000_000 + seq)
+                    for seq in range(first, first + per_batch)]))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    values = [r.metric.scalar.value.integer for r in stores[0].get_metrics("r", "m")]
+    total = rounds * per_batch
+    assert len(values) == 2 * total
+    for index in range(2):
+        mine = [v - index * 1_000_000 for v in values if v // 1_000_000 == index]
+        assert mine == list(range(1, total + 1))
+    with psycopg.connect(postgres_url) as conn:
+        counts = [row[0] for row in conn.execute("SELECT count FROM metric_chunks")]
+    assert sum(counts) == 2 * total and max(counts) <= CHUNK_POINTS

@@ -1,0 +1,149 @@
+"""The shared chunk encoding: every value kind, edge doubles and step orders round-trip."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import sys
+
+import pytest
+
+from mltrail.collector.store import chunks
+from mltrail.collector.store.chunks import (
+    KIND_FLAG,
+    KIND_INTEGER,
+    KIND_NUMBER,
+    KIND_TEXT,
+    ChunkError,
+    Points,
+)
+
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+EDGE_DOUBLES = [math.nan, math.inf, -math.inf, 0.0, -0.0, sys.float_info.max,
+                -sys.float_info.max, sys.float_info.min, 5e-324, -5e-324, 1.0, -1.5]
+
+
+def _bits(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+def _round_trip(points: Points) -> Points:
+    back = chunks.decode(chunks.encode(points))
+    assert back.steps == points.steps
+    assert back.times == points.times
+    assert back.kinds == points.kinds
+    assert len(back.values) == len(points.values)
+    for kind, got, want in zip(back.kinds, back.values, points.values, strict=True):
+        if kind == KIND_NUMBER:
+            assert _bits(got) == _bits(want)  # bit for bit: NaN, -0.0, subnormals
+        else:
+            assert type(got) is type(want) and got == want
+    return back
+
+
+def _numbers(values: list[float]) -> Points:
+    n = len(values)
+    return Points(list(range(n)), [1_700_000_000_000_000_000 + i for i in range(n)],
+                  [KIND_NUMBER] * n, list(values))
+
+
+def test_edge_doubles_round_trip_bit_for_bit() -> None:
+    _round_trip(_numbers(EDGE_DOUBLES))
+    nan_payload = struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0]
+    _round_trip(_numbers([nan_payload, 1.0, nan_payload]))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 100, chunks.CHUNK_POINTS])
+def test_any_count_round_trips(count: int) -> None:
+    rng = random.Random(count)
+    _round_trip(_numbers([rng.uniform(-1e9, 1e9) for _ in range(count)]))
+
+
+def test_every_value_kind_alone_and_mixed() -> None:
+    ints = [0, 1, -1, INT64_MAX, INT64_MIN, 7, 7, 7]
+    texts = ["", "loss", "é ∑ 🎉", "a\nb", "x" * 70_000, "\ud800 lone surrogate"]
+    flags = [True, False, False, True]
+    for kind, values in ((KIND_INTEGER, ints), (KIND_TEXT, texts), (KIND_FLAG, flags),
+                         (KIND_NUMBER, EDGE_DOUBLES)):
+        n = len(values)
+        _round_trip(Points([None] * n, list(range(n)), [kind] * n, list(values)))
+    mixed_kinds = [KIND_NUMBER, KIND_TEXT, KIND_INTEGER, KIND_FLAG, KIND_NUMBER, KIND_TEXT]
+    mixed_values: list[chunks.Value] = [math.nan, "a", INT64_MIN, True, -math.inf, "b"]
+    _round_trip(Points([1, None, 3, None, 5, 6], [10, 10, 11, 9, 12, 13], mixed_kinds,
+                       mixed_values))
+
+
+def test_out_of_order_repeated_and_absent_steps_keep_logged_order() -> None:
+    steps: list[int | None] = [5, 3, 3, 9, None, 0, INT64_MAX, INT64_MIN, 5, None]
+    n = len(steps)
+    times = [100, 90, 90, 200, 50, INT64_MAX, INT64_MIN, 0, 100, 100]
+    _round_trip(Points(steps, times, [KIND_NUMBER] * n, [float(i) for i in range(n)]))
+
+
+def test_extreme_int64_deltas_fall_back_to_raw_and_round_trip() -> None:
+    values = [INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN, 0]
+    n = len(values)
+    _round_trip(Points(list(values), list(values), [KIND_INTEGER] * n, list(values)))
+    assert chunks.decode_ints(chunks.encode_ints(values)) == values
+
+
+def test_int_column_round_trips() -> None:
+    for numbers in ([], [5], [5, 6], list(range(0, 10_000, 3)), [3, 1, 4, 1, 5, 9, 2, 6]):
+        assert chunks.decode_ints(chunks.encode_ints(numbers)) == numbers
+
+
+def test_regular_series_is_compact() -> None:
+    n = chunks.CHUNK_POINTS
+    points = Points(list(range(n)), [1_700_000_000_000_000_000 + 1_000_000 * i
+                                     for i in range(n)], [KIND_NUMBER] * n,
+                    [round(1 / (1 + i), 4) for i in range(n)])
+    assert len(chunks.encode(points)) / n < 4
+
+
+def test_damaged_or_foreign_bytes_raise_chunk_error() -> None:
+    blob = chunks.encode(_numbers([1.0, 2.0, 3.0]))
+    for bad in (b"", b"\x07" + blob[1:], blob[:5], blob[:-3] + b"xyz"):
+        with pytest.raises(ChunkError):
+            chunks.decode(bad)
+
+
+def test_summary_of_a_chunk() -> None:
+    points = Points([4, 2, None, 8], [30, 10, 20, 40],
+                    [KIND_NUMBER, KIND_TEXT, KIND_INTEGER, KIND_NUMBER],
+                    [math.nan, "x", -3, 2.5])
+    summary = chunks.summarize(points)
+    assert (summary.count, summary.first_step, summary.last_step) == (4, 4, 8)
+    assert (summary.min_step, summary.max_step) == (2, 8)
+    assert (summary.first_time, summary.last_time, summary.min_time, summary.max_time) == (
+        30, 40, 10, 40)
+    assert math.isnan(summary.first_value)
+    assert (summary.last_value, summary.min_value, summary.max_value) == (2.5, -3.0, 2.5)
+    assert summary.has_nan and not summary.steps_sorted
+    assert not summary.all_steps and not summary.all_numeric
+    assert summary.flags == chunks.FLAG_HAS_NAN
+    only_nan = chunks.summarize(_numbers([math.nan, math.nan]))
+    assert math.isnan(only_nan.min_value) and math.isnan(only_nan.max_value)
+    assert only_nan.steps_sorted and only_nan.all_steps and only_nan.all_numeric
+    text = chunks.summarize(Points([None], [1], [KIND_TEXT], ["a"]))
+    assert text.min_value is None and text.last_value is None and text.min_step is None
+
+
+def test_number_chunks_decode_to_columns_too() -> None:
+    rng = random.Random(5)
+    for steps in ([None] * 50, list(range(50)), [rng.randint(-9, 9) for _ in range(50)]):
+        points = Points(list(steps), [rng.randint(0, 10 ** 18) for _ in range(50)],
+                        [KIND_NUMBER] * 50, [rng.uniform(-1, 1) for _ in range(49)] + [math.nan])
+        columns = chunks.decode_columns(chunks.encode(points))
+        assert columns is not None and columns.count == 50
+        assert (None if columns.steps is None else columns.steps.tolist()) == (
+            None if steps[0] is None else steps)
+        assert columns.times.tolist() == points.times
+        assert [_bits(v) for v in columns.numbers] == [_bits(v) for v in points.values]
+    for count in (0, 1, 2):
+        one = chunks.decode_columns(chunks.encode(_numbers([1.5] * count)))
+        assert one is not None and one.numbers.tolist() == [1.5] * count
+    mixed = Points([1, None], [1, 2], [KIND_NUMBER, KIND_TEXT], [1.0, "a"])
+    assert chunks.decode_columns(chunks.encode(mixed)) is None
+    assert chunks.decode_columns(chunks.encode(Points([1, None], [1, 2], [KIND_NUMBER] * 2,
+                                                      [1.0, 2.0]))) is None
