@@ -63,17 +63,19 @@ async function route() {
 }
 
 const dialog = document.getElementById("token-dialog");
-onTokenNeeded((reason) => new Promise((resolve) => {
+let asking = null;  // one prompt at a time: parallel requests refused together share it
+onTokenNeeded((reason) => asking || (asking = new Promise((resolve) => {
   document.getElementById("token-reason").textContent = reason;
   const input = document.getElementById("token-input");
   input.value = "";
   dialog.addEventListener("close", () => {
     setToken(input.value.trim());
     document.getElementById("token-button").hidden = !token();
+    asking = null;
     resolve();
   }, { once: true });
   dialog.showModal();
-}));
+})));
 const signOut = document.getElementById("token-button");
 signOut.hidden = !token();
 signOut.addEventListener("click", () => { setToken(""); signOut.hidden = true; route(); });

@@ -1,7 +1,7 @@
 // A run's page: details, metrics (charts, tables, images, JSON metrics), logs
 // (live while it runs) and artifacts. The tab and chart options live in the URL.
 
-import { artifactPath, blob, enc, get } from "./api.js";
+import { artifactPath, blob, enc, get, token } from "./api.js";
 import { barChart, lineChart } from "./chart.js";
 import { clear, fmtBytes, fmtDuration, fmtNumber, fmtTime, fmtValue, h, keyValues, runLabel,
   statusBadge, table } from "./dom.js";
@@ -146,8 +146,22 @@ async function artifacts(body, run) {
   clear(body, list.length ? table(["path", "size", "sha256", ""], list.map((a) => [
     a.path, fmtBytes(a.size), h("code", {}, a.sha256.slice(0, 16)),
     h("a", { href: `/api/v1/${artifactPath(run.run_id, a.path)}`, class: "download",
-      download: a.path.split("/").pop(), dataset: { path: a.path } }, "download")]),
+      download: a.path.split("/").pop(), dataset: { path: a.path },
+      onclick: (e) => withToken(e, run.run_id, a.path) }, "download")]),
   { id: "artifacts-table" }) : h("p", { class: "muted" }, "No artifacts."));
+}
+
+// With a token the link alone would be refused (a link sends no header): fetch the
+// bytes with it and hand them to the browser as a download.
+async function withToken(event, runId, path) {
+  if (!token()) return;
+  event.preventDefault();
+  const url = URL.createObjectURL(await blob(artifactPath(runId, path)));
+  const link = h("a", { href: url, download: path.split("/").pop() });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 export { barChart };
