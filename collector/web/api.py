@@ -140,11 +140,13 @@ class Api:
             wanted = series.parse(query)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        sampled = self.call(_parts, self._store, wanted.query(run_id, name, wanted.buckets))
-        count = series.in_range_count(sampled)
+        count = series.in_range_count(self.call(_parts, self._store,
+                                                wanted.query(run_id, name, 1)))
         if count is None:
             raise ApiError(404, f"run {run_id!r} has no metric {name!r}")
         if count > 2 * wanted.buckets:
+            asked = series.buckets_to_ask(count, wanted.buckets)
+            sampled = self.call(_parts, self._store, wanted.query(run_id, name, asked))
             buckets = next(p for p in sampled if isinstance(p, SeriesBuckets)).buckets
             return series.buckets_answer(name, buckets, wanted)
         points = self.call(_parts, self._store, wanted.query(run_id, name))

@@ -5,7 +5,8 @@ its index when x is step; time is in seconds), ``from``/``to`` bound it
 (inclusive), and ``buckets=N`` (default 1000) caps what is sent: a series
 with more than 2N points in range comes as the store's downsample
 (``Store.read_series`` with buckets, answered from chunk summaries where it
-can), each bucket sent as its first and last point (so the line's ends are
+can: past ``DECODE_AT_MOST`` points, in buckets of whole chunks even if that
+makes fewer than N), each bucket sent as its first and last point (so the line's ends are
 the stored values) with the bucket's min and max (the band that keeps every
 extreme visible).
 
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER
+from mltrail.collector.store.chunks import CHUNK_POINTS, KIND_FLAG, KIND_INTEGER, KIND_NUMBER
 from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
@@ -32,6 +33,9 @@ from mltrail.collector.store.series import (
 
 DEFAULT_BUCKETS = 1000
 MAX_BUCKETS = 20_000
+# Past this many points in range a downsample is cut at chunk boundaries, from the
+# chunks' summaries alone: decoding chunks costs about a second per million points.
+DECODE_AT_MOST = 250_000
 _NUMERIC = (KIND_NUMBER, KIND_INTEGER, KIND_FLAG)
 
 
@@ -76,6 +80,17 @@ def parse(query: Mapping[str, Sequence[str]]) -> Wanted:
     if not 1 <= buckets <= MAX_BUCKETS:
         raise ValueError(f"buckets={text!r}: must be 1 to {MAX_BUCKETS}")
     return Wanted(x, bounds[0], bounds[1], buckets)
+
+
+def buckets_to_ask(count: int, wanted: int) -> int:
+    """How many buckets to ask the store for, for ``count`` points in range: ``wanted``,
+    or fewer (but never fewer than one per chunk) where the store would otherwise decode
+    every chunk to cut exactly ``wanted`` (series.downsample decodes when the range has
+    no more chunks than buckets)."""
+    chunks = count // CHUNK_POINTS
+    if count <= DECODE_AT_MOST or chunks > wanted:
+        return wanted
+    return max(1, chunks - 1)
 
 
 def in_range_count(parts: Sequence[SeriesPart]) -> int | None:
