@@ -33,6 +33,9 @@ PAGE_LINES = 2000
 PAGE_BYTES = 1024 * 1024
 
 
+_ENDED = (records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED)
+
+
 class QueryService(collector_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
                  closing: asyncio.Event) -> None:
@@ -123,7 +126,7 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                     positions[line.stream] = line.line + 1
                 yield collector_pb2.TailLogsResponse(lines=lines)
                 continue
-            if not request.follow or status != records_pb2.RUNNING:
+            if not request.follow or status in _ENDED:  # NotStarted: a submitted run to come
                 yield collector_pb2.TailLogsResponse(end=True, run_status=status)
                 return
             if self._closing.is_set():
