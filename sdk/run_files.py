@@ -7,11 +7,14 @@ accepted on uploads and ignored (mltrail has one artifact store).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import itertools
 import os
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -23,6 +26,10 @@ from mltrail.proto import records_pb2
 if TYPE_CHECKING:
     from mltrail.pipeline.link import Link
 
+# v1's (azureml/_project/ignore_file.py): never part of a snapshot
+DEFAULT_IGNORED = (".ipynb_checkpoints", "azureml-logs", ".azureml", ".git", "outputs",
+                   "azureml-setup", "docs")
+SNAPSHOT_MAX_BYTES = 300 * 2**20
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
@@ -135,12 +142,86 @@ class RunFiles:
             target.parent.mkdir(parents=True, exist_ok=True)
             reader.download_file(self._id, name, target)
 
+    def take_snapshot(self, file_or_folder_path: str | os.PathLike[str]) -> str:
+        """Upload the source (a file or a folder) as ``snapshot/...``; returns the snapshot
+        id. As v1: ``.amlignore`` (else ``.gitignore``) and v1's default patterns
+        (``.azureml``, ``outputs``, ``.git``, ...) are left out, and at most 300 MB."""
+        root = Path(file_or_folder_path)
+        if root.is_file():
+            files = [(root.name, root)]
+        elif root.is_dir():
+            files = snapshot_files(root)
+        else:
+            raise ValueError(f"snapshot path {os.fspath(root)!r} is neither a file nor a folder")
+        size = sum(path.stat().st_size for _, path in files)
+        if size > SNAPSHOT_MAX_BYTES:
+            raise ValueError(f"the snapshot of {os.fspath(root)!r} is {size / 2**20:.0f} MB, over "
+                             f"the {SNAPSHOT_MAX_BYTES // 2**20} MB limit; nothing was uploaded: "
+                             "leave large files out with a .amlignore file")
+        for name, path in files:
+            self.upload_file(f"snapshot/{name}", path)
+        return self._id
+
+    def get_snapshot_id(self) -> str | None:
+        names = self._link.reader().file_names(self._id)
+        return self._id if any(n.startswith("snapshot/") for n in names) else None
+
+    def restore_snapshot(self, snapshot_id: str | None = None, path: str | None = None) -> str:
+        """The snapshot as ``<path>/<snapshot id>.zip`` (default: the temp directory)."""
+        if snapshot_id not in (None, self._id):
+            raise ValueError(f"run {self._id} has no snapshot {snapshot_id!r}; its snapshot id "
+                             f"is {self._id!r}")
+        reader = self._link.reader()
+        names = [n for n in reader.file_names(self._id) if n.startswith("snapshot/")]
+        if not names:
+            raise ValueError(f"run {self._id} has no snapshot (submit takes one; "
+                             "take_snapshot(path) adds one)")
+        directory = Path(path if path is not None else tempfile.gettempdir())
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{self._id}.zip"
+        with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(target, "w") as archive:
+            for name in names:
+                local = Path(tmp) / "file"
+                reader.download_file(self._id, name, local)
+                archive.write(local, name.removeprefix("snapshot/"))
+        return str(target)
+
     def _upload_run_folders(self, directory: str | os.PathLike[str]) -> None:
         """v1: files left in ``./outputs`` and ``./logs`` are uploaded when the run ends."""
         for folder in ("outputs", "logs"):
             path = Path(directory) / folder
             if path.is_dir():
                 self.upload_folder(folder, path)
+
+
+def snapshot_files(root: Path) -> list[tuple[str, Path]]:
+    """The files of ``root`` a snapshot keeps, by name relative to it."""
+    patterns = list(DEFAULT_IGNORED)
+    for ignore_file in (".amlignore", ".gitignore"):
+        if (root / ignore_file).is_file():
+            text = (root / ignore_file).read_text(encoding="utf-8", errors="replace")
+            patterns += [p.strip() for p in text.splitlines()
+                         if p.strip() and not p.startswith(("#", "!"))]
+            break
+    kept = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix()
+        if not any(_ignored(name, pattern) for pattern in patterns):
+            kept.append((name, path))
+    return kept
+
+
+def _ignored(name: str, pattern: str) -> bool:
+    """A gitignore pattern: ``/x`` from the root, ``x`` anywhere, ``x/`` a directory."""
+    pattern = pattern.rstrip("/")
+    parts = name.split("/")
+    if pattern.startswith("/"):
+        pattern = pattern[1:]
+        depth = pattern.count("/") + 1
+        return fnmatch.fnmatch("/".join(parts[:depth]), pattern)
+    if "/" in pattern:
+        return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name, pattern + "/*")
+    return any(fnmatch.fnmatch(part, pattern) for part in parts)
 
 
 def _image_bytes(path: Any, plot: Any) -> tuple[bytes, str]:

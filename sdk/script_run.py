@@ -93,6 +93,7 @@ def submit(experiment: Experiment, config: Any, tags: dict[str, Any], show_outpu
                            parent=parent, link=parent._link if parent else None,
                            properties={RUN_DEFINITION_PROPERTY: definition}, registered=True)
     run._local = False  # the launcher and the script change it from now on: read it back
+    run.take_snapshot(config.source_directory)
     run._link.reader()  # the registration reached the collector (or raises NotDelivered)
     run._process = _launch(run, cmd, config.source_directory)
     if show_output:
