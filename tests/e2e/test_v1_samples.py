@@ -213,3 +213,28 @@ def test_sklearn_iris_script(agent: Service, collector: Service, tmp_path: Path)
     out = run_notebook("sklearn-iris", "submit.ipynb", IRIS_CHECKS, agent, collector,
                        tmp_path, extra={"submit.ipynb": notebook})
     assert "Accuracy of SVM classifier on test set:" in out  # the script's console, live
+
+
+V1_CALLS_CHECKS = """
+    import time
+    deadline = time.monotonic() + 120
+    while doomed._process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the script's own end came after the submitter's fail()
+    assert doomed._process.poll() is not None
+    assert doomed.get_status() == "Failed"  # a terminal status is final
+    assert "done" in doomed.get_details_with_logs()["logFiles"]["user_logs/stdout.txt"]
+    assert "woke" not in sleeper.get_details_with_logs()["logFiles"]["user_logs/stdout.txt"]
+"""
+
+
+def test_every_v1_call_the_samples_do_not_make(agent: Service, collector: Service,
+                                               tmp_path: Path) -> None:
+    out = run_notebook("v1-calls", "v1-calls.ipynb", V1_CALLS_CHECKS, agent, collector,
+                       tmp_path)
+    assert "right after submit: NotStarted NotStarted {}" in out or (
+        "right after submit: Running" in out)
+    assert "raised: run " in out and "exited with code 3" in out
+    with QueryClient(collector.grpc) as client:
+        tour = client.get_run("v1-calls-tour")
+    assert tour.display_name == "tour renamed" and tour.status == "Completed"
+    assert "to-remove" not in tour.tags and tour.properties["mltrail.workspace"] == "samples-ws"
