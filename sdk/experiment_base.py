@@ -81,6 +81,13 @@ class Experiment:
         return self._workspace
 
     @property
+    def workspace_object(self) -> Workspace:
+        return self._workspace
+
+    def refresh(self) -> None:
+        """v1 reloads the experiment from the service; mltrail's has nothing stored to reload."""
+
+    @property
     def id(self) -> str:
         return f"{self._workspace.name}/{self._name}"
 

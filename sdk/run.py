@@ -214,6 +214,17 @@ class Run(RunFiles, RunReads):
                     "MLTRAIL_AGENT), or allow an offline run")
             return _context_run
 
+    def get_secret(self, name: str) -> str:
+        """v1 reads the workspace's Key Vault; mltrail reads the environment variable ``name``."""
+        value = os.environ.get(name)
+        if value is None:
+            raise ValueError(f"no secret {name!r}: mltrail reads secrets from environment "
+                             f"variables; set {name} for the script (nothing else was read)")
+        return value
+
+    def get_secrets(self, secrets: list[str]) -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in secrets}
+
     def child_run(self, name: str | None = None, run_id: str | None = None,
                   outputs: str | None = None) -> Run:
         """A run under this one, on the same stream (order with the parent holds)."""

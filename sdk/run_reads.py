@@ -56,6 +56,10 @@ class RunReads:
     def get_details(self) -> dict[str, Any]:
         return get_details(self._reader(), self._id)
 
+    def get_detailed_status(self) -> dict[str, Any]:
+        """v1's status with details; mltrail has no queueing states to detail."""
+        return {"status": self.get_status(), "details": None}
+
     def get_details_with_logs(self) -> dict[str, Any]:
         """``get_details()`` with each of ``logFiles`` holding the log's text."""
         reader = self._reader()
