@@ -43,6 +43,7 @@ from mltrail.experiment_base import Experiment, bind_run_type
 from mltrail.pipeline.console import ConsoleCapture
 from mltrail.pipeline.link import Link, offline_link, process_link
 from mltrail.pipeline.values import JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.pipeline.workspace_agent import agent_socket
 from mltrail.proto import records_pb2
 from mltrail.query.details import (
     DESCRIPTION_TAG,
@@ -87,7 +88,7 @@ class Run(RunFiles, RunReads):
         self._id = v.check_name(run_id, "run_id")
         self._outputs = outputs
         self._capture: ConsoleCapture | None = None
-        self._link = _link or process_link(experiment.workspace.connection.agent or None)
+        self._link = _link or process_link(agent_socket(experiment.workspace.connection))
         self._enqueue = self._link.sender.enqueue
         self._parent = _parent
         self._local = False  # state read from the collector (see the module docstring)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mltrail.environment import Environment
 from mltrail.experiment_base import Experiment
 from mltrail.pipeline.link import Reader, get_details, process_link
+from mltrail.pipeline.workspace_agent import agent_socket
 from mltrail.query.details import run_type, user_properties, user_tags
 from mltrail.query.types import RunInfo
 from mltrail.query.wait import wait_for_completion
@@ -152,7 +153,7 @@ class RunReads:
     @classmethod
     def get(cls, workspace: Workspace, run_id: str) -> Run:
         """v1's ``Run.get(workspace, run_id)``: the run, whatever its experiment."""
-        link = process_link(workspace.connection.agent or None)
+        link = process_link(agent_socket(workspace.connection))
         info = link.reader(collector=workspace.connection.collector or None).run_info(run_id)
         experiment = Experiment(workspace, info.experiment or "default",
                                 _skip_name_validation=True)
@@ -160,7 +161,7 @@ class RunReads:
 
     @classmethod
     def get_by_id(cls, experiment: Experiment, run_id: str) -> Run:
-        link = process_link(experiment.workspace.connection.agent or None)
+        link = process_link(agent_socket(experiment.workspace.connection))
         run = cls._of(experiment, run_id, link)
         run._info()  # raises RunNotFound for an unknown id, as v1's get_run does
         return run
@@ -171,7 +172,7 @@ class RunReads:
              properties: str | Mapping[str, Any] | None = None, status: str | None = None,
              include_children: bool = False, _rehydrate_runs: bool = True) -> Iterator[Run]:
         """The experiment's runs, newest first, matching every filter given."""
-        link = process_link(experiment.workspace.connection.agent or None)
+        link = process_link(agent_socket(experiment.workspace.connection))
         reader = link.reader(collector=experiment.workspace.connection.collector or None)
         for info in reader.list_runs(experiment.name):
             if not include_children and info.parent_run_id:
@@ -182,7 +183,7 @@ class RunReads:
     @staticmethod
     def _experiment_names(workspace: Workspace | None) -> builtins.list[str]:
         connection = workspace.connection if workspace is not None else None
-        link = process_link(connection.agent or None if connection else None)
+        link = process_link(agent_socket(connection))
         reader = link.reader(collector=connection.collector or None if connection else None)
         return sorted({info.experiment for info in reader.list_runs("") if info.experiment})
 

@@ -9,7 +9,10 @@ reads runs back from the workspace's collector when it names one.
 
     {"subscription_id": "...", "resource_group": "...", "workspace_name": "ws",
      "collector": "host:7431", "agent": "/run/mltrail/agent.sock",
-     "token": "...", "token_file": "/path", "tls_ca": "/path/ca.pem"}
+     "token": "...", "token_file": "/path", "tls_ca": "/path/ca.pem",
+     "tls_cert": "/path/client.pem", "tls_key": "/path/client.key", "tls_server_name": "..."}
+
+(the keys ``mltrail.common.credentials`` reads, issue 14, plus ``agent`` and ``token``).
 
 ``from_config()`` looks, as v1 does, in ``.azureml/``, ``aml_config/`` and the
 directory itself, from the current directory up to the root.
@@ -47,6 +50,9 @@ class Connection:
     token: str = dataclasses.field(default="", repr=False)
     token_file: str = ""
     tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = ""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> Connection:

@@ -10,9 +10,11 @@ namespace after its last cell, and read the collector directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -238,3 +240,37 @@ def test_every_v1_call_the_samples_do_not_make(agent: Service, collector: Servic
         tour = client.get_run("v1-calls-tour")
     assert tour.display_name == "tour renamed" and tour.status == "Completed"
     assert "to-remove" not in tour.tags and tour.properties["mltrail.workspace"] == "samples-ws"
+
+
+WORKSPACE_COLLECTOR_ONLY = """
+from mltrail import Experiment, Run, Workspace
+ws = Workspace.from_config()
+run = Experiment(ws, "ws-collector").start_logging(run_id="through-the-workspace")
+run.log("loss", 0.5)
+run.complete()
+print("read back", Run.get(ws, run.id).get_metrics())
+"""
+
+
+def test_a_workspace_naming_only_a_collector_records_there(collector: Service,
+                                                           tmp_path: Path) -> None:
+    """No agent anywhere: the SDK starts a local agent that forwards to the config's
+    collector, and reads back from it."""
+    (tmp_path / ".azureml").mkdir()
+    (tmp_path / ".azureml" / "config.json").write_text(json.dumps({
+        "workspace_name": "remote-ws", "collector": collector.grpc}))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLTRAIL_AGENT", "MLTRAIL_COLLECTOR")}
+    env["MLTRAIL_HOME"] = str(tmp_path / "h")
+    try:
+        result = subprocess.run([sys.executable, "-c", WORKSPACE_COLLECTOR_ONLY], cwd=tmp_path,
+                                env=env, text=True, capture_output=True, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "read back {'loss': 0.5}" in result.stdout
+        with QueryClient(collector.grpc) as client:
+            info = client.get_run("through-the-workspace")
+        assert info.status == "Completed" and info.properties["mltrail.workspace"] == "remote-ws"
+    finally:
+        for ready in (tmp_path / "h").rglob("agent.json"):
+            pid = json.loads(ready.read_text())["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
