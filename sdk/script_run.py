@@ -16,17 +16,22 @@ end no longer changes the status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mltrail.common.errors import MltrailError
 from mltrail.common.settings import mltrail_home
 from mltrail.proto import records_pb2
 from mltrail.query.details import RUN_DEFINITION_PROPERTY
+from mltrail.query.types import TERMINAL_STATUSES
 from mltrail.query.wait import OfflineRunNotWatched, RunFailed, WaitTimeout
 from mltrail.run import Run, new_run_id
 
@@ -36,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["OfflineRunNotWatched", "RunFailed", "ScriptRun", "WaitTimeout", "submit"]
 
 LAUNCHER_GRACE_SECONDS = 10.0  # mltrail run's --grace: SIGTERM, then SIGKILL after this
+# After the launcher exits, how long its end may take to reach the collector
+# (it waits for delivery itself; this covers a slow collector).
+LAUNCHER_SETTLE_SECONDS = 30.0
 
 
 class ScriptRun(Run):
@@ -57,7 +65,7 @@ class ScriptRun(Run):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self.get_status() not in ("Completed", "Failed", "Canceled"):
+        if self.get_status() not in TERMINAL_STATUSES:
             # the launcher died before it could record the end (or this process did not
             # launch the script): the end is recorded here, and the collector keeps the first
             super().cancel()
@@ -96,9 +104,29 @@ def submit(experiment: Experiment, config: Any, tags: dict[str, Any], show_outpu
     run.take_snapshot(config.source_directory)
     run._link.reader()  # the registration reached the collector (or raises NotDelivered)
     run._process = _launch(run, cmd, config.source_directory)
+    threading.Thread(target=_watch_launcher, args=(run, run._process),
+                     name=f"mltrail-watch-{run_id}", daemon=True).start()
     if show_output:
         run.wait_for_completion(show_output=True)
     return run
+
+
+def _watch_launcher(run: ScriptRun, process: subprocess.Popen[bytes]) -> None:
+    """A launcher that died before recording the run's end (killed, crashed) would leave
+    the run NotStarted or Running for ever: record it failed, naming the launcher's log."""
+    code = process.wait()
+    deadline = time.monotonic() + LAUNCHER_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(MltrailError):
+            if run.get_status() in TERMINAL_STATUSES:
+                return
+        time.sleep(0.5)
+    log = mltrail_home() / "submitted" / f"{run.id}.log"
+    with contextlib.suppress(MltrailError):
+        run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
+            code="LauncherExited", exit_code=code,
+            message=f"the launcher (mltrail run) exited with code {code} without recording "
+                    f"the run's end; its output is in {log}"))
 
 
 def _launch(run: Run, cmd: list[str], cwd: str) -> subprocess.Popen[bytes]:
