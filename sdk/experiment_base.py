@@ -99,17 +99,22 @@ class Experiment:
     def archived_time(self) -> None:
         return None
 
-    def start_logging(self, *args: Any, outputs: str | None = "./outputs",
+    def start_logging(self, *args: Any, outputs: str | bool | None = "./outputs",
                       snapshot_directory: str | os.PathLike[str] | None = None,
                       display_name: str | None = None, tags: Mapping[str, Any] | None = None,
                       run_id: str | None = None, capture_output: bool = False,
                       **kwargs: Any) -> Run:
         """Start an interactive run; use ``with`` to complete or fail it on exit.
 
-        v1's arguments: ``outputs`` (created now, uploaded at ``complete()``;
-        ``None`` for none), ``snapshot_directory`` (uploaded as ``snapshot/``),
+        v1's arguments: ``outputs`` (created now, uploaded when the run ends;
+        ``False`` for none), ``snapshot_directory`` (uploaded as ``snapshot/``),
         ``display_name``, ``tags``, ``run_id``. ``capture_output=True`` records
         what this process prints while the run is active."""
+        display_name = display_name or kwargs.get("name")  # v1's older keyword
+        if outputs is True or outputs is None:
+            outputs = "./outputs"  # v1: None and True both mean the default
+        elif outputs is False:
+            outputs = None
         if snapshot_directory is not None and not os.path.isdir(snapshot_directory):
             raise ValueError(f"snapshot_directory {os.fspath(snapshot_directory)!r} "
                              "is not a directory")
