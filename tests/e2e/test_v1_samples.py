@@ -96,6 +96,8 @@ def test_logging_api_notebook(agent: Service, collector: Service, tmp_path: Path
 
 MANAGE_RUNS_CHECKS = """
     import os
+    local_script_run._process.wait(120)  # the run failed by the submitter: its script goes on
+    assert local_script_run.get_status() == "Failed"  # and its own end changed nothing
     runs = list(exp.get_runs())
     by_status = sorted(r.get_status() for r in runs)
     assert by_status.count("Canceled") == 1 and by_status.count("Failed") == 1, by_status
