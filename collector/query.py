@@ -45,6 +45,9 @@ PAGE_BYTES = 1024 * 1024
 ARTIFACT_PAGE, MAX_ARTIFACT_PAGE = 1000, 10_000
 
 
+_ENDED = (records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED)
+
+
 class QueryService(collector_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
                  closing: asyncio.Event, auth: Authenticator | None = None) -> None:
@@ -170,7 +173,7 @@ class QueryService(collector_pb2_grpc.QueryServicer):
                     positions[line.stream] = line.line + 1
                 yield collector_pb2.TailLogsResponse(lines=lines)
                 continue
-            if not request.follow or status != records_pb2.RUNNING:
+            if not request.follow or status in _ENDED:  # NotStarted: a submitted run to come
                 yield collector_pb2.TailLogsResponse(end=True, run_status=status)
                 return
             if self._closing.is_set():

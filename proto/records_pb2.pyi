@@ -47,7 +47,7 @@ class ErrorDetails(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., type: _Optional[str] = ..., traceback: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class RunStarted(_message.Message):
-    __slots__ = ("experiment", "display_name", "parent_run_id", "tags", "properties", "run_type")
+    __slots__ = ("experiment", "display_name", "parent_run_id", "tags", "properties", "run_type", "registered")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,16 +68,18 @@ class RunStarted(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     RUN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     display_name: str
     parent_run_id: str
     tags: _containers.ScalarMap[str, str]
     properties: _containers.ScalarMap[str, str]
     run_type: str
-    def __init__(self, experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., run_type: _Optional[str] = ...) -> None: ...
+    registered: bool
+    def __init__(self, experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., run_type: _Optional[str] = ..., registered: _Optional[bool] = ...) -> None: ...
 
 class TagsSet(_message.Message):
-    __slots__ = ("tags",)
+    __slots__ = ("tags", "removed")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,8 +88,10 @@ class TagsSet(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tags: _Optional[_Mapping[str, str]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PropertiesAdded(_message.Message):
     __slots__ = ("properties",)

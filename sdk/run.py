@@ -2,17 +2,29 @@
 
 A logging call checks its arguments (``mltrail.validation``) and appends a
 tuple to the process's sender queue; it never waits on the network
-(design.md, invariant 1). The read side (``get_metrics``, ``get_details``,
-...) first waits until this process's records reached the collector, then
-asks it (``Link`` in ``mltrail.pipeline.link`` hides whether that is through the
-agent or, offline, the run's own spool).
+(design.md, invariant 1). Files and images are ``RunFiles``
+(``mltrail.run_files``); reading back is ``RunReads`` (``mltrail.run_reads``).
+
+Two kinds of ``Run`` object, as in v1:
+
+- one this process started (``start_logging``, ``child_run``): it knows its
+  own state, and ending it records the end;
+- any other (``Run(experiment, run_id)``, ``Run.get``, ``get_runs()``,
+  ``get_children()``, ``get_context()`` in a script): its ``status``,
+  ``tags``, ``display_name``... are read from the collector. Under a launcher
+  (``mltrail run``, ``submit``) the launcher decides the run's end: the
+  script's ``complete()`` only delivers what it logged, as v1's submitted
+  runs do.
+
+A terminal status is final: a later ``complete``/``fail``/``cancel`` warns,
+naming the status the run has, and changes nothing (the collector keeps the
+first end too). Logging to an ended run is allowed, as in v1.
 """
 
 from __future__ import annotations
 
 import atexit
-import hashlib
-import io
+import getpass
 import itertools
 import os
 import re
@@ -21,24 +33,37 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 from mltrail import validation as v
+from mltrail.common.errors import MltrailError
+from mltrail.experiment_base import Experiment, bind_run_type
 from mltrail.pipeline.console import ConsoleCapture
 from mltrail.pipeline.link import Link, offline_link, process_link
-from mltrail.pipeline.values import ARTIFACT, IMAGE, JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.pipeline.values import JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.pipeline.workspace_agent import agent_socket
 from mltrail.proto import records_pb2
+from mltrail.query.details import (
+    DESCRIPTION_TAG,
+    DISPLAY_NAME_TAG,
+    SUBMITTED_BY_PROPERTY,
+    V1_RUN_TYPES,
+    WORKSPACE_PROPERTY,
+)
+from mltrail.query.details import (
+    run_type as v1_run_type,
+)
+from mltrail.query.types import TERMINAL_STATUSES
+from mltrail.run_files import RunFiles
+from mltrail.run_reads import RunReads
+from mltrail.workspace import workspace_name
 
-if TYPE_CHECKING:
-    from mltrail.experiment import Experiment
-
-_PNG = b"\x89PNG\r\n\x1a\n"
-_JPEG = b"\xff\xd8\xff"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _STATUS_BY_CODE = {records_pb2.COMPLETED: "Completed", records_pb2.FAILED: "Failed",
                    records_pb2.CANCELED: "Canceled"}
+OUTPUTS_DIR = "./outputs"
 _context_run: Run | None = None
 _context_lock = threading.Lock()
 
@@ -50,20 +75,28 @@ def new_run_id(experiment: str) -> str:
 CONSOLE_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
-class Run:
+class Run(RunFiles, RunReads):
     """One trial of an experiment: log to it, and read back what it logged."""
 
     def __init__(self, experiment: Experiment, run_id: str, outputs: str | None = None,
-                 *, _link: Link | None = None, _parent: Run | None = None) -> None:
+                 *, _link: Link | None = None, _parent: Run | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(experiment, Experiment):
+            raise TypeError(f"experiment must be a mltrail.Experiment, got "
+                            f"{type(experiment).__name__}")
         self._experiment = experiment
         self._id = v.check_name(run_id, "run_id")
         self._outputs = outputs
         self._capture: ConsoleCapture | None = None
-        self._link = _link or process_link()
+        self._link = _link or process_link(agent_socket(experiment.workspace.connection))
         self._enqueue = self._link.sender.enqueue
         self._parent = _parent
+        self._local = False  # state read from the collector (see the module docstring)
+        self._managed = False  # a launcher ends this run
         self._display_name = run_id
+        self._description: str | None = None
         self._status = "Running"
+        self._run_type = ""
         self._tags: dict[str, str] = {}
         self._properties: dict[str, str] = {}
         self._image_counts: dict[str, itertools.count[int]] = {}
@@ -81,19 +114,56 @@ class Run:
 
     @property
     def display_name(self) -> str:
-        return self._display_name
+        return self._display_name if self._local else self._info().display_name
+
+    @display_name.setter
+    def display_name(self, display_name: str) -> None:
+        name = v.check_name(display_name, "display_name")
+        self._display_name = name
+        self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(tags={DISPLAY_NAME_TAG: name})))
+
+    @property
+    def name(self) -> str:
+        """v1's older name for ``display_name``."""
+        return self.display_name
+
+    @property
+    def description(self) -> str | None:
+        return self._description if self._local else self._info().tags.get(DESCRIPTION_TAG)
+
+    @description.setter
+    def description(self, description: str) -> None:
+        text = v.check_description(description)
+        self._description = text
+        self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(tags={DESCRIPTION_TAG: text})))
 
     @property
     def status(self) -> str:
-        return self._status
+        return self._status if self._local else self.get_status()
 
     @property
     def parent(self) -> Run | None:
-        return self._parent
+        if self._parent is not None or self._local:
+            return self._parent
+        parent_id = self._info().parent_run_id
+        return Run(self._experiment, parent_id, _link=self._link) if parent_id else None
 
     def __repr__(self) -> str:
-        return (f"Run(experiment={self._experiment.name!r}, id={self._id!r}, "
-                f"status={self._status!r})")
+        """v1's: experiment, id, type and status (read back for a run started elsewhere)."""
+        kind, status = self._run_type, self._status
+        if not self._local:
+            try:
+                info = self._info()
+                kind, status = v1_run_type(info), info.status
+            except MltrailError as exc:
+                kind, status = "unknown", f"unknown ({exc})"
+        return (f"Run(Experiment: {self._experiment.name},\nId: {self._id},\n"
+                f"Type: {kind},\nStatus: {status})")
+
+    @classmethod
+    def _of(cls, experiment: Experiment, run_id: str, link: Link,
+            parent: Run | None = None) -> Run:
+        return cls(experiment, run_id, _link=link, _parent=parent)
 
     # ---- starting -----------------------------------------------------------
 
@@ -101,33 +171,41 @@ class Run:
     def _start(cls, experiment: Experiment, *, run_id: str | None = None,
                display_name: str | None = None, tags: Mapping[str, Any] | None = None,
                outputs: str | None = None, parent: Run | None = None,
-               run_type: str = "interactive", link: Link | None = None) -> Run:
-        """Create a run: its first record is ``RunStarted``."""
+               run_type: str = "interactive", link: Link | None = None,
+               properties: Mapping[str, str] | None = None, registered: bool = False) -> Run:
+        """Create a run: its first record is ``RunStarted`` (``registered``: by a submitter)."""
         checked_tags = v.check_tags(tags or {})
         name = v.check_name(display_name, "display_name") if display_name else None
         run = cls(experiment, run_id or new_run_id(experiment.name), outputs,
                   _link=link, _parent=parent)
+        run._local = True
         run._display_name = name or run._id
+        run._run_type = V1_RUN_TYPES.get(run_type, run_type)
         run._tags.update(checked_tags)
+        run._properties.update(properties or {})
+        if outputs:
+            os.makedirs(outputs, exist_ok=True)  # v1 creates it at the start
         started = records_pb2.RunStarted(
             experiment=experiment.name, display_name=run._display_name, tags=checked_tags,
-            parent_run_id=parent.id if parent else "", run_type=run_type)
+            parent_run_id=parent.id if parent else "", run_type=run_type,
+            properties=_origin(experiment, properties), registered=registered)
         run._event(records_pb2.RunEvent(started=started))
         return run
 
     @classmethod
-    def get_context(cls, allow_offline: bool = True, **kwargs: Any) -> Run:
+    def get_context(cls, allow_offline: bool = True, used_for_context_manager: bool = False,
+                    **kwargs: Any) -> Run:
         """The run of this process: the launcher's (``MLTRAIL_RUN_ID``), else an offline run."""
         global _context_run
-        from mltrail.experiment import Experiment
-
         with _context_lock:
             if _context_run is not None:
                 return _context_run
             run_id = os.environ.get("MLTRAIL_RUN_ID")
-            experiment = Experiment(os.environ.get("MLTRAIL_EXPERIMENT") or "offline")
+            experiment = Experiment(os.environ.get("MLTRAIL_EXPERIMENT") or "offline",
+                                    _skip_name_validation=True)
             if run_id:
                 _context_run = cls(experiment, run_id)
+                _context_run._managed = True
             elif allow_offline:
                 _context_run = _start_offline(cls, experiment)
             else:
@@ -137,6 +215,17 @@ class Run:
                     "MLTRAIL_AGENT), or allow an offline run")
             return _context_run
 
+    def get_secret(self, name: str) -> str:
+        """v1 reads the workspace's Key Vault; mltrail reads the environment variable ``name``."""
+        value = os.environ.get(name)
+        if value is None:
+            raise ValueError(f"no secret {name!r}: mltrail reads secrets from environment "
+                             f"variables; set {name} for the script (nothing else was read)")
+        return value
+
+    def get_secrets(self, secrets: list[str]) -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in secrets}
+
     def child_run(self, name: str | None = None, run_id: str | None = None,
                   outputs: str | None = None) -> Run:
         """A run under this one, on the same stream (order with the parent holds)."""
@@ -145,6 +234,36 @@ class Run:
         child_id = v.check_name(run_id, "run_id")
         return Run._start(self._experiment, run_id=child_id, display_name=name, outputs=outputs,
                           parent=self, run_type="child", link=self._link)
+
+    def create_children(self, count: int | None = None, tag_key: str | None = None,
+                        tag_values: list[Any] | None = None) -> list[Run]:
+        """``count`` children, or one per value of ``tag_values`` tagged ``tag_key`` (v1)."""
+        if (count is None) == (tag_values is None):
+            raise ValueError("create_children takes either count or tag_key and tag_values")
+        if count is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"count must be a non-negative int, got {count!r}")
+            tag_key, tag_values = "azureml.batch_child_number", list(range(count))
+        elif not tag_key:
+            raise ValueError("create_children with tag_values needs tag_key")
+        values = list(tag_values or [])
+        if len(values) > 100:
+            raise ValueError("create_children can not create more than 100 runs")
+        children = []
+        for value in values:
+            child = self.child_run()
+            child.set_tags({str(tag_key): value})
+            children.append(child)
+        return children
+
+    def submit_child(self, config: Any, tags: Mapping[str, Any] | None = None,
+                     **kwargs: Any) -> Run:
+        """Submit ``config`` (a ScriptRunConfig) as a child of this run."""
+        submit_to = getattr(config, "submit_to", None)
+        if not callable(submit_to):
+            raise TypeError(f"submit_child takes a ScriptRunConfig, got {type(config).__name__}")
+        child: Run = submit_to(self._experiment, dict(tags or {}), parent=self, **kwargs)
+        return child
 
     def __enter__(self) -> Run:
         return self
@@ -205,78 +324,28 @@ class Run:
         self._enqueue((JSON, self._id, time.time_ns(), v.check_name(name),
                        v.check_description(description), schema_type, version, text))
 
-    def log_image(self, name: str, path: str | os.PathLike[str] | None = None, plot: Any = None,
-                  description: str = "") -> None:
-        """A PNG/JPEG file (``path``) or a matplotlib figure (``plot``): exactly one."""
-        v.check_name(name)
-        description = v.check_description(description)
-        data, ext = _image_bytes(path, plot)
-        counter = self._image_counts.setdefault(name, itertools.count(1))
-        artifact = f"images/{name.replace('/', '_')}/{next(counter)}.{ext}"
-        content_type = "image/png" if ext == "png" else "image/jpeg"
-        self._upload_stream(v.check_artifact_name(artifact), io.BytesIO(data), content_type)
-        self._enqueue((IMAGE, self._id, time.time_ns(), name, description, artifact))
-
-    # ---- files --------------------------------------------------------------
-
-    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | IO[bytes]) -> None:
-        """Upload a file (or a binary stream) as artifact ``name``, in 1 MiB chunks."""
-        artifact = v.check_artifact_name(name)
-        if isinstance(path_or_stream, str | os.PathLike):
-            if not os.path.isfile(path_or_stream):
-                raise ValueError(f"path_or_stream {os.fspath(path_or_stream)!r} is not a file")
-            with open(path_or_stream, "rb") as fh:
-                self._upload_stream(artifact, fh)
-        elif hasattr(path_or_stream, "read"):
-            self._upload_stream(artifact, path_or_stream)
-        else:
-            raise TypeError("path_or_stream must be a path or a binary stream, "
-                            f"got {type(path_or_stream).__name__}")
-
-    def upload_folder(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Upload every file under ``path`` as ``name/<relative path>``."""
-        prefix = v.check_artifact_name(name)
-        root = Path(path)
-        if not root.is_dir():
-            raise ValueError(f"path {os.fspath(path)!r} is not a directory")
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            self.upload_file(f"{prefix}/{file.relative_to(root).as_posix()}", file)
-
-    def _upload_stream(self, artifact: str, stream: IO[bytes], content_type: str = "") -> None:
-        """Chunks of 1 MiB; the last one carries the file's sha256 and size."""
-        digest, offset, chunk = hashlib.sha256(), 0, stream.read(v.UPLOAD_CHUNK_BYTES)
-        if isinstance(chunk, str):
-            raise TypeError("path_or_stream must be opened in binary mode ('rb')")
-        while True:
-            following = stream.read(v.UPLOAD_CHUNK_BYTES) if chunk else b""
-            digest.update(chunk)
-            piece = records_pb2.ArtifactChunk(path=artifact, offset=offset, data=chunk,
-                                              content_type=content_type)
-            if not following:
-                piece.last, piece.sha256, piece.size = True, digest.hexdigest(), offset + len(chunk)
-            self._enqueue((ARTIFACT, self._id, time.time_ns(), piece))
-            if piece.last:
-                return
-            offset += len(chunk)
-            chunk = following
-
     # ---- tags, properties ---------------------------------------------------
 
     def tag(self, key: str, value: Any = None) -> None:
         self.set_tags({key: value})
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        checked = v.check_tags(tags)
+    def set_tags(self, tags: Mapping[str, Any] | str) -> None:
+        """A dict of tags, or one tag name (v1: its value is empty)."""
+        checked = v.check_tags({tags: None} if isinstance(tags, str) else tags)
         self._tags.update(checked)
         self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(tags=checked)))
 
-    def get_tags(self) -> dict[str, str]:
-        return dict(self._tags)
+    def remove_tags(self, tags: list[str] | str) -> None:
+        keys = [tags] if isinstance(tags, str) else [v.check_name(k, "tag") for k in tags]
+        for key in keys:
+            self._tags.pop(key, None)
+        self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(removed=keys)))
 
     def add_properties(self, properties: Mapping[str, Any]) -> None:
         """Add-only, as in Azure v1: a key already set raises."""
         checked = v.check_tags(properties, "properties")
-        taken = sorted(k for k in checked if k in self._properties)
+        have = self._properties if self._local else self.get_properties()
+        taken = sorted(k for k in checked if k in have)
         if taken:
             raise ValueError(f"properties are add-only; already set on run {self._id}: {taken}")
         self._properties.update(checked)
@@ -285,27 +354,47 @@ class Run:
 
     # ---- ending -------------------------------------------------------------
 
+    def start(self) -> None:
+        """v1: mark a run started by another actor as running (its start record again)."""
+        self._event(records_pb2.RunEvent(started=records_pb2.RunStarted()))
+
     def complete(self, _set_status: bool = True) -> None:
         """Mark the run completed and wait until its records are delivered."""
-        if self._outputs and os.path.isdir(self._outputs):
-            self.upload_folder("outputs", self._outputs)
-        self._end(records_pb2.COMPLETED)
+        self._end(records_pb2.COMPLETED, set_status=_set_status)
 
     def fail(self, error_details: Any = None, error_code: str | None = None,
              _set_status: bool = True) -> None:
         """Mark the run failed; ``error_details`` is a message or an exception."""
-        self._end(records_pb2.FAILED, _error_details(error_details, error_code))
+        self._end(records_pb2.FAILED, _error_details(error_details, error_code),
+                  set_status=_set_status)
 
     def cancel(self) -> None:
         self._end(records_pb2.CANCELED)
 
-    def _end(self, status: int, error: records_pb2.ErrorDetails | None = None) -> None:
+    def _end(self, status: int, error: records_pb2.ErrorDetails | None = None,
+             set_status: bool = True) -> None:
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
+        if self._managed or not set_status:
+            self.flush()  # the launcher records the end (v1's submitted runs)
+            return
+        have = self._status if self._local else self._status_or_unknown()
+        if have in TERMINAL_STATUSES:
+            warnings.warn(f"run {self._id} is already {have}; its status stays {have} "
+                          f"({_STATUS_BY_CODE[status].lower()} is not recorded)", stacklevel=3)
+            return
+        if self._outputs and os.path.isdir(self._outputs):
+            self.upload_folder("outputs", self._outputs)
         self._status = _STATUS_BY_CODE[status]
         self._event(records_pb2.RunEvent(ended=records_pb2.RunEnded(status=status, error=error)))
         self.flush()
+
+    def _status_or_unknown(self) -> str:
+        try:
+            return self.get_status()
+        except MltrailError:  # the collector cannot say: record the end; it keeps the first
+            return "Unknown"
 
     def _record_console(self, stream: str, data: bytes, partial: bool, time_ns: int) -> None:
         """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
@@ -324,19 +413,6 @@ class Run:
     def _capture_console(self) -> None:
         self._capture = ConsoleCapture(self._record_console).start()
 
-    def wait_for_completion(self, show_output: bool = False, wait_post_processing: bool = False,
-                            raise_on_error: bool = True, timeout: float | None = None
-                            ) -> dict[str, Any]:
-        """Wait for the run to end and return its details.
-
-        ``show_output=True`` prints the run's console live from the collector's
-        follow stream. A failed or canceled run raises ``RunFailed`` naming its
-        error (unless ``raise_on_error=False``); ``timeout`` (seconds) raises
-        ``WaitTimeout`` and leaves the run going."""
-        from mltrail.script_run import wait_for_completion
-
-        return wait_for_completion(self, show_output, timeout, raise_on_error)
-
     def flush(self, timeout_seconds: float = 300) -> None:
         """Wait until every record logged so far is acknowledged by the agent.
 
@@ -348,61 +424,28 @@ class Run:
     def _event(self, event: records_pb2.RunEvent) -> None:
         self._enqueue((RUN_EVENT, self._id, time.time_ns(), event))
 
-    # ---- reading back --------------------------------------------------------
 
-    def get_metrics(self, name: str | None = None, recursive: bool = False,
-                    run_type: str | None = None, populate: bool = False) -> dict[str, Any]:
-        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict."""
-        if not recursive:
-            return self._link.reader().get_metrics(self._id, name)
-        return {run.id: run.get_metrics(name) for run in self._walk()}
-
-    def _walk(self) -> Iterator[Run]:
-        yield self
-        for child in self.get_children():
-            yield from child._walk()
-
-    def get_details(self) -> dict[str, Any]:
-        return self._link.reader().get_details(self._id)
-
-    def get_status(self) -> str:
-        return str(self.get_details()["status"])
-
-    def get_children(self, recursive: bool = False) -> Iterator[Run]:
-        for child_id in self._link.reader().child_run_ids(self._id):
-            child = Run(self._experiment, child_id, _link=self._link, _parent=self)
-            yield child
-            if recursive:
-                yield from child.get_children(recursive=True)
-
-    def get_file_names(self) -> list[str]:
-        return self._link.reader().file_names(self._id)
-
-    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None,
-                      _validate_checksum: bool = False) -> None:
-        target = output_file_path if output_file_path is not None else Path(name).name
-        self._link.reader().download_file(self._id, name, target)
+bind_run_type(Run)
 
 
-def _image_bytes(path: Any, plot: Any) -> tuple[bytes, str]:
-    if (path is None) == (plot is None):
-        raise ValueError("log_image takes exactly one of path (a PNG or JPEG file) or plot "
-                         "(a matplotlib figure)")
-    if plot is not None:
-        if not callable(getattr(plot, "savefig", None)):
-            raise TypeError(f"plot must be a matplotlib figure (or pyplot), got "
-                            f"{type(plot).__name__}")
-        buffer = io.BytesIO()
-        plot.savefig(buffer, format="png")
-        return buffer.getvalue(), "png"
-    if not os.path.isfile(path):
-        raise ValueError(f"path {os.fspath(path)!r} is not a file")
-    data = Path(path).read_bytes()
-    if data.startswith(_PNG):
-        return data, "png"
-    if data.startswith(_JPEG):
-        return data, "jpg"
-    raise ValueError(f"path {os.fspath(path)!r} is not a PNG or JPEG image")
+def get_run(experiment: Experiment, run_id: str, rehydrate: bool = True,
+            clean_up: bool = True) -> Run:
+    """v1's ``azureml.core.run.get_run``: the run, read from the collector."""
+    return Run.get_by_id(experiment, run_id)
+
+
+def _origin(experiment: Experiment, properties: Mapping[str, str] | None) -> dict[str, str]:
+    """The properties a run starts with: the workspace and who started it (v1 records both)."""
+    origin = {WORKSPACE_PROPERTY: workspace_name(experiment.workspace),
+              SUBMITTED_BY_PROPERTY: _user()}
+    return {**origin, **(properties or {})}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return str(os.getuid())
 
 
 def _error_details(error: Any, code: str | None) -> records_pb2.ErrorDetails:

@@ -1,167 +1,146 @@
-"""Script runs: ``Experiment.submit(ScriptRunConfig)`` and ``Run.wait_for_completion``.
+"""``ScriptRun``: the run of a submitted script (``Experiment.submit``).
 
-``submit`` starts ``mltrail run`` for the script in its source directory as
-a separate process (which outlives the caller if need be) and returns the
-``Run`` at once. Watching is done from the collector, never by polling the
-process: ``show_output`` follows the run's console through the ``TailLogs``
-stream, so a line the script prints reaches the watcher as soon as the
-collector committed it, and the follow ends when the run ends.
+``submit`` registers the run before it returns: its first record
+(``RunStarted`` with ``registered``, status NotStarted, the run definition
+and the submitter) has reached the collector, so ``get_status()``,
+``get_details()`` and ``get_metrics()`` answer at once. It then starts
+``mltrail run`` for the script in its source directory, as a separate
+process (which outlives the caller if need be); the launcher's start makes
+the run Running and the script's exit ends it.
+
+``cancel()`` stops the script: SIGTERM to the launcher, which passes it to
+the script's process group and kills the group after its grace period; the
+run ends Canceled. ``fail()`` by the submitter is final: the script's own
+end no longer changes the status.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mltrail.common.errors import MltrailError
+from mltrail.common.settings import mltrail_home
+from mltrail.proto import records_pb2
+from mltrail.query.details import RUN_DEFINITION_PROPERTY
+from mltrail.query.types import TERMINAL_STATUSES
+from mltrail.query.wait import OfflineRunNotWatched, RunFailed, WaitTimeout
+from mltrail.run import Run, new_run_id
 
 if TYPE_CHECKING:
-    from mltrail.experiment import Experiment, ScriptRunConfig
-    from mltrail.run import Run
+    from mltrail.experiment_base import Experiment
 
-STATUS_POLL_SECONDS = 0.5  # fixed: a run's end is seen within half a second
-# A submitted run exists once its launcher's first record reached the collector.
-APPEAR_SECONDS = 120.0
+__all__ = ["OfflineRunNotWatched", "RunFailed", "ScriptRun", "WaitTimeout", "submit"]
 
-
-class RunFailed(MltrailError):
-    """The run ended Failed or Canceled; the message carries its error details."""
-
-    def __init__(self, message: str, details: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.details = details
+LAUNCHER_GRACE_SECONDS = 10.0  # mltrail run's --grace: SIGTERM, then SIGKILL after this
+# After the launcher exits, how long its end may take to reach the collector
+# (it waits for delivery itself; this covers a slow collector).
+LAUNCHER_SETTLE_SECONDS = 30.0
 
 
-class WaitTimeout(MltrailError):
-    """The run had not ended when the timeout ran out; it goes on."""
+class ScriptRun(Run):
+    """A run whose script this process launched (or any ``azureml.scriptrun``)."""
+
+    RUN_TYPE = "azureml.scriptrun"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def cancel(self) -> None:
+        """Stop the script (if this process launched it) and mark the run Canceled."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(LAUNCHER_GRACE_SECONDS + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.get_status() not in TERMINAL_STATUSES:
+            # the launcher died before it could record the end (or this process did not
+            # launch the script): the end is recorded here, and the collector keeps the first
+            super().cancel()
 
 
-class OfflineRunNotWatched(MltrailError):
-    """An offline run still going: no collector watches it, so there is nothing to wait on."""
-
-
-def launcher_command(experiment: str, run_id: str, config: ScriptRunConfig,
-                     tags: dict[str, str]) -> list[str]:
+def launcher_command(experiment: str, run_id: str, config: Any) -> list[str]:
+    cmd = [sys.executable, "-m", "mltrail", "run", "--experiment", experiment,
+           "--run-id", run_id, "--submitted", "--grace", f"{LAUNCHER_GRACE_SECONDS:g}", "--"]
+    if config.command:
+        command = config.command
+        return [*cmd, *(["/bin/sh", "-c", command] if isinstance(command, str)
+                        else [str(c) for c in command])]
     if not config.script:
-        raise ValueError("ScriptRunConfig.script is required: the script to run, relative "
-                         "to source_directory")
+        raise ValueError("ScriptRunConfig needs script (relative to source_directory) or "
+                         "command")
     script = Path(config.source_directory, config.script)
     if not script.is_file():
         raise ValueError(f"ScriptRunConfig.script {config.script!r} is not a file in "
                          f"source_directory {config.source_directory!r}")
-    cmd = [sys.executable, "-m", "mltrail", "run", "--experiment", experiment,
-           "--run-id", run_id]
-    for key, value in tags.items():
-        cmd += ["--tag", f"{key}={value}"]
-    return [*cmd, "--", sys.executable, config.script, *map(str, config.arguments)]
+    return [*cmd, sys.executable, config.script, *map(str, config.arguments)]
 
 
-def submit(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None,
-           show_output: bool = False) -> Run:
-    """Start the script as a run of ``experiment``; with ``show_output``, watch it to the end."""
-    from mltrail import validation
-    from mltrail.run import Run, new_run_id
-
-    checked = validation.check_tags(tags or {})
+def submit(experiment: Experiment, config: Any, tags: dict[str, Any], show_output: bool = False,
+           parent: Run | None = None) -> ScriptRun:
+    """Register the run, then start its launcher; with ``show_output``, watch it to the end."""
+    if not os.path.isdir(config.source_directory):
+        raise ValueError(f"ScriptRunConfig.source_directory {config.source_directory!r} is "
+                         "not a directory")
     run_id = new_run_id(experiment.name)
-    cmd = launcher_command(experiment.name, run_id, config, checked)
-    run = Run(experiment, run_id)
-    env = dict(os.environ)
-    if run._link.agent is not None:
-        env["MLTRAIL_AGENT"] = run._link.agent.socket_path  # the same agent as ours
-    env.pop("MLTRAIL_RUN_ID", None)
-    log_path = _launcher_log(run_id)
-    with open(log_path, "ab") as log:
-        subprocess.Popen(cmd, cwd=config.source_directory, env=env, stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True)
+    cmd = launcher_command(experiment.name, run_id, config)
+    definition = json.dumps(config.run_definition())
+    run = ScriptRun._start(experiment, run_id=run_id, tags=tags, run_type="script",
+                           parent=parent, link=parent._link if parent else None,
+                           properties={RUN_DEFINITION_PROPERTY: definition}, registered=True)
+    run._local = False  # the launcher and the script change it from now on: read it back
+    run.take_snapshot(config.source_directory)
+    run._link.reader()  # the registration reached the collector (or raises NotDelivered)
+    run._process = _launch(run, cmd, config.source_directory)
+    threading.Thread(target=_watch_launcher, args=(run, run._process),
+                     name=f"mltrail-watch-{run_id}", daemon=True).start()
     if show_output:
         run.wait_for_completion(show_output=True)
     return run
 
 
-def _launcher_log(run_id: str) -> Path:
-    from mltrail.query.client import mltrail_home
+def _watch_launcher(run: ScriptRun, process: subprocess.Popen[bytes]) -> None:
+    """A launcher that died before recording the run's end (killed, crashed) would leave
+    the run NotStarted or Running for ever: record it failed, naming the launcher's log."""
+    code = process.wait()
+    deadline = time.monotonic() + LAUNCHER_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(MltrailError):
+            if run.get_status() in TERMINAL_STATUSES:
+                return
+        time.sleep(0.5)
+    log = mltrail_home() / "submitted" / f"{run.id}.log"
+    with contextlib.suppress(MltrailError):
+        run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
+            code="LauncherExited", exit_code=code,
+            message=f"the launcher (mltrail run) exited with code {code} without recording "
+                    f"the run's end; its output is in {log}"))
 
+
+def _launch(run: Run, cmd: list[str], cwd: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if run._link.agent is not None:
+        env["MLTRAIL_AGENT"] = run._link.agent.socket_path  # the same agent as ours
+    env.pop("MLTRAIL_RUN_ID", None)
     directory = mltrail_home() / "submitted"
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{run_id}.log"
-
-
-def wait_for_completion(run: Run, show_output: bool = False, timeout: float | None = None,
-                        raise_on_error: bool = True) -> dict[str, Any]:
-    """Wait for the run to end; returns ``get_details()``, raises ``RunFailed`` on failure."""
-    if run._link.spool_sink is not None:
-        return _offline_details(run, raise_on_error)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    client = run._link.reader().client
-    with client:
-        _wait_exists(client, run.id, deadline)
-        if show_output:
-            _follow_output(client, run.id, deadline)
-        _wait_terminal(client, run.id, deadline)
-    return _ended(run, run.get_details(), raise_on_error)
-
-
-def _offline_details(run: Run, raise_on_error: bool) -> dict[str, Any]:
-    """An offline run ends in its own process: ended, it is read from its spool; still
-    going, waiting here could only wait for ourselves (or forever), so it is refused."""
-    details = run.get_details()
-    if details["status"] in ("NotStarted", "Running"):
-        raise OfflineRunNotWatched(
-            f"run {run.id} is an offline run: no collector watches it, and it ends when its "
-            f"process ends or calls complete(); read it now with get_details(), or upload "
-            f"it with `mltrail sync {run._link.where}` and watch it there")
-    return _ended(run, details, raise_on_error)
-
-
-def _ended(run: Run, details: dict[str, Any], raise_on_error: bool) -> dict[str, Any]:
-    status = details["status"]
-    if raise_on_error and status in ("Failed", "Canceled"):
-        error = details.get("error", {}).get("error", {}).get("message") or "no error details"
-        raise RunFailed(f"run {run.id} {status.lower()}: {error}", details)
-    return details
-
-
-def _wait_exists(client: Any, run_id: str, deadline: float | None) -> None:
-    from mltrail.query.client import RunNotFound
-
-    give_up = time.monotonic() + APPEAR_SECONDS
-    if deadline is not None:
-        give_up = min(give_up, deadline)
-    while True:
-        try:
-            client.get_run(run_id)
-            return
-        except RunNotFound:
-            if time.monotonic() > give_up:
-                raise
-            time.sleep(0.1)
-
-
-def _follow_output(client: Any, run_id: str, deadline: float | None) -> None:
-    with client.tail_logs(run_id, follow=True) as tail:
-        if deadline is not None:
-            _close_at(tail, deadline)
-        for lines in tail.batches():
-            sys.stdout.write("".join(line.text + "\n" for line in lines))
-            sys.stdout.flush()
-
-
-def _close_at(tail: Any, deadline: float) -> None:
-    import threading
-
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), tail.close)
-    timer.daemon = True
-    timer.start()
-
-
-def _wait_terminal(client: Any, run_id: str, deadline: float | None) -> None:
-    while not client.get_run(run_id).is_terminal:
-        if deadline is not None and time.monotonic() > deadline:
-            raise WaitTimeout(f"run {run_id} has not ended within the timeout; it goes on; "
-                              f"watch it with `mltrail logs {run_id} --follow`")
-        time.sleep(STATUS_POLL_SECONDS)
+    try:
+        with open(directory / f"{run.id}.log", "ab") as log:
+            return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
+    except OSError as exc:
+        run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
+            code="LaunchError", message=f"could not start the launcher: {exc.strerror}"))
+        raise

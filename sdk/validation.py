@@ -28,7 +28,7 @@ UPLOAD_CHUNK_BYTES = 1024 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 LIMITS = {
-    "name": f"1..{MAX_NAME_CHARS} characters, no outer whitespace, no control characters",
+    "name": f"1..{MAX_NAME_CHARS} characters, not only whitespace, no control characters",
     "any string": "valid Unicode: no lone surrogates (UTF-8 cannot encode them)",
     "string value": f"at most {MAX_STRING_BYTES} bytes as UTF-8",
     "description": f"at most {MAX_DESCRIPTION_CHARS} characters",
@@ -60,8 +60,8 @@ def check_name(name: Any, what: str = "name") -> str:
         raise ValueError(f"{what} must not be empty")
     if len(name) > MAX_NAME_CHARS:
         raise ValueError(f"{what} must be at most {MAX_NAME_CHARS} characters, got {len(name)}")
-    if name != name.strip():
-        raise ValueError(f"{what} {name!r} must not start or end with whitespace")
+    if not name.strip():
+        raise ValueError(f"{what} {name!r} must not be only whitespace")
     if _CONTROL.search(name):
         raise ValueError(f"{what} {name!r} must not contain control characters")
     if not name.isascii():

@@ -45,6 +45,8 @@ from mltrail.proto import records_pb2
 
 _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
                 "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
+DISPLAY_NAME_TAG = "mltrail.display_name"  # records.proto, TagsSet: renames the run
+_TERMINAL = f"({records_pb2.COMPLETED}, {records_pb2.FAILED}, {records_pb2.CANCELED})"
 
 
 class ForeignRun(PermanentError):
@@ -322,15 +324,24 @@ class SqliteWriter:
         if kind == "started":
             self._run_started(rec, run_key)
         elif kind == "tags":
+            tags = dict(event.tags.tags)
+            name = tags.pop(DISPLAY_NAME_TAG, None)
+            if name is not None:
+                conn.execute("UPDATE runs SET display_name = ? WHERE run_key = ?",
+                             (name, run_key))
             conn.executemany("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
-                             [(run_key, k, v) for k, v in event.tags.tags.items()])
+                             [(run_key, k, v) for k, v in tags.items()])
+            conn.executemany("DELETE FROM run_tags WHERE run_key = ? AND key = ?",
+                             [(run_key, k) for k in event.tags.removed])
         elif kind == "properties":
             conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
                              [(run_key, k, v) for k, v in event.properties.properties.items()])
         elif kind == "ended":
             ended = event.ended
             error = ended.error.SerializeToString() if ended.HasField("error") else None
-            conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? WHERE run_key = ?",
+            # The first end wins: a terminal status is final (Azure ML v1).
+            conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? "
+                         f"WHERE run_key = ? AND status NOT IN {_TERMINAL}",
                          (ended.status, rec.time_unix_nano, error, run_key))
             work.ended_runs.add(rec.run_id)
         else:
@@ -339,16 +350,25 @@ class SqliteWriter:
     def _run_started(self, rec: records_pb2.Record, run_key: int) -> None:
         started = rec.run_event.started
         conn = self._conn
+        # A registered run (Experiment.submit) is NotStarted until its launcher's start;
+        # that start keeps what it leaves empty, and never revives an ended run.
+        status = (records_pb2.RUN_STATUS_UNSPECIFIED if started.registered
+                  else records_pb2.RUNNING)
         conn.execute(
-            "UPDATE runs SET experiment = ?, display_name = ?, parent_run_id = ?, run_type = ?, "
-            "start_time = ? WHERE run_key = ?",
+            "UPDATE runs SET experiment = COALESCE(NULLIF(?, ''), experiment), "
+            "display_name = COALESCE(NULLIF(?, ''), display_name), "
+            "parent_run_id = COALESCE(NULLIF(?, ''), parent_run_id), "
+            "run_type = COALESCE(NULLIF(?, ''), run_type), start_time = ?, "
+            f"status = CASE WHEN status IN {_TERMINAL} THEN status ELSE ? END "
+            "WHERE run_key = ?",
             (started.experiment, started.display_name, started.parent_run_id, started.run_type,
-             rec.time_unix_nano, run_key))
+             rec.time_unix_nano, status, run_key))
         conn.executemany("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
                          [(run_key, k, v) for k, v in started.tags.items()])
         conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
                          [(run_key, k, v) for k, v in started.properties.items()])
-        self._runs[rec.run_id][1] = started.experiment
+        if started.experiment:
+            self._runs[rec.run_id][1] = started.experiment
 
     def _artifact(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         """Chunks wait per (run, stream, path) until the last one: two streams uploading

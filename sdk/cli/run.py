@@ -32,6 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", help="display name of the run")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag (repeatable)")
     p.add_argument("--run-id", help="use this run id (Experiment.submit sets it)")
+    p.add_argument("--submitted", action="store_true", help=argparse.SUPPRESS)  # by submit
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="after SIGINT/SIGTERM, how long the command may take to exit "
                         "before it is killed (default 10)")
@@ -62,8 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PermanentError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
     try:
         experiment = Experiment(args.experiment)
-        run = Run._start(experiment, run_id=args.run_id, display_name=args.name,
-                         tags=parse_tags(args.tag), run_type="script")
+        if args.submitted and args.run_id:
+            run = _start_registered(experiment, args.run_id)
+        else:
+            run = Run._start(experiment, run_id=args.run_id, display_name=args.name,
+                             tags=parse_tags(args.tag), run_type="script")
     except (TypeError, ValueError) as exc:
         raise PermanentError(str(exc)) from None
     env = dict(os.environ, MLTRAIL_RUN_ID=run.id, MLTRAIL_EXPERIMENT=experiment.name)
@@ -83,11 +87,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.fail(f"could not start {command[0]!r}: {exc.strerror}", error_code="LaunchError")
         raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
                              f"{run.id} is marked failed") from None
+    run._upload_run_folders(os.getcwd())  # v1: ./outputs and ./logs, uploaded at the end
     end_run(run, result)
     _settle(run)
     if args.summary:
         print_summary(run)
     return result.exit_code
+
+
+def _start_registered(experiment: Any, run_id: str) -> Any:
+    """The run Experiment.submit registered: its start, which makes it Running."""
+    from mltrail.run import Run
+
+    run = Run(experiment, run_id)
+    run.start()
+    run._local = True  # this launcher ends it (the collector keeps an earlier end)
+    return run
 
 
 def _settle(run: Any, timeout: float = 5.0) -> None:

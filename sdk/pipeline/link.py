@@ -18,7 +18,6 @@ import atexit
 import os
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,10 +28,11 @@ from mltrail.pipeline.embedded import agent_socket_from_env, ensure_embedded
 from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
 from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.proto import records_pb2
+from mltrail.query.details import fold_run_info, v1_details
 from mltrail.query.metrics_view import fold_metrics
+from mltrail.query.types import RunInfo
 
-_STATUS = {records_pb2.RUNNING: "Running", records_pb2.COMPLETED: "Completed",
-           records_pb2.FAILED: "Failed", records_pb2.CANCELED: "Canceled"}
+LIST_LIMIT = 10_000  # Run.list / Experiment.get_runs: the newest runs of an experiment
 
 
 class NotDelivered(MltrailError):
@@ -40,11 +40,25 @@ class NotDelivered(MltrailError):
 
 
 class Reader(Protocol):
+    where: str  # names the collector or the spool, in logFiles addresses
     def get_metrics(self, run_id: str, name: str | None) -> dict[str, Any]: ...
-    def get_details(self, run_id: str) -> dict[str, Any]: ...
+    def run_info(self, run_id: str) -> RunInfo: ...
+    def list_runs(self, experiment: str) -> list[RunInfo]: ...
     def child_run_ids(self, run_id: str) -> list[str]: ...
     def file_names(self, run_id: str) -> list[str]: ...
     def download_file(self, run_id: str, name: str, target: str | os.PathLike[str]) -> None: ...
+    def log_streams(self, run_id: str) -> list[str]: ...
+    def log_text(self, run_id: str, stream: str) -> str: ...
+
+
+def get_details(reader: Reader, run_id: str) -> dict[str, Any]:
+    """v1's ``get_details()``: ``logFiles`` names each console stream and uploaded log."""
+    info = reader.run_info(run_id)
+    files = {f"user_logs/{s}.txt": f"mltrail://{reader.where}/{run_id}/streams/{s}"
+             for s in reader.log_streams(run_id)}
+    files.update({name: f"mltrail://{reader.where}/{run_id}/files/{name}"
+                  for name in reader.file_names(run_id) if name.startswith("logs/")})
+    return v1_details(info, files)
 
 
 class Link:
@@ -71,13 +85,15 @@ class Link:
                   file=sys.stderr, flush=True)
         return remaining
 
-    def reader(self, timeout: float = 300.0) -> Reader:
+    def reader(self, timeout: float = 300.0, collector: str | None = None) -> Reader:
+        """Reads after this process's records arrived: from the spool offline, else from
+        ``collector`` (a workspace's) or the collector the agent forwards to."""
         if self.spool_sink is not None:
             self.flush(timeout)
             return SpoolReader(self.spool_sink)
-        return self._online_reader(timeout)
+        return self._online_reader(timeout, collector)
 
-    def _online_reader(self, timeout: float) -> Reader:
+    def _online_reader(self, timeout: float, collector: str | None = None) -> CollectorReader:
         from mltrail.query.client import QueryClient
 
         assert self.agent is not None  # an online link always has its agent
@@ -89,7 +105,7 @@ class Link:
             raise NotDelivered(
                 f"the collector acknowledged records up to {forwarded} of "
                 f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again later")
-        return CollectorReader(QueryClient(self.agent.info().collector))
+        return CollectorReader(QueryClient(collector or self.agent.info().collector))
 
     def wait_collector(self, timeout: float) -> int | None:
         """Wait until the collector has every record the agent acknowledged to us.
@@ -134,10 +150,12 @@ _embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
 
 
-def process_link() -> Link:
-    """This process's link to its agent (one per socket path), made on first use."""
+def process_link(socket_path: str | None = None) -> Link:
+    """This process's link to its agent (one per socket path), made on first use:
+    ``socket_path`` (a workspace's ``agent``), else ``MLTRAIL_AGENT``, else the
+    embedded local agent."""
     with _link_lock:
-        socket_path = agent_socket_from_env() or _embedded()
+        socket_path = socket_path or agent_socket_from_env() or _embedded()
         link = _links.get(socket_path)
         if link is None:
             agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
@@ -163,29 +181,23 @@ class CollectorReader:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.where = client.address
 
     def get_metrics(self, run_id: str, name: str | None) -> dict[str, Any]:
         with self.client:
             return dict(self.client.get_metrics(run_id, name))
 
-    def get_details(self, run_id: str) -> dict[str, Any]:
+    def run_info(self, run_id: str) -> RunInfo:
         with self.client:
-            info = self.client.get_run(run_id)
-        details: dict[str, Any] = {
-            "runId": info.run_id, "target": "local", "status": info.status,
-            "startTimeUtc": iso_time(info.start_time_unix_nano),
-            "endTimeUtc": iso_time(info.end_time_unix_nano),
-            "properties": dict(info.properties), "tags": dict(info.tags),
-            "displayName": info.display_name, "inputDatasets": [], "outputDatasets": [],
-            "logFiles": {},
-        }
-        if info.error is not None:
-            details["error"] = error_dict(info.error)
-        return details
+            info: RunInfo = self.client.get_run(run_id)
+            return info
+
+    def list_runs(self, experiment: str) -> list[RunInfo]:
+        with self.client:
+            return list(self.client.list_runs(experiment=experiment, limit=LIST_LIMIT))
 
     def child_run_ids(self, run_id: str) -> list[str]:
-        with self.client:
-            return list(self.client.get_run(run_id).child_run_ids)
+        return list(self.run_info(run_id).child_run_ids)
 
     def file_names(self, run_id: str) -> list[str]:
         with self.client:
@@ -195,12 +207,21 @@ class CollectorReader:
         with self.client:
             self.client.download_artifact(run_id, name, target)
 
+    def log_streams(self, run_id: str) -> list[str]:
+        with self.client, self.client.tail_logs(run_id, to_line=1) as tail:
+            return sorted({line.stream for line in tail})
+
+    def log_text(self, run_id: str, stream: str) -> str:
+        with self.client, self.client.tail_logs(run_id, streams=[stream]) as tail:
+            return "".join(line.text + "\n" for line in tail)
+
 
 class SpoolReader:
     """An offline run read back from its own spool."""
 
     def __init__(self, sink: SpoolSink) -> None:
         self.sink = sink
+        self.where = str(sink.directory)
 
     def _records(self, run_id: str) -> Iterable[records_pb2.Record]:
         return (r for r in read_records(self.sink.spool) if r.run_id == run_id)
@@ -209,20 +230,16 @@ class SpoolReader:
         return fold_metrics(r for r in self._records(run_id)
                             if r.HasField("metric") and (name is None or r.metric.name == name))
 
-    def get_details(self, run_id: str) -> dict[str, Any]:
-        details: dict[str, Any] = {"runId": run_id, "target": "local", "status": "NotStarted",
-                                   "startTimeUtc": None, "endTimeUtc": None, "properties": {},
-                                   "tags": {}, "inputDatasets": [], "outputDatasets": [],
-                                   "logFiles": {}}
-        for record in self._records(run_id):
-            if record.HasField("run_event"):
-                _apply_event(details, record)
-        return details
+    def run_info(self, run_id: str) -> RunInfo:
+        return fold_run_info(run_id, read_records(self.sink.spool))
+
+    def list_runs(self, experiment: str) -> list[RunInfo]:
+        ids = {r.run_id for r in read_records(self.sink.spool)}
+        runs = [self.run_info(i) for i in sorted(ids)]
+        return [r for r in runs if r.experiment == experiment]
 
     def child_run_ids(self, run_id: str) -> list[str]:
-        return [r.run_id for r in read_records(self.sink.spool)
-                if r.HasField("run_event") and r.run_event.HasField("started")
-                and r.run_event.started.parent_run_id == run_id]
+        return self.run_info(run_id).child_run_ids
 
     def file_names(self, run_id: str) -> list[str]:
         return sorted({r.artifact.path for r in self._records(run_id)
@@ -238,34 +255,11 @@ class SpoolReader:
             path = path / Path(name).name
         path.write_bytes(b"".join(parts))
 
+    def log_streams(self, run_id: str) -> list[str]:
+        return sorted({r.log.stream for r in self._records(run_id) if r.HasField("log")})
 
-def _apply_event(details: dict[str, Any], record: records_pb2.Record) -> None:
-    event = record.run_event
-    kind = event.WhichOneof("event")
-    if kind == "started":
-        details.update(status="Running", startTimeUtc=iso_time(record.time_unix_nano),
-                       displayName=event.started.display_name)
-        details["tags"].update(event.started.tags)
-        details["properties"].update(event.started.properties)
-    elif kind == "tags":
-        details["tags"].update(event.tags.tags)
-    elif kind == "properties":
-        details["properties"].update(event.properties.properties)
-    elif kind == "ended":
-        details.update(status=_STATUS.get(event.ended.status, "Unknown"),
-                       endTimeUtc=iso_time(record.time_unix_nano))
-        if event.ended.HasField("error"):
-            details["error"] = error_dict(event.ended.error)
-
-
-def iso_time(unix_nano: int) -> str | None:
-    if not unix_nano:
-        return None
-    seconds, nanos = divmod(unix_nano, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
-
-
-def error_dict(error: Any) -> dict[str, Any]:
-    """Azure v1's ``error`` entry of ``get_details``."""
-    return {"error": {"code": error.code, "message": error.message, "type": error.type,
-                      "traceback": error.traceback, "exitCode": error.exit_code}}
+    def log_text(self, run_id: str, stream: str) -> str:
+        data = b"".join(r.log.data for r in self._records(run_id)
+                        if r.HasField("log") and r.log.stream == stream)
+        text = data.decode("utf-8", errors="replace")
+        return text if not text or text.endswith("\n") else text + "\n"

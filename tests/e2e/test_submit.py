@@ -109,3 +109,24 @@ def test_capture_output_records_while_the_run_is_active(agent: Service, collecto
         err = [line.text for line in client.tail_logs(run_id, ["stderr"])]
     assert out == ["inside on stdout", "no newline at the end"]
     assert err == ["inside on stderr"]
+
+
+LAUNCHER_KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from mltrail import Experiment, ScriptRunConfig, script_run
+    script_run.LAUNCHER_SETTLE_SECONDS = 2.0
+    run = Experiment("killed").submit(ScriptRunConfig(sys.argv[1], "sleeper.py"))
+    os.kill(run._process.pid, signal.SIGKILL)  # the launcher dies without a word
+    details = run.wait_for_completion(raise_on_error=False, timeout=120)
+    error = details["error"]["error"]
+    print("status", details["status"], error["code"], error["exitCode"], flush=True)
+""")
+
+
+def test_a_launcher_that_dies_leaves_its_run_failed_not_running(agent: Service,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(3)\n")
+    done = subprocess.run([sys.executable, "-c", LAUNCHER_KILLER, str(tmp_path)], text=True,
+                          capture_output=True, env=env_for(agent, tmp_path), timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "status Failed LauncherExited -9" in done.stdout

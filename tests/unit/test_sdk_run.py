@@ -94,10 +94,10 @@ def test_a_call_larger_than_a_message_can_carry_is_refused_and_the_next_goes(
     assert [r.metric.name for r in delivered(run, sink)[1:]] == ["after"]
 
 
-def test_log_image_refuses_a_file_that_is_not_png_or_jpeg(run: Run, tmp_path: Path) -> None:
+def test_log_image_refuses_a_file_that_is_not_an_image(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "fake.png"
     path.write_bytes(b"GIF89a...")
-    with pytest.raises(ValueError, match="is not a PNG or JPEG image"):
+    with pytest.raises(ValueError, match="is not an image Pillow can read"):
         run.log_image("img", path=path)
 
 
@@ -233,16 +233,24 @@ def test_wait_for_completion_on_an_offline_run_says_why_or_returns_its_end(
 
 
 def test_experiment_names_and_script_run_config() -> None:
+    from mltrail import Workspace
+
     with pytest.raises(ValueError, match="must be 1-255 characters, start with a letter"):
         Experiment("bad name")
     with pytest.raises(TypeError, match="name must be a str, got int"):
-        Experiment(3)  # type: ignore[arg-type]
-    workspace = object()
-    v1_order = Experiment(workspace, "v1-order")  # type: ignore[arg-type]
-    assert (v1_order.name, v1_order.workspace) == ("v1-order", workspace)
+        Experiment(Workspace(), 3)  # type: ignore[arg-type]
+    workspace = Workspace("sub", "rg", "ws1")
+    for v1_call in (Experiment(workspace, "v1-order"), Experiment(workspace, name="v1-order"),
+                    Experiment(workspace=workspace, name="v1-order")):
+        assert (v1_call.name, v1_call.workspace.name) == ("v1-order", "ws1")
+    assert Experiment("plain").workspace.name == "default"
     config = ScriptRunConfig("src", "train.py", arguments=["--lr", 0.1])
-    assert (config.source_directory, config.script, config.arguments, config.environment) == (
-        "src", "train.py", ["--lr", 0.1], None)
+    assert (config.source_directory, config.script, config.arguments) == (
+        "src", "train.py", ["--lr", 0.1])
+    assert config.run_config.environment is config.environment
+    assert config.environment.name == "default-environment"
+    with pytest.raises(ValueError, match=r"script .* or command, not both"):
+        ScriptRunConfig("src", "train.py", command="ls")
 
 
 def test_wait_errors_are_importable_from_the_package_as_in_azure_ml() -> None:

@@ -391,3 +391,37 @@ def test_run_pages_cover_every_run_once_in_a_few_queries(tmp_path: Path) -> None
             assert len(statements) == 4, statements
     finally:
         conn.close()
+def test_a_registered_run_is_not_started_until_its_launcher_starts_it(store: Store) -> None:
+    registered = b.started(1, "sub", display_name="nice name", tags={"via": "submit"},
+                           properties={"mltrail.run_definition": "{}"}, registered=True)
+    write(store, b.batch("submitter", [registered]))
+    info = store.get_run("sub")
+    assert info is not None and info.status == records_pb2.RUN_STATUS_UNSPECIFIED
+    launcher_start = b.record(1, "sub", run_event=records_pb2.RunEvent(
+        started=records_pb2.RunStarted()))  # empty fields: keep the registered ones
+    write(store, b.batch("launcher", [launcher_start]))
+    info = store.get_run("sub")
+    assert info is not None and info.status == records_pb2.RUNNING
+    assert (info.experiment, info.display_name, dict(info.tags)) == (
+        "exp", "nice name", {"via": "submit"})
+
+
+def test_the_first_end_of_a_run_is_final(store: Store) -> None:
+    write(store, b.batch("a", [b.started(1, "r"), b.ended(2, "r", records_pb2.FAILED)]))
+    write(store, b.batch("b", [b.ended(1, "r", records_pb2.COMPLETED),
+                               b.record(2, "r", run_event=records_pb2.RunEvent(
+                                   started=records_pb2.RunStarted()))]))
+    info = store.get_run("r")
+    assert info is not None and info.status == records_pb2.FAILED  # not revived, not rewritten
+
+
+def test_tags_are_removed_and_a_display_name_tag_renames_the_run(store: Store) -> None:
+    tags = records_pb2.TagsSet(tags={"mltrail.display_name": "renamed", "keep": "1"})
+    write(store, b.batch("s", [
+        b.started(1, "r", tags={"gone": "x"}), b.record(2, "r", run_event=records_pb2.RunEvent(
+            tags=tags)),
+        b.record(3, "r", run_event=records_pb2.RunEvent(tags=records_pb2.TagsSet(
+            removed=["gone"])))]))
+    info = store.get_run("r")
+    assert info is not None and info.display_name == "renamed"
+    assert dict(info.tags) == {"keep": "1"}
