@@ -76,7 +76,9 @@ def _open_postgres(url: str, artifacts: ArtifactStore) -> Store:
     environment variables (PGPASSWORD, PGSSLROOTCERT, ...) and ~/.pgpass."""
     try:
         from mltrail.collector.store.postgres import DEFAULT_POOL_SIZE, PostgresStore
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise  # our own module broken: a bug to see, not a missing package
         raise PermanentError(
             "store URL is postgresql://, but psycopg is not installed; nothing was opened; "
             "pip install 'mltrail[postgres]'") from None
