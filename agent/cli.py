@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 
 from mltrail.agent.service import AgentService, AgentStartError
@@ -34,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--source", action="append", metavar="TYPE:TARGET=RUN_ID[:STREAM]",
                    help="tail log files into a run, e.g. file:/logs/*.log=run-1:trainer "
                         "(repeatable; also cri:, logdir:, docker:LABEL=; more in [[sources]])")
-    p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
+    p.add_argument("--ready-file", default=os.environ.get("MLTRAIL_READY_FILE"),
+                   help="write {socket, http, collector, pid} JSON here once up "
+                        "(default $MLTRAIL_READY_FILE; `mltrail health` reads it)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=run_agent)
 

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "(default $MLTRAIL_HOME/collector/artifacts)")
     p.add_argument("--config", help="collector.toml settings file")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    p.add_argument("--ready-file", help="write the bound addresses here (JSON) once listening")
+    p.add_argument("--ready-file", default=os.environ.get("MLTRAIL_READY_FILE"),
+                   help="write the bound addresses here (JSON) once listening "
+                        "(default $MLTRAIL_READY_FILE; `mltrail health` reads it)")
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,10 @@
 
 Threads: the event loop (gRPC), one store writer thread (every write, so
 SQLite has one writer connection), a few store reader threads, and the HTTP
-thread (/metrics, /healthz).
+thread (/metrics, /healthz, /readyz). Health (``common.health``): alive while
+the event loop turns; ready while the store passes its check (``Store.check``
+every two seconds on a reader thread) and the server is not shutting down,
+on HTTP and on ``grpc.health.v1`` at the gRPC port.
 
 Shutdown (SIGTERM/SIGINT): ``closing`` is set, so each Ingest stream stops
 reading after the request in hand, which is stored and acknowledged; the
@@ -17,6 +20,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.ingest import IngestPipeline, IngestService
@@ -25,7 +29,8 @@ from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store
-from mltrail.common.errors import PermanentError
+from mltrail.common.errors import MltrailError, PermanentError
+from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
@@ -49,6 +54,7 @@ class CollectorServer(Component):
                                            thread_name_prefix="mltrail-store-reader")
         self._closing = asyncio.Event()
         self._stopped = False
+        self.health = Health(self._ready)
 
     async def start(self) -> None:
         s = self.settings
@@ -67,6 +73,7 @@ class CollectorServer(Component):
                                  "was started; pass --grpc HOST:PORT with a free port")
         self._http = _http_endpoint(http_host, http_port, self)
         await self._server.start()
+        await self.health.start()
         self._http.start()
         self.grpc_address = f"{grpc_host}:{bound}"
         self.http_address = self._http.address
@@ -87,18 +94,30 @@ class CollectorServer(Component):
         server.add_generic_rpc_handlers((ingest.handler(),))
         query = QueryService(store, self._readers, notifier, self._closing)
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         return server
 
-    def health(self) -> tuple[bool, str]:
+    async def _ready(self) -> tuple[bool, str]:
         if self._closing.is_set():
             return False, "shutting down"
-        return self._store is not None, "ok" if self._store is not None else "starting"
+        store = self._store
+        if store is None:
+            return False, "starting"
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._readers, store.check), 10.0)
+        except TimeoutError:
+            return False, "the store did not answer its check within 10s"
+        except (MltrailError, OSError) as exc:
+            return False, str(exc)
+        return True, "ready"
 
     async def shutdown(self, timeout: float) -> None:
         if self._stopped:
             return
         self._stopped = True
         self._closing.set()
+        await self.health.stopping()
         if self._server is not None:
             self._notifier.wake_all()
             await self._server.stop(grace=min(timeout, self.settings.shutdown_grace))
@@ -108,6 +127,7 @@ class CollectorServer(Component):
             self._store.close()
         if self._http is not None:
             self._http.shutdown()
+        await self.health.shutdown()
 
 
 def _address(value: str, flag: str) -> tuple[str, int]:
@@ -119,7 +139,8 @@ def _address(value: str, flag: str) -> tuple[str, int]:
 
 def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoint:
     try:
-        return HttpEndpoint(host, port, server.metrics.registry, server.health)
+        return HttpEndpoint(host, port, server.metrics.registry, server.health.live,
+                            ready=server.health.ready)
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

@@ -1,4 +1,4 @@
-"""A small HTTP endpoint for /metrics (Prometheus text format) and /healthz.
+"""A small HTTP endpoint for /metrics (Prometheus text format), /healthz and /readyz.
 
 It runs in a daemon thread (the standard library's ThreadingHTTPServer), so a
 busy event loop never delays a scrape and a scrape never blocks ingest.
@@ -18,9 +18,10 @@ Route = Callable[[str, str], tuple[int, str, bytes]]
 
 
 class HttpEndpoint:
-    """Serves /metrics from ``registry`` and /healthz from ``health()``.
+    """Serves /metrics from ``registry``, /healthz (liveness) from ``health()`` and
+    /readyz (readiness) from ``ready()`` (``health()`` when not given).
 
-    ``health()`` returns (healthy, message); unhealthy answers 503.
+    Each returns (ok, message); not ok answers 503 with the message.
     """
 
     def __init__(
@@ -30,9 +31,11 @@ class HttpEndpoint:
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, str]],
         routes: dict[str, Route] | None = None,
+        ready: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
+        self._ready = ready or health
         self._routes = dict(routes or {})
         endpoint = self
 
@@ -63,8 +66,8 @@ class HttpEndpoint:
         path, _, query = raw_path.partition("?")
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
-        if path == "/healthz":
-            ok, message = self._health()
+        if path in ("/healthz", "/readyz"):
+            ok, message = (self._health if path == "/healthz" else self._ready)()
             return (200 if ok else 503), "text/plain; charset=utf-8", (message + "\n").encode()
         route = self._routes.get(path)
         if route is not None:

@@ -129,6 +129,13 @@ class Store(abc.ABC):
                       ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
 
+    def check(self) -> None:
+        """Raise ``RetryableError`` saying why when the store cannot take writes now
+        (the collector's readiness asks every few seconds, from a reader thread).
+        A store without a cheaper test than its writes keeps this default: its
+        failed writes still answer UNAVAILABLE, and the agents keep their records."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""

@@ -27,6 +27,10 @@ class SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    def ping(self) -> None:
+        """Read the database header (the readiness check)."""
+        self._conn.execute("PRAGMA schema_version").fetchone()
+
     # ---- runs -----------------------------------------------------------------
 
     def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
