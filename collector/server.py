@@ -86,6 +86,7 @@ class CollectorServer(Component):
             # gRPC turns SO_REUSEPORT on by default: a second collector on the same
             # port would silently take half the streams instead of failing to start.
             ("grpc.so_reuseport", 0),
+            *_connection_age(self.settings),
         ])
         notifier = LogNotifier()
         self._notifier = notifier
@@ -128,6 +129,15 @@ class CollectorServer(Component):
         if self._http is not None:
             self._http.shutdown()
         await self.health.shutdown()
+
+
+def _connection_age(s: CollectorSettings) -> list[tuple[str, int]]:
+    """Close a connection after ``max_connection_age`` (GOAWAY, then ``shutdown_grace`` for
+    its calls), so agents spread over the replicas behind a Service as they reconnect."""
+    if s.max_connection_age <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace * 1000))]
 
 
 def _address(value: str, flag: str) -> tuple[str, int]:

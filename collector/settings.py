@@ -25,6 +25,9 @@ class CollectorSettings:
     shutdown_grace: float = 10.0  # seconds in-flight requests get at SIGTERM
     reader_threads: int = 4
     nice: int = 0  # CPU priority below normal, 0-19 (the embedded default uses 10)
+    # seconds after which a client's connection is closed (it reconnects, and behind a
+    # Service may land on another replica); 0 keeps connections open
+    max_connection_age: float = 0.0
 
     def resolved(self) -> CollectorSettings:
         """With the $MLTRAIL_HOME defaults filled in."""
