@@ -5,6 +5,8 @@ in ``MLTRAIL_AGENT``:
 
     mltrail run --experiment demo -- python train.py --steps 100
 
+The image carries it as /opt/mltrail/examples/train.py.
+
 It logs ``loss`` and ``accuracy`` per step, prints a line per step (the
 console), and uploads ``outputs/model.txt`` at the end. Only the standard
 library and mltrail, so it runs in the mltrail image as it is.
