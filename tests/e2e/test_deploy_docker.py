@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests import deploy_env, docker_env
 from tests.conftest import require
 from tests.integration.test_agent_chaos import free_port
