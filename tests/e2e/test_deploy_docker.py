@@ -158,6 +158,8 @@ def test_sidecar_deployment_loses_nothing_across_an_agent_kill(
     [model] = [a for a in client.list_artifacts(run.run_id) if a.path == "outputs/model.txt"]
     client.download_artifact(run.run_id, model.path, tmp_path / "model.txt")
     assert (tmp_path / "model.txt").read_text() == f"weights after {total} steps\n"
+    listed = job("exec", "-T", "collector", "mltrail", "runs", "--experiment", experiment)
+    assert run.run_id in listed.stdout and "Completed" in listed.stdout, listed.stdout
 
     # `compose down` keeps the data volume: a new collector on it still has the run.
     job("down", "--timeout", "30")
@@ -194,6 +196,8 @@ def test_trainer_that_knows_nothing_is_recorded_from_its_container_log(
     got = streams()
     assert got["stdout"] == [f"epoch {i}/40" for i in range(1, 41)] + ["finished"]
     assert got["stderr"] == [f"checkpoint at epoch {i}" for i in range(10, 41, 10)]
+    shown = job("exec", "-T", "collector", "mltrail", "logs", run_id)
+    assert "epoch 40/40" in shown.stdout and "finished" in shown.stdout, shown.stdout
     props = client.get_run(run_id).properties
     assert props["docker.container.id"] == trainer, props
     assert props["docker.image"] == job.env["MLTRAIL_IMAGE"], props

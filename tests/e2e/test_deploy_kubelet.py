@@ -40,8 +40,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
 
 
 def mltrail_json(pod: DockerPod, container: str, *args: str) -> Any:
+    # As the README asks it: `kubectl exec deploy/mltrail-collector -- mltrail ...`
     done = deploy_env.docker("exec", pod.started[container], "mltrail", *args, "--json",
-                             "--collector", "127.0.0.1:7431", check=False)
+                             check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
