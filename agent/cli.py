@@ -8,14 +8,15 @@ import dataclasses
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
-from mltrail.agent.service import AgentService, AgentStartError
-from mltrail.agent.settings import AgentSettings, load_agent_settings
-from mltrail.agent.sources.config import parse_source_flag
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
 from mltrail.common.tuning import keep_large_buffers, lower_priority
+
+if TYPE_CHECKING:
+    from mltrail.agent.settings import AgentSettings
 
 log = logging.getLogger("mltrail.agent")
 
@@ -43,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every `mltrail` command builds the parser, and
+    # `mltrail health` (an exec probe every few seconds) should not load the agent.
+    from mltrail.agent.service import AgentStartError
+    from mltrail.agent.settings import load_agent_settings
+    from mltrail.agent.sources.config import parse_source_flag
+
     flags = {
         "socket": args.socket, "collector": args.collector, "spool_dir": args.spool_dir,
         "http": args.http, "drain_timeout": args.drain_timeout, "log_level": args.log_level,
@@ -60,6 +67,8 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: AgentSettings, ready_file: str | None) -> int:
+    from mltrail.agent.service import AgentService
+
     service = AgentService(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 
-from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
 from mltrail.common.logs import setup_logging
@@ -57,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
+    # Imported here: every `mltrail` command builds the parser (see agent/cli.py).
+    from mltrail.collector.server import CollectorServer
+
     server = CollectorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
