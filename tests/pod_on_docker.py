@@ -5,7 +5,8 @@
   ``mltrail-collector:7431`` reaches the collector pod's container as a Service would.
 - Volumes are host directories: ``emptyDir`` per pod, ``persistentVolumeClaim`` by claim
   name (shared by the pods that name it), owned by the pod's ``fsGroup`` with the setgid
-  bit, as the kubelet prepares them; ``subPath``/``subPathExpr`` are expanded.
+  bit, as the kubelet prepares them; ``subPath``/``subPathExpr`` are expanded;
+  ``hostPath`` maps to a test directory, ``configMap`` to its data written as files.
 - The pod's and container's securityContext become ``--user``, ``--group-add``,
   ``--read-only``, ``--cap-drop`` and ``no-new-privileges``.
 - Init containers with ``restartPolicy: Always`` (native sidecars) start first; the next
@@ -64,6 +65,8 @@ class DockerPod:
     spec: dict[str, Any]
     fields: dict[str, str]
     image_map: dict[str, str]
+    host_paths: dict[str, Path] = field(default_factory=dict)  # hostPath -> test directory
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> data
     started: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -133,6 +136,15 @@ class DockerPod:
             return self.cluster.workdir / "pods" / self.name / volume["name"]
         if "persistentVolumeClaim" in volume:
             return self.cluster.claim(volume["persistentVolumeClaim"]["claimName"])
+        if "hostPath" in volume:
+            return self.host_paths[volume["hostPath"]["path"]]
+        if "configMap" in volume:
+            directory = self.cluster.workdir / "pods" / self.name / volume["name"]
+            directory.mkdir(parents=True, exist_ok=True)
+            for key, text in self.config_maps[volume["configMap"]["name"]].items():
+                (directory / key).write_text(text)
+                (directory / key).chmod(0o644)
+            return directory
         raise AssertionError(f"volume kind not emulated: {volume}")
 
     def _prepare(self, path: Path) -> None:
@@ -156,6 +168,9 @@ class DockerPod:
             if done.returncode == 0:
                 return
             last = done.stdout + done.stderr
+            if "is not running" in last:
+                raise AssertionError(f"{container['name']} exited before its {kind} passed:\n"
+                                     f"{self.logs(container['name'])}")
             time.sleep(period)
         raise AssertionError(f"{kind} of {container['name']} failed {attempts} times: {last}")
 
@@ -177,11 +192,14 @@ class DockerPod:
         grace period; every container's exit code."""
         codes = {c["name"]: self.wait(c["name"], timeout) for c in self.spec["containers"]}
         for container in reversed(self.spec.get("initContainers") or []):
-            cid = self.started[container["name"]]
-            docker("stop", "--time", str(self.grace), cid, timeout=self.grace + 60)
-            codes[container["name"]] = int(docker("inspect", "--format",
-                                                  "{{.State.ExitCode}}", cid).stdout.strip())
+            codes[container["name"]] = self.stop(container["name"])
         return codes
+
+    def stop(self, name: str) -> int:
+        """SIGTERM, SIGKILL after the grace period; the exit code."""
+        cid = self.started[name]
+        docker("stop", "--time", str(self.grace), cid, timeout=self.grace + 60)
+        return int(docker("inspect", "--format", "{{.State.ExitCode}}", cid).stdout.strip())
 
     def logs(self, name: str) -> str:
         done = docker("logs", self.started[name], check=False)

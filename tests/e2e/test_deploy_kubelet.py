@@ -3,6 +3,8 @@
 ports it declares), then two pods of the training Job, each with the agent as a native
 sidecar that starts first, outlives the trainer and gets SIGTERM after it.
 
+The CRI DaemonSet's agent records a pod's console from a kubelet-shaped log file.
+
 Pod 1 runs while the collector is down: its agent drains until its deadline, exits 0
 within the grace period and leaves the records on the Job's spool claim. Pod 2 (the
 Job's retry: same completion index, same spool subdirectory) delivers them with its
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +93,59 @@ def test_job_pods_run_as_the_kubelet_runs_them_and_a_retry_delivers_what_was_lef
         assert run["tags"].get("job") == job["metadata"]["name"], run
         metrics = mltrail_json(collector, "collector", "metrics", pod.name, "--name", "loss")
         assert len(metrics["loss"]) == 200, (pod.name, len(metrics["loss"]))
+
+
+def test_node_agent_records_a_pods_console_from_its_cri_log(
+        cluster: tuple[Cluster, str]) -> None:
+    net, image = cluster
+    collector_spec = k8s.pod_spec(k8s.one(k8s.render("collector"), "Deployment"))
+    [container] = collector_spec["containers"]
+    collector = DockerPod(net, f"collector-{uuid.uuid4().hex[:6]}", collector_spec, {},
+                          {container["image"]: image})
+    collector.run()
+    collector.probe(container, "readinessProbe")
+
+    # What the kubelet leaves for a pod of namespace "training" without a sidecar.
+    pod_name = f"plain-train-{uuid.uuid4().hex[:5]}"
+    pods = net.workdir / "var-log-pods"
+    log = pods / f"training_{pod_name}_0d1e2f" / "trainer" / "0.log"
+    log.parent.mkdir(parents=True)
+    stamp = "2026-12-01T09:00:00.000000000Z"
+    lines = [f"{stamp} stdout F epoch {i}\n" for i in range(1, 31)]
+    lines.insert(10, f"{stamp} stderr P a warning in \n")  # a piece: P, then its F
+    lines.insert(11, f"{stamp} stderr F two pieces\n")
+    log.write_text("".join(lines))
+    log.chmod(0o640)  # root's, as the kubelet writes them
+
+    rendered = k8s.render("cri-daemonset")
+    daemonset = k8s.one(rendered, "DaemonSet")
+    config = k8s.one(rendered, "ConfigMap")
+    spec = k8s.pod_spec(daemonset)
+    [agent] = spec["containers"]
+    node = DockerPod(net, f"node-agent-{uuid.uuid4().hex[:5]}", spec, {},
+                     {agent["image"]: image},
+                     host_paths={"/var/log/pods": pods,
+                                 "/var/lib/mltrail-node-agent": net.workdir / "node-spool"},
+                     config_maps={config["metadata"]["name"]: config["data"]})
+    node.run()
+    node.probe(agent, "livenessProbe")
+    node.probe(agent, "readinessProbe")
+
+    def recorded() -> list[Any]:
+        done = deploy_env.docker("exec", collector.started["collector"], "mltrail", "logs",
+                                 pod_name, "--json", check=False)
+        return [json.loads(line) for line in done.stdout.splitlines()] \
+            if done.returncode == 0 else []
+
+    deadline = time.monotonic() + 120
+    while len(recorded()) < 31 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    got = recorded()
+    assert [(e["stream"], e["text"]) for e in got if e["stream"].endswith("stdout")] == [
+        ("trainer/stdout", f"epoch {i}") for i in range(1, 31)], got
+    assert [e["text"] for e in got if e["stream"].endswith("stderr")] == [
+        "a warning in two pieces"], got
+    run = mltrail_json(collector, "collector", "show", pod_name)
+    assert run["properties"]["k8s.pod"] == pod_name, run
+    assert run["properties"]["k8s.namespace"] == "training", run
+    assert node.stop("agent") == 0, node.logs("agent")  # SIGTERM, as on a node drain
