@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+from typing import TYPE_CHECKING
 
-from mltrail.agent.service import AgentService, AgentStartError
-from mltrail.agent.settings import AgentSettings, load_agent_settings
-from mltrail.agent.sources.config import parse_source_flag
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
 from mltrail.common.tuning import keep_large_buffers, lower_priority
+
+if TYPE_CHECKING:
+    from mltrail.agent.settings import AgentSettings
 
 log = logging.getLogger("mltrail.agent")
 
@@ -35,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--source", action="append", metavar="TYPE:TARGET=RUN_ID[:STREAM]",
                    help="tail log files into a run, e.g. file:/logs/*.log=run-1:trainer "
                         "(repeatable; also cri:, logdir:, docker:LABEL=; more in [[sources]])")
-    p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
+    p.add_argument("--ready-file", default=os.environ.get("MLTRAIL_READY_FILE"),
+                   help="write {socket, http, collector, pid} JSON here once up "
+                        "(default $MLTRAIL_READY_FILE; `mltrail health` reads it)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--token-file", help="file holding the collector token (re-read when it "
                                         "changes)")
@@ -49,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every `mltrail` command builds the parser, and
+    # `mltrail health` (an exec probe every few seconds) should not load the agent.
+    from mltrail.agent.service import AgentStartError
+    from mltrail.agent.settings import load_agent_settings
+    from mltrail.agent.sources.config import parse_source_flag
+
     flags = {
         "socket": args.socket, "collector": args.collector, "spool_dir": args.spool_dir,
         "http": args.http, "drain_timeout": args.drain_timeout, "log_level": args.log_level,
@@ -69,6 +79,8 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: AgentSettings, ready_file: str | None) -> int:
+    from mltrail.agent.service import AgentService
+
     service = AgentService(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

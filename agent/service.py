@@ -5,6 +5,11 @@ Lifecycle (``common.lifecycle.Component``): ``start()`` opens the spool
 and the HTTP port and starts forwarding. ``shutdown(timeout)`` stops
 accepting, drains the spool to the collector until ``timeout``, then stops
 and leaves the rest on disk for the next start.
+
+Health (``common.health``): HTTP answers only once the socket listens, so
+``/healthz`` (alive) doubles as a startup probe; ready (``/readyz`` and
+``grpc.health.v1`` on the socket) while started, not stopping, and the
+collector has not refused sends for longer than ``unhealthy_after_seconds``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import cast
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from mltrail.agent.forwarder import ForwardListener, GrpcForwarder, wants_compression
 from mltrail.agent.metrics import AgentMetrics
@@ -32,6 +38,7 @@ from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
 from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool, SpoolFrame
 from mltrail.common.errors import MltrailError
+from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
@@ -129,6 +136,7 @@ class AgentService(Component):
         self._forward_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
         self.sources: list[TailSource] = []  # log files, containers (agent/sources/registry.py)
+        self.health = Health(self._ready)
 
     async def start(self) -> None:
         s = self.settings
@@ -156,7 +164,7 @@ class AgentService(Component):
             security=s.security,
             rebalance_seconds=s.rebalance_seconds,
         )
-        self._start_http()
+        self._check_http()
         await self._start_grpc(tracker)
         self._forward_task = asyncio.create_task(self.forwarder.run())
         self._trim_task = asyncio.create_task(self._trim_when_idle())
@@ -164,6 +172,16 @@ class AgentService(Component):
             s.sources, spool, s.spool_dir, fsync=s.fsync != "never",
             registry=self.metrics.registry, on_appended=self.metrics.received)
         self._started = True
+        await self.health.start()
+        assert self.http is not None
+        self.http.start()
+
+    async def _ready(self) -> tuple[bool, str]:
+        if self._stopped:
+            return False, "shutting down"
+        if not self._started or self.metrics is None:
+            return False, "starting"
+        return self.metrics.health()
 
     async def _trim_when_idle(self) -> None:
         """Give freed buffers back to the OS once the spool is drained.
@@ -184,14 +202,15 @@ class AgentService(Component):
         if self.forwarder is not None:
             self.forwarder.notify()
 
-    def _start_http(self) -> None:
+    def _check_http(self) -> None:
+        """Bind the HTTP port (a busy port fails the start); it serves once started."""
         assert self.metrics is not None
         host, port = parse_hostport(self.settings.http, "http")
         try:
-            self.http = HttpEndpoint(host, port, self.metrics.registry, self.metrics.health)
+            self.http = HttpEndpoint(host, port, self.metrics.registry, self.health.live,
+                                     ready=self.health.ready)
         except OSError as exc:
             raise AgentStartError(f"cannot listen on http {self.settings.http}: {exc}") from None
-        self.http.start()
 
     async def _start_grpc(self, tracker: ForwardTracker) -> None:
         assert self.spool is not None and self.metrics is not None
@@ -201,6 +220,7 @@ class AgentService(Component):
         )
         self._server = grpc.aio.server(options=MESSAGE_LIMITS + BULK_READS)
         agent_pb2_grpc.add_AgentServicer_to_server(receiver, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         old_umask = os.umask(0o177)  # the socket is never open to others, even briefly
         try:
             bound = self._server.add_insecure_port(f"unix:{self.socket_path}")
@@ -232,6 +252,7 @@ class AgentService(Component):
         if self._stopped:
             return
         self._stopped = True
+        await self.health.stopping()
         await stop_sources(self.sources, timeout=5.0)  # before the spool closes
         if self._server is not None:
             await self._server.stop(grace=1.0)
@@ -253,6 +274,7 @@ class AgentService(Component):
         self._append_pool.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             self.http.shutdown()
+        await self.health.shutdown()
         if self._server is not None:  # never remove another agent's socket
             with contextlib.suppress(OSError):
                 self.socket_path.unlink()

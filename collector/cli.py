@@ -9,7 +9,6 @@ import os
 import signal
 
 from mltrail.collector.auth import AUTH_MODES
-from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
 from mltrail.common.logs import setup_logging
@@ -32,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "$MLTRAIL_HOME/collector/artifacts)")
     p.add_argument("--config", help="collector.toml settings file")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    p.add_argument("--ready-file", help="write the bound addresses here (JSON) once listening")
     p.add_argument("--auth", choices=("none", "token"),
                    help="none (default; loopback only) or token (bearer tokens)")
     p.add_argument("--insecure", action="store_true", default=None,
@@ -44,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", help="the certificate's private key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA "
                                            "(mutual TLS)")
+    p.add_argument("--ready-file", default=os.environ.get("MLTRAIL_READY_FILE"),
+                   help="write the bound addresses here (JSON) once listening "
+                        "(default $MLTRAIL_READY_FILE; `mltrail health` reads it)")
     p.set_defaults(func=run)
 
 
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
+    # Imported here: every `mltrail` command builds the parser (see agent/cli.py).
+    from mltrail.collector.server import CollectorServer
+
     server = CollectorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

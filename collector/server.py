@@ -2,8 +2,11 @@
 
 Threads: the event loop (gRPC), one store writer thread (every write, so
 SQLite has one writer connection), a few store reader threads, and the HTTP
-threads (/metrics, /healthz, the web UI and its JSON API, whose store calls
-go to the reader threads).
+threads (/metrics, /healthz, /readyz, the web UI and its JSON API, whose store
+calls go to the reader threads). Health (``common.health``): alive while the
+event loop turns; ready while the store passes its check (``Store.check``
+every two seconds on a reader thread) and the server is not shutting down,
+on HTTP and on ``grpc.health.v1`` at the gRPC port.
 
 Exposure (collector/auth.py, collector/tls.py): with ``auth = "none"`` the
 collector refuses to listen on an address that is not loopback unless
@@ -27,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from mltrail.collector.admin import AdminService
 from mltrail.collector.artifacts import open_artifacts
@@ -45,7 +49,8 @@ from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store, redact_url
 from mltrail.collector.tls import ReloadingCertificates
 from mltrail.collector.web import Api, WebApp
-from mltrail.common.errors import PermanentError
+from mltrail.common.errors import MltrailError, PermanentError
+from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
@@ -71,6 +76,7 @@ class CollectorServer(Component):
         self._stopped = False
         self.auth = Authenticator(None)
         self.tls: ReloadingCertificates | None = None
+        self.health = Health(self._ready)
 
     async def start(self) -> None:
         s = self.settings
@@ -103,6 +109,7 @@ class CollectorServer(Component):
                                  "was started; pass --grpc HOST:PORT with a free port")
         self._http = _http_endpoint(http_host, http_port, self, self._store)
         await self._server.start()
+        await self.health.start()
         self._http.start()
         self.grpc_address = f"{grpc_host}:{bound}"
         self.http_address = self._http.address
@@ -116,6 +123,7 @@ class CollectorServer(Component):
             # gRPC turns SO_REUSEPORT on by default: a second collector on the same
             # port would silently take half the streams instead of failing to start.
             ("grpc.so_reuseport", 0),
+            *_connection_age(self.settings),
         ])
         notifier = LogNotifier()
         self._notifier = notifier
@@ -126,18 +134,30 @@ class CollectorServer(Component):
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
         admin = AdminService(self.auth, self._writer, self._readers)
         collector_pb2_grpc.add_AdminServicer_to_server(admin, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         return server
 
-    def health(self) -> tuple[bool, str]:
+    async def _ready(self) -> tuple[bool, str]:
         if self._closing.is_set():
             return False, "shutting down"
-        return self._store is not None, "ok" if self._store is not None else "starting"
+        store = self._store
+        if store is None:
+            return False, "starting"
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._readers, store.check), 10.0)
+        except TimeoutError:
+            return False, "the store did not answer its check within 10s"
+        except (MltrailError, OSError) as exc:
+            return False, str(exc)
+        return True, "ready"
 
     async def shutdown(self, timeout: float) -> None:
         if self._stopped:
             return
         self._stopped = True
         self._closing.set()
+        await self.health.stopping()
         if self._server is not None:
             self._notifier.wake_all()
             await self._server.stop(grace=min(timeout, self.settings.shutdown_grace))
@@ -147,6 +167,16 @@ class CollectorServer(Component):
             self._store.close()
         if self._http is not None:
             self._http.shutdown()
+        await self.health.shutdown()
+
+
+def _connection_age(s: CollectorSettings) -> list[tuple[str, int]]:
+    """Close a connection after ``max_connection_age`` (GOAWAY, then ``shutdown_grace`` for
+    its calls), so agents spread over the replicas behind a Service as they reconnect."""
+    if s.max_connection_age <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace * 1000))]
 
 
 def _address(value: str, flag: str) -> tuple[str, int]:
@@ -190,8 +220,8 @@ def _http_endpoint(host: str, port: int, server: CollectorServer, store: Store
     web = WebApp(Api(store, server._readers, server._notifier, server._closing.is_set),
                  http_caller(server.auth) if server.auth.enabled else None)
     try:
-        return HttpEndpoint(host, port, server.metrics.registry, server.health,
-                            authorize=authorize,
+        return HttpEndpoint(host, port, server.metrics.registry, server.health.live,
+                            ready=server.health.ready, authorize=authorize,
                             tls=server.tls.ssl_context if server.tls else None, pages=web)
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "

@@ -42,6 +42,9 @@ class CollectorSettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""  # set: clients need a certificate signed by this CA
+    # seconds after which a client's connection is closed (it reconnects, and behind a
+    # Service may land on another replica); 0 keeps connections open
+    max_connection_age: float = 0.0
 
     def resolved(self) -> CollectorSettings:
         """With the $MLTRAIL_HOME defaults filled in."""

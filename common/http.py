@@ -1,11 +1,11 @@
-"""A small HTTP endpoint for /metrics (Prometheus text format) and /healthz.
+"""A small HTTP endpoint for /metrics (Prometheus text format), /healthz and /readyz.
 
 It runs in a daemon thread (the standard library's ThreadingHTTPServer), so a
 busy event loop never delays a scrape and a scrape never blocks ingest.
 Extra routes are added as route functions; a page handler (the collector's
 web UI and JSON API) answers every other path itself, its own checks included.
 ``authorize`` (the collector's bearer check, collector/auth.py
-``http_bearer_check``) guards every path but ``/healthz``, which stays open
+``http_bearer_check``) guards every path but ``/healthz`` and ``/readyz``, open
 for orchestrators' probes. ``tls`` (the collector's certificates, reloaded
 on change) makes it HTTPS; the handshake runs in the request's thread, so a
 slow or failed one never holds up other requests.
@@ -44,9 +44,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpEndpoint:
-    """Serves /metrics from ``registry`` and /healthz from ``health()``.
+    """Serves /metrics from ``registry``, /healthz (liveness) from ``health()`` and
+    /readyz (readiness) from ``ready()`` (``health()`` when not given).
 
-    ``health()`` returns (healthy, message); unhealthy answers 503.
+    Each returns (ok, message); not ok answers 503 with the message.
     """
 
     def __init__(
@@ -59,9 +60,11 @@ class HttpEndpoint:
         authorize: Authorize | None = None,
         tls: Callable[[], ssl.SSLContext] | None = None,
         pages: PageHandler | None = None,
+        ready: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
+        self._ready = ready or health
         self._routes = dict(routes or {})
         self._authorize = authorize
         endpoint = self
@@ -98,19 +101,19 @@ class HttpEndpoint:
 
     def serves(self, path: str) -> bool:
         """Whether ``path`` is answered here rather than by the page handler."""
-        return path in ("/metrics", "/healthz") or path in self._routes
+        return path in ("/metrics", "/healthz", "/readyz") or path in self._routes
 
     def answer(self, raw_path: str, headers: Mapping[str, str] | None = None
                ) -> tuple[int, str, bytes]:
         path, _, query = raw_path.partition("?")
-        if path != "/healthz" and self._authorize is not None:
+        if path not in ("/healthz", "/readyz") and self._authorize is not None:
             refused = self._authorize(headers or {})
             if refused is not None:
                 return refused[0], "text/plain; charset=utf-8", (refused[1] + "\n").encode()
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
-        if path == "/healthz":
-            ok, message = self._health()
+        if path in ("/healthz", "/readyz"):
+            ok, message = (self._health if path == "/healthz" else self._ready)()
             return (200 if ok else 503), "text/plain; charset=utf-8", (message + "\n").encode()
         route = self._routes.get(path)
         if route is not None:

@@ -252,10 +252,18 @@ class Store(abc.ABC):
     def revoke_token(self, name: str, when: int) -> TokenRecord | None:
         """Mark the token revoked at ``when``; None if no token has that name."""
         raise _no_tokens(self)
+
     def watch(self, callback: Callable[[set[str]], None]) -> None:
         """Call ``callback`` (from another thread) with the run ids whose lines or end
         another process committed. A store only one process writes (SQLite) has
         nothing to report; ingest wakes its own followers."""
+        return None
+
+    def check(self) -> None:
+        """Raise ``RetryableError`` saying why when the store cannot take writes now
+        (the collector's readiness asks every few seconds, from a reader thread).
+        A store without a cheaper test than its writes keeps this default: its
+        failed writes still answer UNAVAILABLE, and the agents keep their records."""
         return None
 
     @abc.abstractmethod

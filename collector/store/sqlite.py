@@ -7,6 +7,7 @@ write transaction and the writer never waits for a long read.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -40,7 +41,7 @@ from mltrail.collector.store.series import (
 )
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
-from mltrail.common.errors import PermanentError
+from mltrail.common.errors import PermanentError, RetryableError
 from mltrail.proto import collector_pb2
 
 T = TypeVar("T")
@@ -62,6 +63,8 @@ class SqliteStore(Store):
         self._busy_timeout_ms = busy_timeout_ms
         self._artifacts = artifacts
         self._conn = self._open_writer()
+        opened = os.stat(self.path)
+        self._identity = (opened.st_dev, opened.st_ino)
         self._writer = SqliteWriter(self._conn, artifacts, self.path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -86,7 +89,27 @@ class SqliteStore(Store):
         return conn
 
     def write_batch(self, batches: Sequence[ValidBatch]) -> WriteSummary:
+        self._check_file()  # never commit into a file nobody will read again
         return self._writer.write(batches)
+
+    def check(self) -> None:
+        """The file at the path is the one we opened, and it answers a read."""
+        self._check_file()
+        self._read(SqliteReader.ping)
+
+    def _check_file(self) -> None:
+        try:
+            now = os.stat(self.path)
+        except OSError as exc:
+            raise RetryableError(
+                f"store file {self.path} cannot be found ({exc.strerror}): its volume is "
+                "unmounted or the file was moved; nothing is written until it is back (senders "
+                "keep their records)") from None
+        if (now.st_dev, now.st_ino) != self._identity:
+            raise RetryableError(
+                f"store file {self.path} was replaced by another file after the collector "
+                "opened it; nothing is written to either; restart the collector to use the "
+                "new one")
 
     def _reader(self) -> SqliteReader:
         reader = getattr(self._local, "reader", None)

@@ -46,6 +46,9 @@ class SqliteReader:
     @property
     def connection(self) -> sqlite3.Connection:
         return self._conn
+    def ping(self) -> None:
+        """Read the database header (the readiness check)."""
+        self._conn.execute("PRAGMA schema_version").fetchone()
 
     # ---- runs -----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "mltrail.cli.sync",
     "mltrail.cli.run",
     "mltrail.cli.token",
+    "mltrail.cli.health",
 )
 
 

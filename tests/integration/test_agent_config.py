@@ -1,4 +1,4 @@
-"""Agent settings as a user gives them (agent.toml, environment, flags) and /healthz."""
+"""Agent settings as a user gives them (agent.toml, environment, flags), /healthz, /readyz."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from tests.integration.test_agent_chaos import collector_on, free_port
 from tests.procs import Service, mltrail_cli
 
 
-def healthz(svc: Service) -> int:
+def healthz(svc: Service, path: str = "/healthz") -> int:
     try:
-        with urllib.request.urlopen(f"http://{svc.http}/healthz", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://{svc.http}{path}", timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -72,23 +72,25 @@ def test_a_nice_value_out_of_range_is_one_line_error(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_healthz_turns_unhealthy_while_the_collector_is_down(tmp_path: Path) -> None:
+def test_readyz_turns_unready_while_the_collector_is_down(tmp_path: Path) -> None:
+    """Not ready (worth paging on), still alive (a restart would not help)."""
     port = free_port()
     collector = collector_on(port, tmp_path)
     agent = agent_service(tmp_path, f"127.0.0.1:{port}")
     agent.env = {"MLTRAIL_AGENT_UNHEALTHY_AFTER_SECONDS": "1"}
     agent.start()
     try:
-        assert healthz(agent) == 200
+        assert healthz(agent, "/readyz") == 200
         deadline = time.monotonic() + 15
-        while healthz(agent) != 503 and time.monotonic() < deadline:
+        while healthz(agent, "/readyz") != 503 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert healthz(agent) == 503
+        assert healthz(agent, "/readyz") == 503
+        assert healthz(agent) == 200
         collector.start()
         deadline = time.monotonic() + 15
-        while healthz(agent) != 200 and time.monotonic() < deadline:
+        while healthz(agent, "/readyz") != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert healthz(agent) == 200
+        assert healthz(agent, "/readyz") == 200
     finally:
         agent.stop()
         collector.stop()
