@@ -14,6 +14,7 @@ has had all its lines sent when ``end`` goes out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
@@ -23,6 +24,11 @@ import grpc
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.series_pages import pages, series_query
 from mltrail.collector.store import LogQuery, Store
+from mltrail.collector.store.base import (
+    DEFAULT_RUN_PAGE,
+    MAX_RUN_PAGE,
+    run_page_token,
+)
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 
@@ -32,6 +38,7 @@ FOLLOW_POLL_SECONDS = 0.5
 DOWNLOAD_CHUNK = 1024 * 1024
 PAGE_LINES = 2000
 PAGE_BYTES = 1024 * 1024
+ARTIFACT_PAGE, MAX_ARTIFACT_PAGE = 1000, 10_000
 
 
 class QueryService(collector_pb2_grpc.QueryServicer):
@@ -64,8 +71,14 @@ class QueryService(collector_pb2_grpc.QueryServicer):
 
     async def ListRuns(self, request: collector_pb2.ListRunsRequest,
                        context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
-        runs = await self._call(context, self._store.list_runs, request)
-        return collector_pb2.ListRunsResponse(runs=runs)
+        page = min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE)
+        asked = collector_pb2.ListRunsRequest()
+        asked.CopyFrom(request)
+        asked.limit = page + 1  # one more says whether a next page exists
+        runs = await self._call(context, self._store.list_runs, asked)
+        more = len(runs) > page
+        return collector_pb2.ListRunsResponse(
+            runs=runs[:page], next_page_token=run_page_token(runs[page - 1]) if more else "")
 
     async def GetRun(self, request: collector_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
@@ -96,14 +109,19 @@ class QueryService(collector_pb2_grpc.QueryServicer):
             while (page := await self._call(context, next, answers, None)) is not None:
                 yield page
         finally:
-            answers.close()
+            with contextlib.suppress(ValueError):  # still running on a reader thread
+                answers.close()
 
     async def ListArtifacts(self, request: collector_pb2.ListArtifactsRequest,
                             context: grpc.aio.ServicerContext
                             ) -> collector_pb2.ListArtifactsResponse:
         await self._require_run(context, request.run_id)
-        found = await self._call(context, self._store.list_artifacts, request.run_id)
-        return collector_pb2.ListArtifactsResponse(artifacts=found)
+        page = min(request.limit or ARTIFACT_PAGE, MAX_ARTIFACT_PAGE)
+        found = await self._call(context, self._store.list_artifacts, request.run_id,
+                                 request.page_token, page + 1)
+        return collector_pb2.ListArtifactsResponse(
+            artifacts=found[:page], next_page_token=found[page - 1].path if len(found) > page
+            else "")
 
     async def DownloadArtifact(self, request: collector_pb2.DownloadArtifactRequest,
                                context: grpc.aio.ServicerContext

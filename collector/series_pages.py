@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.chunks import Columns, Points
 from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
+    SeriesColumns,
     SeriesPart,
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
+    SeriesStart,
 )
 from mltrail.common import packed
 from mltrail.common.errors import PermanentError
@@ -49,19 +51,33 @@ def series_query(request: collector_pb2.ReadSeriesRequest) -> SeriesQuery:
 
 
 def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesResponse]:
+    """The first message of each metric carries ``has_records`` (SeriesStart)."""
     name, points = "", Points.empty()
     records: list[collector_pb2.MetricRecord] = []
     size = 0
+    start: list[bool] = []  # has_records, until the metric's first message is out
+    columns: list[Columns] = []
     for part in parts:
-        if part.name != name or (isinstance(part, SeriesPoints) and records) or (
+        if columns and (part.name != name or not isinstance(part, SeriesColumns) or (
+                (part.columns.steps is None) != (columns[0].steps is None))):
+            yield _columns_page(name, columns, start)
+            columns = []
+        if part.name != name or (isinstance(part, SeriesPoints | SeriesColumns) and records) or (
                 not isinstance(part, SeriesPoints) and len(points)):
-            yield from _flush(name, points, records)
+            yield from _flush(name, points, records, start)
             points, records, size = Points.empty(), [], 0
             name = part.name
-        if isinstance(part, SeriesPoints):
+        if isinstance(part, SeriesColumns):
+            columns.append(part.columns)
+            if sum(c.count for c in columns) >= PAGE_POINTS:
+                yield _columns_page(name, columns, start)
+                columns = []
+        elif isinstance(part, SeriesStart):
+            start[:] = [part.has_records]
+        elif isinstance(part, SeriesPoints):
             points.extend(part.points)
             if len(points) >= PAGE_POINTS:
-                yield from _flush(name, points, records)
+                yield from _flush(name, points, records, start)
                 points = Points.empty()
         elif isinstance(part, SeriesRecord):
             record = collector_pb2.MetricRecord(time_unix_nano=part.time)
@@ -69,22 +85,41 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
             records.append(record)
             size += len(part.metric)
             if len(records) >= PAGE_RECORDS or size >= PAGE_BYTES:
-                yield from _flush(name, points, records)
+                yield from _flush(name, points, records, start)
                 records, size = [], 0
         elif isinstance(part, SeriesBuckets):
             yield collector_pb2.ReadSeriesResponse(
                 name=part.name, buckets=[_bucket(b) for b in part.buckets])
-    yield from _flush(name, points, records)
+    if columns:
+        yield _columns_page(name, columns, start)
+    yield from _flush(name, points, records, start)
 
 
-def _flush(name: str, points: Points, records: list[collector_pb2.MetricRecord]
-           ) -> Iterator[collector_pb2.ReadSeriesResponse]:
+def _columns_page(name: str, columns: list[Columns], start: list[bool]
+                  ) -> collector_pb2.ReadSeriesResponse:
+    """Whole chunks of numbers joined column by column: bytes copies, no per-point work."""
+    page = collector_pb2.ReadSeriesResponse(name=name, has_records=any(start))
+    start.clear()
+    out = page.points
+    out.count = sum(c.count for c in columns)
+    out.times = b"".join(packed.little_endian(c.times) for c in columns)
+    out.numbers = b"".join(packed.little_endian(c.numbers) for c in columns)
+    if columns[0].steps is not None:
+        out.steps = b"".join(packed.little_endian(c.steps) for c in columns
+                             if c.steps is not None)
+    return page
+
+
+def _flush(name: str, points: Points, records: list[collector_pb2.MetricRecord],
+           start: list[bool]) -> Iterator[collector_pb2.ReadSeriesResponse]:
     if len(points):
         yield collector_pb2.ReadSeriesResponse(
             name=name, points=packed.pack(points.steps, points.times, points.kinds,
-                                          points.values))
+                                          points.values), has_records=any(start))
+        start.clear()
     if records:
-        yield collector_pb2.ReadSeriesResponse(name=name, records=records)
+        yield collector_pb2.ReadSeriesResponse(name=name, records=records, has_records=True)
+        start.clear()
 
 
 def _bucket(bucket: Bucket) -> collector_pb2.SeriesBucket:

@@ -33,6 +33,14 @@ def _numbers(code: str, data: bytes) -> list[Any]:
     return out.tolist()
 
 
+def little_endian(numbers: array[Any]) -> bytes:
+    """An array's bytes in the wire's order."""
+    if not _LITTLE:
+        numbers = array(numbers.typecode, numbers)
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
 def pack(steps: Sequence[int | None], times: Sequence[int], kinds: Sequence[int],
          values: Sequence[Any]) -> collector_pb2.PackedPoints:
     out = collector_pb2.PackedPoints(count=len(times), times=_array("q", times))

@@ -90,7 +90,7 @@ class RunInfo(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id")
+    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id", "page_token")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,18 +103,22 @@ class ListRunsRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     status: _records_pb2.RunStatus
     tags: _containers.ScalarMap[str, str]
     limit: int
     parent_run_id: str
-    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "next_page_token")
     RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
-    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -209,16 +213,18 @@ class SeriesBucket(_message.Message):
     def __init__(self, count: _Optional[int] = ..., first_step: _Optional[int] = ..., last_step: _Optional[int] = ..., first_time_unix_nano: _Optional[int] = ..., last_time_unix_nano: _Optional[int] = ..., has_values: _Optional[bool] = ..., first: _Optional[float] = ..., last: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class ReadSeriesResponse(_message.Message):
-    __slots__ = ("name", "points", "records", "buckets")
+    __slots__ = ("name", "points", "records", "buckets", "has_records")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    HAS_RECORDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     points: PackedPoints
     records: _containers.RepeatedCompositeFieldContainer[MetricRecord]
     buckets: _containers.RepeatedCompositeFieldContainer[SeriesBucket]
-    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ...) -> None: ...
+    has_records: bool
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Union[PackedPoints, _Mapping]] = ..., records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[SeriesBucket, _Mapping]]] = ..., has_records: _Optional[bool] = ...) -> None: ...
 
 class TailLogsRequest(_message.Message):
     __slots__ = ("run_id", "streams", "from_line", "to_line", "follow")
@@ -275,16 +281,22 @@ class ArtifactInfo(_message.Message):
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class ListArtifactsRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "limit", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    limit: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListArtifactsResponse(_message.Message):
-    __slots__ = ("artifacts",)
+    __slots__ = ("artifacts", "next_page_token")
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
-    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DownloadArtifactRequest(_message.Message):
     __slots__ = ("run_id", "path")

@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 
 from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
 from mltrail.collector.store.series import (
+    SeriesColumns,
     SeriesPart,
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
 )
+from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 
 # A scalar metric value as validation read it, so the store does not walk the
@@ -112,8 +114,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        """Matching runs, newest first; the counts (log lines, metric records, artifacts)
-        are left 0: counting costs a scan per run."""
+        """Matching runs, newest first (start time, then run id, both descending), at most
+        ``request.limit`` (0: DEFAULT_RUN_PAGE), after ``request.page_token`` if set
+        (``run_page_after`` decodes it: the runs strictly after that start time and run
+        id in this order). The counts (log lines, metric records, artifacts) are left 0:
+        counting costs a scan per run. A page should cost a few queries, not some per
+        run (fetch the page's tags, properties and children for all its runs at once)."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
@@ -145,7 +151,10 @@ class Store(abc.ABC):
         """Per stream of the run, the number of lines stored so far."""
 
     @abc.abstractmethod
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]: ...
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        """The run's artifacts by path: those with a path greater than ``after``, at most
+        ``limit`` of them (0: all)."""
 
     @abc.abstractmethod
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None: ...
@@ -166,6 +175,28 @@ class Store(abc.ABC):
         """Idempotent; closes every connection this thread can reach."""
 
 
+DEFAULT_RUN_PAGE, MAX_RUN_PAGE = 100, 1000
+
+
+def run_page_token(run: collector_pb2.RunInfo) -> str:
+    """The token of the page after ``run`` (opaque to clients)."""
+    return f"{run.start_time_unix_nano}:{run.run_id}"
+
+
+def run_page_after(token: str) -> tuple[int, str] | None:
+    """(start time, run id) of a page token, None for ""; PermanentError if not one."""
+    if not token:
+        return None
+    start, sep, run_id = token.partition(":")
+    try:
+        if not sep:
+            raise ValueError(token)
+        return int(start), run_id
+    except ValueError:
+        raise PermanentError(f"page_token {token[:80]!r} is not one this collector gave; "
+                             "start the listing again without it") from None
+
+
 _VALUE_FIELDS = {KIND_NUMBER: "number", KIND_INTEGER: "integer", KIND_TEXT: "text",
                  KIND_FLAG: "flag"}
 
@@ -177,7 +208,7 @@ def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.Metric
             record = collector_pb2.MetricRecord(time_unix_nano=part.time)
             record.metric.ParseFromString(part.metric)
             yield record
-        elif isinstance(part, SeriesPoints):
+        elif isinstance(part, SeriesPoints | SeriesColumns):
             points = part.points
             for step, time_ns, kind, value in zip(points.steps, points.times, points.kinds,
                                                   points.values, strict=True):

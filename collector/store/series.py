@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, cast
 
-from mltrail.collector.store.chunks import KIND_INTEGER, KIND_NUMBER, ChunkSummary, Points
+from mltrail.collector.store.chunks import (
+    KIND_INTEGER,
+    KIND_NUMBER,
+    ChunkSummary,
+    Columns,
+    Points,
+    decode_columns,
+)
 
 SKIP, WHOLE, PARTIAL = 0, 1, 2
 
@@ -64,7 +71,7 @@ class StoredChunk:
     data: bytes | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Bucket:
     count: int
     first_step: int | None
@@ -127,6 +134,22 @@ def chunk_points(chunk: StoredChunk, load: Callable[[StoredChunk], Points],
     if chosen == PARTIAL:
         points = in_range(points, query)
     return points if len(points) else None
+
+
+def chunk_part(name: str, chunk: StoredChunk, load: Callable[[StoredChunk], Points],
+               query: SeriesQuery) -> SeriesPoints | SeriesColumns | None:
+    """The chunk's points in range as a part: arrays for a whole chunk of numbers (its
+    bytes in ``chunk.data``), lists otherwise; None when no point is in range."""
+    summary = chunk.summary
+    if summary is None:
+        raise ValueError("chunk_part of a record of another kind")
+    if (chunk.data is not None and summary.all_numeric
+            and select(summary, query) == WHOLE):
+        columns = decode_columns(chunk.data)
+        if columns is not None:
+            return SeriesColumns(name, columns)
+    points = chunk_points(chunk, load, query)
+    return None if points is None else SeriesPoints(name, points)
 
 
 def downsample(pieces: Sequence[StoredChunk], load: Callable[[StoredChunk], Points],
@@ -201,11 +224,35 @@ def _merge(group: Sequence[Bucket]) -> Bucket:
 
 
 @dataclass(frozen=True)
+class SeriesStart:
+    """First part of each metric of a plain read: whether records of other kinds are
+    among its parts (a reader that streams plain scalars needs to know up front)."""
+
+    name: str
+    has_records: bool
+
+
+@dataclass(frozen=True)
 class SeriesPoints:
     """Scalar points of metric ``name``, in logged order (a chunk's worth or less)."""
 
     name: str
     points: Points
+
+
+@dataclass(frozen=True)
+class SeriesColumns:
+    """A whole chunk of numbers as arrays (the read fast path), in logged order."""
+
+    name: str
+    columns: Columns
+
+    @property
+    def points(self) -> Points:
+        c = self.columns
+        steps: list[int | None] = (list(c.steps) if c.steps is not None
+                                   else [None] * c.count)
+        return Points(steps, c.times.tolist(), [KIND_NUMBER] * c.count, c.numbers.tolist())
 
 
 @dataclass(frozen=True)
@@ -223,4 +270,4 @@ class SeriesBuckets:
     buckets: list[Bucket]
 
 
-SeriesPart = SeriesPoints | SeriesRecord | SeriesBuckets
+SeriesPart = SeriesStart | SeriesPoints | SeriesColumns | SeriesRecord | SeriesBuckets

@@ -11,15 +11,18 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.base import (
+    DEFAULT_RUN_PAGE,
+    MAX_RUN_PAGE,
+    LogQuery,
+    run_page_after,
+)
 from mltrail.collector.store.chunks import decode_ints
 from mltrail.collector.store.series import SeriesQuery, StoredChunk
 from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
-from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
-
-DEFAULT_RUN_LIMIT = 100
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
                 "parent_run_id, run_type, error")
@@ -32,6 +35,8 @@ class SqliteReader:
     # ---- runs -----------------------------------------------------------------
 
     def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
+        """One query for the page (filters through the experiment and tag indexes), then
+        one each for its tags, properties and children."""
         where, params = ["1 = 1"], []
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
@@ -39,21 +44,46 @@ class SqliteReader:
                 where.append(f"{column} = ?")
                 params.append(wanted)
         for key, value in sorted(request.tags.items()):
-            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_key = runs.run_key "
-                         "AND t.key = ?" + (" AND t.value = ?)" if value else ")"))
+            where.append("run_key IN (SELECT run_key FROM run_tags WHERE key = ?"
+                         + (" AND value = ?)" if value else ")"))
             params.extend([key, value] if value else [key])
-        params.append(request.limit or DEFAULT_RUN_LIMIT)
+        after = run_page_after(request.page_token)
+        if after is not None:
+            where.append("(start_time < ? OR (start_time = ? AND run_id < ?))")
+            params.extend([after[0], after[0], after[1]])
+        params.append(min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE))
         rows = self._conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
-            "ORDER BY start_time DESC, run_key DESC LIMIT ?", params).fetchall()
-        return [self._run_info(row) for row in rows]
+            "ORDER BY start_time DESC, run_id DESC LIMIT ?", params).fetchall()
+        return self._run_infos(rows)
+
+    def _run_infos(self, rows: list[tuple[Any, ...]]) -> list[collector_pb2.RunInfo]:
+        infos = {row[0]: _run_info(row) for row in rows}
+        if not infos:
+            return []
+        marks = ", ".join("?" * len(infos))
+        keys = list(infos)
+        conn = self._conn
+        for run_key, key, value in conn.execute(
+                f"SELECT run_key, key, value FROM run_tags WHERE run_key IN ({marks})", keys):
+            infos[run_key].tags[key] = value
+        for run_key, key, value in conn.execute(
+                f"SELECT run_key, key, value FROM run_properties WHERE run_key IN ({marks})",
+                keys):
+            infos[run_key].properties[key] = value
+        by_id = {info.run_id: info for info in infos.values()}
+        for parent, child in conn.execute(
+                f"SELECT parent_run_id, run_id FROM runs WHERE parent_run_id IN ({marks}) "
+                "ORDER BY run_key", list(by_id)):
+            by_id[parent].child_run_ids.append(child)
+        return list(infos.values())
 
     def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
         row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
         if row is None:
             return None
-        info = self._run_info(row)
+        info = self._run_infos([row])[0]
         self._add_counts(info, row[0])
         return info
 
@@ -66,23 +96,6 @@ class SqliteReader:
         row = self._conn.execute("SELECT run_key FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
         return None if row is None else int(row[0])
-
-    def _run_info(self, row: tuple[Any, ...]) -> collector_pb2.RunInfo:
-        conn = self._conn
-        run_key = row[0]
-        info = collector_pb2.RunInfo(
-            run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
-            start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
-            run_type=row[8])
-        if row[9]:
-            info.error.ParseFromString(row[9])
-        info.tags.update(conn.execute("SELECT key, value FROM run_tags WHERE run_key = ?",
-                                      (run_key,)).fetchall())
-        info.properties.update(conn.execute(
-            "SELECT key, value FROM run_properties WHERE run_key = ?", (run_key,)).fetchall())
-        info.child_run_ids.extend(r[0] for r in conn.execute(
-            "SELECT run_id FROM runs WHERE parent_run_id = ? ORDER BY run_key", (row[1],)))
-        return info
 
     def _add_counts(self, info: collector_pb2.RunInfo, run_key: int) -> None:
         """For one run only: counting its metrics scans the run's whole metric index,
@@ -128,6 +141,16 @@ class SqliteReader:
             f"SELECT rowid, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
             f"WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?", (*params, limit))
         return [stored_chunk(row) for row in rows]
+
+    def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
+        """Whether the series has a record of another kind in the query's ranges."""
+        if query.step_min is not None or query.step_max is not None:
+            return False  # such records have no step
+        row = self._conn.execute(
+            f"SELECT 1 FROM metric_chunks WHERE run_key = ? AND name_key = ? AND kind = "
+            f"{CHUNK_ENCODED} AND max_time >= ? AND min_time <= ? LIMIT 1",
+            (run_key, name_key, _low(query.time_min), _high(query.time_max))).fetchone()
+        return row is not None
 
     def chunk_data(self, rowid: int) -> bytes:
         row = self._conn.execute("SELECT data FROM metric_chunks WHERE rowid = ?",
@@ -188,11 +211,12 @@ class SqliteReader:
 
     # ---- artifacts --------------------------------------------------------------
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
         rows = self._conn.execute(
             "SELECT a.path, a.size, a.sha256, a.content_type, a.time FROM artifacts a "
-            "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? ORDER BY a.path",
-            (run_id,)).fetchall()
+            "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? AND a.path > ? "
+            "ORDER BY a.path LIMIT ?", (run_id, after, limit or -1)).fetchall()
         return [_artifact_info(row) for row in rows]
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
@@ -201,6 +225,16 @@ class SqliteReader:
             "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? AND a.path = ?",
             (run_id, path)).fetchone()
         return None if row is None else _artifact_info(row)
+
+
+def _run_info(row: tuple[Any, ...]) -> collector_pb2.RunInfo:
+    info = collector_pb2.RunInfo(
+        run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
+        start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
+        run_type=row[8])
+    if row[9]:
+        info.error.ParseFromString(row[9])
+    return info
 
 
 def _artifact_info(row: tuple[Any, ...]) -> collector_pb2.ArtifactInfo:

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail.cli import table
+from mltrail.cli.metrics_out import write_csv, write_json
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.query.client import LogTail, QueryClient
-from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
+from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python, page_records
 from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
 
 SIGPIPE_EXIT = 141
@@ -68,7 +69,8 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.add_argument("--limit", metavar="N", type=int, default=100,
+                   help="at most N runs (100; 0: every run)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
@@ -85,6 +87,10 @@ def _register_metrics(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Metrics of a run; --json gives Run.get_metrics()'s shape.")
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("--name", metavar="N", help="one metric, in full (every value and step)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="json: Run.get_metrics()'s shape (as --json); csv: a row per value "
+                        "(name, step, time_unix_nano, value); both stream a series of any "
+                        "length")
     p.set_defaults(func=_quiet_pipe(cmd_metrics))
 
 
@@ -250,17 +256,25 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    form = "json" if args.json else args.format
     with QueryClient(args.collector) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
-        records = client.get_metric_records(args.run_id, args.name)
-        if args.name and not records:
-            names = sorted(fold_metrics(client.get_metric_records(args.run_id)))
+        pages = client.read_series(args.run_id, args.name)
+        first = next(pages, None)
+        if args.name and first is None:
+            names = [page.name for page in client.read_series(args.run_id, buckets=1)]
             raise MetricNotFound(
                 f"run {args.run_id!r} has no metric {args.name!r}; "
                 f"its metrics: {', '.join(names) if names else 'none'}")
-    if args.json:
-        _print_json(fold_metrics(records))
-    elif args.name:
+        stream: Iterator[Any] = itertools.chain([first], pages) if first is not None else iter(())
+        if form == "json":
+            write_json(stream, _out())
+            return 0
+        if form == "csv":
+            write_csv(stream, _out())
+            return 0
+        records = [record for page in stream for record in page_records(page)]
+    if args.name:
         _out().write(_metric_detail(records) + "\n")
     elif records:
         _out().write(metrics_table(records) + "\n")

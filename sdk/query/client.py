@@ -30,7 +30,7 @@ from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
 from mltrail.proto import collector_pb2, collector_pb2_grpc
-from mltrail.query.metrics_view import fold_metrics
+from mltrail.query.metrics_view import fold_series, page_records
 from mltrail.query.types import (
     STATUS_NAMES,
     TERMINAL_STATUSES,
@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_COLLECTOR = "127.0.0.1:7431"
+RUN_PAGE = 500
 
 
 class CollectorUnreachable(RetryableError):
@@ -223,28 +224,60 @@ class QueryClient:
     def list_runs(self, experiment: str | None = None, status: str | int | None = None,
                   tags: Mapping[str, str] | None = None, limit: int = 100,
                   parent_run_id: str | None = None) -> list[RunInfo]:
-        """Runs matching every filter given; a tag value "" matches any value."""
+        """Runs matching every filter given, newest first; a tag value "" matches any value.
+        At most ``limit`` runs (0: every one), read a page at a time."""
         request = collector_pb2.ListRunsRequest(
-            experiment=experiment or "", limit=max(0, limit), parent_run_id=parent_run_id or "",
+            experiment=experiment or "", parent_run_id=parent_run_id or "",
             status=status_number(status) if status is not None else 0, tags=dict(tags or {}),
         )
-        response = self._unary(self._stub.ListRuns, request, self._errors())
-        return [RunInfo.from_pb(r) for r in response.runs]
+        runs: list[RunInfo] = []
+        while True:
+            request.limit = min(limit - len(runs), RUN_PAGE) if limit > 0 else RUN_PAGE
+            response = self._unary(self._stub.ListRuns, request, self._errors())
+            runs.extend(RunInfo.from_pb(r) for r in response.runs)
+            if not response.next_page_token or 0 < limit <= len(runs):
+                return runs
+            request.page_token = response.next_page_token
 
     def get_run(self, run_id: str) -> RunInfo:
         request = collector_pb2.GetRunRequest(run_id=run_id)
         return RunInfo.from_pb(self._unary(self._stub.GetRun, request, self._errors(run_id)))
 
+    def read_series(self, run_id: str, name: str | None = None, *,
+                    step_min: int | None = None, step_max: int | None = None,
+                    time_min: int | None = None, time_max: int | None = None,
+                    buckets: int = 0) -> Iterator[collector_pb2.ReadSeriesResponse]:
+        """ReadSeries pages as they arrive (packed points, other records, or buckets):
+        a series of any length, never whole in memory here or in the collector. The
+        stream has no overall deadline (a long series takes long); a collector that is
+        down fails at once."""
+        request = collector_pb2.ReadSeriesRequest(run_id=run_id, name=name or "",
+                                                  buckets=buckets)
+        for field_name, value in (("step_min", step_min), ("step_max", step_max),
+                                  ("time_min_unix_nano", time_min),
+                                  ("time_max_unix_nano", time_max)):
+            if value is not None:
+                setattr(request, field_name, value)
+        mapper = self._errors(run_id)
+        try:
+            yield from self._stub.ReadSeries(request)
+        except grpc.RpcError as err:
+            raise mapper(err) from None
+
+    def metric_records(self, run_id: str, name: str | None = None
+                       ) -> Iterator[collector_pb2.MetricRecord]:
+        """The raw records, by name then in logged order (for steps and times), streamed."""
+        for page in self.read_series(run_id, name):
+            yield from page_records(page)
+
     def get_metric_records(self, run_id: str, name: str | None = None
                            ) -> list[collector_pb2.MetricRecord]:
-        """The raw records, by name then in logged order (for steps and times)."""
-        request = collector_pb2.GetMetricsRequest(run_id=run_id, name=name or "")
-        response = self._unary(self._stub.GetMetrics, request, self._errors(run_id))
-        return list(response.records)
+        """``metric_records`` as a list (a record object per value: for short series)."""
+        return list(self.metric_records(run_id, name))
 
     def get_metrics(self, run_id: str, name: str | None = None) -> dict[str, Any]:
-        """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``."""
-        return fold_metrics(self.get_metric_records(run_id, name))
+        """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``, from packed pages."""
+        return fold_series(self.read_series(run_id, name))
 
     # -- logs -----------------------------------------------------------------
 
@@ -262,9 +295,15 @@ class QueryClient:
     # -- artifacts --------------------------------------------------------------
 
     def list_artifacts(self, run_id: str) -> list[ArtifactInfo]:
+        """Every artifact of the run by path, read a page at a time."""
         request = collector_pb2.ListArtifactsRequest(run_id=run_id)
-        response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
-        return [ArtifactInfo.from_pb(a) for a in response.artifacts]
+        found: list[ArtifactInfo] = []
+        while True:
+            response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
+            found.extend(ArtifactInfo.from_pb(a) for a in response.artifacts)
+            if not response.next_page_token:
+                return found
+            request.page_token = response.next_page_token
 
     def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]
                           ) -> ArtifactInfo:

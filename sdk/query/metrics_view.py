@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltrail.proto import records_pb2
+from mltrail.common import packed
+from mltrail.proto import collector_pb2, records_pb2
 
 # The families a metric call belongs to; calls of one family fold together.
 _FAMILY_OF_KIND = {
@@ -75,6 +76,73 @@ def fold_metrics(records: Iterable[Any]) -> dict[str, Any]:
         metric = rec.metric if hasattr(rec, "metric") else rec
         folds.setdefault(metric.name, _NameFold()).add(metric)
     return {name: fold.result() for name, fold in folds.items()}
+
+
+def fold_series(pages: Iterable[collector_pb2.ReadSeriesResponse]) -> dict[str, Any]:
+    """``fold_metrics`` of ReadSeries pages: a name of plain scalars (the long series) is
+    built from the packed columns directly; a name with other kinds too goes through
+    the records, so both give the same shape."""
+    names: dict[str, _SeriesFold] = {}
+    for page in pages:
+        names.setdefault(page.name, _SeriesFold(page.name)).add(page)
+    return {name: fold.result() for name, fold in names.items()}
+
+
+def page_records(page: collector_pb2.ReadSeriesResponse
+                 ) -> Iterable[collector_pb2.MetricRecord]:
+    """One page as ``MetricRecord`` messages (steps and times kept), in logged order."""
+    if page.HasField("points"):
+        points = packed.unpack(page.points)
+        steps = points.steps or [None] * len(points.times)
+        for step, time_ns, value in zip(steps, points.times, points.values, strict=True):
+            record = collector_pb2.MetricRecord(time_unix_nano=time_ns)
+            record.metric.name = page.name
+            scalar = record.metric.scalar
+            if step is not None:
+                scalar.step = step
+            _set_value(scalar.value, value)
+            yield record
+    yield from page.records
+
+
+def _set_value(target: records_pb2.Value, value: Any) -> None:
+    if isinstance(value, bool):
+        target.flag = value
+    elif isinstance(value, int):
+        target.integer = value
+    elif isinstance(value, str):
+        target.text = value
+    else:
+        target.number = value
+
+
+@dataclass
+class _SeriesFold:
+    """Plain scalar values while there are only those; the records' fold after that."""
+
+    name: str
+    values: list[Any] = field(default_factory=list)
+    fold: _NameFold | None = None
+
+    def add(self, page: collector_pb2.ReadSeriesResponse) -> None:
+        if self.fold is None and not page.records:
+            if page.HasField("points"):
+                self.values.extend(packed.unpack(page.points).values)
+            return
+        if self.fold is None:
+            self.fold = _NameFold()
+            for value in self.values:
+                metric = records_pb2.Metric(name=self.name)
+                _set_value(metric.scalar.value, value)
+                self.fold.add(metric)
+            self.values = []
+        for record in page_records(page):
+            self.fold.add(record.metric)
+
+    def result(self) -> Any:
+        if self.fold is not None:
+            return self.fold.result()
+        return self.values[0] if len(self.values) == 1 else self.values
 
 
 @dataclass

@@ -167,3 +167,21 @@ def test_run_metric_series_are_capped(tmp_path: Path) -> None:
         svc.stop()
     assert text.count("mltrail_run_metric{") == 2
     assert "mltrail_run_metric_series_dropped_total 2.0" in text
+
+
+def test_runs_and_artifacts_are_read_in_pages_with_no_total_limit(
+        ingest: b.IngestClient, collector: Service) -> None:
+    from mltrail.query.client import QueryClient
+
+    runs = [b.started(i + 1, f"run-{i:04d}") for i in range(1203)]
+    ingest.write([b.batch("runs", runs)])
+    files = [rec for i in range(1005)
+             for rec in b.artifact(1 + i, "run-0000", f"f/{i:04d}.txt", str(i).encode())]
+    ingest.write([b.batch("files", files)])
+    with QueryClient(collector.grpc) as client:
+        every = client.list_runs(limit=0)
+        assert len({r.run_id for r in every}) == len(every) == 1203
+        assert len(client.list_runs(limit=700)) == 700
+        assert [r.run_id for r in client.list_runs(limit=3)] == [r.run_id for r in every[:3]]
+        paths = [a.path for a in client.list_artifacts("run-0000")]
+    assert paths == [f"f/{i:04d}.txt" for i in range(1005)]

@@ -127,3 +127,23 @@ def test_summary_of_a_chunk() -> None:
     assert only_nan.steps_sorted and only_nan.all_steps and only_nan.all_numeric
     text = chunks.summarize(Points([None], [1], [KIND_TEXT], ["a"]))
     assert text.min_value is None and text.last_value is None and text.min_step is None
+
+
+def test_number_chunks_decode_to_columns_too() -> None:
+    rng = random.Random(5)
+    for steps in ([None] * 50, list(range(50)), [rng.randint(-9, 9) for _ in range(50)]):
+        points = Points(list(steps), [rng.randint(0, 10 ** 18) for _ in range(50)],
+                        [KIND_NUMBER] * 50, [rng.uniform(-1, 1) for _ in range(49)] + [math.nan])
+        columns = chunks.decode_columns(chunks.encode(points))
+        assert columns is not None and columns.count == 50
+        assert (None if columns.steps is None else columns.steps.tolist()) == (
+            None if steps[0] is None else steps)
+        assert columns.times.tolist() == points.times
+        assert [_bits(v) for v in columns.numbers] == [_bits(v) for v in points.values]
+    for count in (0, 1, 2):
+        one = chunks.decode_columns(chunks.encode(_numbers([1.5] * count)))
+        assert one is not None and one.numbers.tolist() == [1.5] * count
+    mixed = Points([1, None], [1, 2], [KIND_NUMBER, KIND_TEXT], [1.0, "a"])
+    assert chunks.decode_columns(chunks.encode(mixed)) is None
+    assert chunks.decode_columns(chunks.encode(Points([1, None], [1, 2], [KIND_NUMBER] * 2,
+                                                      [1.0, 2.0]))) is None

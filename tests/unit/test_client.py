@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from mltrail.common import packed
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from mltrail.query.client import (
     ArtifactCorrupt,
@@ -25,7 +26,6 @@ from mltrail.query.client import (
     resolve_collector_address,
     status_number,
 )
-from tests.builders import value
 
 
 def line(stream: str, n: int, text: str) -> collector_pb2.LogLine:
@@ -58,11 +58,11 @@ class ScriptedQuery(collector_pb2_grpc.QueryServicer):
     def GetRun(self, request: Any, context: Any) -> Any:
         return self._run(request.run_id, context)
 
-    def GetMetrics(self, request: Any, context: Any) -> Any:
+    def ReadSeries(self, request: Any, context: Any) -> Iterator[Any]:
         self._run(request.run_id, context)
-        recs = [collector_pb2.MetricRecord(metric=records_pb2.Metric(
-            name="loss", scalar=records_pb2.Scalar(value=value(v)))) for v in (3.0, 2.0)]
-        return collector_pb2.GetMetricsResponse(records=recs)
+        for v in (3.0, 2.0):  # two pages of one point each
+            yield collector_pb2.ReadSeriesResponse(
+                name="loss", points=packed.pack([None], [0], [packed.KIND_NUMBER], [v]))
 
     def TailLogs(self, request: Any, context: Any) -> Iterator[Any]:
         self.requests.append(request)

@@ -338,3 +338,56 @@ def test_artifact_put_syncs_the_file_then_its_directory_entries(tmp_path: Path) 
     fsync.synced.clear()
     artifacts.put(b"other bytes" * 7)
     assert [is_dir for is_dir, _ in fsync.synced][-2:] == [False, True]  # file, then dir
+
+
+def test_run_pages_cover_every_run_once_in_a_few_queries(tmp_path: Path) -> None:
+    """Pages by token list each run once, newest first (ties by run id); a page costs
+    the same number of queries whatever its size; tag and experiment filters hold."""
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
+    try:
+        records = []
+        for i in range(250):
+            tags = {"team": "a" if i % 2 else "b", **({"rare": "yes"} if i % 97 == 0 else {})}
+            records.append(b.started(i + 1, f"run-{i:03d}", experiment=f"e{i % 3}",
+                                     tags=tags, properties={"p": str(i)},
+                                     parent_run_id="run-000" if i in (5, 6) else ""))
+        batch = b.batch("s", records)
+        for rec in batch.records:
+            rec.time_unix_nano = 1_000 + rec.seq // 2  # pairs of runs share a start time
+        write(store, batch)
+        seen: list[str] = []
+        request = collector_pb2.ListRunsRequest(limit=40)
+        while True:
+            page = store.list_runs(request)
+            seen.extend(r.run_id for r in page)
+            if len(page) < 40:
+                break
+            request.page_token = f"{page[-1].start_time_unix_nano}:{page[-1].run_id}"
+        assert len(seen) == len(set(seen)) == 250
+        want = sorted(((1_000 + (i + 1) // 2, f"run-{i:03d}") for i in range(250)),
+                      reverse=True)
+        assert seen == [run_id for _, run_id in want]
+        rare = store.list_runs(collector_pb2.ListRunsRequest(tags={"rare": "yes"}))
+        assert sorted(r.run_id for r in rare) == ["run-000", "run-097", "run-194"]
+        assert {r.tags["team"] for r in rare} == {"a", "b"}
+        first = next(r for r in rare if r.run_id == "run-000")
+        assert list(first.child_run_ids) == ["run-005", "run-006"]
+        assert first.properties["p"] == "0"
+        in_e1 = store.list_runs(collector_pb2.ListRunsRequest(experiment="e1", limit=1000))
+        assert len(in_e1) == 83 and {r.experiment for r in in_e1} == {"e1"}
+        with pytest.raises(PermanentError, match="page_token"):
+            store.list_runs(collector_pb2.ListRunsRequest(page_token="garbage"))
+    finally:
+        store.close()
+    conn = connect(str(path), readonly=True)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        for limit in (5, 200):
+            statements.clear()
+            assert len(SqliteReader(conn).list_runs(
+                collector_pb2.ListRunsRequest(limit=limit))) == limit
+            assert len(statements) == 4, statements
+    finally:
+        conn.close()
