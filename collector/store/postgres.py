@@ -28,11 +28,11 @@ from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
     SeriesPart,
-    SeriesPoints,
     SeriesQuery,
     SeriesRecord,
+    SeriesStart,
     StoredChunk,
-    chunk_points,
+    chunk_part,
     downsample,
 )
 from mltrail.collector.store.sqlite import PAGE_CHUNKS, _decode_data
@@ -123,6 +123,8 @@ class PostgresStore(Store):
             if query.buckets:
                 yield SeriesBuckets(name, self._downsample(run_key, name_key, query))
                 continue
+            yield SeriesStart(name, self._read(PostgresReader.has_records, run_key, name_key,
+                                               query))
             after = 0
             while page := self._read(PostgresReader.chunk_page, run_key, name_key, after,
                                      PAGE_CHUNKS, query):
@@ -130,8 +132,8 @@ class PostgresStore(Store):
                     if chunk.summary is None:
                         if chunk.data is not None:
                             yield SeriesRecord(name, chunk.time, bytes(chunk.data))
-                    elif (points := chunk_points(chunk, _decode_data, query)) is not None:
-                        yield SeriesPoints(name, points)
+                    elif (part := chunk_part(name, chunk, _decode_data, query)) is not None:
+                        yield part
                 after = page[-1].key
 
     def _downsample(self, run_key: int, name_key: int, query: SeriesQuery) -> list[Bucket]:
@@ -150,8 +152,9 @@ class PostgresStore(Store):
     def log_positions(self, run_id: str) -> dict[str, int]:
         return self._read(PostgresReader.log_positions, run_id)
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
-        return self._read(PostgresReader.list_artifacts, run_id)
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        return self._read(PostgresReader.list_artifacts, run_id, after, limit)
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
         return self._read(PostgresReader.get_artifact, run_id, path)
