@@ -168,7 +168,7 @@ def test_many_chunks_are_bucketed_from_summaries_without_decoding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more chunks than buckets, an unranged downsample of numbers answers from the
     chunk summaries alone; the same answer as decoding every point."""
-    from mltrail.collector.store import sqlite
+    from mltrail.collector.store import chunks
 
     store = open_store(f"sqlite:///{tmp_path / 's.db'}", ArtifactStore(tmp_path / "a"))
     try:
@@ -176,8 +176,8 @@ def test_many_chunks_are_bucketed_from_summaries_without_decoding(
         for batch in b.scalar_batches("r", "s", count, 7000):
             store.write_batch([validate_batch(batch)])
         decoded: list[int] = []
-        real = sqlite.chunks.decode
-        monkeypatch.setattr(sqlite.chunks, "decode",
+        real = chunks.decode
+        monkeypatch.setattr(chunks, "decode",
                             lambda data: decoded.append(1) or real(data))
         parts = list(store.read_series(SeriesQuery("r", "loss", buckets=4)))
         assert decoded == []
