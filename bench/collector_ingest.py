@@ -7,6 +7,7 @@ Ingest.Write stream with a few requests in flight, and prints plain lines
 collector's own CPU time, so it holds on a machine shared with other work.
 
     python bench/collector_ingest.py [--records 500000] [--batch 10000] [--in-flight 4]
+                                     [--writers 1]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.procs import Service, cpu_seconds, vm_kib
 
 
 def encoded_requests(count: int, per_batch: int) -> list[bytes]:
+    """One stream's requests (its own run and stream id)."""
     run_id, stream_id = builders.new_stream_id(), builders.new_stream_id()
     out = []
     for index, batch in enumerate(builders.scalar_batches(run_id, stream_id, count, per_batch)):
@@ -35,7 +37,10 @@ def encoded_requests(count: int, per_batch: int) -> list[bytes]:
     return out
 
 
-def push(address: str, requests: list[bytes], window: int) -> tuple[float, int]:
+def push_marks(address: str, requests: list[bytes], window: int = 4
+               ) -> list[tuple[float, int]]:
+    """Send every request on one stream, ``window`` in flight; (time, records stored so
+    far) at the start and after each response."""
     prepared = [collector_pb2.IngestRequest.FromString(raw) for raw in requests]
     in_flight = threading.Semaphore(window)
 
@@ -46,14 +51,33 @@ def push(address: str, requests: list[bytes], window: int) -> tuple[float, int]:
 
     stored = 0
     with builders.IngestClient(address) as client:
-        started = time.perf_counter()
+        marks = [(time.perf_counter(), 0)]
         for response in client.write_stream(send()):
             in_flight.release()
             for result in response.results:
                 if result.code:
                     raise SystemExit(f"batch refused: {result.message}")
                 stored += result.stored
-        return time.perf_counter() - started, stored
+            marks.append((time.perf_counter(), stored))
+        return marks
+
+
+def push_all(address: str, streams: list[list[bytes]], window: int) -> tuple[float, int]:
+    """Every stream on its own thread and connection; (seconds, records stored)."""
+    marks: list[list[tuple[float, int]]] = [[] for _ in streams]
+
+    def one(index: int) -> None:
+        marks[index] = push_marks(address, streams[index], window)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if not all(marks):
+        raise SystemExit("a writer failed; see above")
+    started = min(m[0][0] for m in marks)
+    return max(m[-1][0] for m in marks) - started, sum(m[-1][1] for m in marks)
 
 
 def main() -> int:
@@ -61,9 +85,12 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--writers", type=int, default=1,
+                        help="streams sent at once, as several agents do (records split)")
     args = parser.parse_args()
-    requests = encoded_requests(args.records, args.batch)
-    wire_bytes = sum(len(r) for r in requests)
+    streams = [encoded_requests(args.records // args.writers, args.batch)
+               for _ in range(args.writers)]
+    wire_bytes = sum(len(r) for requests in streams for r in requests)
     with tempfile.TemporaryDirectory(prefix="mltrail-bench-") as tmp:
         workdir = Path(tmp)
         svc = Service("collector", ["--store", f"sqlite:///{workdir / 'store.db'}",
@@ -73,7 +100,7 @@ def main() -> int:
         try:
             pid = svc.info["pid"]
             cpu_before = cpu_seconds(pid)
-            seconds, stored = push(svc.grpc, requests, args.in_flight)
+            seconds, stored = push_all(svc.grpc, streams, args.in_flight)
             cpu = cpu_seconds(pid) - cpu_before
             rss = vm_kib(pid)
         finally:

@@ -28,14 +28,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from array import array
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.collector_ingest import push_marks
 from mltrail.proto import collector_pb2, records_pb2
 from mltrail.query.client import QueryClient
 from tests import builders
@@ -63,28 +62,6 @@ def series_requests(run_id: str, count: int, per_batch: int, stream: str) -> lis
     return out
 
 
-def push(address: str, requests: list[bytes], window: int = 4) -> list[tuple[float, int]]:
-    """(time, points stored so far) after each response."""
-    prepared = [collector_pb2.IngestRequest.FromString(raw) for raw in requests]
-    in_flight = threading.Semaphore(window)
-
-    def send() -> Iterator[collector_pb2.IngestRequest]:
-        for request in prepared:
-            in_flight.acquire()
-            yield request
-
-    marks, stored = [(time.perf_counter(), 0)], 0
-    with builders.IngestClient(address) as client:
-        for response in client.write_stream(send()):
-            in_flight.release()
-            for result in response.results:
-                if result.code:
-                    raise SystemExit(f"batch refused: {result.message}")
-                stored += result.stored
-            marks.append((time.perf_counter(), stored))
-    return marks
-
-
 def per_million(marks: list[tuple[float, int]]) -> list[float]:
     rates, start = [], marks[0]
     for mark in marks[1:]:
@@ -110,40 +87,31 @@ def timed(fn, repeat: int = 1):  # type: ignore[no-untyped-def]
     return statistics.median(times), result
 
 
+def _requests(stream: str, records: list[records_pb2.Record], per_request: int) -> list[bytes]:
+    return [collector_pb2.IngestRequest(request_id=n + 1, batches=[builders.batch(
+        stream, records[first:first + per_request])]).SerializeToString()
+        for n, first in enumerate(range(0, len(records), per_request))]
+
+
 def console_requests(run_id: str, lines: int, per_record: int = 100) -> list[bytes]:
     rng = random.Random(4)
-    out, seq, batch = [], 1, []
+    records = []
     for first in range(0, lines, per_record):
         text = "".join(
             f"epoch {i // 50_000 + 1:3d} step {i % 50_000:6d}/50000 loss={rng.uniform(0, 2):.5f} "
-            f"acc={rng.uniform(0.5, 1):.4f} lr={1e-3 * 0.99 ** (i // 10_000):.3e} "
+            f"acc={rng.uniform(0.5, 1):.4f} gnorm={rng.uniform(0, 5):.4f} "
+            f"lr={1e-3 * 0.99 ** (i // 10_000):.3e} "
             f"{rng.uniform(5, 50):5.1f}ms/step\n" for i in range(first, first + per_record))
-        batch.append(builders.log(seq, run_id, text.encode()))
-        seq += 1
-        if len(batch) == 100:
-            out.append(collector_pb2.IngestRequest(request_id=len(out) + 1, batches=[
-                builders.batch("console", batch)]).SerializeToString())
-            batch = []
-    if batch:
-        out.append(collector_pb2.IngestRequest(request_id=len(out) + 1, batches=[
-            builders.batch("console", batch)]).SerializeToString())
-    return out
+        records.append(builders.log(len(records) + 1, run_id, text.encode()))
+    return _requests("console", records, 100)
 
 
 def tagged_runs(count: int) -> list[bytes]:
-    out, records = [], []
-    for i in range(count):
-        tags = {"team": f"t{i % 7}", **({"rare": "yes"} if i % 1000 == 0 else {})}
-        records.append(builders.started(i + 1, f"run-{i:06d}", experiment=f"e{i % 10}",
-                                        tags=tags))
-        if len(records) == 5000:
-            out.append(collector_pb2.IngestRequest(request_id=len(out) + 1, batches=[
-                builders.batch("runs", records)]).SerializeToString())
-            records = []
-    if records:
-        out.append(collector_pb2.IngestRequest(request_id=len(out) + 1, batches=[
-            builders.batch("runs", records)]).SerializeToString())
-    return out
+    records = [builders.started(i + 1, f"run-{i:06d}", experiment=f"e{i % 10}",
+                                tags={"team": f"t{i % 7}",
+                                      **({"rare": "yes"} if i % 1000 == 0 else {})})
+               for i in range(count)]
+    return _requests("runs", records, 5000)
 
 
 MLFLOW = textwrap.dedent("""
@@ -210,7 +178,7 @@ def main() -> int:
         svc.start()
         try:
             pid = svc.info["pid"]
-            marks = push(svc.grpc, big)
+            marks = push_marks(svc.grpc, big)
             rates = per_million(marks)
             seconds = marks[-1][0] - marks[0][0]
             print(f"ingest_points: {marks[-1][1]} points")
@@ -222,7 +190,7 @@ def main() -> int:
                       "points/s")
             size = store_bytes(db)
             print(f"bytes_per_point: {size / args.points:.2f} bytes ({args.points} points)")
-            push(svc.grpc, mid)
+            push_marks(svc.grpc, mid)
             with QueryClient(svc.grpc, timeout=600) as client:
                 client.get_metrics("mid", "loss")  # warm: connection, caches
                 read_mid, values = timed(lambda: client.get_metrics("mid", "loss")["loss"])
@@ -243,10 +211,10 @@ def main() -> int:
                 print(f"downsample_1000_of_{args.points}: {down * 1000:.1f} ms "
                       f"({len(buckets)} buckets)")
                 before = store_bytes(db)
-                push(svc.grpc, console_requests("console", args.lines))
+                push_marks(svc.grpc, console_requests("console", args.lines))
                 print(f"bytes_per_console_line: {(store_bytes(db) - before) / args.lines:.1f} "
                       f"bytes ({args.lines} lines of about 93 bytes)")
-                push(svc.grpc, tagged_runs(args.runs))
+                push_marks(svc.grpc, tagged_runs(args.runs))
                 rare, found = timed(lambda: client.list_runs(tags={"rare": "yes"}, limit=100),
                                     repeat=20)
                 print(f"list_runs_rare_tag_in_{args.runs}: {rare * 1000:.1f} ms "

@@ -18,6 +18,7 @@ not exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn, TypeVar
@@ -124,7 +125,8 @@ class QueryService(collector_pb2_grpc.QueryServicer):
             while (page := await self._call(context, next, answers, None)) is not None:
                 yield page
         finally:
-            answers.close()
+            with contextlib.suppress(ValueError):  # still running on a reader thread
+                answers.close()
 
     async def ListArtifacts(self, request: collector_pb2.ListArtifactsRequest,
                             context: grpc.aio.ServicerContext

@@ -83,6 +83,11 @@ def _open_postgres(url: str, artifacts: ArtifactStore) -> Store:
             "store URL is postgresql://, but psycopg is not installed; nothing was opened; "
             "pip install 'mltrail[postgres]'") from None
     parts = urlsplit(url)
+    if not url.startswith(f"{parts.scheme}://") or not parts.path.strip("/"):
+        raise PermanentError(
+            f"store URL {redact_url(url)!r} names no database; nothing was opened; use "
+            "postgresql://USER@HOST[:PORT]/DATABASE (for example "
+            "postgresql://mltrail@db.internal/mltrail)")
     query = parse_qsl(parts.query)
     ours = {k: v for k, v in query if k in _POSTGRES_OPTIONS}
     pool_size = ours.get("pool_size", str(DEFAULT_POOL_SIZE))

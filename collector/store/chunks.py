@@ -81,7 +81,7 @@ class Points:
         return cls([], [], [], [])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a downsample builds thousands per answer
 class ChunkSummary:
     """What a store keeps beside a chunk. Steps and values are None when the chunk has
     none (no step, no numeric value); the value fields cover numbers and integers

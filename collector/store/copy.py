@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.store.base import LogQuery, Store, metric_records
+from mltrail.collector.store.base import (
+    MAX_RUN_PAGE,
+    LogQuery,
+    Store,
+    metric_records,
+    run_page_token,
+)
 from mltrail.collector.store.series import SeriesQuery
 from mltrail.collector.validate import validate_batch
 from mltrail.common.errors import PermanentError
@@ -70,7 +76,11 @@ def copy_store(source: Store, source_path: str, source_artifacts: ArtifactStore,
 
 
 def _all_runs(store: Store) -> list[collector_pb2.RunInfo]:
-    return store.list_runs(collector_pb2.ListRunsRequest(limit=2**31 - 1))
+    runs: list[collector_pb2.RunInfo] = []
+    while page := store.list_runs(collector_pb2.ListRunsRequest(
+            limit=MAX_RUN_PAGE, page_token=run_page_token(runs[-1]) if runs else "")):
+        runs.extend(page)
+    return runs
 
 
 def source_marks(path: str) -> dict[str, int]:

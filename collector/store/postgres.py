@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.store import chunks
 from mltrail.collector.store import postgres_schema as schema
 from mltrail.collector.store.base import LogQuery, Store, ValidBatch, WriteSummary
-from mltrail.collector.store.chunks import Points
 from mltrail.collector.store.postgres_reader import PostgresReader
 from mltrail.collector.store.postgres_writer import NOTIFY_CHANNEL, PostgresWriter
-from mltrail.collector.store.series import (
-    Bucket,
-    SeriesBuckets,
-    SeriesPart,
-    SeriesPoints,
-    SeriesQuery,
-    SeriesRecord,
-    StoredChunk,
-    chunk_points,
-    downsample,
-)
-from mltrail.collector.store.sqlite import PAGE_CHUNKS, _decode_data
+from mltrail.collector.store.series_reads import PagedSeriesReads
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.proto import collector_pb2
 
@@ -46,7 +33,9 @@ DEFAULT_POOL_SIZE = 8
 CONNECT_TIMEOUT = 10.0
 
 
-class PostgresStore(Store):
+class PostgresStore(PagedSeriesReads, Store):
+    _series_reader = PostgresReader
+
     def __init__(self, conninfo: str, artifacts: ArtifactStore, where: str,
                  pool_size: int = DEFAULT_POOL_SIZE) -> None:
         import psycopg
@@ -115,43 +104,15 @@ class PostgresStore(Store):
     def run_status(self, run_id: str) -> int | None:
         return self._read(PostgresReader.run_status, run_id)
 
-    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
-        """Pages of ``PAGE_CHUNKS`` rows by id, each on a connection borrowed for it, so
-        the generator may move between reader threads."""
-        for run_key, name_key, name in self._read(PostgresReader.series_names, query.run_id,
-                                                  query.name):
-            if query.buckets:
-                yield SeriesBuckets(name, self._downsample(run_key, name_key, query))
-                continue
-            after = 0
-            while page := self._read(PostgresReader.chunk_page, run_key, name_key, after,
-                                     PAGE_CHUNKS, query):
-                for chunk in page:
-                    if chunk.summary is None:
-                        if chunk.data is not None:
-                            yield SeriesRecord(name, chunk.time, bytes(chunk.data))
-                    elif (points := chunk_points(chunk, _decode_data, query)) is not None:
-                        yield SeriesPoints(name, points)
-                after = page[-1].key
-
-    def _downsample(self, run_key: int, name_key: int, query: SeriesQuery) -> list[Bucket]:
-        pieces: list[StoredChunk] = []
-        while page := self._read(PostgresReader.chunk_page, run_key, name_key,
-                                 pieces[-1].key if pieces else 0, 100_000, query, False):
-            pieces.extend(page)
-        return downsample(pieces, self._load_chunk, query)
-
-    def _load_chunk(self, chunk: StoredChunk) -> Points:
-        return chunks.decode(self._read(PostgresReader.chunk_data, chunk.key))
-
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(PostgresReader.read_logs, query)
 
     def log_positions(self, run_id: str) -> dict[str, int]:
         return self._read(PostgresReader.log_positions, run_id)
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
-        return self._read(PostgresReader.list_artifacts, run_id)
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
+        return self._read(PostgresReader.list_artifacts, run_id, after, limit)
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:
         return self._read(PostgresReader.get_artifact, run_id, path)

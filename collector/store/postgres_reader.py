@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from mltrail.collector.store.base import LogQuery
+from mltrail.collector.store.base import (
+    DEFAULT_RUN_PAGE,
+    MAX_RUN_PAGE,
+    LogQuery,
+    run_page_after,
+)
 from mltrail.collector.store.chunks import decode_ints
 from mltrail.collector.store.postgres_writer import clean
 from mltrail.collector.store.series import SeriesQuery, StoredChunk
 from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
-from mltrail.collector.store.sqlite_reader import (
-    DEFAULT_RUN_LIMIT,
-    _artifact_info,
-    _high,
-    _low,
-)
-from mltrail.collector.store.sqlite_schema import CHUNK_SCALAR
+from mltrail.collector.store.sqlite_reader import _artifact_info, _high, _low, _run_info
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
 
@@ -47,6 +47,8 @@ class PostgresReader:
     # ---- runs -----------------------------------------------------------------
 
     def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
+        """One query for the page (filters through the experiment and tag indexes), then
+        one each for its tags, properties and children."""
         where, params = ["TRUE"], []
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
@@ -54,19 +56,43 @@ class PostgresReader:
                 where.append(f"{column} = %s")
                 params.append(clean(wanted) if isinstance(wanted, str) else wanted)
         for key, value in sorted(request.tags.items()):
-            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_key = runs.run_key "
-                         "AND t.key = %s" + (" AND t.value = %s)" if value else ")"))
+            where.append("run_key IN (SELECT run_key FROM run_tags WHERE key = %s"
+                         + (" AND value = %s)" if value else ")"))
             params.extend([clean(key), clean(value)] if value else [clean(key)])
-        params.append(request.limit or DEFAULT_RUN_LIMIT)
+        after = run_page_after(request.page_token)
+        if after is not None:
+            where.append("(start_time < %s OR (start_time = %s AND run_id COLLATE \"C\" < %s))")
+            params.extend([after[0], after[0], clean(after[1])])
+        params.append(min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE))
         rows = self._all(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
-                         "ORDER BY start_time DESC, run_key DESC LIMIT %s", params)
-        return [self._run_info(row) for row in rows]
+                         "ORDER BY start_time DESC, run_id COLLATE \"C\" DESC LIMIT %s", params)
+        return self._run_infos(rows)
+
+    def _run_infos(self, rows: list[tuple[Any, ...]]) -> list[collector_pb2.RunInfo]:
+        infos = {row[0]: _run_info((*row[:9], bytes(row[9]) if row[9] else None))
+                 for row in rows}
+        if not infos:
+            return []
+        keys = list(infos)
+        for run_key, key, value in self._all(
+                "SELECT run_key, key, value FROM run_tags WHERE run_key = ANY(%s)", (keys,)):
+            infos[run_key].tags[key] = value
+        for run_key, key, value in self._all(
+                "SELECT run_key, key, value FROM run_properties WHERE run_key = ANY(%s)",
+                (keys,)):
+            infos[run_key].properties[key] = value
+        by_id = {info.run_id: info for info in infos.values()}
+        for parent, child in self._all(
+                "SELECT parent_run_id, run_id FROM runs WHERE parent_run_id = ANY(%s) "
+                "ORDER BY run_key", (list(by_id),)):
+            by_id[parent].child_run_ids.append(child)
+        return list(infos.values())
 
     def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
         row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (clean(run_id),))
         if row is None:
             return None
-        info = self._run_info(row)
+        info = self._run_infos([row])[0]
         run_key = row[0]
         info.metric_records = self._count(
             "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = %s", run_key)
@@ -83,22 +109,6 @@ class PostgresReader:
     def run_status(self, run_id: str) -> int | None:
         row = self._one("SELECT status FROM runs WHERE run_id = %s", (clean(run_id),))
         return None if row is None else int(row[0])
-
-    def _run_info(self, row: tuple[Any, ...]) -> collector_pb2.RunInfo:
-        run_key = row[0]
-        info = collector_pb2.RunInfo(
-            run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
-            start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
-            run_type=row[8])
-        if row[9]:
-            info.error.ParseFromString(bytes(row[9]))
-        info.tags.update(self._all("SELECT key, value FROM run_tags WHERE run_key = %s",
-                                   (run_key,)))
-        info.properties.update(self._all(
-            "SELECT key, value FROM run_properties WHERE run_key = %s", (run_key,)))
-        info.child_run_ids.extend(r[0] for r in self._all(
-            "SELECT run_id FROM runs WHERE parent_run_id = %s ORDER BY run_key", (row[1],)))
-        return info
 
     # ---- metrics --------------------------------------------------------------
 
@@ -130,6 +140,15 @@ class PostgresReader:
         rows = self._all(f"SELECT id, kind, {SUMMARY_COLUMNS}, {data} FROM metric_chunks "
                          f"WHERE {' AND '.join(where)} ORDER BY id LIMIT %s", (*params, limit))
         return [stored_chunk(row) for row in rows]
+
+    def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
+        """Whether the series has a record of another kind in the query's ranges."""
+        if query.step_min is not None or query.step_max is not None:
+            return False  # such records have no step
+        return self._one(
+            f"SELECT 1 FROM metric_chunks WHERE run_key = %s AND name_key = %s AND kind = "
+            f"{CHUNK_ENCODED} AND max_time >= %s AND min_time <= %s LIMIT 1",
+            (run_key, name_key, _low(query.time_min), _high(query.time_max))) is not None
 
     def chunk_data(self, key: int) -> bytes:
         row = self._one("SELECT data FROM metric_chunks WHERE id = %s", (key,))
@@ -187,10 +206,12 @@ class PostgresReader:
 
     # ---- artifacts --------------------------------------------------------------
 
-    def list_artifacts(self, run_id: str) -> list[collector_pb2.ArtifactInfo]:
+    def list_artifacts(self, run_id: str, after: str = "", limit: int = 0
+                       ) -> list[collector_pb2.ArtifactInfo]:
         rows = self._all(f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts a JOIN runs r ON "
-                         "r.run_key = a.run_key WHERE r.run_id = %s ORDER BY a.path",
-                         (clean(run_id),))
+                         "r.run_key = a.run_key WHERE r.run_id = %s AND a.path COLLATE \"C\" > %s "
+                         "ORDER BY a.path COLLATE \"C\" LIMIT %s",
+                         (clean(run_id), clean(after), limit or None))
         return [_artifact_info(row) for row in rows]
 
     def get_artifact(self, run_id: str, path: str) -> collector_pb2.ArtifactInfo | None:

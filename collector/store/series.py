@@ -71,7 +71,7 @@ class StoredChunk:
     data: bytes | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Bucket:
     count: int
     first_step: int | None

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.store import chunks
 from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store import sqlite_tokens as tokens
 from mltrail.collector.store.base import (
@@ -27,18 +26,7 @@ from mltrail.collector.store.base import (
     ValidBatch,
     WriteSummary,
 )
-from mltrail.collector.store.chunks import Points
-from mltrail.collector.store.series import (
-    Bucket,
-    SeriesBuckets,
-    SeriesPart,
-    SeriesQuery,
-    SeriesRecord,
-    SeriesStart,
-    StoredChunk,
-    chunk_part,
-    downsample,
-)
+from mltrail.collector.store.series_reads import PagedSeriesReads
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
 from mltrail.common.errors import PermanentError, RetryableError
@@ -47,14 +35,9 @@ from mltrail.proto import collector_pb2
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
-PAGE_CHUNKS = 16  # chunk rows per read of a series: 64k points at most in memory
+class SqliteStore(PagedSeriesReads, Store):
+    _series_reader = SqliteReader
 
-
-def _decode_data(chunk: StoredChunk) -> Points:
-    return chunks.decode(chunk.data or b"")
-
-
-class SqliteStore(Store):
     def __init__(self, path: str | Path, artifacts: ArtifactStore,
                  busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
                  synchronous: str = "normal") -> None:
@@ -138,37 +121,6 @@ class SqliteStore(Store):
 
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
         return self._read(SqliteReader.run_status, run_id, workspace)
-
-    def read_series(self, query: SeriesQuery) -> Iterator[SeriesPart]:
-        """Pages of ``PAGE_CHUNKS`` rows by rowid, each read on the calling thread's
-        connection, so the generator may move between reader threads."""
-        for run_key, name_key, name in self._read(SqliteReader.series_names, query.run_id,
-                                                  query.name):
-            if query.buckets:
-                yield SeriesBuckets(name, self._downsample(run_key, name_key, query))
-                continue
-            yield SeriesStart(name, self._read(SqliteReader.has_records, run_key, name_key,
-                                               query))
-            after = 0
-            while page := self._read(SqliteReader.chunk_page, run_key, name_key, after,
-                                     PAGE_CHUNKS, query):
-                for chunk in page:
-                    if chunk.summary is None:
-                        if chunk.data is not None:
-                            yield SeriesRecord(name, chunk.time, bytes(chunk.data))
-                    elif (part := chunk_part(name, chunk, _decode_data, query)) is not None:
-                        yield part
-                after = page[-1].key
-
-    def _downsample(self, run_key: int, name_key: int, query: SeriesQuery) -> list[Bucket]:
-        pieces: list[StoredChunk] = []
-        while page := self._read(SqliteReader.chunk_page, run_key, name_key,
-                                 pieces[-1].key if pieces else 0, 100_000, query, False):
-            pieces.extend(page)
-        return downsample(pieces, self._load_chunk, query)
-
-    def _load_chunk(self, chunk: StoredChunk) -> Points:
-        return chunks.decode(self._read(SqliteReader.chunk_data, chunk.key))
 
     def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
         return self._read(SqliteReader.metric_summaries, list(run_ids))

@@ -28,8 +28,10 @@ from mltrail.collector.store.chunks import CHUNK_POINTS, ChunkSummary, Points
 from mltrail.collector.store.series import StoredChunk
 from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 
-LOG_CHUNK_LINES = 8192
-LOG_CHUNK_BYTES = 512 * 1024
+# zlib's window is 32 KiB, so a larger chunk compresses little better, while every
+# batch that extends a chunk compresses it again: 64 KiB bounds that to about 1 ms.
+LOG_CHUNK_LINES = 4096
+LOG_CHUNK_BYTES = 64 * 1024
 LOG_ZLIB_LEVEL = 6
 FLAG_HAS_NUMBERS = 16  # beside chunks' flags: a NULL summary value is then a NaN
 
@@ -50,18 +52,17 @@ def summary_of(row: Sequence[Any]) -> ChunkSummary:
     """A summary back from the 14 SUMMARY_COLUMNS (NULL values are NaN with numbers)."""
     (count, first_step, last_step, min_step, max_step, first_time, last_time, min_time,
      max_time, first_value, last_value, min_value, max_value, flags) = row
-    flags = int(flags)
-    numbers = bool(flags & FLAG_HAS_NUMBERS)
-
-    def value(v: float | None) -> float | None:
-        return (float("nan") if v is None else float(v)) if numbers else None
-
+    if flags & FLAG_HAS_NUMBERS:
+        first_value, last_value, min_value, max_value = (
+            _NAN if v is None else v for v in (first_value, last_value, min_value, max_value))
     return ChunkSummary(
-        int(count), first_step, last_step, min_step, max_step,
-        int(first_time), int(last_time), int(min_time), int(max_time),
-        value(first_value), value(last_value), value(min_value), value(max_value),
+        count, first_step, last_step, min_step, max_step, first_time, last_time, min_time,
+        max_time, first_value, last_value, min_value, max_value,
         bool(flags & chunks.FLAG_STEPS_SORTED), bool(flags & chunks.FLAG_HAS_NAN),
         bool(flags & chunks.FLAG_ALL_STEPS), bool(flags & chunks.FLAG_ALL_NUMERIC))
+
+
+_NAN = float("nan")
 
 
 def stored_chunk(row: Sequence[Any]) -> StoredChunk:

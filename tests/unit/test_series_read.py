@@ -43,12 +43,16 @@ def _value(rng: random.Random, i: int) -> Any:
     return rng.gauss(0, 1) + i * 1e-4
 
 
-@pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, list[Point]]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def series(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Store, list[Point]]]:
     """One metric of 30,000 points in uneven batches: steps mostly rising, some
-    repeated, out of order or absent; times rising with jitter and a few going back."""
+    repeated, out of order or absent; times rising with jitter and a few going back.
+    On SQLite and on PostgreSQL (one database for the module)."""
     path: Path = tmp_path_factory.mktemp("series")
-    store = open_store(f"sqlite:///{path / 'store.db'}", ArtifactStore(path / "art"))
+    url = (f"sqlite:///{path / 'store.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_server").new_database())
+    store = open_store(url, ArtifactStore(path / "art"))
     rng = random.Random(15)
     points: list[Point] = []
     seq, step, time_ns = 1, 0, 1_000_000
@@ -164,7 +168,7 @@ def test_many_chunks_are_bucketed_from_summaries_without_decoding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more chunks than buckets, an unranged downsample of numbers answers from the
     chunk summaries alone; the same answer as decoding every point."""
-    from mltrail.collector.store import sqlite
+    from mltrail.collector.store import chunks
 
     store = open_store(f"sqlite:///{tmp_path / 's.db'}", ArtifactStore(tmp_path / "a"))
     try:
@@ -172,8 +176,8 @@ def test_many_chunks_are_bucketed_from_summaries_without_decoding(
         for batch in b.scalar_batches("r", "s", count, 7000):
             store.write_batch([validate_batch(batch)])
         decoded: list[int] = []
-        real = sqlite.chunks.decode
-        monkeypatch.setattr(sqlite.chunks, "decode",
+        real = chunks.decode
+        monkeypatch.setattr(chunks, "decode",
                             lambda data: decoded.append(1) or real(data))
         parts = list(store.read_series(SeriesQuery("r", "loss", buckets=4)))
         assert decoded == []
@@ -186,8 +190,8 @@ def test_many_chunks_are_bucketed_from_summaries_without_decoding(
         store.close()
 
 
-def test_other_kinds_and_names(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 's.db'}", ArtifactStore(tmp_path / "a"))
+def test_other_kinds_and_names(tmp_path: Path, store_url: str) -> None:
+    store = open_store(store_url, ArtifactStore(tmp_path / "a"))
     try:
         listed = records_pb2.Metric(name="m", list=records_pb2.ValueList(values=[b.value(1)]))
         store.write_batch([validate_batch(b.batch("s", [
