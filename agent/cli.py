@@ -11,6 +11,7 @@ import signal
 from mltrail.agent.service import AgentService, AgentStartError
 from mltrail.agent.settings import AgentSettings, load_agent_settings
 from mltrail.agent.sources.config import parse_source_flag
+from mltrail.bundle_cli import add_service_bundle
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ready-file", help="write {socket, http, collector, pid} JSON here once up")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=run_agent)
+    add_service_bundle(p, "agent")  # mltrail agent bundle
 
 
 def run_agent(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from mltrail.bundle_cli import add_service_bundle
 from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--ready-file", help="write the bound addresses here (JSON) once listening")
     p.set_defaults(func=run)
+    add_service_bundle(p, "collector")  # mltrail collector bundle
 
 
 def load(args: argparse.Namespace) -> CollectorSettings:

@@ -19,17 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.bundle import RunBundles, collector_bundle
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.query import QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store
+from mltrail.common import log_ring
 from mltrail.common.errors import PermanentError
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
 from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
+from mltrail.common.service_bundle import support_route
 from mltrail.proto import collector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ class CollectorServer(Component):
                                            thread_name_prefix="mltrail-store-reader")
         self._closing = asyncio.Event()
         self._stopped = False
+        self._bundles = RunBundles(lambda: self.grpc_address)
+        log_ring.install()
 
     async def start(self) -> None:
         s = self.settings
@@ -85,7 +90,7 @@ class CollectorServer(Component):
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,
                                self._closing)
         server.add_generic_rpc_handlers((ingest.handler(),))
-        query = QueryService(store, self._readers, notifier, self._closing)
+        query = QueryService(store, self._readers, notifier, self._closing, self._bundles)
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
         return server
 
@@ -104,6 +109,7 @@ class CollectorServer(Component):
             await self._server.stop(grace=min(timeout, self.settings.shutdown_grace))
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._bundles.close()
         if self._store is not None:
             self._store.close()
         if self._http is not None:
@@ -119,7 +125,8 @@ def _address(value: str, flag: str) -> tuple[str, int]:
 
 def _http_endpoint(host: str, port: int, server: CollectorServer) -> HttpEndpoint:
     try:
-        return HttpEndpoint(host, port, server.metrics.registry, server.health)
+        return HttpEndpoint(host, port, server.metrics.registry, server.health,
+                            routes={"/-/support": support_route(collector_bundle, server)})
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

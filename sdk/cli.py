@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "mltrail.query_cli",
     "mltrail.sync_cli",
     "mltrail.run_cli",
+    "mltrail.bundle_cli",
 )
 
 

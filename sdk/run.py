@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -111,7 +111,8 @@ class Run:
         run._tags.update(checked_tags)
         started = records_pb2.RunStarted(
             experiment=experiment.name, display_name=run._display_name, tags=checked_tags,
-            parent_run_id=parent.id if parent else "", run_type=run_type)
+            parent_run_id=parent.id if parent else "", run_type=run_type,
+            properties=_environment_property(run._link) if parent is None else {})
         run._event(records_pb2.RunEvent(started=started))
         return run
 
@@ -382,6 +383,27 @@ class Run:
                       _validate_checksum: bool = False) -> None:
         target = output_file_path if output_file_path is not None else Path(name).name
         self._link.reader().download_file(self._id, name, target)
+
+    def get_support_bundle(self, path: str | os.PathLike[str], *, with_artifacts: bool = False,
+                           max_bytes: int | None = None, redact: Iterable[str] = ()) -> Path:
+        """One zip that lets someone else debug this run (README "Support bundles"),
+        built by the collector once this process's records reached it."""
+        from mltrail.bundle.fetch import save_run_bundle
+
+        return save_run_bundle(self._link.reader(), self._id, path,
+                               with_artifacts=with_artifacts, max_bytes=max_bytes,
+                               redact=redact)
+
+
+def _environment_property(link: Link) -> dict[str, str]:
+    """What the SDK sees at a top-level run's start, for its support bundle."""
+    from mltrail.bundle import environment
+
+    if not environment.enabled():
+        return {}
+    agent = link.agent
+    info = (lambda: agent.info(timeout=2.0)) if agent is not None else None
+    return {environment.PROPERTY: environment.to_property(environment.capture(info))}
 
 
 def _image_bytes(path: Any, plot: Any) -> tuple[bytes, str]:
