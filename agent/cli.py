@@ -11,7 +11,7 @@ import signal
 from mltrail.agent.service import AgentService, AgentStartError
 from mltrail.agent.settings import AgentSettings, load_agent_settings
 from mltrail.agent.sources.config import parse_source_flag
-from mltrail.bundle_cli import add_service_bundle
+from mltrail.cli.bundle import add_service_bundle
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError

@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mltrail.client import QueryClient
-from mltrail.embedded import EMBEDDED_NICE
+from mltrail.pipeline.embedded import EMBEDDED_NICE
+from mltrail.query.client import QueryClient
 from tests.agent_client import agent_service
 from tests.procs import MLTRAIL, Service, collector_service, cpu_seconds
 

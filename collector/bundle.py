@@ -75,7 +75,7 @@ class RunBundles:
 
     def _build(self, request: collector_pb2.RunBundleRequest, out: IO[bytes]) -> None:
         from mltrail.bundle.run_bundle import RunBundleOptions, write_run_bundle
-        from mltrail.client import QueryClient, RunNotFound
+        from mltrail.query.client import QueryClient, RunNotFound
 
         writer = BundleWriter(out, "run", Redactor(request.redact),
                               max_bytes=request.max_bytes or DEFAULT_MAX_BYTES,

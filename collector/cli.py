@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from mltrail.bundle_cli import add_service_bundle
+from mltrail.cli.bundle import add_service_bundle
 from mltrail.collector.server import CollectorServer
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mltrail.pipeline.values import LOG
 from mltrail.proto import records_pb2
-from mltrail.values import LOG
 
 if TYPE_CHECKING:
     from mltrail.run import Run

@@ -4,7 +4,7 @@ A logging call checks its arguments (``mltrail.validation``) and appends a
 tuple to the process's sender queue; it never waits on the network
 (design.md, invariant 1). The read side (``get_metrics``, ``get_details``,
 ...) first waits until this process's records reached the collector, then
-asks it (``Link`` in ``mltrail.link`` hides whether that is through the
+asks it (``Link`` in ``mltrail.pipeline.link`` hides whether that is through the
 agent or, offline, the run's own spool).
 """
 
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mltrail import validation as v
-from mltrail.console import ConsoleCapture
-from mltrail.link import Link, offline_link, process_link
+from mltrail.pipeline.console import ConsoleCapture
+from mltrail.pipeline.link import Link, offline_link, process_link
+from mltrail.pipeline.values import ARTIFACT, IMAGE, JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
 from mltrail.proto import records_pb2
-from mltrail.values import ARTIFACT, IMAGE, JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
 
 if TYPE_CHECKING:
     from mltrail.experiment import Experiment

@@ -84,7 +84,7 @@ def submit(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any]
 
 
 def _launcher_log(run_id: str) -> Path:
-    from mltrail.client import mltrail_home
+    from mltrail.query.client import mltrail_home
 
     directory = mltrail_home() / "submitted"
     directory.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def _ended(run: Run, details: dict[str, Any], raise_on_error: bool) -> dict[str,
 
 
 def _wait_exists(client: Any, run_id: str, deadline: float | None) -> None:
-    from mltrail.client import RunNotFound
+    from mltrail.query.client import RunNotFound
 
     give_up = time.monotonic() + APPEAR_SECONDS
     if deadline is not None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mltrail.values import row_size, table_size, values_size
+from mltrail.pipeline.values import row_size, table_size, values_size
 
 MAX_NAME_CHARS = 255
 MAX_STRING_BYTES = 64 * 1024

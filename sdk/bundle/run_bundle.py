@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from mltrail.client import QueryClient
 from mltrail.common.bundle_writer import BundleWriter
 from mltrail.common.errors import MltrailError
-from mltrail.metrics_view import metric_kind, metric_to_python
 from mltrail.proto import collector_pb2
-from mltrail.query_types import RunInfo
+from mltrail.query.client import QueryClient
+from mltrail.query.metrics_view import metric_kind, metric_to_python
+from mltrail.query.types import RunInfo
 
 from .environment import PROPERTY as ENVIRONMENT_PROPERTY
 

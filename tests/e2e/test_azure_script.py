@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mltrail import Experiment, Run
-from mltrail.client import QueryClient, RunNotFound
+from mltrail.query.client import QueryClient, RunNotFound
 from tests.procs import Service, mltrail_cli
 
 TRAIN = textwrap.dedent('''

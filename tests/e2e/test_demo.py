@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from mltrail.embedded import stop_embedded
+from mltrail.pipeline.embedded import stop_embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 

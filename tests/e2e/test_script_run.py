@@ -10,8 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from mltrail.client import QueryClient
 from mltrail.common.lines import LINE_SPLIT_MARKER, join_split_lines
+from mltrail.query.client import QueryClient
 from tests.procs import MLTRAIL, Service
 
 NOISY_SCRIPT = textwrap.dedent(r"""

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests.procs import Service
 
 TICKER = textwrap.dedent("""

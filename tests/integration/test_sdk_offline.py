@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mltrail.agent.spool import Spool
-from mltrail.client import QueryClient
-from mltrail.embedded import EMBEDDED_NICE, read_ready, stop_embedded
+from mltrail.pipeline.embedded import EMBEDDED_NICE, read_ready, stop_embedded
 from mltrail.proto import records_pb2
+from mltrail.query.client import QueryClient
 from tests.procs import Service, mltrail_cli
 
 OFFLINE_SCRIPT = textwrap.dedent("""

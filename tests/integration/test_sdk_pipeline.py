@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from mltrail import Experiment, LogHandler
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests.procs import Service
 
 CONFUSION = {"schema_type": "confusion_matrix", "schema_version": "1.0.0",

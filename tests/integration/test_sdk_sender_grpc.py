@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from mltrail.agent.spool import Spool
-from mltrail.offline import SpoolOverflow, read_records
+from mltrail.pipeline.offline import SpoolOverflow, read_records
+from mltrail.pipeline.sender import AgentSink, Sender
+from mltrail.pipeline.values import SCALAR
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
-from mltrail.sender import AgentSink, Sender
-from mltrail.values import SCALAR
 
 
 class FakeAgent(agent_pb2_grpc.AgentServicer):

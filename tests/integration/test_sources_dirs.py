@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from urllib.request import urlopen
 
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests.agent_client import agent_service
 from tests.integration.test_sources_files import wait_until
 from tests.procs import Service

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests import docker_env
 from tests.agent_client import agent_service
 from tests.conftest import require

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from mltrail.client import QueryClient
+from mltrail.query.client import QueryClient
 from tests.agent_client import agent_service
 from tests.integration.test_agent_chaos import collector_on, free_port
 from tests.procs import Service

@@ -15,7 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from mltrail.client import (
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
+from mltrail.query.client import (
     ArtifactCorrupt,
     ArtifactNotFound,
     CollectorUnreachable,
@@ -24,7 +25,6 @@ from mltrail.client import (
     resolve_collector_address,
     status_number,
 )
-from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from tests.builders import value
 
 

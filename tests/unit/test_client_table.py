@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mltrail._table import (
+from mltrail.cli.table import (
     human_duration,
     human_size,
     iso_time,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mltrail.common.lines import LINE_SPLIT_MARKER, join_split_lines
-from mltrail.console import LineAssembler, fold_carriage_returns
+from mltrail.pipeline.console import LineAssembler, fold_carriage_returns
 
 
 def feed_all(chunks: list[bytes], max_line: int = 1 << 20) -> tuple[bytes, bytes]:
@@ -64,7 +64,7 @@ def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
     import threading
     import time
 
-    from mltrail.console import _TeeStream
+    from mltrail.pipeline.console import _TeeStream
 
     class Terminal:
         def __init__(self) -> None:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mltrail import launcher
-from mltrail.launcher import COALESCE_SECONDS, ProcessLauncher, coalesce_pause, flood_pause
+from mltrail.pipeline import launcher
+from mltrail.pipeline.launcher import COALESCE_SECONDS, ProcessLauncher, coalesce_pause, flood_pause
 
 
 class ListSink:

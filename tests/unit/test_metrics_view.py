@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mltrail.metrics_view import fold_metrics, metric_kind, metric_to_python, value_to_python
 from mltrail.proto import collector_pb2, records_pb2
+from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python, value_to_python
 from tests.builders import value
 
 

@@ -18,10 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from mltrail import Experiment, LogHandler, Run, ScriptRunConfig
-from mltrail.link import Link, offline_link
+from mltrail.pipeline.link import Link, offline_link
+from mltrail.pipeline.sender import MemorySink, Sender
 from mltrail.proto import records_pb2
 from mltrail.script_run import OfflineRunNotWatched, RunFailed
-from mltrail.sender import MemorySink, Sender
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 
 from mltrail.agent.spool import Spool
 from mltrail.common.errors import RetryableError
-from mltrail.offline import SpoolOverflow, read_records
+from mltrail.pipeline.offline import SpoolOverflow, read_records
+from mltrail.pipeline.sender import MAX_BATCH_BYTES, MAX_ITEM_BYTES, MemorySink, Sender
+from mltrail.pipeline.values import LOG, SCALAR
 from mltrail.proto import agent_pb2, records_pb2
-from mltrail.sender import MAX_BATCH_BYTES, MAX_ITEM_BYTES, MemorySink, Sender
-from mltrail.values import LOG, SCALAR
 
 
 def scalar(i: int) -> tuple[object, ...]:

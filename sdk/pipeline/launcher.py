@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from mltrail.common.lines import MAX_LINE_BYTES
-from mltrail.console import Emit as Sink
-from mltrail.console import LineAssembler
+from mltrail.pipeline.console import Emit as Sink
+from mltrail.pipeline.console import LineAssembler
 
 READ_BYTES = 1024 * 1024
 # After a read that found the pipe far from full, wait before the next so that

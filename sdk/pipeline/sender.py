@@ -41,8 +41,8 @@ import grpc
 
 from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
+from mltrail.pipeline.values import QueueItem, add_record, item_size
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
-from mltrail.values import QueueItem, add_record, item_size
 
 log = logging.getLogger("mltrail.sdk")
 

@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 
 from mltrail.common.errors import MltrailError
-from mltrail.offline import mltrail_home
+from mltrail.pipeline.offline import mltrail_home
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 START_TIMEOUT = 60.0

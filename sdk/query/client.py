@@ -29,9 +29,9 @@ import grpc
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
-from mltrail.metrics_view import fold_metrics
 from mltrail.proto import collector_pb2, collector_pb2_grpc
-from mltrail.query_types import (
+from mltrail.query.metrics_view import fold_metrics
+from mltrail.query.types import (
     STATUS_NAMES,
     TERMINAL_STATUSES,
     ArtifactInfo,

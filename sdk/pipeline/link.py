@@ -2,7 +2,7 @@
 
 - ``process_link()``: one per process, shared by every online run (one
   stream per SDK process). The agent is ``MLTRAIL_AGENT``, else the embedded
-  local service (``mltrail.embedded``). Reading waits until the collector
+  local service (``mltrail.pipeline.embedded``). Reading waits until the collector
   acknowledged this process's records (``Agent.WaitForwarded``), then asks
   the collector the agent forwards to.
 - ``offline_link(run_id)``: an offline run's own spool directory; reading
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mltrail.common.errors import MltrailError
-from mltrail.embedded import agent_socket_from_env, ensure_embedded
-from mltrail.metrics_view import fold_metrics
-from mltrail.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
+from mltrail.pipeline.embedded import agent_socket_from_env, ensure_embedded
+from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
+from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.proto import records_pb2
-from mltrail.sender import AgentSink, Sender
+from mltrail.query.metrics_view import fold_metrics
 
 _STATUS = {records_pb2.RUNNING: "Running", records_pb2.COMPLETED: "Completed",
            records_pb2.FAILED: "Failed", records_pb2.CANCELED: "Canceled"}
@@ -78,7 +78,7 @@ class Link:
         return self._online_reader(timeout)
 
     def _online_reader(self, timeout: float) -> Reader:
-        from mltrail.client import QueryClient
+        from mltrail.query.client import QueryClient
 
         assert self.agent is not None  # an online link always has its agent
         if self.flush(timeout):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from mltrail.agent.spool import Position, Spool
 from mltrail.common.settings import mltrail_home
+from mltrail.pipeline.sender import iter_acks
 from mltrail.proto import agent_pb2, records_pb2
-from mltrail.sender import iter_acks
 
 OFFLINE_DIR = "offline"
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 _COMMAND_MODULES = (
     "mltrail.collector.cli",
     "mltrail.agent.cli",
-    "mltrail.query_cli",
-    "mltrail.sync_cli",
-    "mltrail.run_cli",
-    "mltrail.bundle_cli",
+    "mltrail.cli.query",
+    "mltrail.cli.sync",
+    "mltrail.cli.run",
+    "mltrail.cli.bundle",
 )
 
 

@@ -50,7 +50,7 @@ def _bundle(args: argparse.Namespace) -> int:
     if args.run == "inspect" and args.file:
         return _inspect(args.file, args.json)
     from mltrail.bundle.fetch import requester
-    from mltrail.client import QueryClient
+    from mltrail.query.client import QueryClient
 
     target = Path(args.output or f"{args.run}-bundle.zip")
     with QueryClient(args.collector) as client:

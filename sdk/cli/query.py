@@ -23,11 +23,11 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
-from mltrail import _table as table
-from mltrail.client import LogTail, QueryClient
+from mltrail.cli import table
 from mltrail.common.errors import MltrailError, PermanentError
-from mltrail.metrics_view import fold_metrics, metric_kind, metric_to_python
-from mltrail.query_types import ArtifactInfo, LogLine, RunInfo, status_number
+from mltrail.query.client import LogTail, QueryClient
+from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
+from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
 
 SIGPIPE_EXIT = 141
 # One encoder: json.dumps with options builds a new encoder per call (per log line).
@@ -436,6 +436,6 @@ def _download(client: QueryClient, args: argparse.Namespace) -> int:
     return 0
 
 
-# The names `mltrail run`'s summary (sdk/run_cli.py) imported before they were public.
+# The names `mltrail run`'s summary (sdk/cli/run.py) imported before they were public.
 _metrics_table = metrics_table
 _run_fields = run_fields

@@ -52,7 +52,7 @@ def spool_dirs(root: Path) -> list[Path]:
 
 def run_sync(args: argparse.Namespace) -> int:
     """One deadline for the whole command: N directories never take N x --timeout."""
-    from mltrail.client import resolve_collector_address
+    from mltrail.query.client import resolve_collector_address
 
     address = resolve_collector_address(args.collector)
     deadline = time.monotonic() + args.timeout

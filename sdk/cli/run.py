@@ -17,7 +17,7 @@ from typing import Any
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.common.tuning import keep_large_buffers
-from mltrail.launcher import LaunchResult, ProcessLauncher
+from mltrail.pipeline.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
 SWITCH_INTERVAL = 0.0005
@@ -115,8 +115,8 @@ def end_run(run: Any, result: LaunchResult) -> None:
 def print_summary(run: Any) -> None:
     """Status, duration, final metrics, log lines and artifacts, as the collector has them,
     and the commands that look further."""
-    from mltrail import _table as table
-    from mltrail.query_cli import metrics_table, run_fields
+    from mltrail.cli import table
+    from mltrail.cli.query import metrics_table, run_fields
 
     client = run._link.reader().client  # waits until the collector has every record
     with client:
