@@ -29,13 +29,13 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from mltrail.common.bundle_writer import BundleWriter
+from mltrail.common.bundle_writer import BundleWriter, read_bundle
 from mltrail.common.errors import MltrailError
 from mltrail.proto import collector_pb2
 from mltrail.query.client import QueryClient
@@ -104,8 +104,10 @@ class _RunWriter:
         w = self.writer
         self.runs += 1
         details = info.to_dict()
-        properties = dict(details.pop("properties"))
-        environment = properties.pop(ENVIRONMENT_PROPERTY, None)
+        properties = details.pop("properties")
+        system = details.pop("system_properties")
+        environment = system.pop(ENVIRONMENT_PROPERTY, None)
+        properties.update(system)  # any other mltrail.* property stays with the rest
         tags = details.pop("tags")
         error = details.pop("error")
         w.add_json(prefix + "run.json", details)
@@ -268,7 +270,7 @@ def _parse(text: str) -> Any:
 
 
 def _environment(info: RunInfo) -> dict[str, Any]:
-    raw = info.properties.get(ENVIRONMENT_PROPERTY)
+    raw = info.system_properties.get(ENVIRONMENT_PROPERTY)
     parsed = _parse(raw) if raw else {}
     return parsed if isinstance(parsed, dict) else {}
 
@@ -296,14 +298,19 @@ def fetch_support(address: str, seconds: float, timeout: float) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout + seconds) as answer:
             return bytes(answer.read())
     except urllib.error.HTTPError as exc:
-        raise ValueError(f"HTTP {exc.code} from {url}") from None
+        said = exc.read().decode("utf-8", "replace").strip()[:300]
+        raise ValueError(f"HTTP {exc.code} from {url}: {said}") from None
     except urllib.error.URLError as exc:
         raise OSError(f"{url}: {exc.reason}") from None
 
 
 def copy_bundle_into(writer: BundleWriter, data: bytes, prefix: str) -> bool:
     """Another bundle's files under ``prefix``, redacted again with this bundle's rules."""
-    archive = zipfile.ZipFile(io.BytesIO(data))
+    archive, manifest = read_bundle(data)
+    nested = (manifest.get("redactions") or {}).get("by_file") or {}
+    for where, rules in nested.items():  # what the other side redacted before sending
+        for rule, count in rules.items():
+            writer.redactor.counts.setdefault(prefix + where, Counter())[rule] += int(count)
     for item in archive.infolist():
         raw = archive.read(item)
         try:

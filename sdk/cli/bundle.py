@@ -11,6 +11,7 @@ from typing import Any
 
 from mltrail.common.bundle_writer import read_bundle
 from mltrail.common.errors import PermanentError
+from mltrail.common.service_bundle import MAX_WINDOW_SECONDS
 
 DEFAULT_HTTP = {"agent": "127.0.0.1:7433", "collector": "127.0.0.1:7432"}
 
@@ -98,6 +99,9 @@ def add_service_bundle(parser: argparse.ArgumentParser, kind: str) -> None:
 def _service_bundle(args: argparse.Namespace, kind: str) -> int:
     from mltrail.bundle.run_bundle import fetch_support
 
+    if not 0 <= args.seconds <= MAX_WINDOW_SECONDS:
+        raise PermanentError(f"--seconds must be within 0 and {MAX_WINDOW_SECONDS:g}: "
+                             f"{args.seconds:g}")
     address = args.bundle_http or _local_http(kind)
     target = Path(args.output or f"{kind}-bundle.zip")
     try:

@@ -30,6 +30,7 @@ from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read
 from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.proto import records_pb2
 from mltrail.query.metrics_view import fold_metrics
+from mltrail.query.types import user_properties
 
 _STATUS = {records_pb2.RUNNING: "Running", records_pb2.COMPLETED: "Completed",
            records_pb2.FAILED: "Failed", records_pb2.CANCELED: "Canceled"}
@@ -246,11 +247,11 @@ def _apply_event(details: dict[str, Any], record: records_pb2.Record) -> None:
         details.update(status="Running", startTimeUtc=iso_time(record.time_unix_nano),
                        displayName=event.started.display_name)
         details["tags"].update(event.started.tags)
-        details["properties"].update(event.started.properties)
+        details["properties"].update(user_properties(event.started.properties))
     elif kind == "tags":
         details["tags"].update(event.tags.tags)
     elif kind == "properties":
-        details["properties"].update(event.properties.properties)
+        details["properties"].update(user_properties(event.properties.properties))
     elif kind == "ended":
         details.update(status=_STATUS.get(event.ended.status, "Unknown"),
                        endTimeUtc=iso_time(record.time_unix_nano))
