@@ -22,7 +22,7 @@ from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
-from mltrail.common.redact import Redactor
+from mltrail.common.redact import MARKER, Redactor, secret_name
 
 PROPERTY = "mltrail.environment"
 MAX_PROPERTY_CHARS = 60 * 1024  # a string value may be 64 KiB
@@ -55,8 +55,22 @@ def capture(agent_info: Callable[[], Any] | None = None,
         "packages": installed_packages(),
         "settings": redactor.structure(settings, "environment"),
         "agent": _agent(agent_info),
-        "argv": redactor.structure(list(sys.argv), "environment"),
+        "argv": redact_argv(sys.argv, redactor),
     }
+
+
+def redact_argv(argv: list[str], redactor: Redactor) -> list[str]:
+    """``--password X`` and ``--api-key X``: the word after a flag with a secret name goes too
+    (``--token=X`` and the value rules are the redactor's)."""
+    out: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next and not word.startswith("-"):
+            out.append(MARKER.format(rule="secret_name"))
+        else:
+            out.append(redactor.text(word, "environment"))
+        hide_next = word.startswith("-") and "=" not in word and secret_name(word.lstrip("-"))
+    return out
 
 
 def to_property(environment: dict[str, Any]) -> str:
