@@ -89,7 +89,7 @@ def write_run_bundle(client: QueryClient, run_id: str, writer: BundleWriter,
         "stderr_tail": counts.pop("stderr_tail", []), **counts,
     }
     writer.readme = README.format(run_id=info.run_id, status=info.status)
-    _add_agent(writer, environment.get("agent") or {}, options)
+    _add_agent(writer, environment, options)
 
 
 class _RunWriter:
@@ -275,16 +275,29 @@ def _environment(info: RunInfo) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _add_agent(writer: BundleWriter, agent: dict[str, Any], options: RunBundleOptions) -> None:
-    """The delivering agent's bundle under agent/, or why it is not there."""
+def _add_agent(writer: BundleWriter, environment: dict[str, Any],
+               options: RunBundleOptions) -> None:
+    """The delivering agent's bundle under agent/, or why it is not there.
+
+    The address is the one the SDK recorded (often 127.0.0.1:PORT): an agent
+    that answers there from another host than the run's is another agent, and
+    its bundle is left out."""
+    agent = environment.get("agent") or {}
     address = agent.get("http") if isinstance(agent, dict) else None
+    run_host = (environment.get("platform") or {}).get("hostname", "")
     status: dict[str, Any] = {"address": address or "", "included": False}
     if not address:
         status["why"] = "the run did not record its agent's HTTP address"
     else:
         try:
             data = fetch_support(address, options.agent_seconds, options.agent_timeout)
-            status["included"] = copy_bundle_into(writer, data, "agent/")
+            host = (read_bundle(data)[1].get("created_by") or {}).get("host", "")
+            if run_host and host != run_host:
+                status["why"] = (f"the agent at {address} is on host {host!r}, the run was on "
+                                 f"{run_host!r}: another agent; take the run's agent's bundle "
+                                 "on its host with `mltrail agent bundle`")
+            else:
+                status["included"] = copy_bundle_into(writer, data, "agent/")
         except (OSError, ValueError) as exc:
             status["why"] = f"the agent at {address} did not answer: {exc}"
     writer.summary["agent_bundle"] = status

@@ -275,3 +275,28 @@ def test_sdk_get_support_bundle(agent: Service, collector: Service, tmp_path: Pa
     assert m["summary"]["status"] == "Completed" and m["max_bytes"] == 100000
     assert m["created_by"]["via"] == "run.get_support_bundle"
     assert "metrics/x.jsonl" in archive.namelist()
+
+
+def test_bad_requests_say_what_is_wrong(collector: Service, tmp_path: Path) -> None:
+    out = str(tmp_path / "x.zip")
+    unknown = mltrail_cli("bundle", "no-such-run", "-o", out, "--collector", collector.grpc)
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
+    assert "Traceback" not in unknown.stderr and not Path(out).exists()
+    bad = mltrail_cli("bundle", "no-such-run", "--max-bytes", "0", "--collector", collector.grpc)
+    assert bad.returncode == 2 and "must be positive" in bad.stderr
+    shown = mltrail_cli("bundle", "inspect", str(tmp_path / "missing.zip"))
+    assert shown.returncode == 1 and "cannot read" in shown.stderr
+
+
+def test_bad_redact_pattern_and_tiny_cap_are_refused_by_the_collector(
+        agent: Service, collector: Service, tmp_path: Path) -> None:
+    done = run_script(agent, tmp_path, "tiny-1", "print('x')\n")
+    assert done.returncode == 0
+    out = str(tmp_path / "x.zip")
+    regex = mltrail_cli("bundle", "tiny-1", "-o", out, "--redact", "(open",
+                        "--collector", collector.grpc)
+    assert regex.returncode == 1 and "not a valid regular expression" in regex.stderr
+    tiny = mltrail_cli("bundle", "tiny-1", "-o", out, "--max-bytes", "1000",
+                       "--collector", collector.grpc)
+    assert tiny.returncode == 1 and "at least 65536" in tiny.stderr
+    assert not Path(out).exists()
