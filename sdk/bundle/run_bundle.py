@@ -22,6 +22,8 @@ and any gRPC client get the same zip. Layout::
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import io
 import json
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from mltrail.common.bundle_writer import BundleWriter, read_bundle
+from mltrail.common.bundle_writer import BundleWriter, TextFile, read_bundle
 from mltrail.common.errors import MltrailError
 from mltrail.proto import collector_pb2
 from mltrail.query.client import QueryClient
@@ -165,28 +167,25 @@ class _RunWriter:
         return out.name
 
     def _logs(self, run_id: str, prefix: str) -> tuple[dict[str, int], list[str]]:
-        files: dict[str, Any] = {}
+        files: dict[str, TextFile] = {}
         counts: dict[str, int] = {}
-        stderr_tail: list[str] = []
-        try:
+        stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        with contextlib.ExitStack() as open_files:  # each stream's file is placed at exit
             for lines in self.client.tail_logs(run_id).batches():
                 for line in lines:
                     out = files.get(line.stream)
                     if out is None:
                         stem = _SAFE.sub("_", line.stream).strip("._") or "stream"
-                        out = files[line.stream] = self.writer.text_file(
-                            f"{prefix}logs/{stem}.txt").__enter__()
+                        out = files[line.stream] = open_files.enter_context(
+                            self.writer.text_file(f"{prefix}logs/{stem}.txt"))
                         counts[line.stream] = 0
                     out.write(line.text + "\n")
                     counts[line.stream] += 1
                     if line.stream == "stderr":
-                        stderr_tail = [*stderr_tail[-19:], line.text]
-        finally:
-            for out in files.values():
-                out.__exit__(None, None, None)
+                        stderr_tail.append(line.text)
         self.writer.add_json(prefix + "logs/index.json", {
             stream: {"lines": counts[stream], "file": out.name} for stream, out in files.items()})
-        return counts, [self.writer.redactor.text(t, "manifest.json") for t in stderr_tail]
+        return counts, list(stderr_tail)  # the manifest's summary is redacted as it is written
 
     def _artifacts(self, run_id: str, prefix: str) -> int:
         found = self.client.list_artifacts(run_id)
