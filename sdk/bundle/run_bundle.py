@@ -196,7 +196,7 @@ class _RunWriter:
         return len(found)
 
     def _artifact(self, run_id: str, path: str, size: int, prefix: str) -> None:
-        name = prefix + "artifacts/" + path.lstrip("/")
+        name = prefix + "artifacts/" + _inside(path)
         if size > self.writer.room(name):
             self.writer.omit(name, size, "over the size cap")  # not even downloaded
             return
@@ -218,6 +218,12 @@ class _RunWriter:
                 continue
             self.write(child, f"{prefix}children/{_SAFE.sub('_', child_id)}/", depth + 1)
         return list(info.child_run_ids)
+
+
+def _inside(path: str) -> str:
+    """An artifact's path as a name that stays inside the bundle when unzipped."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(_SAFE.sub("_", p) for p in parts) or "artifact"
 
 
 def _metric_row(rec: collector_pb2.MetricRecord) -> dict[str, Any]:
