@@ -13,6 +13,7 @@ carry system properties such as ``azureml.git.commit`` the same way).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -82,13 +83,19 @@ def to_property(environment: dict[str, Any]) -> str:
     return text
 
 
-def installed_packages() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _packages() -> tuple[tuple[str, str], ...]:
+    """Read once per process: a process that starts many runs pays for it once."""
     found: dict[str, str] = {}
     for dist in distributions():
         name = dist.metadata["Name"] if dist.metadata else None
         if name:
             found.setdefault(name, dist.version)
-    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+    return tuple(sorted(found.items(), key=lambda kv: kv[0].lower()))
+
+
+def installed_packages() -> dict[str, str]:
+    return dict(_packages())
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
