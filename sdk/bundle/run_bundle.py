@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from mltrail.common.bundle_writer import BundleWriter, TextFile, read_bundle
@@ -172,17 +173,18 @@ class _RunWriter:
         stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         with contextlib.ExitStack() as open_files:  # each stream's file is placed at exit
             for lines in self.client.tail_logs(run_id).batches():
-                for line in lines:
-                    out = files.get(line.stream)
+                for stream, group in groupby(lines, key=attrgetter("stream")):
+                    texts = [line.text for line in group]
+                    out = files.get(stream)
                     if out is None:
-                        stem = _SAFE.sub("_", line.stream).strip("._") or "stream"
-                        out = files[line.stream] = open_files.enter_context(
+                        stem = _SAFE.sub("_", stream).strip("._") or "stream"
+                        out = files[stream] = open_files.enter_context(
                             self.writer.text_file(f"{prefix}logs/{stem}.txt"))
-                        counts[line.stream] = 0
-                    out.write(line.text + "\n")
-                    counts[line.stream] += 1
-                    if line.stream == "stderr":
-                        stderr_tail.append(line.text)
+                        counts[stream] = 0
+                    out.write("\n".join(texts) + "\n")  # one write per run of lines
+                    counts[stream] += len(texts)
+                    if stream == "stderr":
+                        stderr_tail.extend(texts)
         self.writer.add_json(prefix + "logs/index.json", {
             stream: {"lines": counts[stream], "file": out.name} for stream, out in files.items()})
         return counts, list(stderr_tail)  # the manifest's summary is redacted as it is written
