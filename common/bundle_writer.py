@@ -173,29 +173,72 @@ class BundleWriter:
         self._used += int(size * _DEFLATE_WORST) + 1 + self._overhead(name)
         self.entries.append(_Entry(name, size, sha256, original))
 
-    def _store_cut(self, name: str, spool: IO[bytes], size: int, lines: int) -> None:
-        """Copy a spooled text file in, cutting its middle when it does not fit."""
+    def _store_cut(self, name: str, raw: IO[bytes], size: int, lines: int,
+                   redact: bool) -> None:
+        """Place a spooled text file: choose what fits, redact only that, cut again if
+        redaction made it longer. Redacting what is kept, not the whole stream, keeps a
+        bundle of a run with gigabytes of logs as quick as one with megabytes."""
         limit = self.room(name)
-        if size <= limit:
-            spool.seek(0)
-            self._copy_in(name, spool, size)
-            return
-        head, tail, cut_lines = _cut_points(spool, size, limit)
-        marker = (f"\n[mltrail bundle: {cut_lines} lines ({tail - head} bytes)"
-                  f" cut from the middle of this file to fit the size cap; see manifest.json]\n"
-                  ).encode()
-        spool.seek(0)
+        spans = [(0, size)] if size <= limit else _keep_spans(raw, size, limit)
+        with tempfile.SpooledTemporaryFile(max_size=4 << 20) as kept:
+            junction = None  # where the first cut is in ``kept``
+            for number, (start, end) in enumerate(spans):
+                if number:
+                    junction = kept.tell()
+                self._copy_span(name, raw, start, end, kept, redact)
+            kept_size = kept.tell()
+            if junction is None and kept_size <= limit:
+                kept.seek(0)
+                self._copy_in(name, kept, kept_size)
+                return
+            self._store_with_marker(name, kept, kept_size, limit, junction, size, lines)
+
+    def _copy_span(self, name: str, raw: IO[bytes], start: int, end: int, out: IO[bytes],
+                   redact: bool) -> None:
+        carry = b""
+        keep = ""
+        for piece in _read_span(raw, start, end, _TEXT_PIECE):
+            data = carry + piece
+            newline = data.rfind(b"\n")
+            carry, data = (data[newline + 1:], data[:newline + 1]) if newline >= 0 else (data, b"")
+            if not redact:
+                out.write(data)
+                continue
+            text = keep + data.decode("utf-8", "surrogateescape")
+            begin = self.redactor.open_key_block(text)
+            keep = ""
+            if begin >= 0 and len(text) - begin < 4 * _TEXT_PIECE:  # a key split across pieces
+                text, keep = text[:begin], text[begin:]
+            out.write(self.redactor.text(text, name).encode("utf-8", "surrogateescape"))
+        rest = keep + carry.decode("utf-8", "surrogateescape") if redact else ""
+        if redact:
+            out.write(self.redactor.text(rest, name).encode("utf-8", "surrogateescape"))
+        else:
+            out.write(carry)
+
+    def _store_with_marker(self, name: str, kept: IO[bytes], size: int, limit: int,
+                           junction: int | None, original: int, lines: int) -> None:
+        if size + 200 <= limit and junction is not None:
+            head, tail = junction, junction
+        else:
+            head, tail, _ = _cut_points(kept, size, limit)
+            if junction is not None:  # one cut, covering the first
+                head, tail = min(head, junction), max(tail, junction)
+        marker = (b"\n[mltrail bundle: lines cut from the middle of this file to fit the size "
+                  b"cap; see manifest.json]\n")
         digest = hashlib.sha256()
-        kept = 0
+        written = kept_lines = 0
         with self._zip.open(name, "w") as out:
-            for part in (_read_span(spool, 0, head), [marker], _read_span(spool, tail, size)):
+            for part in (_read_span(kept, 0, head), [marker], _read_span(kept, tail, size)):
                 for piece in part:
                     digest.update(piece)
                     out.write(piece)
-                    kept += len(piece)
-        self._record(name, kept, digest.hexdigest(), size)
-        self.cuts.append({"file": name, "action": "middle cut", "original_bytes": size,
-                          "kept_bytes": kept, "original_lines": lines, "cut_lines": cut_lines,
+                    written += len(piece)
+                    kept_lines += piece.count(b"\n")
+        self._record(name, written, digest.hexdigest(), original)
+        self.cuts.append({"file": name, "action": "middle cut", "original_bytes": original,
+                          "kept_bytes": written, "original_lines": lines,
+                          "cut_lines": max(0, lines - (kept_lines - 2)),
                           "why": "over the size cap" if limit < self.max_file_bytes
                           else f"over the per-file cap of {self.max_file_bytes} bytes"})
 
@@ -235,44 +278,25 @@ class BundleWriter:
 
 
 class TextFile:
-    """A text file of the bundle, written in pieces, redacted, spooled to disk, then cut."""
+    """A text file of the bundle, written in pieces and spooled raw; redacted and cut
+    when it is placed (``BundleWriter._store_cut``)."""
 
     def __init__(self, writer: BundleWriter, name: str, redact: bool) -> None:
         self._writer = writer
         self.name = writer._unique(name)
         self._redact = redact
         self._spool = tempfile.SpooledTemporaryFile(max_size=4 << 20)  # noqa: SIM115
-        self._pending: list[str] = []
-        self._pending_len = 0
         self._size = 0
         self.lines = 0
 
     def write(self, text: str) -> None:
-        self._pending.append(text)
-        self._pending_len += len(text)
-        if self._pending_len >= _TEXT_PIECE:
-            self._flush(final=False)
-
-    def write_lines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line + "\n")
-
-    def _flush(self, final: bool) -> None:
-        text = "".join(self._pending)
-        self._pending, self._pending_len = [], 0
-        keep = ""
-        if self._redact:
-            if not final:
-                begin = self._writer.redactor.open_key_block(text)
-                if begin >= 0 and len(text) - begin < 4 * _TEXT_PIECE:
-                    text, keep = text[:begin], text[begin:]
-            text = self._writer.redactor.text(text, self.name)
         data = text.encode("utf-8", "surrogateescape")
         self.lines += data.count(b"\n")
         self._spool.write(data)
         self._size += len(data)
-        if keep:
-            self._pending, self._pending_len = [keep], len(keep)
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        self.write("".join(line + "\n" for line in lines))
 
     def __enter__(self) -> TextFile:
         return self
@@ -280,10 +304,29 @@ class TextFile:
     def __exit__(self, *exc: object) -> None:
         try:
             if exc[0] is None:
-                self._flush(final=True)
-                self._writer._store_cut(self.name, self._spool, self._size, self.lines)
+                self._writer._store_cut(self.name, self._spool, self._size, self.lines,
+                                        self._redact)
         finally:
             self._spool.close()
+
+
+def _keep_spans(raw: IO[bytes], size: int, limit: int) -> list[tuple[int, int]]:
+    """Head and tail of a file too long for ``limit``, at line boundaries, never
+    starting or ending inside a private key block (which redaction must see whole)."""
+    head_end, tail_start, _ = _cut_points(raw, size, limit)
+    raw.seek(0)
+    head = raw.read(head_end)
+    begin = head.rfind(b"-----BEGIN ")
+    if begin >= 0 and b"PRIVATE KEY" in head[begin:begin + 60] and head.find(b"-----END ",
+                                                                            begin) < 0:
+        head_end = head.rfind(b"\n", 0, begin) + 1
+    raw.seek(tail_start)
+    tail = raw.read(size - tail_start)
+    end, begin = tail.find(b"-----END "), tail.find(b"-----BEGIN ")
+    if end >= 0 and (begin < 0 or end < begin):
+        newline = tail.find(b"\n", end)
+        tail_start = size if newline < 0 else tail_start + newline + 1
+    return [(0, head_end), (tail_start, size)]
 
 
 def _cut_points(spool: IO[bytes], size: int, limit: int) -> tuple[int, int, int]:
@@ -325,11 +368,12 @@ def _line_start_after(spool: IO[bytes], at: int, size: int) -> int:
     return at + newline if newline >= 0 else size
 
 
-def _read_span(spool: IO[bytes], start: int, end: int) -> Iterable[bytes]:
+def _read_span(spool: IO[bytes], start: int, end: int, size: int = 1 << 20
+               ) -> Iterable[bytes]:
     spool.seek(start)
     left = end - start
     while left > 0:
-        piece = spool.read(min(left, 1 << 20))
+        piece = spool.read(min(left, size))
         if not piece:
             return
         left -= len(piece)

@@ -105,3 +105,22 @@ def test_names_are_unique() -> None:
     _, manifest = read_bundle(out.getvalue())
     assert [f["name"] for f in manifest["files"]][:2] == ["a.txt", "a-2.txt"]
     assert json.dumps(manifest)
+
+
+def test_keys_across_the_cut_points_are_redacted_whole() -> None:
+    def key(tag: str) -> str:
+        return ("-----BEGIN PRIVATE KEY-----\n"
+                + "".join(f"{tag}{i:04d}AAAAAAAAAAAAAAAAAAAA\n" for i in range(100))
+                + "-----END PRIVATE KEY-----\n")
+
+    filler = "".join(f"line {i}\n" for i in range(3500))  # ~33 KB: the head ends in the key
+    middle = "".join(f"middle {i}\n" for i in range(30_000))
+    # ~70 KB after the second key: the tail (~72 KB) starts inside it
+    tail_filler = "".join(f"tail {i:05d}\n" for i in range(6_180))
+    text = filler[:28_000] + key("SECRETHEAD") + middle + key("SECRETTAIL") + tail_filler
+    data = write(max_file_bytes=100_000, log=text)
+    archive, manifest = read_bundle(data)
+    body = archive.read("log")
+    assert b"SECRETHEAD" not in body and b"SECRETTAIL" not in body
+    assert body.startswith(b"line 0\n") and body.endswith(b"tail 06179\n")
+    assert len(body) <= 100_000 and manifest["cuts"][0]["action"] == "middle cut"
