@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mltrail.proto import agent_pb2
+from tests import builders
 from tests.agent_client import AgentClient, ReliableSender, agent_service, scalar_requests
 from tests.procs import Service, mltrail_cli
 
@@ -104,6 +106,29 @@ def test_agent_bundle_lists_dead_letters_and_source_checkpoints(
     assert "carry" not in entry
     dead = zipfile.ZipFile(out).read("dead-letters.txt").decode()
     assert "no dead letters" in dead
+
+
+def test_agent_bundle_shows_a_refused_batch_with_the_collectors_message(
+        agent: Service, collector: Service, tmp_path: Path) -> None:
+    run_id, sid = "dead-1", "s-dead"
+    good = scalar_requests(run_id, sid, 10, per_batch=10)  # seqs 1..11
+    gap = builders.batch(sid, [builders.scalar(s, run_id, "loss", 1.0, step=s)
+                               for s in (12, 13, 15)])  # a gap inside: refused for good
+    bad = agent_pb2.AppendRequest(stream_id=sid, first_seq=12, last_seq=15,
+                                  batch=gap.SerializeToString())
+    client = AgentClient(agent.info["socket"])
+    try:
+        assert [a.error for a in client.append([*good, bad])] == ["", "", ""]
+        assert client.wait_forwarded(sid, 15, timeout=30).done
+    finally:
+        client.close()
+    out = agent_bundle(agent, tmp_path, seconds=0)
+    dead = zipfile.ZipFile(out).read("dead-letters.txt").decode()
+    assert f"{sid} 12-15: " in dead and "INVALID_ARGUMENT" in dead
+    end = read(out, "state-end.json")
+    assert end["spool"]["counters"]["dead_letters"] == 1
+    assert end["spool"]["dead_letter_bytes"] > 0
+    assert any(e["event"] == "dead letter" for e in end["send_errors"])
 
 
 def test_collector_bundle(collector: Service, tmp_path: Path) -> None:
