@@ -75,7 +75,7 @@ class RunBundles:
 
     def _build(self, request: collector_pb2.RunBundleRequest, out: IO[bytes]) -> None:
         from mltrail.bundle.run_bundle import RunBundleOptions, write_run_bundle
-        from mltrail.query.client import QueryClient, RunNotFound
+        from mltrail.query.client import RunNotFound
 
         writer = BundleWriter(out, "run", Redactor(request.redact),
                               max_bytes=request.max_bytes or DEFAULT_MAX_BYTES,
@@ -83,12 +83,23 @@ class RunBundles:
         options = RunBundleOptions(with_artifacts=request.with_artifacts,
                                    agent_seconds=request.agent_seconds or 2.0)
         try:
-            with QueryClient(loopback(self._address()), timeout=60.0) as client:
+            with loopback_client(self._address()) as client:
                 write_run_bundle(client, request.run_id, writer, options)
         except RunNotFound:
             raise PermanentError(f"run {request.run_id!r} not found",
                                  code=grpc.StatusCode.NOT_FOUND) from None
         writer.close()
+
+
+def loopback_client(address: str) -> Any:
+    """The Query client the bundle builder reads through: this collector's own port.
+
+    With authentication on, it must carry the caller's credentials (the
+    ``authorization`` metadata of the GetRunBundle call), so a bundle shows
+    only what the caller may read; this is the one place to add them."""
+    from mltrail.query.client import QueryClient
+
+    return QueryClient(loopback(address), timeout=60.0)
 
 
 def collector_bundle(server: Any, seconds: float) -> bytes:
