@@ -50,6 +50,9 @@ def _size(text: str) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     if args.run == "inspect" and args.file:
         return _inspect(args.file, args.json)
+    if args.file:
+        raise PermanentError(f"unexpected {args.file!r}: write the bundle with -o FILE.zip, "
+                             "or read one with `mltrail bundle inspect FILE.zip`")
     from mltrail.bundle.fetch import requester
     from mltrail.query.client import QueryClient
 
