@@ -10,6 +10,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from mltrail.cli.bundle import add_service_bundle
 from mltrail.common.logs import setup_logging
 from mltrail.common.net import write_ready_file
 from mltrail.common.settings import SettingsError
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--tls-key", help="the client certificate's key (PEM)")
     p.add_argument("--tls-server-name", help="name expected in the collector's certificate")
     p.set_defaults(func=run_agent)
+    add_service_bundle(p, "agent")  # mltrail agent bundle
 
 
 def run_agent(args: argparse.Namespace) -> int:

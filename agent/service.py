@@ -29,6 +29,7 @@ from typing import cast
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from mltrail.agent.bundle import SendLog, agent_bundle
 from mltrail.agent.forwarder import ForwardListener, GrpcForwarder, wants_compression
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
@@ -37,12 +38,14 @@ from mltrail.agent.sources.registry import start_sources, stop_sources
 from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
 from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool, SpoolFrame
+from mltrail.common import log_ring
 from mltrail.common.errors import MltrailError
 from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
 from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
+from mltrail.common.service_bundle import support_route
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("mltrail.agent")
@@ -137,6 +140,8 @@ class AgentService(Component):
         self._trim_task: asyncio.Task[None] | None = None
         self.sources: list[TailSource] = []  # log files, containers (agent/sources/registry.py)
         self.health = Health(self._ready)
+        self.send_log = SendLog()  # the last send errors, for support bundles
+        log_ring.install()
 
     async def start(self) -> None:
         s = self.settings
@@ -155,7 +160,7 @@ class AgentService(Component):
                  s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes)
         self.metrics = AgentMetrics(spool, s.unhealthy_after_seconds)
         tracker = ForwardTracker(report.streams)
-        listener = _Fanout([self.metrics, tracker])
+        listener = _Fanout([self.metrics, tracker, self.send_log])
         self.forwarder = GrpcForwarder(
             spool, s.collector, batch_max_bytes=s.batch_max_bytes,
             batch_max_delay=s.batch_max_delay_ms / 1000, listener=listener,
@@ -208,7 +213,8 @@ class AgentService(Component):
         host, port = parse_hostport(self.settings.http, "http")
         try:
             self.http = HttpEndpoint(host, port, self.metrics.registry, self.health.live,
-                                     ready=self.health.ready)
+                                     ready=self.health.ready,
+                                     routes={"/-/support": support_route(agent_bundle, self)})
         except OSError as exc:
             raise AgentStartError(f"cannot listen on http {self.settings.http}: {exc}") from None
 
@@ -240,6 +246,7 @@ class AgentService(Component):
             version=VERSION,
             spool_bytes=self.spool.bytes if self.spool else 0,
             collector_connected=bool(metrics and metrics.is_connected),
+            http=self.http.address if self.http else "",
         )
 
     def ready_info(self) -> dict[str, object]:

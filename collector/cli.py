@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from mltrail.cli.bundle import add_service_bundle
 from mltrail.collector.auth import AUTH_MODES
 from mltrail.collector.settings import ENV_PREFIX, CollectorSettings
 from mltrail.common.errors import PermanentError
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the bound addresses here (JSON) once listening "
                         "(default $MLTRAIL_READY_FILE; `mltrail health` reads it)")
     p.set_defaults(func=run)
+    add_service_bundle(p, "collector")  # mltrail collector bundle
 
 
 def load(args: argparse.Namespace) -> CollectorSettings:

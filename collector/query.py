@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from mltrail.collector.auth import READ, Authenticator, authorize
+from mltrail.collector.bundle import RunBundles
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.series_pages import pages, series_query
 from mltrail.collector.store import LogQuery, Store
@@ -51,7 +52,9 @@ _ENDED = (records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED)
 
 class QueryService(collector_pb2_grpc.QueryServicer):
     def __init__(self, store: Store, readers: Executor, notifier: LogNotifier,
-                 closing: asyncio.Event, auth: Authenticator | None = None) -> None:
+                 closing: asyncio.Event, auth: Authenticator | None = None,
+                 bundles: RunBundles | None = None) -> None:
+        self._bundles = bundles
         self._store = store
         self._readers = readers
         self._notifier = notifier
@@ -157,6 +160,15 @@ class QueryService(collector_pb2_grpc.QueryServicer):
             pieces.close()  # a cancelled download closes its file now, not at GC
         if first:  # an empty file still says what it is
             yield collector_pb2.ArtifactData(info=info)
+
+    async def GetRunBundle(self, request: collector_pb2.RunBundleRequest,
+                           context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[collector_pb2.BundleChunk]:
+        await self._require_run(context, request.run_id)
+        if self._bundles is None:
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this server builds no bundles")
+        async for chunk in self._bundles.stream(request, context):
+            yield chunk
 
     async def TailLogs(self, request: collector_pb2.TailLogsRequest,
                        context: grpc.aio.ServicerContext

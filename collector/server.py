@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from mltrail.collector.auth import (
     http_caller,
     load_key,
 )
+from mltrail.collector.bundle import RunBundles, collector_bundle
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
@@ -49,12 +52,14 @@ from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store, redact_url
 from mltrail.collector.tls import ReloadingCertificates
 from mltrail.collector.web import Api, WebApp
+from mltrail.common import log_ring
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
 from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
+from mltrail.common.service_bundle import support_route
 from mltrail.proto import collector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,11 @@ class CollectorServer(Component):
         self.auth = Authenticator(None)
         self.tls: ReloadingCertificates | None = None
         self.health = Health(self._ready)
+        # Run bundles read through this collector's own Query service, on a unix socket in
+        # a private directory (no TLS to set up, no port), with the caller's token.
+        self._internal = tempfile.mkdtemp(prefix="mltrail-collector-")
+        self._bundles = RunBundles(lambda: f"unix:{self._internal}/query.sock")
+        log_ring.install()
 
     async def start(self) -> None:
         s = self.settings
@@ -107,6 +117,7 @@ class CollectorServer(Component):
         if not bound:
             raise PermanentError(f"cannot listen for gRPC on {s.grpc} (port in use?); nothing "
                                  "was started; pass --grpc HOST:PORT with a free port")
+        self._server.add_insecure_port(f"unix:{self._internal}/query.sock")
         self._http = _http_endpoint(http_host, http_port, self, self._store)
         await self._server.start()
         await self.health.start()
@@ -130,7 +141,8 @@ class CollectorServer(Component):
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,
                                self._closing, self.auth, self._readers)
         server.add_generic_rpc_handlers((ingest.handler(),))
-        query = QueryService(store, self._readers, notifier, self._closing, self.auth)
+        query = QueryService(store, self._readers, notifier, self._closing, self.auth,
+                             self._bundles)
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
         admin = AdminService(self.auth, self._writer, self._readers)
         collector_pb2_grpc.add_AdminServicer_to_server(admin, server)
@@ -163,11 +175,13 @@ class CollectorServer(Component):
             await self._server.stop(grace=min(timeout, self.settings.shutdown_grace))
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._bundles.close()
         if self._store is not None:
             self._store.close()
         if self._http is not None:
             self._http.shutdown()
         await self.health.shutdown()
+        shutil.rmtree(self._internal, ignore_errors=True)
 
 
 def _connection_age(s: CollectorSettings) -> list[tuple[str, int]]:
@@ -222,7 +236,8 @@ def _http_endpoint(host: str, port: int, server: CollectorServer, store: Store
     try:
         return HttpEndpoint(host, port, server.metrics.registry, server.health.live,
                             ready=server.health.ready, authorize=authorize,
-                            tls=server.tls.ssl_context if server.tls else None, pages=web)
+                            tls=server.tls.ssl_context if server.tls else None, pages=web,
+                            routes={"/-/support": support_route(collector_bundle, server)})
     except OSError as exc:
         raise PermanentError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror}); "
                              "nothing was started; pass --http HOST:PORT with a free port"

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+from mltrail.common import log_ring
+
 
 class DuplicateFilter(logging.Filter):
     """Drops a record identical to one logged less than ``interval`` seconds ago."""
@@ -47,3 +49,4 @@ def setup_logging(level: str = "INFO", name: str = "mltrail") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    log_ring.install()  # the last lines, for support bundles

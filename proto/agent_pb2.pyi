@@ -51,15 +51,17 @@ class AgentInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("collector", "spool_dir", "version", "spool_bytes", "collector_connected")
+    __slots__ = ("collector", "spool_dir", "version", "spool_bytes", "collector_connected", "http")
     COLLECTOR_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DIR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     COLLECTOR_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     collector: str
     spool_dir: str
     version: str
     spool_bytes: int
     collector_connected: bool
-    def __init__(self, collector: _Optional[str] = ..., spool_dir: _Optional[str] = ..., version: _Optional[str] = ..., spool_bytes: _Optional[int] = ..., collector_connected: _Optional[bool] = ...) -> None: ...
+    http: str
+    def __init__(self, collector: _Optional[str] = ..., spool_dir: _Optional[str] = ..., version: _Optional[str] = ..., spool_bytes: _Optional[int] = ..., collector_connected: _Optional[bool] = ..., http: _Optional[str] = ...) -> None: ...

@@ -314,6 +314,35 @@ class ArtifactData(_message.Message):
     info: ArtifactInfo
     def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[ArtifactInfo, _Mapping]] = ...) -> None: ...
 
+class RunBundleRequest(_message.Message):
+    __slots__ = ("run_id", "with_artifacts", "max_bytes", "redact", "requested_by", "agent_seconds")
+    class RequestedByEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REDACT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    with_artifacts: bool
+    max_bytes: int
+    redact: _containers.RepeatedScalarFieldContainer[str]
+    requested_by: _containers.ScalarMap[str, str]
+    agent_seconds: float
+    def __init__(self, run_id: _Optional[str] = ..., with_artifacts: _Optional[bool] = ..., max_bytes: _Optional[int] = ..., redact: _Optional[_Iterable[str]] = ..., requested_by: _Optional[_Mapping[str, str]] = ..., agent_seconds: _Optional[float] = ...) -> None: ...
+
+class BundleChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class TokenInfo(_message.Message):
     __slots__ = ("name", "workspace", "role", "token_id", "created_unix_nano", "expires_unix_nano", "revoked_unix_nano")
     NAME_FIELD_NUMBER: _ClassVar[int]

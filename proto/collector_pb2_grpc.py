@@ -143,6 +143,11 @@ class QueryStub:
                 request_serializer=mltrail_dot_proto_dot_collector__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=mltrail_dot_proto_dot_collector__pb2.ArtifactData.FromString,
                 _registered_method=True)
+        self.GetRunBundle = channel.unary_stream(
+                '/mltrail.v1.Query/GetRunBundle',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.RunBundleRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.BundleChunk.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -191,6 +196,12 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRunBundle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +239,11 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=mltrail_dot_proto_dot_collector__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=mltrail_dot_proto_dot_collector__pb2.ArtifactData.SerializeToString,
+            ),
+            'GetRunBundle': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetRunBundle,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.RunBundleRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.BundleChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -419,6 +435,33 @@ class Query:
             '/mltrail.v1.Query/DownloadArtifact',
             mltrail_dot_proto_dot_collector__pb2.DownloadArtifactRequest.SerializeToString,
             mltrail_dot_proto_dot_collector__pb2.ArtifactData.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mltrail.v1.Query/GetRunBundle',
+            mltrail_dot_proto_dot_collector__pb2.RunBundleRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.BundleChunk.FromString,
             options,
             channel_credentials,
             insecure,

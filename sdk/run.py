@@ -34,7 +34,8 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from mltrail import validation as v
@@ -188,7 +189,9 @@ class Run(RunFiles, RunReads):
         started = records_pb2.RunStarted(
             experiment=experiment.name, display_name=run._display_name, tags=checked_tags,
             parent_run_id=parent.id if parent else "", run_type=run_type,
-            properties=_origin(experiment, properties), registered=registered)
+            properties={**_origin(experiment, properties),
+                        **(_environment_property(run._link) if parent is None else {})},
+            registered=registered)
         run._event(records_pb2.RunEvent(started=started))
         return run
 
@@ -424,8 +427,29 @@ class Run(RunFiles, RunReads):
     def _event(self, event: records_pb2.RunEvent) -> None:
         self._enqueue((RUN_EVENT, self._id, time.time_ns(), event))
 
+    def get_support_bundle(self, path: str | os.PathLike[str], *, with_artifacts: bool = False,
+                           max_bytes: int | None = None, redact: Iterable[str] = ()) -> Path:
+        """One zip that lets someone else debug this run (README "Support bundles"),
+        built by the collector once this process's records reached it."""
+        from mltrail.bundle.fetch import save_run_bundle
+
+        return save_run_bundle(self._reader(), self._id, path,
+                               with_artifacts=with_artifacts, max_bytes=max_bytes,
+                               redact=redact)
+
 
 bind_run_type(Run)
+
+
+def _environment_property(link: Link) -> dict[str, str]:
+    """What the SDK sees at a top-level run's start, for its support bundle."""
+    from mltrail.bundle import environment
+
+    if not environment.enabled():
+        return {}
+    agent = link.agent
+    info = (lambda: agent.info(timeout=2.0)) if agent is not None else None
+    return {environment.PROPERTY: environment.to_property(environment.capture(info))}
 
 
 def get_run(experiment: Experiment, run_id: str, rehydrate: bool = True,

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "mltrail.cli.run",
     "mltrail.cli.token",
     "mltrail.cli.health",
+    "mltrail.cli.bundle",
 )
 
 

@@ -363,6 +363,30 @@ class QueryClient:
         _check_artifact(info, size, digest.hexdigest(), self.address)
         return info
 
+    # -- support bundles ----------------------------------------------------------
+
+    def download_run_bundle(self, run_id: str, dest: str | os.PathLike[str], *,
+                            with_artifacts: bool = False, max_bytes: int = 0,
+                            redact: Iterable[str] = (),
+                            requested_by: Mapping[str, str] | None = None) -> Path:
+        """The run's support bundle, built by the collector, written to ``dest`` (a zip;
+        a temporary file renamed at the end, so ``dest`` is never half-written)."""
+        target = Path(dest)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        request = collector_pb2.RunBundleRequest(
+            run_id=run_id, with_artifacts=with_artifacts, max_bytes=max(0, max_bytes),
+            redact=list(redact), requested_by=dict(requested_by or {}))
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in self._stub.GetRunBundle(request, timeout=None):
+                    fh.write(chunk.data)
+            os.replace(tmp, target)
+        except grpc.RpcError as err:
+            raise self._errors(run_id)(err) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
     def _artifact_error(self, error: MltrailError, run_id: str, path: str) -> MltrailError:
         """NOT_FOUND on a download means the run or the artifact: ask which."""
         if not isinstance(error, RunNotFound):

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mltrail.proto import records_pb2
-from mltrail.query.types import RunError, RunInfo, status_name
+from mltrail.query.types import RunError, RunInfo, status_name, user_properties
 
 DESCRIPTION_TAG = "mltrail.description"
 DISPLAY_NAME_TAG = "mltrail.display_name"  # renames the run; the collector keeps no such tag
@@ -25,8 +25,6 @@ WORKSPACE_PROPERTY = "mltrail.workspace"
 SUBMITTED_BY_PROPERTY = "mltrail.submitted_by"
 RUN_DEFINITION_PROPERTY = "mltrail.run_definition"
 RESERVED_TAGS = frozenset({DESCRIPTION_TAG})
-RESERVED_PROPERTIES = frozenset({WORKSPACE_PROPERTY, SUBMITTED_BY_PROPERTY,
-                                 RUN_DEFINITION_PROPERTY})
 # v1's run types; mltrail's own names for the others (interactive, child, offline).
 V1_RUN_TYPES = {"script": "azureml.scriptrun"}
 
@@ -35,17 +33,15 @@ def user_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k not in RESERVED_TAGS}
 
 
-def user_properties(properties: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in properties.items() if k not in RESERVED_PROPERTIES}
-
-
 def run_type(info: RunInfo) -> str:
     return V1_RUN_TYPES.get(info.run_type, info.run_type)
 
 
 def v1_details(info: RunInfo, log_files: dict[str, str]) -> dict[str, Any]:
     """``Run.get_details()``: v1's keys, in v1's order."""
-    definition = info.properties.get(RUN_DEFINITION_PROPERTY)
+    # The mltrail.* properties: RunInfo.from_pb keeps them apart, an offline fold does not.
+    system = {**info.properties, **info.system_properties}
+    definition = system.get(RUN_DEFINITION_PROPERTY)
     details: dict[str, Any] = {
         "runId": info.run_id, "target": "local", "status": info.status,
         "startTimeUtc": iso_time(info.start_time_unix_nano),
@@ -54,12 +50,12 @@ def v1_details(info: RunInfo, log_files: dict[str, str]) -> dict[str, Any]:
         "inputDatasets": [], "outputDatasets": [],
         "runDefinition": json.loads(definition) if definition else {},
         "logFiles": log_files,
-        "submittedBy": info.properties.get(SUBMITTED_BY_PROPERTY),
+        "submittedBy": system.get(SUBMITTED_BY_PROPERTY),
         "displayName": info.display_name,
         "description": info.tags.get(DESCRIPTION_TAG),
         "parentRunId": info.parent_run_id or None,
         "runType": run_type(info),
-        "workspace": info.properties.get(WORKSPACE_PROPERTY),
+        "workspace": system.get(WORKSPACE_PROPERTY),
     }
     if details["endTimeUtc"] is None:
         del details["endTimeUtc"]  # v1: "This key does not exist if the run is still in progress"

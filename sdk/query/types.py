@@ -8,6 +8,7 @@ mltrail.v1 messages by ``from_pb``; statuses use Azure ML v1's names
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -74,6 +75,9 @@ class RunInfo:
     log_lines: int
     metric_records: int
     artifacts: int
+    # properties mltrail itself set ("mltrail.environment"), apart from the user's, as
+    # Azure ML v1 keeps its "azureml.*" ones
+    system_properties: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
@@ -83,7 +87,8 @@ class RunInfo:
             status=status_name(pb.status),
             start_time_unix_nano=pb.start_time_unix_nano,
             end_time_unix_nano=pb.end_time_unix_nano,
-            tags=dict(pb.tags), properties=dict(pb.properties),
+            tags=dict(pb.tags), properties=user_properties(pb.properties),
+            system_properties=system_properties(pb.properties),
             parent_run_id=pb.parent_run_id, child_run_ids=list(pb.child_run_ids),
             error=_run_error(err), run_type=pb.run_type,
             log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
@@ -95,6 +100,17 @@ class RunInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+SYSTEM_PREFIX = "mltrail."
+
+
+def user_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in properties.items() if not k.startswith(SYSTEM_PREFIX)}
+
+
+def system_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in properties.items() if k.startswith(SYSTEM_PREFIX)}
 
 
 def _run_error(pb: records_pb2.ErrorDetails | None) -> RunError | None:
