@@ -345,10 +345,11 @@ class Run(RunFiles, RunReads):
         self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(removed=keys)))
 
     def add_properties(self, properties: Mapping[str, Any]) -> None:
-        """Add-only, as in Azure v1: a key already set raises."""
+        """Add-only, as in Azure v1: a key this process set already raises; one set
+        elsewhere keeps its first value (the collector's rule). No read from the
+        collector: this is a logging call, and a logging call never waits on the network."""
         checked = v.check_tags(properties, "properties")
-        have = self._properties if self._local else self.get_properties()
-        taken = sorted(k for k in checked if k in have)
+        taken = sorted(k for k in checked if k in self._properties)
         if taken:
             raise ValueError(f"properties are add-only; already set on run {self._id}: {taken}")
         self._properties.update(checked)

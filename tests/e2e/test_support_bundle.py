@@ -111,8 +111,10 @@ def test_run_bundle_matches_the_query_api(agent: Service, collector: Service,
         assert details["status"] == info.status == "Failed"
         assert json.loads(archive.read("tags.json")) == info.tags
         assert "grpcio" in json.loads(archive.read("environment.json"))["packages"]
-        assert json.loads(archive.read("properties.json")) == info.properties == {"seed": "7"}
-        assert set(info.system_properties) == {"mltrail.environment"}
+        system = dict(info.system_properties)
+        assert system.pop("mltrail.environment")  # in environment.json, not properties.json
+        assert info.properties == {"seed": "7"}
+        assert json.loads(archive.read("properties.json")) == {**info.properties, **system}
         error = json.loads(archive.read("error.json"))
         assert info.error is not None and error["message"] == info.error.message
         assert m["summary"]["status"] == "Failed" and "about to fail" in m["summary"]["stderr_tail"]
