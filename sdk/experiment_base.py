@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mltrail.workspace import DEFAULT_WORKSPACE, Workspace
+from mltrail.workspace import Workspace, default_workspace
 
 if TYPE_CHECKING:
     from mltrail.run import Run
@@ -69,7 +69,7 @@ class Experiment:
             raise TypeError(f"workspace must be a mltrail.Workspace, got "
                             f"{type(workspace).__name__}")
         self._name = name
-        self._workspace = workspace or Workspace(workspace_name=DEFAULT_WORKSPACE)
+        self._workspace = workspace or default_workspace()
         self._tags: dict[str, str] = dict(kwargs.get("tags") or {})
 
     @property

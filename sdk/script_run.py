@@ -34,6 +34,7 @@ from mltrail.query.details import RUN_DEFINITION_PROPERTY
 from mltrail.query.types import TERMINAL_STATUSES
 from mltrail.query.wait import OfflineRunNotWatched, RunFailed, WaitTimeout
 from mltrail.run import Run, new_run_id
+from mltrail.workspace import workspace_name
 
 if TYPE_CHECKING:
     from mltrail.experiment_base import Experiment
@@ -134,6 +135,7 @@ def _launch(run: Run, cmd: list[str], cwd: str) -> subprocess.Popen[bytes]:
     if run._link.agent is not None:
         env["MLTRAIL_AGENT"] = run._link.agent.socket_path  # the same agent as ours
     env.pop("MLTRAIL_RUN_ID", None)
+    env["MLTRAIL_WORKSPACE"] = workspace_name(run.experiment.workspace)
     directory = mltrail_home() / "submitted"
     directory.mkdir(parents=True, exist_ok=True)
     try:

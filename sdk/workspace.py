@@ -164,6 +164,12 @@ def read_config(path: Path) -> dict[str, Any]:
     return values
 
 
+def default_workspace() -> Workspace:
+    """The workspace of ``Experiment(name)``: ``MLTRAIL_WORKSPACE`` (``submit`` sets it for
+    the script, so its runs join the submitter's workspace), else ``default``."""
+    return Workspace(workspace_name=os.environ.get("MLTRAIL_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
 def workspace_name(workspace: Any) -> str:
     """The name runs are recorded under: a Workspace's, else the default."""
     name = getattr(workspace, "name", None)

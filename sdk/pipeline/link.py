@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +33,9 @@ from mltrail.query.details import fold_run_info, v1_details
 from mltrail.query.metrics_view import fold_metrics
 from mltrail.query.types import RunInfo
 
-LIST_LIMIT = 10_000  # Run.list / Experiment.get_runs: the newest runs of an experiment
+# Run.list / Experiment.get_runs: the newest runs of an experiment, with a warning
+# when there are more (one ListRuns answer; a run's definition makes it a few KB).
+LIST_LIMIT = 5_000
 
 
 class NotDelivered(MltrailError):
@@ -194,7 +197,13 @@ class CollectorReader:
 
     def list_runs(self, experiment: str) -> list[RunInfo]:
         with self.client:
-            return list(self.client.list_runs(experiment=experiment, limit=LIST_LIMIT))
+            runs = list(self.client.list_runs(experiment=experiment, limit=LIST_LIMIT + 1))
+        if len(runs) > LIST_LIMIT:
+            where = f"experiment {experiment!r}" if experiment else "the collector"
+            warnings.warn(f"{where} has more than {LIST_LIMIT} runs: only the newest "
+                          f"{LIST_LIMIT} are listed (filter with tags to narrow it)",
+                          stacklevel=4)
+        return runs[:LIST_LIMIT]
 
     def child_run_ids(self, run_id: str) -> list[str]:
         return list(self.run_info(run_id).child_run_ids)

@@ -118,6 +118,8 @@ MANAGE_RUNS_CHECKS = """
     assert sorted(k.get_metrics()["Hello from child run "] for k in kids) == [0, 1, 2, 3, 4]
     assert sorted(k.get_tags()["azureml.batch_child_number"] for k in kids) == list("01234")
     assert all(k.parent.id == children_parent.id for k in kids)
+    # the script's own runs join the submitter's workspace
+    assert {k.get_details()["workspace"] for k in kids} == {"samples-ws"}
     assert len(list(parent_run.get_children())) == 5
     assert len(list(exp.get_runs(include_children=True))) == len(runs) + 10
     assert [r.id for r in exp.get_runs(properties={"author": "azureml-user"},

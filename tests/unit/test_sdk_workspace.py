@@ -91,3 +91,18 @@ def test_run_configuration_records_its_environment() -> None:
     assert recorded["script"] == "train.py" and recorded["arguments"] == ["--lr", "0.1"]
     assert recorded["environment"]["python"]["user_managed_dependencies"] is True
     json.dumps(recorded)  # recorded as JSON with the run
+
+
+def test_script_run_config_takes_script_and_arguments_from_its_run_config() -> None:
+    from mltrail import Experiment, ScriptRunConfig
+
+    run_config = RunConfiguration(script="train.py", arguments=["--epochs", 3])
+    run_config.environment = Environment("from-run-config")
+    src = ScriptRunConfig(source_directory=".", run_config=run_config)
+    assert (src.script, src.arguments, src.run_config) == ("train.py", ["--epochs", 3],
+                                                           run_config)
+    definition = src.run_definition()
+    assert definition["script"] == "train.py" and definition["arguments"] == ["--epochs", "3"]
+    assert definition["environment"]["name"] == "from-run-config"
+    with pytest.raises(TypeError, match="submit takes a ScriptRunConfig, got RunConfiguration"):
+        Experiment("x").submit(run_config)
