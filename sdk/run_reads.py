@@ -195,7 +195,8 @@ def matches(info: RunInfo, type: str | None, tags: str | Mapping[str, Any] | Non
         return False
     if status is not None and info.status.lower() != str(status).lower():
         return False
-    return _has(info.tags, tags) and _has(info.properties, properties)
+    return _has(info.tags, tags) and _has({**info.properties, **info.system_properties},
+                                          properties)
 
 
 def _has(have: Mapping[str, str], wanted: str | Mapping[str, Any] | None) -> bool:

@@ -115,9 +115,10 @@ def check_with_the_sdk(run_id: str, collector: Service, tmp_path: Path) -> None:
     assert info.status == "Completed" and info.experiment == "azure"
     assert info.tags == {"model": "linear", "dataset": "synthetic"}
     # the workspace and the starter are recorded with the run (v1's get_details shows them
-    # under their own keys; the raw query has them as reserved properties)
-    assert info.properties == {"seed": "3", "mltrail.workspace": "default",
-                               "mltrail.submitted_by": info.properties["mltrail.submitted_by"]}
+    # under their own keys; RunInfo keeps the mltrail.* properties apart)
+    assert info.properties == {"seed": "3"}
+    assert info.system_properties["mltrail.workspace"] == "default"
+    assert info.system_properties["mltrail.submitted_by"]
     assert len(info.child_run_ids) == 2
     assert "epoch 0 loss 1.000" in lines
     # The SDK's read side, from another process, by run id.
