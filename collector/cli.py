@@ -64,7 +64,9 @@ async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
         await server.start()
         if ready_file:
             write_ready_file(ready_file, {"grpc": server.grpc_address,
-                                          "http": server.http_address, "pid": os.getpid()})
+                                          "http": server.http_address, "pid": os.getpid(),
+                                          "store": server.settings.store,
+                                          "artifacts": server.settings.artifacts})
         await stop.wait()
         log.info("stopping: finishing the requests in hand")
     finally:

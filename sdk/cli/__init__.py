@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "mltrail.cli.query",
     "mltrail.cli.sync",
     "mltrail.cli.run",
+    "mltrail.cli.local",
 )
 
 

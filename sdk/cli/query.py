@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail.cli import table
+from mltrail.cli.target import connect
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.query.client import LogTail, QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
 from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
 
 SIGPIPE_EXIT = 141
+STDERR_HEADER = "last lines of stderr:"  # how `mltrail run` stores a failed command's stderr
 # One encoder: json.dumps with options builds a new encoder per call (per log line).
 _JSON_LINE = json.JSONEncoder(ensure_ascii=False)
 Command = Callable[[argparse.Namespace], int]
@@ -176,7 +178,7 @@ def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with connect(args.collector) as client:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
                                 tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
     if args.json:
@@ -211,7 +213,7 @@ def _tags_text(tags: dict[str, str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with connect(args.collector) as client:
         run = client.get_run(args.run_id)
     if args.json:
         _print_json(run_to_json(run))
@@ -241,6 +243,11 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
     ]
     if run.error is not None:
         fields.append(("Error", run.error.summary()))
+        more = run.error.message.strip().splitlines()[1:]
+        if more and more[0].strip() in (STDERR_HEADER, ""):
+            fields.append(("Stderr", "\n".join(more[1:]) or None))
+        elif more:
+            fields.append(("Message", "\n".join(more)))
         if run.error.traceback:
             fields.append(("Traceback", run.error.traceback.rstrip()))
     return fields
@@ -250,7 +257,7 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with connect(args.collector) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
         records = client.get_metric_records(args.run_id, args.name)
         if args.name and not records:
@@ -305,7 +312,7 @@ def _metric_detail(records: list[Any]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector) as client:
+    with connect(args.collector) as client:
         client.get_run(args.run_id)  # one clear error for an unknown run
         streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
         prefix = args.prefix or len(streams) > 1
@@ -393,6 +400,9 @@ def _raise_unfinished(client: QueryClient, run_id: str, status: str | None) -> N
     if status is None or status == "NotStarted":
         status = run.status
     what = run.error.summary() if run.error is not None else "no error details were recorded"
+    lines = run.error.message.strip().splitlines() if run.error is not None else []
+    if len(lines) > 2 and lines[1].strip() == STDERR_HEADER:
+        what += f"; last line of stderr: {lines[-1].strip()}"
     raise RunDidNotComplete(f"run {run_id!r} {status.lower()}: {what}")
 
 
@@ -407,7 +417,7 @@ def artifact_to_json(info: ArtifactInfo) -> dict[str, Any]:
 def cmd_artifacts(args: argparse.Namespace) -> int:
     if args.output and not args.download:
         raise PermanentError("--output needs --download PATH (the artifact to write)")
-    with QueryClient(args.collector) as client:
+    with connect(args.collector) as client:
         if args.download:
             return _download(client, args)
         artifacts = client.list_artifacts(args.run_id)

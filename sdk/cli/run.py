@@ -12,8 +12,11 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from mltrail.cli.query import STDERR_HEADER
+from mltrail.cli.target import program
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.common.tuning import keep_large_buffers
@@ -39,6 +42,9 @@ def register(subparsers: Any) -> None:
                    help="longer lines are split with a marker (default 1 MiB)")
     p.add_argument("--summary", action="store_true",
                    help="when the command ends, print the run's summary from the collector")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing of our own on stderr at start (the run id and how to "
+                        "follow it) or while stopping")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_run)
 
@@ -75,8 +81,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the time a fast writer takes to fill the 1 MiB pipe (about 1 ms at 1 GB/s),
     # not after Python's default of 5 ms while the sender encodes.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if not args.quiet:
+        print(f"mltrail: run {run.id} (experiment {experiment.name}); follow it with "
+              f"`{program()} logs {run.id} --follow`", file=sys.stderr, flush=True)
     launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
-                               max_line=args.max_line)
+                               max_line=args.max_line, notices=not args.quiet)
     try:
         result = launcher.run()
     except OSError as exc:
@@ -108,7 +117,7 @@ def end_run(run: Any, result: LaunchResult) -> None:
         message = f"the command exited with code {result.exit_code}"
         run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
             code="ExitCode", exit_code=result.exit_code,
-            message=f"{message}; last lines of stderr:\n{detail}" if detail else message))
+            message=f"{message}\n{STDERR_HEADER}\n{detail}" if detail else message))
         print(f"mltrail: run {run.id} failed: {message}", file=sys.stderr)
 
 
@@ -117,6 +126,7 @@ def print_summary(run: Any) -> None:
     and the commands that look further."""
     from mltrail.cli import table
     from mltrail.cli.query import metrics_table, run_fields
+    from mltrail.cli.target import collector_flag
 
     client = run._link.reader().client  # waits until the collector has every record
     with client:
@@ -130,7 +140,12 @@ def print_summary(run: Any) -> None:
         out += ["", "Artifacts:", table.render_table(
             ["PATH", "SIZE"], [[a.path, table.human_size(a.size)] for a in artifacts])]
     collector = client.address
+    mltrail, flag = program(), collector_flag(collector)
     out += ["", f"Look further (collector {collector}):"]
-    out += [f"  mltrail {cmd} {run.id}" for cmd in ("show", "metrics", "logs", "artifacts")]
-    out += ["  mltrail runs"]
+    out += [f"  {mltrail} {cmd} {run.id}{flag}" for cmd in ("show", "metrics", "logs",
+                                                             "artifacts")]
+    out += [f"  {mltrail} runs{flag}"]
+    if mltrail != "mltrail":
+        venv = Path(mltrail).parent
+        out += ["", f"mltrail is not on your PATH: `. {venv / 'activate'}` puts it there."]
     print("\n".join(out), flush=True)

@@ -52,9 +52,9 @@ def spool_dirs(root: Path) -> list[Path]:
 
 def run_sync(args: argparse.Namespace) -> int:
     """One deadline for the whole command: N directories never take N x --timeout."""
-    from mltrail.query.client import resolve_collector_address
+    from mltrail.cli.target import collector_address
 
-    address = resolve_collector_address(args.collector)
+    address = collector_address(args.collector)[0]
     deadline = time.monotonic() + args.timeout
     unfinished = []
     for directory in spool_dirs(Path(args.directory)):

@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 from mltrail.common.lines import MAX_LINE_BYTES
@@ -67,6 +68,8 @@ STDERR_TAIL_LINES = 20
 # AFTER_EXIT_SECONDS, so a chatty leftover process cannot keep the run open.
 LINGER_SECONDS = 2.0
 AFTER_EXIT_SECONDS = 10.0
+# A command still running this long after a stop signal is told about (it may ignore it).
+STILL_RUNNING_SECONDS = 1.0
 
 
 @dataclass
@@ -268,12 +271,13 @@ class ProcessLauncher:
     def __init__(self, argv: Sequence[str], sink: Sink, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, echo: bool = True,
                  grace: float = 10.0, max_line: int = MAX_LINE_BYTES,
-                 after_exit: float = AFTER_EXIT_SECONDS) -> None:
+                 after_exit: float = AFTER_EXIT_SECONDS, notices: bool = True) -> None:
         if not argv:
             raise ValueError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
         self.argv, self.sink, self.cwd, self.env = list(argv), sink, cwd, env
         self.echo, self.grace, self.max_line = echo, grace, max_line
         self.after_exit = after_exit
+        self.notices = notices  # say on stderr that a stopped command is about to be killed
         self.canceled = False
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -324,12 +328,26 @@ class ProcessLauncher:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        first = not self.canceled
         self.canceled = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
-        timer = threading.Timer(self.grace, self._kill)
-        timer.daemon = True
-        timer.start()
+        if not first:
+            return  # a second Ctrl-C: the kill is already scheduled
+        for delay, action in ((min(STILL_RUNNING_SECONDS, self.grace / 2),
+                               partial(self._tell_waiting, signum)), (self.grace, self._kill)):
+            timer = threading.Timer(delay, action)
+            timer.daemon = True
+            timer.start()
+
+    def _tell_waiting(self, signum: int) -> None:
+        """The command did not exit on the signal (it may ignore it): say what happens next."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None and self.notices:
+            left = self.grace - min(STILL_RUNNING_SECONDS, self.grace / 2)
+            print(f"mltrail: the command is still running after {signal.Signals(signum).name}; "
+                  f"it is killed in {left:.0f} s (--grace {self.grace:g})",
+                  file=sys.stderr, flush=True)
 
     def _kill(self) -> None:
         proc = self._proc

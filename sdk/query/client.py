@@ -146,9 +146,7 @@ class _ErrorMapper:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return CollectorUnreachable(
                 f"cannot reach the collector at {self.address} ({self._why(details)}); "
-                "start one with `mltrail collector`, or set MLTRAIL_COLLECTOR / --collector",
-                code=code,
-            )
+                f"{self._hint()}", code=code)
         if code == grpc.StatusCode.NOT_FOUND:
             return RunNotFound(
                 f"run {self.run_id!r} not found at collector {self.address}; "
@@ -158,9 +156,18 @@ class _ErrorMapper:
             return RetryableError(message, code=code)
         return QueryFailed(message, code=code)
 
+    def _hint(self) -> str:
+        if self.source == "local":
+            return "see `mltrail local status` and `mltrail local logs collector`"
+        if self.source in ("--collector", "MLTRAIL_COLLECTOR"):
+            return (f"check the address, or start a collector there with `mltrail collector "
+                    f"--grpc {self.address}`; without --collector and MLTRAIL_COLLECTOR the "
+                    "local collector is used")
+        return "start the local collector with `mltrail local start`, or set MLTRAIL_COLLECTOR"
+
     def _why(self, details: str) -> str:
         reason = _unreachable_reason(details)
-        if self.source == "--collector":
+        if self.source in ("--collector", "local"):
             return reason
         if self.source == "the default":
             return f"{reason}; the default address"
@@ -176,8 +183,12 @@ class QueryClient:
     ``close()`` (or leaving a ``with`` block) closes the channel; a later call
     opens a new one, so one client may serve several ``with`` blocks."""
 
-    def __init__(self, address: str | None = None, timeout: float = 10.0) -> None:
-        self.address, self._source = _resolve(address)
+    def __init__(self, address: str | None = None, timeout: float = 10.0,
+                 source: str | None = None) -> None:
+        """``source`` says where ``address`` came from, for errors (default: resolved
+        here from the flag, MLTRAIL_COLLECTOR or the embedded ready file)."""
+        self.address, self._source = (address, source) if address and source else _resolve(
+            address)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None

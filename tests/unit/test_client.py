@@ -191,7 +191,8 @@ def test_no_collector_is_collector_unreachable() -> None:
             pytest.raises(CollectorUnreachable) as info:
         client.list_runs()
     assert str(info.value).startswith(
-        "cannot reach the collector at 127.0.0.1:1 (connection refused); start one with")
+        "cannot reach the collector at 127.0.0.1:1 (connection refused); check the address, "
+        "or start a collector there with `mltrail collector --grpc 127.0.0.1:1`")
 
 
 # ---- logs ---------------------------------------------------------------------------------
