@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -313,11 +313,12 @@ class Run:
         self._enqueue((LOG, self._id, time_ns, chunk))
 
     def _record_console_waiting(self, stream: str, data: bytes, partial: bool,
-                                time_ns: int) -> None:
+                                time_ns: int, line_times: Sequence[int] | None = None) -> None:
         """``_record_console`` for `mltrail run`: waits while CONSOLE_BACKLOG_BYTES
         of console output wait for the sender, so a flood slows the command
-        instead of filling memory."""
-        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
+        instead of filling memory. ``line_times``: one per line, when they differ."""
+        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial,
+                                     line_times_unix_nano=line_times)
         self._link.sender.enqueue_waiting((LOG, self._id, time_ns, chunk), len(data),
                                           CONSOLE_BACKLOG_BYTES)
 

@@ -28,7 +28,13 @@ from mltrail.cli.target import connect
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.query.client import LogTail, QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
-from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
+from mltrail.query.types import (
+    TERMINAL_STATUSES,
+    ArtifactInfo,
+    LogLine,
+    RunInfo,
+    status_number,
+)
 
 SIGPIPE_EXIT = 141
 STDERR_HEADER = "last lines of stderr:"  # how `mltrail run` stores a failed command's stderr
@@ -99,6 +105,9 @@ def _register_logs(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only this stream (stdout, stderr, a log name); repeatable")
     p.add_argument("--from", dest="from_line", metavar="N", type=int, default=0,
                    help="start at line N of each stream (0-based)")
+    p.add_argument("--console", action="store_true",
+                   help="only stdout and stderr (the 'log' stream repeats logging lines "
+                        "that also went to stderr)")
     p.add_argument("--prefix", action="store_true", help="prefix each line with its stream")
     p.set_defaults(func=_quiet_pipe(cmd_logs))
 
@@ -311,32 +320,66 @@ def _metric_detail(records: list[Any]) -> str:
 # ---- logs ----------------------------------------------------------------------------
 
 
+CONSOLE_STREAMS = ("stdout", "stderr")
+LOG_NOTE = ("mltrail: the 'log' stream holds Python logging records, which often also went to "
+            "stderr; --console shows only stdout and stderr, --stream log only the records")
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
+    if args.console:
+        args.stream = [*args.stream, *(s for s in CONSOLE_STREAMS if s not in args.stream)]
     with connect(args.collector) as client:
-        client.get_run(args.run_id)  # one clear error for an unknown run
+        run = client.get_run(args.run_id)  # one clear error for an unknown run
         streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
         prefix = args.prefix or len(streams) > 1
-        if args.follow:
-            return _follow(client, args, prefix)
-        if not streams:
+        if not args.stream and {"log", "stderr"} <= set(streams) and not args.json:
+            print(LOG_NOTE, file=sys.stderr)
+        if args.follow and run.status not in TERMINAL_STATUSES:
+            return _follow(client, args, streams, prefix)
+        if streams:
+            _print_stored(client, args, streams, prefix, flush=args.follow)
+        elif not args.follow:
             print(f"run {args.run_id} has no log lines", file=sys.stderr)
-            return 0
-        with contextlib.ExitStack() as stack:
-            tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
-                     for s in streams]
-            _print_batches(_merge_by_time(tails), prefix, args.json, flush=False)
+        if args.follow and run.status != "Completed":
+            _raise_unfinished(client, args.run_id, run.status)
     return 0
 
 
-def _follow(client: QueryClient, args: argparse.Namespace, prefix: bool) -> int:
+def _print_stored(client: QueryClient, args: argparse.Namespace, streams: list[str],
+                  prefix: bool, flush: bool) -> dict[str, int]:
+    """Every stored line of ``streams``, merged by time; returns each stream's next line."""
+    with contextlib.ExitStack() as stack:
+        tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
+                 for s in streams]
+        _print_batches(_merge_by_time(tails), prefix, args.json, flush=flush)
+    return {s: n for tail in tails for s, n in tail.next_line.items()}
+
+
+def _follow(client: QueryClient, args: argparse.Namespace, streams: list[str],
+            prefix: bool) -> int:
+    """What is stored so far merged by time, as `mltrail logs` prints it, then new
+    lines as they come (each answer merged by time too)."""
+    seen = _print_stored(client, args, streams, prefix, flush=True) if streams else {}
     # Every stream when none was named, so one that starts later is shown too.
     with client.tail_logs(args.run_id, args.stream, args.from_line, follow=True) as tail:
+        tail.next_line.update(seen)  # already printed: skipped
         tail.on_reconnect = partial(_tell_reconnect, client.address, tail.reconnect_for)
-        _print_batches(tail.batches(), prefix, args.json, flush=True)
+        _print_batches(map(_by_time, tail.batches()), prefix or len(seen) > 1, args.json,
+                       flush=True)
     if tail.run_status in (None, "Completed"):
         return 0
     _raise_unfinished(client, args.run_id, tail.run_status)
     return 1  # not reached: _raise_unfinished raises
+
+
+def _by_time(lines: list[LogLine]) -> list[LogLine]:
+    """One answer's lines (stream after stream) merged by time; each stream keeps its order."""
+    per_stream: dict[str, list[LogLine]] = {}
+    for line in lines:
+        per_stream.setdefault(line.stream, []).append(line)
+    if len(per_stream) < 2:
+        return lines
+    return list(heapq.merge(*per_stream.values(), key=attrgetter("time_unix_nano")))
 
 
 def _tell_reconnect(address: str, within: float, error: MltrailError) -> None:

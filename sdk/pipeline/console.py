@@ -21,8 +21,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from mltrail.common.lines import LINE_SPLIT_MARKER, MAX_LINE_BYTES, split_long_lines
 
@@ -30,6 +30,13 @@ _CUT = LINE_SPLIT_MARKER + b"\n"
 
 # emit(stream, lines, partial_tail, time_unix_nano)
 Emit = Callable[[str, bytes, bool, int], None]
+
+
+class TimedEmit(Protocol):
+    """``Emit`` that may also get one time per line (lines read at different times)."""
+
+    def __call__(self, stream: str, lines: bytes, partial: bool, time_ns: int,
+                 line_times: Sequence[int] | None = None, /) -> None: ...
 
 
 def _last_state(line: bytes) -> bytes:

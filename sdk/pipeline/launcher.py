@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ from functools import partial
 from types import FrameType
 
 from mltrail.common.lines import MAX_LINE_BYTES
-from mltrail.pipeline.console import Emit as Sink
 from mltrail.pipeline.console import LineAssembler
+from mltrail.pipeline.console import TimedEmit as Sink
 
 READ_BYTES = 1024 * 1024
 # After a read that found the pipe far from full, wait before the next so that
@@ -236,18 +237,30 @@ class _Pump(threading.Thread):
         """Held lines to the sink in records of about DELIVER_BYTES or one read's
         lines (up to 1 MiB), however much a flood left here; each record has the
         time its first lines were read."""
-        group: list[bytes] = []
-        size = first_ns = 0
+        group: list[tuple[int, bytes]] = []
+        size = 0
         for time_ns, lines in self._held:
-            first_ns = first_ns or time_ns
-            group.append(lines)
+            group.append((time_ns, lines))
             size += len(lines)
             if size >= DELIVER_BYTES:
-                self._deliver(b"".join(group), partial=False, time_ns=first_ns)
-                group, size, first_ns = [], 0, 0
+                self._deliver_group(group)
+                group, size = [], 0
         if group:
-            self._deliver(b"".join(group), partial=False, time_ns=first_ns)
+            self._deliver_group(group)
         self._held, self._held_bytes = [], 0
+
+    def _deliver_group(self, group: list[tuple[int, bytes]]) -> None:
+        """One record of several reads: each line keeps the time of the read that
+        brought it (stdout and stderr are merged by it), as one time per read."""
+        first_ns = group[0][0]
+        data = b"".join(lines for _, lines in group)
+        if all(t == first_ns for t, _ in group):
+            self._deliver(data, partial=False, time_ns=first_ns)
+            return
+        times = array("q")
+        for time_ns, lines in group:
+            times.extend(array("q", (time_ns,)) * lines.count(b"\n"))
+        self._deliver(data, partial=False, time_ns=first_ns, line_times=times)
 
     def _echo(self, data: bytes) -> None:
         if self.echo_fd is None:
@@ -259,10 +272,14 @@ class _Pump(threading.Thread):
         except OSError:
             self.echo_fd = None  # our terminal went away; keep recording
 
-    def _deliver(self, lines: bytes, partial: bool, time_ns: int) -> None:
+    def _deliver(self, lines: bytes, partial: bool, time_ns: int,
+                 line_times: array[int] | None = None) -> None:
         if self.tail is not None:
             self.tail.extend(lines.splitlines()[-STDERR_TAIL_LINES:])
-        self.sink(self.stream, lines, partial, time_ns)
+        if line_times is None:
+            self.sink(self.stream, lines, partial, time_ns)
+        else:
+            self.sink(self.stream, lines, partial, time_ns, line_times)
 
 
 class ProcessLauncher:
