@@ -72,7 +72,29 @@ def test_settings_examples_list_every_key_with_its_default(
     loaded = load_settings(settings, file=path)
     assert loaded == settings(), "the README's defaults differ from the code's"
     keys = {line.split("=")[0].strip() for line in body.splitlines() if "=" in line}
+    keys |= {line[2:].split(":")[0] for line in body.splitlines() if line.startswith("# sources:")}
     assert keys == {f.name for f in dataclasses.fields(settings)}
+
+
+def test_the_every_key_agent_toml_takes_the_readmes_sources_tables(tmp_path: Path) -> None:
+    every_key = next(b for b in blocks("toml") if b.startswith("# agent.toml"))
+    tables = next(b for b in blocks("toml") if b.startswith("[[sources]]"))
+    path = tmp_path / "agent.toml"
+    path.write_text(every_key + "\n" + tables)
+    loaded = load_settings(AgentSettings, file=path)
+    assert [s["type"] for s in loaded.sources] == ["file", "cri", "logdir", "docker"]
+
+
+def test_a_sources_line_beside_sources_tables_is_named_as_the_cause(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('sources = []\n[[sources]]\ntype = "file"\n')
+    done = subprocess.run([sys.executable, "-m", "mltrail", "agent", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        f"mltrail: error: config file {path} is not valid TOML: 'sources' is set twice: a "
+        "`sources = ...` line and a [[sources]] or [sources] table cannot both be in one "
+        "file; delete the `sources = ...` line and keep the tables (at line 2, column 10)")
 
 
 def service_commands() -> list[str]:
