@@ -76,7 +76,8 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (100)")
+    p.add_argument("--limit", metavar="N", type=positive_int, default=100,
+                   help="at most N runs (100)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
@@ -126,6 +127,16 @@ def _status_arg(text: str) -> int:
         return status_number(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def _tag_arg(text: str) -> tuple[str, str]:

@@ -127,3 +127,30 @@ def test_service_commands_start_and_stop_cleanly(tmp_path: Path) -> None:
     finally:
         codes = [svc.terminate(timeout=60) for svc in reversed(started)]
     assert codes == [0, 0]
+
+
+def repl_problems(source: str) -> list[str]:
+    """Lines at which the interactive interpreter would refuse the code pasted line
+    by line (a statement after an indented block needs a blank line there first)."""
+    import codeop
+
+    problems, buffer = [], []
+    for number, line in enumerate(source.splitlines(), 1):
+        if not buffer and not line.strip():
+            continue
+        buffer.append(line)
+        try:
+            compiled = codeop.compile_command("\n".join(buffer), symbol="single")
+        except SyntaxError as exc:
+            problems.append(f"line {number}: {line!r} ({exc.msg})")
+            buffer = []
+            continue
+        if compiled is not None:
+            buffer = []
+    return problems
+
+
+def test_the_python_examples_can_be_pasted_into_the_repl() -> None:
+    assert repl_problems("for i in range(2):\n    print(i)\nprint('after')\n")  # the check bites
+    for body in blocks("python"):
+        assert repl_problems(body) == [], body
