@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from mltrail.collector import run_filter
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.store import LogQuery, Store
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
@@ -63,14 +64,23 @@ class QueryService(collector_pb2_grpc.QueryServicer):
 
     async def ListRuns(self, request: collector_pb2.ListRunsRequest,
                        context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
-        runs = await self._call(context, self._store.list_runs, request)
+        if run_filter.wants_metrics(request):
+            runs = await self._call(context, run_filter.list_matching, self._store, request)
+        else:
+            runs = await self._call(context, self._store.list_runs, request)
         return collector_pb2.ListRunsResponse(runs=runs)
 
     async def GetRun(self, request: collector_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
-        info = await self._call(context, self._store.get_run, request.run_id)
+        info = await self._call(context, self._store.get_run, request.run_id,
+                                not request.without_counts)
         if info is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} not found")
+        if not request.without_counts:
+            summaries = await self._call(context, self._store.metric_summaries,
+                                         [request.run_id], None)
+            for name, summary in summaries.get(request.run_id, {}).items():
+                info.metrics[name].CopyFrom(summary)
         return info
 
     async def GetMetrics(self, request: collector_pb2.GetMetricsRequest,
@@ -136,3 +146,20 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
                  message: str) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
+
+
+class ManageService(collector_pb2_grpc.ManageServicer):
+    """Changes that are not records (deleting runs), on the store's writer thread."""
+
+    def __init__(self, store: Store, writer: Executor) -> None:
+        self._store = store
+        self._writer = writer
+
+    async def DeleteRuns(self, request: collector_pb2.DeleteRunsRequest,
+                         context: grpc.aio.ServicerContext) -> collector_pb2.DeleteRunsResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, self._store.delete_runs,
+                                              list(request.run_ids))
+        except (PermanentError, RetryableError) as exc:
+            await _abort(context, exc.code, str(exc))

@@ -22,7 +22,7 @@ from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
-from mltrail.collector.query import QueryService
+from mltrail.collector.query import ManageService, QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store
 from mltrail.common.errors import PermanentError
@@ -87,6 +87,8 @@ class CollectorServer(Component):
         server.add_generic_rpc_handlers((ingest.handler(),))
         query = QueryService(store, self._readers, notifier, self._closing)
         collector_pb2_grpc.add_QueryServicer_to_server(query, server)
+        manage = ManageService(store, self._writer)
+        collector_pb2_grpc.add_ManageServicer_to_server(manage, server)
         return server
 
     def health(self) -> tuple[bool, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mltrail.run import Run
@@ -61,6 +61,24 @@ class Experiment:
         from mltrail.script_run import submit
 
         return submit(self, config, dict(tags or {}), show_output)
+
+    def get_runs(self, tags: Mapping[str, str] | None = None, *, where: Sequence[str] = (),
+                 order_by: str = "", limit: int = 10_000) -> Iterator[Run]:
+        """This experiment's runs, newest first, or by ``order_by`` (``"-accuracy"``:
+        the highest latest accuracy first), keeping those where every condition of
+        ``where`` holds (``"accuracy > 0.9"``, ``"tags.team = vision"``), as
+        ``mltrail runs --where`` does."""
+        from mltrail.pipeline.link import process_link
+
+        link = process_link()
+        client = getattr(link.reader(), "client", None)
+        if client is None:
+            raise RuntimeError("get_runs reads from a collector; this process logs offline")
+        with client:
+            found = client.list_runs(experiment=self.name, tags=dict(tags or {}), limit=limit,
+                                     where=list(where), order_by=order_by)
+        for info in found:
+            yield Run(self, info.run_id, _link=link)
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r})"

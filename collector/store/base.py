@@ -18,9 +18,11 @@ Every implementation (SQLite now, PostgreSQL later) keeps the same contract:
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
 
 # A scalar metric value as validation read it, so the store does not walk the
@@ -100,8 +102,8 @@ class Store(abc.ABC):
         are left 0: counting costs a scan per run."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        """One run with its counts."""
+    def get_run(self, run_id: str, counts: bool = True) -> collector_pb2.RunInfo | None:
+        """One run with its counts (left 0 with ``counts=False``: cheap, for polling)."""
 
     @abc.abstractmethod
     def run_status(self, run_id: str) -> int | None:
@@ -129,6 +131,48 @@ class Store(abc.ABC):
                       ) -> Generator[bytes, None, None]:
         """The artifact's bytes in pieces of at most ``chunk`` bytes."""
 
+    def metric_summaries(self, run_ids: Sequence[str], names: Sequence[str] | None = None
+                         ) -> dict[str, dict[str, collector_pb2.MetricSummary]]:
+        """Per run and metric name, the latest, min, max and count of its numeric scalar
+        values (bools as 0 and 1; NaN left out of min and max); ``names`` None: every
+        metric. A run or name without such values is left out. Derived from
+        ``get_metrics`` here; a store may answer from an index instead."""
+        out: dict[str, dict[str, collector_pb2.MetricSummary]] = {}
+        for run_id in run_ids:
+            for name in (names if names is not None else [""]):
+                for record in self.get_metrics(run_id, name):
+                    value = _numeric(record.metric)
+                    if value is not None:
+                        add_to_summary(out.setdefault(run_id, {}), record.metric.name, value)
+        return out
+
+    def delete_runs(self, run_ids: Sequence[str]) -> collector_pb2.DeleteRunsResponse:
+        """Delete runs with their metrics, logs and artifacts; unknown ids are skipped."""
+        raise PermanentError(f"{type(self).__name__} cannot delete runs")
+
     @abc.abstractmethod
     def close(self) -> None:
         """Idempotent; closes every connection this thread can reach."""
+
+
+def _numeric(metric: records_pb2.Metric) -> float | None:
+    if metric.WhichOneof("data") != "scalar":
+        return None
+    kind = metric.scalar.value.WhichOneof("kind")
+    if kind in ("number", "integer", "flag"):
+        return float(getattr(metric.scalar.value, kind))
+    return None
+
+
+def add_to_summary(summaries: dict[str, collector_pb2.MetricSummary], name: str,
+                   value: float) -> None:
+    """Fold one value (in logged order) into ``summaries[name]``."""
+    summary = summaries.get(name)
+    if summary is None:
+        summary = summaries[name] = collector_pb2.MetricSummary(
+            latest=value, min=math.inf, max=-math.inf)
+    summary.latest = value
+    summary.count += 1
+    if not math.isnan(value):
+        summary.min = min(summary.min, value)
+        summary.max = max(summary.max, value)

@@ -81,8 +81,8 @@ class SqliteStore(Store):
     def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
         return self._read(SqliteReader.list_runs, request)
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        return self._read(SqliteReader.get_run, run_id)
+    def get_run(self, run_id: str, counts: bool = True) -> collector_pb2.RunInfo | None:
+        return self._read(SqliteReader.get_run, run_id, counts)
 
     def run_status(self, run_id: str) -> int | None:
         return self._read(SqliteReader.run_status, run_id)
@@ -105,6 +105,9 @@ class SqliteStore(Store):
     def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
                       ) -> Generator[bytes, None, None]:
         return self._artifacts.read(info.sha256, chunk)
+
+    def delete_runs(self, run_ids: Sequence[str]) -> collector_pb2.DeleteRunsResponse:
+        return self._writer.delete_runs(run_ids)
 
     def close(self) -> None:
         with self._lock:

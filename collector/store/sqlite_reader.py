@@ -46,13 +46,14 @@ class SqliteReader:
             "ORDER BY start_time DESC, run_key DESC LIMIT ?", params).fetchall()
         return [self._run_info(row) for row in rows]
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
+    def get_run(self, run_id: str, counts: bool = True) -> collector_pb2.RunInfo | None:
         row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
                                  (run_id,)).fetchone()
         if row is None:
             return None
         info = self._run_info(row)
-        self._add_counts(info, row[0])
+        if counts:
+            self._add_counts(info, row[0])
         return info
 
     def run_status(self, run_id: str) -> int | None:

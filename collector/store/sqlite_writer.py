@@ -27,12 +27,14 @@ from typing import Any
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store.base import BatchOutcome, ScalarPoint, ValidBatch, WriteSummary
+from mltrail.collector.store.sqlite_delete import delete_run_rows, unreferenced
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
-from mltrail.proto import records_pb2
+from mltrail.proto import collector_pb2, records_pb2
 
 _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
                 "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
+DISPLAY_NAME_TAG = "mltrail.display_name"  # records.proto, TagsSet: renames the run
 
 
 @dataclass
@@ -75,6 +77,17 @@ class SqliteWriter:
             raise
         self._attach_experiments(summary)
         return summary
+
+    def delete_runs(self, run_ids: Sequence[str]) -> collector_pb2.DeleteRunsResponse:
+        """``sqlite_delete``: the rows in one transaction, then files no run refers to."""
+        try:
+            with schema.transaction(self._conn, f"store {self._where}"):
+                answer, shas = delete_run_rows(self._conn, run_ids)
+        finally:
+            self._forget()  # cached keys of the deleted runs and their streams
+        for sha in unreferenced(self._conn, shas):
+            self._artifacts.remove(sha)
+        return answer
 
     def _forget(self) -> None:
         """Caches may hold rows a rollback undid; they refill from the database."""
@@ -264,8 +277,13 @@ class SqliteWriter:
         if kind == "started":
             self._run_started(rec, run_key)
         elif kind == "tags":
+            tags = dict(event.tags.tags)
+            name = tags.pop(DISPLAY_NAME_TAG, None)
+            if name is not None:
+                conn.execute("UPDATE runs SET display_name = ? WHERE run_key = ?",
+                             (name, run_key))
             conn.executemany("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
-                             [(run_key, k, v) for k, v in event.tags.tags.items()])
+                             [(run_key, k, v) for k, v in tags.items()])
         elif kind == "properties":
             conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
                              [(run_key, k, v) for k, v in event.properties.properties.items()])

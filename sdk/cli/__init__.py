@@ -48,11 +48,28 @@ def _version() -> str:
     return f"mltrail {__version__}"
 
 
+# Options whose value may start with "-" (`--sort -accuracy`), which argparse
+# would otherwise take for an option of its own.
+_DASH_VALUE_OPTIONS = frozenset({"--sort"})
+
+
+def _dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for n, word in enumerate(argv):
+        if word == "--":  # the rest is a command's own (`mltrail run -- CMD ...`)
+            return out + argv[n:]
+        if out and out[-1] in _DASH_VALUE_OPTIONS and word.startswith("-"):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from mltrail.common.errors import MltrailError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_dash_values(sys.argv[1:] if argv is None else list(argv)))
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

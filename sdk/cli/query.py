@@ -23,9 +23,9 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
-from mltrail.cli import table
+from mltrail.cli import columns, table
 from mltrail.cli.target import connect
-from mltrail.common.errors import MltrailError, PermanentError
+from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.query.client import LogTail, QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python
 from mltrail.query.types import (
@@ -80,6 +80,17 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="at most N runs (100)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
+    p.add_argument("--where", metavar="COND", action="append", default=[],
+                   type=columns.condition_arg,
+                   help="only runs where COND holds: 'accuracy > 0.9' (a metric's latest "
+                        "value), 'tags.team = vision', 'properties.git != abc'; repeatable")
+    p.add_argument("--sort", metavar="KEY", default="",
+                   help="order by a metric, tags.K or properties.K; -KEY for descending "
+                        "(runs without it last)")
+    p.add_argument("--columns", metavar="A,B", type=columns.columns_arg, default=[],
+                   help="add columns: metrics (latest value), tags.K, properties.K")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), csv or json (as --json)")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
 
 
@@ -200,30 +211,35 @@ def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
 def cmd_runs(args: argparse.Namespace) -> int:
     with connect(args.collector) as client:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
-                                tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
-    if args.json:
+                                tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent,
+                                where=args.where, order_by=args.sort,
+                                columns=columns.metric_columns(args.columns))
+    if args.json or args.format == "json":
         _print_json([run_to_json(r, counted=False) for r in runs])
         return 0
     if args.quiet:
         _out().write("".join(r.run_id + "\n" for r in runs))
         return 0
+    if args.format == "csv":
+        _out().write(columns.runs_csv(runs, args.columns))
+        return 0
     if not runs:
         print("no runs match", file=sys.stderr)
         return 0
-    _out().write(_runs_table(runs) + "\n")
+    _out().write(_runs_table(runs, args.columns) + "\n")
     return 0
 
 
-def _runs_table(runs: list[RunInfo]) -> str:
+def _runs_table(runs: list[RunInfo], extra: list[str]) -> str:
     with_parent = any(r.parent_run_id for r in runs)
-    headers = ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "STARTED", "DURATION"]
+    headers = list(columns.BASE_HEADERS)
     headers += ["PARENT"] if with_parent else []
+    headers += [c.upper() for c in extra]
     rows = []
     for run in runs:
-        row = [run.run_id, run.experiment, run.display_name or None, run.status,
-               table.local_time(run.start_time_unix_nano),
-               table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)]
+        row = columns.base_row(run)
         row += [run.parent_run_id or None] if with_parent else []
+        row += [columns.shown(columns.column_value(run, c)) for c in extra]
         rows.append([*row, table.shorten(_tags_text(run.tags), 50) or None])
     return table.render_table([*headers, "TAGS"], rows)
 
@@ -357,20 +373,27 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _print_stored(client: QueryClient, args: argparse.Namespace, streams: list[str],
-                  prefix: bool, flush: bool) -> dict[str, int]:
-    """Every stored line of ``streams``, merged by time; returns each stream's next line."""
-    with contextlib.ExitStack() as stack:
-        tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
-                 for s in streams]
-        _print_batches(_merge_by_time(tails), prefix, args.json, flush=flush)
-    return {s: n for tail in tails for s, n in tail.next_line.items()}
+                  prefix: bool, flush: bool, seen: dict[str, int] | None = None) -> None:
+    """Every stored line of ``streams``, merged by time; ``seen`` gets each stream's
+    next line (also when the collector goes away midway)."""
+    tails = [client.tail_logs(args.run_id, [s], args.from_line) for s in streams]
+    try:
+        with contextlib.ExitStack() as stack:
+            for tail in tails:
+                stack.enter_context(tail)
+            _print_batches(_merge_by_time(tails), prefix, args.json, flush=flush)
+    finally:
+        if seen is not None:
+            seen.update((s, n) for tail in tails for s, n in tail.next_line.items())
 
 
 def _follow(client: QueryClient, args: argparse.Namespace, streams: list[str],
             prefix: bool) -> int:
     """What is stored so far merged by time, as `mltrail logs` prints it, then new
     lines as they come (each answer merged by time too)."""
-    seen = _print_stored(client, args, streams, prefix, flush=True) if streams else {}
+    seen: dict[str, int] = {}
+    with contextlib.suppress(RetryableError):  # lost midway: the follow reconnects
+        _print_stored(client, args, streams, prefix, flush=True, seen=seen)
     # Every stream when none was named, so one that starts later is shown too.
     with client.tail_logs(args.run_id, args.stream, args.from_line, follow=True) as tail:
         tail.next_line.update(seen)  # already printed: skipped

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -111,6 +112,24 @@ def _embedded_address(ready: Path) -> str | None:
         return None  # no embedded collector has run here, or its file is half-written
     address = info.get("grpc") if isinstance(info, dict) else None
     return address if isinstance(address, str) and address else None
+
+
+# ---- conditions ----------------------------------------------------------------------
+
+_CONDITION = re.compile(r"\s*(?P<key>[^<>=!]+?)\s*(?P<op>==|!=|<=|>=|=|<|>)\s*(?P<value>.*?)\s*")
+
+
+def parse_condition(text: str) -> collector_pb2.RunCondition:
+    """``"accuracy > 0.9"`` -> RunCondition(key, op, value); quotes around the value go."""
+    found = _CONDITION.fullmatch(text)
+    if not found or not found["value"]:
+        raise ValueError(f"condition {text!r} is not KEY OP VALUE (for example "
+                         "'accuracy > 0.9' or 'tags.team = vision'; OP is one of "
+                         "= != < <= > >=)")
+    value = found["value"]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return collector_pb2.RunCondition(key=found["key"], op=found["op"], value=value)
 
 
 # ---- errors at the boundary ---------------------------------------------------------
@@ -233,17 +252,26 @@ class QueryClient:
 
     def list_runs(self, experiment: str | None = None, status: str | int | None = None,
                   tags: Mapping[str, str] | None = None, limit: int = 100,
-                  parent_run_id: str | None = None) -> list[RunInfo]:
-        """Runs matching every filter given; a tag value "" matches any value."""
+                  parent_run_id: str | None = None, where: Iterable[str] = (),
+                  order_by: str = "", columns: Iterable[str] = ()) -> list[RunInfo]:
+        """Runs matching every filter given; a tag value "" matches any value.
+
+        ``where``: conditions such as ``"accuracy > 0.9"`` or ``"tags.team = vision"``
+        over the latest value of each metric, tags and properties; ``order_by``: such a
+        key, ``-`` first for descending; ``columns``: metrics whose latest, min and max
+        to fill in ``RunInfo.metrics`` (those in ``where`` and ``order_by`` come too)."""
         request = collector_pb2.ListRunsRequest(
             experiment=experiment or "", limit=max(0, limit), parent_run_id=parent_run_id or "",
             status=status_number(status) if status is not None else 0, tags=dict(tags or {}),
+            where=[parse_condition(c) for c in where], order_by=order_by,
+            columns=list(columns),
         )
         response = self._unary(self._stub.ListRuns, request, self._errors())
         return [RunInfo.from_pb(r) for r in response.runs]
 
-    def get_run(self, run_id: str) -> RunInfo:
-        request = collector_pb2.GetRunRequest(run_id=run_id)
+    def get_run(self, run_id: str, counts: bool = True) -> RunInfo:
+        """The run; ``counts=False`` leaves its counts and metric summaries out (cheap)."""
+        request = collector_pb2.GetRunRequest(run_id=run_id, without_counts=not counts)
         return RunInfo.from_pb(self._unary(self._stub.GetRun, request, self._errors(run_id)))
 
     def get_metric_records(self, run_id: str, name: str | None = None
