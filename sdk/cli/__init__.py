@@ -21,6 +21,9 @@ _COMMAND_MODULES = (
     "mltrail.cli.sync",
     "mltrail.cli.run",
     "mltrail.cli.local",
+    "mltrail.cli.compare",
+    "mltrail.cli.export",
+    "mltrail.cli.tidy",
 )
 
 

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from mltrail.pipeline.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
 SWITCH_INTERVAL = 0.0005
+CANCEL_POLL_SECONDS = 1.0  # how often `mltrail run` asks whether it was canceled
 
 
 def register(subparsers: Any) -> None:
@@ -86,17 +88,55 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"`{program()} logs {run.id} --follow`", file=sys.stderr, flush=True)
     launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
                                max_line=args.max_line, notices=not args.quiet)
+    watcher = CancelWatcher(run, launcher, quiet=args.quiet)
     try:
+        watcher.start()
         result = launcher.run()
     except OSError as exc:
         run.fail(f"could not start {command[0]!r}: {exc.strerror}", error_code="LaunchError")
         raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
                              f"{run.id} is marked failed") from None
+    finally:
+        watcher.stop()
     end_run(run, result)
     _settle(run)
     if args.summary:
         print_summary(run)
     return result.exit_code
+
+
+class CancelWatcher(threading.Thread):
+    """Stops the command when `mltrail cancel` asked for it: polls the run at the
+    collector (cheaply, without counts) for the ``mltrail.cancel_requested`` tag."""
+
+    def __init__(self, run: Any, launcher: ProcessLauncher, quiet: bool) -> None:
+        super().__init__(name="mltrail-cancel-watch", daemon=True)
+        self.tracked, self.launcher, self.quiet = run, launcher, quiet
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        from mltrail.cli.tidy import CANCEL_TAG
+        from mltrail.query.client import QueryClient
+
+        agent = self.tracked._link.agent
+        if agent is None:
+            return  # offline: no collector to hear from
+        try:
+            client = QueryClient(agent.info().collector, timeout=5.0)
+        except MltrailError:
+            return
+        with client:
+            while not self._stopped.wait(CANCEL_POLL_SECONDS):
+                with contextlib.suppress(MltrailError):  # not there yet, or unreachable
+                    if CANCEL_TAG in client.get_run(self.tracked.id, counts=False).tags:
+                        if not self.quiet:
+                            print("mltrail: `mltrail cancel` asked to stop this run; "
+                                  "stopping the command", file=sys.stderr, flush=True)
+                        self.launcher.stop()
+                        return
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def _settle(run: Any, timeout: float = 5.0) -> None:

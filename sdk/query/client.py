@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import grpc
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
-from mltrail.proto import collector_pb2, collector_pb2_grpc
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from mltrail.query.metrics_view import fold_metrics
 from mltrail.query.types import (
     STATUS_NAMES,
@@ -284,6 +285,38 @@ class QueryClient:
     def get_metrics(self, run_id: str, name: str | None = None) -> dict[str, Any]:
         """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``."""
         return fold_metrics(self.get_metric_records(run_id, name))
+
+    # -- changes (mltrail cancel, rename, tag, delete) --------------------------
+
+    def write_run_events(self, run_id: str, events: Iterable[records_pb2.RunEvent]) -> None:
+        """Record ``events`` for the run through Ingest (a stream of their own), once
+        the collector committed them."""
+        stamp = time.time_ns()
+        records = [records_pb2.Record(seq=n, time_unix_nano=stamp, run_id=run_id, run_event=e)
+                   for n, e in enumerate(events, 1)]
+        request = collector_pb2.IngestRequest(request_id=1, batches=[records_pb2.Batch(
+            stream_id=f"cli-{uuid.uuid4().hex}", records=records)])
+        _ = self._stub  # opens the channel
+        assert self._channel is not None
+        write = self._channel.stream_stream(
+            "/mltrail.v1.Ingest/Write",
+            request_serializer=collector_pb2.IngestRequest.SerializeToString,
+            response_deserializer=collector_pb2.IngestResponse.FromString)
+        try:
+            responses = list(write(iter([request]), timeout=self.timeout))
+        except grpc.RpcError as err:
+            raise self._errors(run_id)(err) from None
+        result = responses[0].results[0] if responses and responses[0].results else None
+        if result is None or result.code != 0:
+            raise QueryFailed(f"the collector at {self.address} refused the change to run "
+                              f"{run_id!r}: {result.message if result else 'no answer'}")
+
+    def delete_runs(self, run_ids: Iterable[str]) -> collector_pb2.DeleteRunsResponse:
+        _ = self._stub  # opens the channel
+        assert self._channel is not None
+        manage = collector_pb2_grpc.ManageStub(self._channel)
+        request = collector_pb2.DeleteRunsRequest(run_ids=list(run_ids))
+        return self._unary(manage.DeleteRuns, request, self._errors())
 
     # -- logs -----------------------------------------------------------------
 

@@ -136,3 +136,48 @@ def test_a_command_ignoring_sigint_is_told_about_then_killed(env: dict[str, str]
     run_id = re.search(r"^mltrail: run (\S+) ", err, re.M)[1]  # type: ignore[index]
     shown = mltrail_cli("show", run_id, "--json", env=env)
     assert '"status": "Canceled"' in shown.stdout
+
+
+def test_cancel_stops_a_mltrail_run_in_another_process(env: dict[str, str]) -> None:
+    code = ("import time\n"
+            "print('working', flush=True)\n"
+            "time.sleep(120)\n")
+    runner = subprocess.Popen([*MLTRAIL, "run", "--", sys.executable, "-c", code],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **env})
+    assert runner.stdout is not None and runner.stderr is not None
+    run_id = re.search(r"^mltrail: run (\S+) ", runner.stderr.readline())[1]  # type: ignore[index]
+    assert runner.stdout.readline() == "working\n"
+    canceled = mltrail_cli("cancel", run_id, env=env)
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout == f"run {run_id} canceled: its command was stopped\n"
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 128 + signal.SIGTERM
+    assert "mltrail: `mltrail cancel` asked to stop this run; stopping the command" in err
+    shown = mltrail_cli("show", run_id, "--json", env=env)
+    assert '"status": "Canceled"' in shown.stdout
+    again = mltrail_cli("cancel", run_id, env=env)
+    assert again.stdout == f"run {run_id} already ended (Canceled); nothing to cancel\n"
+
+
+def test_cancel_marks_an_interactive_run_canceled(env: dict[str, str]) -> None:
+    code = ("import sys, time\n"
+            "from mltrail import Experiment\n"
+            "run = Experiment('inter').start_logging()\n"
+            "run.flush()\n"
+            "print(run.id, flush=True)\n"
+            "sys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    done = mltrail_cli("cancel", run_id, env=env)
+    for _ in range(100):  # the run's record may still be on its way to the collector
+        if "not found" not in done.stderr:
+            break
+        done = mltrail_cli("cancel", run_id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"run {run_id} marked Canceled (an interactive run: no launcher "
+                           "to stop, its process keeps running)\n")
+    proc.communicate("\n", timeout=60)
+    assert '"status": "Canceled"' in mltrail_cli("show", run_id, "--json", env=env).stdout
