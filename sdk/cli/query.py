@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mltrail.cli import columns, table
+from mltrail.cli.progress import Progress
 from mltrail.cli.target import connect
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.query.client import LogTail, QueryClient
@@ -513,7 +514,14 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
 def _download(client: QueryClient, args: argparse.Namespace) -> int:
     dest = Path(args.output) if args.output else Path(Path(args.download).name)
-    info = client.download_artifact(args.run_id, args.download, dest)
+    progress = Progress(f"downloading {args.download}")
+
+    def advance(info: ArtifactInfo, n: int) -> None:
+        progress.total = info.size
+        progress.advance(n)
+
+    info = client.download_artifact(args.run_id, args.download, dest, on_data=advance)
+    progress.done()
     written = dest / Path(args.download).name if dest.is_dir() else dest
     if args.json:
         _print_json({**artifact_to_json(info), "output": str(written)})

@@ -73,9 +73,17 @@ def _sync_one(directory: Path, address: str, timeout: float) -> str:
     """Drain one spool; returns what is left of it ("" when all of it was sent)."""
     from mltrail.agent.forwarder import drain_spool
     from mltrail.agent.spool import SpoolLockedError
+    from mltrail.cli.progress import Progress
+
+    progress = Progress(f"sending {directory.name}", unit="bytes")
+
+    def advance(sent: int, total: int) -> None:
+        progress.total = total
+        progress.advance(sent - progress.count)
 
     try:
-        result = asyncio.run(drain_spool(directory, address, timeout))
+        result = asyncio.run(drain_spool(directory, address, timeout, on_progress=advance))
+        progress.done()
     except SpoolLockedError:  # a run still writing it: the others go on
         print(f"{directory}: in use by another process, skipped")
         return "in use"

@@ -338,7 +338,8 @@ class QueryClient:
         response = self._unary(self._stub.ListArtifacts, request, self._errors(run_id))
         return [ArtifactInfo.from_pb(a) for a in response.artifacts]
 
-    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]
+    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str],
+                          on_data: Callable[[ArtifactInfo, int], None] | None = None
                           ) -> ArtifactInfo:
         """Write artifact ``path`` to ``dest`` (a file, or an existing directory
         to put it in). Written to a temporary file, checked against the stored
@@ -349,13 +350,16 @@ class QueryClient:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
         try:
-            info = self._fetch_artifact(run_id, path, tmp)
+            info = self._fetch_artifact(run_id, path, tmp, on_data)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         return info
 
-    def _fetch_artifact(self, run_id: str, path: str, tmp: Path) -> ArtifactInfo:
+    def _fetch_artifact(self, run_id: str, path: str, tmp: Path,
+                        on_data: Callable[[ArtifactInfo, int], None] | None = None
+                        ) -> ArtifactInfo:
+        """``on_data(info, n)`` after each piece of ``n`` bytes (progress)."""
         request = collector_pb2.DownloadArtifactRequest(run_id=run_id, path=path)
         digest, size, info = hashlib.sha256(), 0, None
         try:
@@ -366,6 +370,8 @@ class QueryClient:
                     fh.write(part.data)
                     digest.update(part.data)
                     size += len(part.data)
+                    if on_data is not None and info is not None:
+                        on_data(info, len(part.data))
                 fh.flush()
                 os.fsync(fh.fileno())
         except grpc.RpcError as err:
