@@ -44,7 +44,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"runs": args.run_ids, "rows": rows}, indent=2, default=str))
         return 0
-    cells = [[DIFFERS if r["differs"] else None, r["key"],
+    cells = [[DIFFERS if r["differs"] else "", r["key"],
               *(_cell(v) for v in r["values"])] for r in rows]
     sys.stdout.write(table.render_table(["", "KEY", *args.run_ids], cells) + "\n")
     return 0
