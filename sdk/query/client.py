@@ -168,9 +168,10 @@ class _ErrorMapper:
                 f"cannot reach the collector at {self.address} ({self._why(details)}); "
                 f"{self._hint()}", code=code)
         if code == grpc.StatusCode.NOT_FOUND:
+            flag = f" --collector {self.address}" if self.source == "--collector" else ""
             return RunNotFound(
                 f"run {self.run_id!r} not found at collector {self.address}; "
-                "list runs with `mltrail runs`")
+                f"list runs with `mltrail runs{flag}`")
         message = f"the query to the collector at {self.address} failed: {code.name}: {details}"
         if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
             return RetryableError(message, code=code)

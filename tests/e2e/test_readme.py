@@ -127,6 +127,8 @@ def test_service_commands_start_and_stop_cleanly(tmp_path: Path) -> None:
     finally:
         codes = [svc.terminate(timeout=60) for svc in reversed(started)]
     assert codes == [0, 0]
+    assert (tmp_path / "var" / "store.db").exists()  # where the URL says, not under the cwd
+    assert "names a relative path" not in started[0].output()
 
 
 def repl_problems(source: str) -> list[str]:

@@ -183,7 +183,7 @@ def test_unknown_run_is_run_not_found_naming_run_and_collector(query: Any) -> No
     with QueryClient(address) as client, pytest.raises(RunNotFound) as info:
         client.get_run("nope")
     assert str(info.value) == (f"run 'nope' not found at collector {address}; "
-                               "list runs with `mltrail runs`")
+                               f"list runs with `mltrail runs --collector {address}`")
 
 
 def test_no_collector_is_collector_unreachable() -> None:
