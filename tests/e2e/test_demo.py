@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_demo(home: Path) -> subprocess.CompletedProcess[str]:
+    """As from a user's shell: the clone's .venv not on PATH."""
+    from tests.e2e.test_local_services import shell_env
+
     return subprocess.run([str(ROOT / "scripts" / "demo"), "--epochs", "3"], cwd=ROOT,
-                          env={**os.environ, "MLTRAIL_HOME": str(home)},
-                          capture_output=True, text=True, timeout=600)
+                          env=shell_env(home), capture_output=True, text=True, timeout=600)
 
 
 def test_demo_ends_with_the_summary_twice_and_reuses_the_local_services(tmp_path: Path
