@@ -55,14 +55,21 @@ def _print_stored(client: QueryClient, args: argparse.Namespace, streams: list[s
     """Every stored line of ``streams``, merged by time; ``seen`` gets each stream's
     next line (also when the collector goes away midway)."""
     tails = [client.tail_logs(args.run_id, [s], args.from_line) for s in streams]
-    try:
-        with contextlib.ExitStack() as stack:
-            for tail in tails:
-                stack.enter_context(tail)
-            _print_batches(_merge_by_time(tails), prefix, args.json, flush=flush)
-    finally:
-        if seen is not None:
-            seen.update((s, n) for tail in tails for s, n in tail.next_line.items())
+    with contextlib.ExitStack() as stack:
+        for tail in tails:
+            stack.enter_context(tail)
+        batches = _merge_by_time(tails)
+        _print_batches(batches if seen is None else _noting(batches, seen), prefix, args.json,
+                       flush=flush)
+
+
+def _noting(batches: Iterable[list[LogLine]], seen: dict[str, int]) -> Iterator[list[LogLine]]:
+    """``batches``, noting each stream's next line once a batch was printed (the merge
+    reads ahead, so the tails' own positions may be past what was shown)."""
+    for lines in batches:
+        yield lines
+        for line in lines:  # the caller asked for more: these are printed
+            seen[line.stream] = line.line + 1
 
 
 def _follow(client: QueryClient, args: argparse.Namespace, streams: list[str],

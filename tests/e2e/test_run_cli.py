@@ -31,6 +31,9 @@ def mltrail_run(env: dict[str, str], code: str, *flags: str) -> tuple[str, subpr
 
 
 def test_run_says_which_run_it_made_unless_quiet(env: dict[str, str]) -> None:
+    from tests.e2e.test_local_services import shell_env
+
+    env = {**env, "PATH": shell_env(Path(env["MLTRAIL_HOME"]))["PATH"]}  # venv not on PATH
     run_id, done = mltrail_run(env, "print('hi')", "--experiment", "says")
     first = done.stderr.splitlines()[0]
     assert first == (f"mltrail: run {run_id} (experiment says); follow it with "
