@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +36,16 @@ class DrainResult:
 async def drain_spool(
     spool_dir: str | Path, collector_address: str, timeout: float = 60.0,
     security: ClientSecurity | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DrainResult:
     """Forward everything in ``spool_dir`` to ``collector_address`` within ``timeout``.
 
     Retries transient failures until the deadline; whatever the collector has
     not acknowledged by then stays in the spool for the next call.
+    ``on_progress(acknowledged_bytes, total_bytes)`` is called as it goes.
     """
     spool = await asyncio.to_thread(Spool, spool_dir, fsync="never")
+    total = spool.pending_bytes
     tally = ForwardTally()
     forwarder = GrpcForwarder(spool, collector_address, listener=tally, security=security)
     task = asyncio.create_task(forwarder.run())
@@ -49,6 +53,8 @@ async def drain_spool(
     try:
         while not spool.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            if on_progress is not None:
+                on_progress(max(0, total - spool.pending_bytes), total)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -252,7 +252,8 @@ class AgentService(Component):
     def ready_info(self) -> dict[str, object]:
         assert self.http is not None
         return {"socket": str(self.socket_path), "http": self.http.address,
-                "collector": self.settings.collector, "pid": os.getpid()}
+                "collector": self.settings.collector, "pid": os.getpid(),
+                "spool": str(self.settings.spool_dir)}
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, drain up to ``timeout`` seconds, keep the rest on disk."""

@@ -93,6 +93,10 @@ class ArtifactStore:
         finally:
             os.close(fd)
 
+    def remove(self, sha256: str) -> None:
+        """Delete a stored file (no run refers to it any more); a missing one is fine."""
+        self.path_for(sha256).unlink(missing_ok=True)
+
     def read(self, sha256: str, chunk: int) -> Generator[bytes, None, None]:
         with open(self.path_for(sha256), "rb") as fh:
             while piece := fh.read(chunk):

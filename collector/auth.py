@@ -49,7 +49,7 @@ ROLES: dict[str, frozenset[str]] = {
     "writer": frozenset({WRITE}),
     "admin": frozenset({READ, WRITE, ADMIN}),
 }
-_VERBS = {READ: "read runs", WRITE: "write runs", ADMIN: "manage tokens"}
+_VERBS = {READ: "read runs", WRITE: "write runs", ADMIN: "manage tokens and delete runs"}
 _NEEDS = {READ: "a reader", WRITE: "a writer", ADMIN: "an admin"}
 AUTH_MODES = ("none", "token")
 CACHE_SECONDS = 2.0

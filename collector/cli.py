@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
     # Imported here: every `mltrail` command builds the parser (see agent/cli.py).
     from mltrail.collector.server import CollectorServer
+    from mltrail.collector.store import redact_url
 
     server = CollectorServer(settings)
     stop = asyncio.Event()
@@ -91,7 +92,9 @@ async def serve(settings: CollectorSettings, ready_file: str | None) -> int:
             write_ready_file(ready_file, {"grpc": server.grpc_address,
                                           "http": server.http_address, "pid": os.getpid(),
                                           "tls": server.tls is not None,
-                                          "auth": server.settings.auth})
+                                          "auth": server.settings.auth,
+                                          "store": redact_url(server.settings.store),
+                                          "artifacts": server.settings.artifacts})
         await stop.wait()
         log.info("stopping: finishing the requests in hand")
     finally:

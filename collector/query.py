@@ -25,7 +25,8 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from mltrail.collector.auth import READ, Authenticator, authorize
+from mltrail.collector import run_filter
+from mltrail.collector.auth import ADMIN, READ, Authenticator, authorize
 from mltrail.collector.bundle import RunBundles
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.series_pages import pages, series_query
@@ -89,6 +90,10 @@ class QueryService(collector_pb2_grpc.QueryServicer):
     async def ListRuns(self, request: collector_pb2.ListRunsRequest,
                        context: grpc.aio.ServicerContext) -> collector_pb2.ListRunsResponse:
         workspace = await self._workspace(context)
+        if run_filter.wants_metrics(request):  # metric conditions: one answer, no pages
+            runs = await self._call(context, run_filter.list_matching, self._store, request,
+                                    workspace)
+            return collector_pb2.ListRunsResponse(runs=runs)
         page = min(request.limit or DEFAULT_RUN_PAGE, MAX_RUN_PAGE)
         asked = collector_pb2.ListRunsRequest()
         asked.CopyFrom(request)
@@ -101,9 +106,15 @@ class QueryService(collector_pb2_grpc.QueryServicer):
     async def GetRun(self, request: collector_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> collector_pb2.RunInfo:
         workspace = await self._workspace(context)
-        info = await self._call(context, self._store.get_run, request.run_id, workspace)
+        info = await self._call(context, self._store.get_run, request.run_id, workspace,
+                                not request.without_counts)
         if info is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} not found")
+        if not request.without_counts:
+            summaries = await self._call(context, self._store.metric_summaries,
+                                         [request.run_id], None)
+            for name, summary in summaries.get(request.run_id, {}).items():
+                info.metrics[name].CopyFrom(summary)
         return info
 
     async def GetMetrics(self, request: collector_pb2.GetMetricsRequest,
@@ -200,3 +211,25 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
                  message: str) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
+
+
+class ManageService(collector_pb2_grpc.ManageServicer):
+    """Changes that are not records (deleting runs), on the store's writer thread; they
+    need an admin token of the runs' workspace when tokens are on."""
+
+    def __init__(self, store: Store, writer: Executor, readers: Executor,
+                 auth: Authenticator | None = None) -> None:
+        self._store = store
+        self._writer = writer
+        self._readers = readers
+        self._auth = auth or Authenticator(None)
+
+    async def DeleteRuns(self, request: collector_pb2.DeleteRunsRequest,
+                         context: grpc.aio.ServicerContext) -> collector_pb2.DeleteRunsResponse:
+        caller = await authorize(self._auth, context, ADMIN, self._readers)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, self._store.delete_runs,
+                                              list(request.run_ids), caller.workspace)
+        except (PermanentError, RetryableError) as exc:
+            await _abort(context, exc.code, str(exc))

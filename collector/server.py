@@ -47,7 +47,7 @@ from mltrail.collector.bundle import RunBundles, collector_bundle
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
-from mltrail.collector.query import QueryService
+from mltrail.collector.query import ManageService, QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store, redact_url
 from mltrail.collector.tls import ReloadingCertificates
@@ -147,6 +147,8 @@ class CollectorServer(Component):
         admin = AdminService(self.auth, self._writer, self._readers)
         collector_pb2_grpc.add_AdminServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        manage = ManageService(store, self._writer, self._readers, self.auth)
+        collector_pb2_grpc.add_ManageServicer_to_server(manage, server)
         return server
 
     async def _ready(self) -> tuple[bool, str]:

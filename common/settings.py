@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -81,6 +82,22 @@ def _convert(name: str, raw: Any, kind: Any, source: str) -> Any:
     return raw
 
 
+_IMMUTABLE = re.compile(r"Cannot mutate immutable namespace \(([^)]*)\)")
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, with its cryptic ones said in the user's terms."""
+    text = str(exc)
+    found = _IMMUTABLE.search(text)
+    if found:
+        key = ".".join(part.strip(" '\"") for part in found[1].split(",") if part.strip())
+        where = text[found.end():].strip(" ()")
+        return (f"{key!r} is set twice: a `{key} = ...` line and a [[{key}]] or [{key}] "
+                f"table cannot both be in one file; delete the `{key} = ...` line and keep "
+                f"the tables ({where})")
+    return text
+
+
 def load_settings(
     cls: type[T],
     *,
@@ -108,7 +125,8 @@ def load_settings(
         except FileNotFoundError:
             raise SettingsError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+            raise SettingsError(f"config file {path} is not valid TOML: "
+                                f"{_toml_problem(exc)}") from None
         for key, raw in data.items():
             take(key, raw, f"config file {path}")
     env = os.environ if environ is None else environ

@@ -42,7 +42,7 @@ class IngestResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "experiment", "display_name", "status", "start_time_unix_nano", "end_time_unix_nano", "tags", "properties", "parent_run_id", "child_run_ids", "error", "run_type", "log_lines", "metric_records", "artifacts")
+    __slots__ = ("run_id", "experiment", "display_name", "status", "start_time_unix_nano", "end_time_unix_nano", "tags", "properties", "parent_run_id", "child_run_ids", "error", "run_type", "log_lines", "metric_records", "artifacts", "metrics")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,13 @@ class RunInfo(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetricSummary
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetricSummary, _Mapping]] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +79,7 @@ class RunInfo(_message.Message):
     LOG_LINES_FIELD_NUMBER: _ClassVar[int]
     METRIC_RECORDS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     experiment: str
     display_name: str
@@ -87,10 +95,33 @@ class RunInfo(_message.Message):
     log_lines: int
     metric_records: int
     artifacts: int
-    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
+    metrics: _containers.MessageMap[str, MetricSummary]
+    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ..., metrics: _Optional[_Mapping[str, MetricSummary]] = ...) -> None: ...
+
+class MetricSummary(_message.Message):
+    __slots__ = ("latest", "min", "max", "count")
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    latest: float
+    min: float
+    max: float
+    count: int
+    def __init__(self, latest: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RunCondition(_message.Message):
+    __slots__ = ("key", "op", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    op: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id", "page_token")
+    __slots__ = ("experiment", "status", "tags", "limit", "parent_run_id", "page_token", "where", "order_by", "columns")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,13 +135,19 @@ class ListRunsRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     status: _records_pb2.RunStatus
     tags: _containers.ScalarMap[str, str]
     limit: int
     parent_run_id: str
     page_token: str
-    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
+    where: _containers.RepeatedCompositeFieldContainer[RunCondition]
+    order_by: str
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ..., parent_run_id: _Optional[str] = ..., page_token: _Optional[str] = ..., where: _Optional[_Iterable[_Union[RunCondition, _Mapping]]] = ..., order_by: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -121,10 +158,12 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "without_counts")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_COUNTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    without_counts: bool
+    def __init__(self, run_id: _Optional[str] = ..., without_counts: _Optional[bool] = ...) -> None: ...
 
 class GetMetricsRequest(_message.Message):
     __slots__ = ("run_id", "name")
@@ -342,6 +381,24 @@ class BundleChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class DeleteRunsRequest(_message.Message):
+    __slots__ = ("run_ids",)
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteRunsResponse(_message.Message):
+    __slots__ = ("deleted", "metric_records", "log_lines", "artifacts")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LINES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.RepeatedScalarFieldContainer[str]
+    metric_records: int
+    log_lines: int
+    artifacts: int
+    def __init__(self, deleted: _Optional[_Iterable[str]] = ..., metric_records: _Optional[int] = ..., log_lines: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
     __slots__ = ("name", "workspace", "role", "token_id", "created_unix_nano", "expires_unix_nano", "revoked_unix_nano")

@@ -99,6 +99,80 @@ class Ingest:
             _registered_method=True)
 
 
+class ManageStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DeleteRuns = channel.unary_unary(
+                '/mltrail.v1.Manage/DeleteRuns',
+                request_serializer=mltrail_dot_proto_dot_collector__pb2.DeleteRunsRequest.SerializeToString,
+                response_deserializer=mltrail_dot_proto_dot_collector__pb2.DeleteRunsResponse.FromString,
+                _registered_method=True)
+
+
+class ManageServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def DeleteRuns(self, request, context):
+        """Runs with their metrics, logs and artifacts; their stream marks stay, so a
+        replay of their records is skipped rather than bringing them back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ManageServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DeleteRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRuns,
+                    request_deserializer=mltrail_dot_proto_dot_collector__pb2.DeleteRunsRequest.FromString,
+                    response_serializer=mltrail_dot_proto_dot_collector__pb2.DeleteRunsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mltrail.v1.Manage', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mltrail.v1.Manage', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Manage:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def DeleteRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mltrail.v1.Manage/DeleteRuns',
+            mltrail_dot_proto_dot_collector__pb2.DeleteRunsRequest.SerializeToString,
+            mltrail_dot_proto_dot_collector__pb2.DeleteRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class QueryStub:
     """Missing associated documentation comment in .proto file."""
 

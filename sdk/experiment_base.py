@@ -21,7 +21,7 @@ from __future__ import annotations
 import builtins
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mltrail.workspace import Workspace, default_workspace
@@ -139,10 +139,13 @@ class Experiment:
 
     def get_runs(self, type: str | None = None, tags: str | Mapping[str, Any] | None = None,
                  properties: str | Mapping[str, Any] | None = None,
-                 include_children: bool = False) -> Iterator[Run]:
-        """This experiment's runs, newest first (v1's filters; ``Run.list`` for ``status``)."""
+                 include_children: bool = False, *, where: Sequence[str] = (),
+                 order_by: str = "") -> Iterator[Run]:
+        """This experiment's runs, newest first (v1's filters; ``Run.list`` for ``status``);
+        mltrail's ``where`` (``"accuracy > 0.9"``) and ``order_by`` (``"-accuracy"``)
+        as ``mltrail runs --where/--sort``."""
         return _runs().list(self, type=type, tags=tags, properties=properties,
-                            include_children=include_children)
+                            include_children=include_children, where=where, order_by=order_by)
 
     @staticmethod
     def list(workspace: Workspace | None, experiment_name: str | None = None,

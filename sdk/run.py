@@ -34,7 +34,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -406,11 +406,12 @@ class Run(RunFiles, RunReads):
         self._enqueue((LOG, self._id, time_ns, chunk))
 
     def _record_console_waiting(self, stream: str, data: bytes, partial: bool,
-                                time_ns: int) -> None:
+                                time_ns: int, line_times: Sequence[int] | None = None) -> None:
         """``_record_console`` for `mltrail run`: waits while CONSOLE_BACKLOG_BYTES
         of console output wait for the sender, so a flood slows the command
-        instead of filling memory."""
-        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
+        instead of filling memory. ``line_times``: one per line, when they differ."""
+        chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial,
+                                     line_times_unix_nano=line_times)
         self._link.sender.enqueue_waiting((LOG, self._id, time_ns, chunk), len(data),
                                           CONSOLE_BACKLOG_BYTES)
 

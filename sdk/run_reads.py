@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ class RunReads:
         raise NotImplementedError
 
     def _reader(self) -> Reader:
-        return self._link.reader(collector=self._experiment.workspace.connection.collector or None)
+        return reader_of(self._link, self._experiment.workspace)
 
     def _info(self) -> RunInfo:
         return self._reader().run_info(self._id)
@@ -154,7 +154,7 @@ class RunReads:
     def get(cls, workspace: Workspace, run_id: str) -> Run:
         """v1's ``Run.get(workspace, run_id)``: the run, whatever its experiment."""
         link = process_link(agent_socket(workspace.connection))
-        info = link.reader(collector=workspace.connection.collector or None).run_info(run_id)
+        info = reader_of(link, workspace).run_info(run_id)
         experiment = Experiment(workspace, info.experiment or "default",
                                 _skip_name_validation=True)
         return cls._of(experiment, info.run_id, link)
@@ -170,11 +170,14 @@ class RunReads:
     def list(cls, experiment: Experiment, type: str | None = None,
              tags: str | Mapping[str, Any] | None = None,
              properties: str | Mapping[str, Any] | None = None, status: str | None = None,
-             include_children: bool = False, _rehydrate_runs: bool = True) -> Iterator[Run]:
-        """The experiment's runs, newest first, matching every filter given."""
+             include_children: bool = False, _rehydrate_runs: bool = True,
+             where: Sequence[str] = (), order_by: str = "") -> Iterator[Run]:
+        """The experiment's runs, newest first, matching every filter given; ``where``
+        (``"accuracy > 0.9"``, ``"tags.team = vision"``) and ``order_by``
+        (``"-accuracy"``) as ``mltrail runs --where/--sort`` (mltrail's own)."""
         link = process_link(agent_socket(experiment.workspace.connection))
-        reader = link.reader(collector=experiment.workspace.connection.collector or None)
-        for info in reader.list_runs(experiment.name):
+        reader = reader_of(link, experiment.workspace)
+        for info in reader.list_runs(experiment.name, where, order_by):
             if not include_children and info.parent_run_id:
                 continue
             if matches(info, type, tags, properties, status):
@@ -184,8 +187,17 @@ class RunReads:
     def _experiment_names(workspace: Workspace | None) -> builtins.list[str]:
         connection = workspace.connection if workspace is not None else None
         link = process_link(agent_socket(connection))
-        reader = link.reader(collector=connection.collector or None if connection else None)
+        reader = reader_of(link, workspace)
         return sorted({info.experiment for info in reader.list_runs("") if info.experiment})
+
+
+def reader_of(link: Link, workspace: Workspace | None) -> Reader:
+    """A reader of the workspace's collector with its credentials (none: the defaults)."""
+    if workspace is None:
+        return link.reader()
+    connection = workspace.connection
+    return link.reader(collector=connection.collector or None,
+                       security=connection.security(workspace.name))
 
 
 def matches(info: RunInfo, type: str | None, tags: str | Mapping[str, Any] | None,

@@ -176,6 +176,11 @@ def check_table(table: Any) -> dict[str, list[bool | int | float | str]]:
         raise ValueError("value must have at least one column")
     columns = {check_name(k, "column name"): check_list(v, f"value[{k!r}]")
                for k, v in table.items()}
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
+        raise ValueError(f"value's columns must all have the same length, got {shown}; "
+                         "fill the short columns or log them as separate tables")
     cells = sum(len(v) for v in columns.values())
     if cells > MAX_TABLE_CELLS:
         raise ValueError(f"value must have at most {MAX_TABLE_CELLS} cells, got {cells}")

@@ -54,6 +54,17 @@ class Connection:
     tls_key: str = ""
     tls_server_name: str = ""
 
+    def security(self, workspace: str = "") -> Any:
+        """The credentials to show the collector (a ``ClientSecurity``): these, then the
+        environment's (``MLTRAIL_TOKEN``, ``MLTRAIL_TOKEN_FILE``, ``MLTRAIL_TLS_CA``, ...)
+        over them."""
+        from mltrail.common.credentials import ClientSecurity
+
+        mine = ClientSecurity(token=self.token, token_file=self.token_file, tls_ca=self.tls_ca,
+                              tls_cert=self.tls_cert, tls_key=self.tls_key,
+                              tls_server_name=self.tls_server_name, workspace=workspace)
+        return ClientSecurity.from_environment(mine)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> Connection:
         known = {f.name for f in dataclasses.fields(cls)}

@@ -30,6 +30,7 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     starts: int = 0
+    cwd: Path | None = None  # the directory the service starts in (default: the test's)
 
     @property
     def ready_file(self) -> Path:
@@ -47,7 +48,8 @@ class Service:
         with open(self.log_file, "ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.cwd)
         self.starts += 1
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():

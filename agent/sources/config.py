@@ -140,7 +140,11 @@ def parse_source_flag(spec: str) -> dict[str, Any]:
         raise SettingsError(
             f"--source {spec!r}: expected TYPE:TARGET=RUN_ID[:STREAM] with TYPE one of "
             f"{', '.join(SOURCE_TYPES)}, e.g. file:/logs/*.log=run-1:trainer")
-    run_id, _, stream = run.partition(":")
+    run_id, colon, stream = run.partition(":")
+    if not run_id or (colon and not stream.strip()):
+        raise SettingsError(
+            f"--source {spec!r}: {'the run id' if not run_id else 'the stream name'} after "
+            f"'=' is empty; write RUN_ID or RUN_ID:STREAM, e.g. file:/logs/*.log=run-1:trainer")
     name = f"{kind}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
     table: dict[str, Any] = {"type": kind, "name": name, "run_id": run_id}
     if stream:

@@ -7,7 +7,9 @@ stay the same for both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mltrail.collector.artifacts import ArtifactStore
@@ -15,7 +17,6 @@ from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     BatchOutcome,
     LogQuery,
-    MetricSummary,
     ScalarPoint,
     Store,
     TokenRecord,
@@ -24,8 +25,10 @@ from mltrail.collector.store.base import (
 )
 from mltrail.common.errors import PermanentError
 
+log = logging.getLogger("mltrail.collector.store")
+
 __all__ = [
-    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "MetricSummary", "ScalarPoint", "Store",
+    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "ScalarPoint", "Store",
     "TokenRecord", "ValidBatch", "WriteSummary", "open_store", "redact_url",
 ]
 
@@ -44,10 +47,25 @@ def _open_sqlite(url: str, artifacts: ArtifactStore) -> Store:
             f"store URL {url!r} has no file path; use sqlite:///PATH (for example "
             "sqlite:////var/lib/mltrail/store.db, or sqlite:///store.db for a relative path)")
     options = _sqlite_options(url, query)
-    return SqliteStore(path, artifacts,
+    return SqliteStore(absolute_store_path(url, path), artifacts,
                        busy_timeout_ms=int(options.get("busy_timeout_ms",
                                                        DEFAULT_BUSY_TIMEOUT_MS)),
                        synchronous=options.get("synchronous", "normal"))
+
+
+def absolute_store_path(url: str, path: str) -> Path:
+    """``path`` made absolute. A relative one (three slashes) is resolved against the
+    directory the collector was started in, and said loudly: started elsewhere, the
+    same URL names another, empty store."""
+    resolved = Path(path).expanduser().absolute()
+    if not Path(path).is_absolute():
+        log.warning(
+            "store URL %r names a relative path (three slashes): using %s, under the "
+            "directory this collector started in; a collector started elsewhere with the "
+            "same URL opens another, empty store. For an absolute path write four "
+            "slashes: sqlite:///%s", url, resolved, resolved)
+    log.info("SQLite store: %s", resolved)
+    return resolved
 
 
 def _sqlite_options(url: str, query: str) -> dict[str, str]:

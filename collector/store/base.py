@@ -143,20 +143,6 @@ class LogQuery:
     positions: Mapping[str, int] = field(default_factory=dict)  # per stream, overrides from_line
 
 
-@dataclass(frozen=True)
-class MetricSummary:
-    """One scalar metric of a run at a glance: what a runs table or a chart legend shows.
-
-    ``last``/``min``/``max`` are over its numeric values (None: it has none; NaN is left
-    out of min and max unless every value is NaN); ``count`` counts every scalar value."""
-
-    name: str
-    count: int
-    last: float | None
-    min: float | None
-    max: float | None
-
-
 class Store(abc.ABC):
     """See the module docstring for the contract."""
 
@@ -175,9 +161,10 @@ class Store(abc.ABC):
         for all its runs at once)."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
                 ) -> collector_pb2.RunInfo | None:
-        """One run of ``workspace`` with its counts (None: no such run there)."""
+        """One run of ``workspace`` with its counts (None: no such run there; the counts
+        left 0 with ``counts=False``: cheap, for polling)."""
 
     @abc.abstractmethod
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
@@ -196,16 +183,6 @@ class Store(abc.ABC):
         """Every record of the run's metrics as messages, by name then logged order: a
         convenience over ``read_series`` that holds them all (GetMetrics, bundles)."""
         return list(metric_records(self.read_series(SeriesQuery(run_id, name))))
-
-    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
-        """Per run (found by the caller in its workspace), its scalar metrics' summaries
-        (the web UI's runs table and compare), from the chunk summaries alone."""
-        out: dict[str, dict[str, MetricSummary]] = {}
-        for run_id in run_ids:
-            parts = self.read_series(SeriesQuery(run_id, buckets=1))
-            out[run_id] = {p.name: bucket_summary(p.name, p.buckets)
-                           for p in parts if isinstance(p, SeriesBuckets)}
-        return out
 
     def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
         """The run's records of every kind but plain scalars (lists, rows, tables, images,
@@ -265,6 +242,28 @@ class Store(abc.ABC):
         A store without a cheaper test than its writes keeps this default: its
         failed writes still answer UNAVAILABLE, and the agents keep their records."""
         return None
+    def metric_summaries(self, run_ids: Sequence[str], names: Sequence[str] | None = None
+                         ) -> dict[str, dict[str, collector_pb2.MetricSummary]]:
+        """Per run (found by the caller in its workspace) and metric name, the latest, min,
+        max and count of its numeric scalar values (NaN left out of min and max unless
+        every value is NaN); ``names`` None: every metric. A run or name without such
+        values is left out. From the chunk summaries alone (a downsample of one bucket
+        per series), never the points; a store may answer every run in one query."""
+        out: dict[str, dict[str, collector_pb2.MetricSummary]] = {}
+        wanted = set(names) if names is not None else None
+        for run_id in run_ids:
+            for part in self.read_series(SeriesQuery(run_id, buckets=1)):
+                if isinstance(part, SeriesBuckets) and (wanted is None or part.name in wanted):
+                    summary = bucket_summary(part.buckets)
+                    if summary is not None:
+                        out.setdefault(run_id, {})[part.name] = summary
+        return out
+
+    def delete_runs(self, run_ids: Sequence[str], workspace: str = DEFAULT_WORKSPACE
+                    ) -> collector_pb2.DeleteRunsResponse:
+        """Delete runs of ``workspace`` with their metrics, logs and artifacts; unknown ids
+        (and another workspace's) are skipped."""
+        raise PermanentError(f"{type(self).__name__} cannot delete runs")
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -278,6 +277,21 @@ def _no_tokens(store: Store) -> PermanentError:
 
 
 DEFAULT_RUN_PAGE, MAX_RUN_PAGE = 100, 1000
+
+
+def every_run(store: Store, request: collector_pb2.ListRunsRequest, workspace: str,
+              cap: int) -> list[collector_pb2.RunInfo]:
+    """Every run ``request`` matches (at most ``cap``), page by page through the store."""
+    asked = collector_pb2.ListRunsRequest()
+    asked.CopyFrom(request)
+    asked.limit = MAX_RUN_PAGE + 1
+    runs: list[collector_pb2.RunInfo] = []
+    while True:
+        page = store.list_runs(asked, workspace)
+        runs += page[:MAX_RUN_PAGE]
+        if len(page) <= MAX_RUN_PAGE or len(runs) >= cap:
+            return runs[:cap]
+        asked.page_token = run_page_token(page[MAX_RUN_PAGE - 1])
 
 
 def run_page_token(run: collector_pb2.RunInfo) -> str:
@@ -323,11 +337,14 @@ def metric_records(parts: Iterable[SeriesPart]) -> Iterator[collector_pb2.Metric
                 yield record
 
 
-def bucket_summary(name: str, buckets: Sequence[Bucket]) -> MetricSummary:
-    """A metric's summary from the buckets of a downsample of it."""
+def bucket_summary(buckets: Sequence[Bucket]) -> collector_pb2.MetricSummary | None:
+    """A series' summary from the buckets of a downsample of it (None: no numeric value)."""
     valued = [b for b in buckets if b.last is not None]
+    if not valued:
+        return None
     lows = [b.min for b in valued if b.min is not None and not math.isnan(b.min)]
     highs = [b.max for b in valued if b.max is not None and not math.isnan(b.max)]
-    nan = math.nan if valued else None
-    return MetricSummary(name, sum(b.count for b in buckets), valued[-1].last if valued else None,
-                         min(lows) if lows else nan, max(highs) if highs else nan)
+    last = valued[-1].last
+    return collector_pb2.MetricSummary(
+        latest=math.nan if last is None else last, count=sum(b.count for b in valued),
+        min=min(lows) if lows else math.nan, max=max(highs) if highs else math.nan)

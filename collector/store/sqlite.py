@@ -20,7 +20,6 @@ from mltrail.collector.store import sqlite_tokens as tokens
 from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     LogQuery,
-    MetricSummary,
     Store,
     TokenRecord,
     ValidBatch,
@@ -115,15 +114,17 @@ class SqliteStore(PagedSeriesReads, Store):
                   workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
         return self._read(SqliteReader.list_runs, request, workspace)
 
-    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
                 ) -> collector_pb2.RunInfo | None:
-        return self._read(SqliteReader.get_run, run_id, workspace)
+        return self._read(SqliteReader.get_run, run_id, workspace, counts)
 
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
         return self._read(SqliteReader.run_status, run_id, workspace)
 
-    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
-        return self._read(SqliteReader.metric_summaries, list(run_ids))
+    def metric_summaries(self, run_ids: Sequence[str], names: Sequence[str] | None = None
+                         ) -> dict[str, dict[str, collector_pb2.MetricSummary]]:
+        return self._read(SqliteReader.metric_summaries, list(run_ids),
+                          None if names is None else list(names))
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(SqliteReader.read_logs, query)
@@ -155,6 +156,10 @@ class SqliteStore(PagedSeriesReads, Store):
 
     def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
         return self._read(lambda reader: tokens.list_tokens(reader.connection, workspace))
+
+    def delete_runs(self, run_ids: Sequence[str], workspace: str = DEFAULT_WORKSPACE
+                    ) -> collector_pb2.DeleteRunsResponse:
+        return self._writer.delete_runs(run_ids, workspace)
 
     def close(self) -> None:
         with self._lock:

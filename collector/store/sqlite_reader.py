@@ -17,7 +17,6 @@ from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     MAX_RUN_PAGE,
     LogQuery,
-    MetricSummary,
     bucket_summary,
     run_page_after,
 )
@@ -97,14 +96,15 @@ class SqliteReader:
             by_id[parent].child_run_ids.append(child)
         return list(infos.values())
 
-    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
                 ) -> collector_pb2.RunInfo | None:
         row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND "
                                  "workspace = ?", (run_id, workspace)).fetchone()
         if row is None:
             return None
         info = self._run_infos([row])[0]
-        self._add_counts(info, row[0])
+        if counts:
+            self._add_counts(info, row[0])
         return info
 
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
@@ -179,9 +179,11 @@ class SqliteReader:
             raise PermanentError(f"metric chunk {rowid} vanished from the store while read")
         return bytes(row[0])
 
-    def metric_summaries(self, run_ids: Sequence[str]) -> dict[str, dict[str, MetricSummary]]:
+    def metric_summaries(self, run_ids: Sequence[str], names: Sequence[str] | None
+                         ) -> dict[str, dict[str, collector_pb2.MetricSummary]]:
         """One pass over the runs' scalar chunk summaries (no chunk is decoded)."""
-        out: dict[str, dict[str, MetricSummary]] = {run_id: {} for run_id in run_ids}
+        out: dict[str, dict[str, collector_pb2.MetricSummary]] = {}
+        wanted = set(names) if names is not None else None
         for start in range(0, len(run_ids), _IN_BATCH):
             part = list(run_ids[start:start + _IN_BATCH])
             rows = self._conn.execute(
@@ -191,13 +193,17 @@ class SqliteReader:
                 f"{CHUNK_SCALAR} ORDER BY c.rowid", part)
             gathered: dict[tuple[str, str], list[Bucket]] = {}
             for row in rows:
+                if wanted is not None and row[1] not in wanted:
+                    continue
                 summary = summary_of(row[2:])
                 gathered.setdefault((row[0], row[1]), []).append(Bucket(
                     summary.count, summary.first_step, summary.last_step, summary.first_time,
                     summary.last_time, summary.first_value, summary.last_value,
                     summary.min_value, summary.max_value))
             for (run_id, name), buckets in gathered.items():
-                out[run_id][name] = bucket_summary(name, buckets)
+                found = bucket_summary(buckets)
+                if found is not None:
+                    out.setdefault(run_id, {})[name] = found
         return out
 
     # ---- logs -----------------------------------------------------------------

@@ -39,9 +39,10 @@ from mltrail.collector.store.base import (
 )
 from mltrail.collector.store.chunks import Points
 from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
+from mltrail.collector.store.sqlite_delete import delete_run_rows, unreferenced
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
-from mltrail.proto import records_pb2
+from mltrail.proto import collector_pb2, records_pb2
 
 _VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
                 "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
@@ -104,6 +105,18 @@ class SqliteWriter:
             raise
         self._attach_experiments(summary)
         return summary
+
+    def delete_runs(self, run_ids: Sequence[str], workspace: str
+                    ) -> collector_pb2.DeleteRunsResponse:
+        """``sqlite_delete``: the rows in one transaction, then files no run refers to."""
+        try:
+            with schema.transaction(self._conn, f"store {self._where}"):
+                answer, shas = delete_run_rows(self._conn, run_ids, workspace)
+        finally:
+            self._forget()  # cached keys of the deleted runs and their streams
+        for sha in unreferenced(self._conn, shas):
+            self._artifacts.remove(sha)
+        return answer
 
     def _forget(self) -> None:
         """Caches may hold rows a rollback undid; they refill from the database."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from mltrail.collector.notify import LogNotifier
 from mltrail.collector.store import LogQuery, Store
-from mltrail.collector.store.base import MAX_RUN_PAGE, run_page_token
+from mltrail.collector.store.base import every_run
 from mltrail.collector.store.series import SeriesBuckets, SeriesPart, SeriesQuery
 from mltrail.collector.web import runs_view, series
 from mltrail.common.errors import PermanentError, RetryableError
@@ -68,16 +68,8 @@ class Api:
 
     def all_runs(self, workspace: str, experiment: str = "") -> list[collector_pb2.RunInfo]:
         """Every run of the workspace (one experiment's if given), page by page."""
-        runs: list[collector_pb2.RunInfo] = []
-        token = ""
-        while True:
-            request = collector_pb2.ListRunsRequest(experiment=experiment, limit=MAX_RUN_PAGE + 1,
-                                                    page_token=token)
-            page = self.call(self._store.list_runs, request, workspace)
-            runs += page[:MAX_RUN_PAGE]
-            if len(page) <= MAX_RUN_PAGE or len(runs) >= runs_view.MAX_RUNS:
-                return runs
-            token = run_page_token(page[MAX_RUN_PAGE - 1])
+        request = collector_pb2.ListRunsRequest(experiment=experiment)
+        return self.call(every_run, self._store, request, workspace, runs_view.MAX_RUNS)
 
     def experiments(self, workspace: str) -> dict[str, Any]:
         counts: dict[str, int] = {}

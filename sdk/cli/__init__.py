@@ -25,6 +25,10 @@ _COMMAND_MODULES = (
     "mltrail.cli.token",
     "mltrail.cli.health",
     "mltrail.cli.bundle",
+    "mltrail.cli.local",
+    "mltrail.cli.compare",
+    "mltrail.cli.export",
+    "mltrail.cli.tidy",
 )
 
 
@@ -52,6 +56,23 @@ def _version() -> str:
     return f"mltrail {__version__}"
 
 
+# Options whose value may start with "-" (`--sort -accuracy`), which argparse
+# would otherwise take for an option of its own.
+_DASH_VALUE_OPTIONS = frozenset({"--sort"})
+
+
+def _dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for n, word in enumerate(argv):
+        if word == "--":  # the rest is a command's own (`mltrail run -- CMD ...`)
+            return out + argv[n:]
+        if out and out[-1] in _DASH_VALUE_OPTIONS and word.startswith("-"):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's own log lines (a failed TLS handshake at INFO) would make a one-line error
     # several lines; ours says what happened. Set before gRPC is first imported.
@@ -59,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mltrail.common.errors import MltrailError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_dash_values(sys.argv[1:] if argv is None else list(argv)))
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mltrail.cli.connection import add_security_flags, security_from_args
 from mltrail.common.bundle_writer import read_bundle
 from mltrail.common.errors import PermanentError
 from mltrail.common.service_bundle import MAX_WINDOW_SECONDS
@@ -30,6 +31,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--redact", action="append", default=[], metavar="PATTERN",
                    help="also redact this regular expression (repeatable)")
     p.add_argument("--collector", metavar="HOST:PORT", help="collector to ask")
+    add_security_flags(p)
     p.add_argument("--json", action="store_true", help="inspect: print the manifest as JSON")
     p.set_defaults(func=_bundle)
 
@@ -57,7 +59,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from mltrail.query.client import QueryClient
 
     target = Path(args.output or f"{args.run}-bundle.zip")
-    with QueryClient(args.collector) as client:
+    with QueryClient(args.collector, security=security_from_args(args)) as client:
         client.download_run_bundle(args.run, target, with_artifacts=args.with_artifacts,
                                    max_bytes=args.max_bytes, redact=args.redact,
                                    requested_by=requester("mltrail bundle"))

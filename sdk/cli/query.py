@@ -10,28 +10,31 @@ command quietly with exit code 141, as for any Unix filter killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import heapq
 import io
 import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from functools import partial
-from operator import attrgetter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from mltrail.cli import table
+from mltrail.cli import columns, table
 from mltrail.cli.connection import add_security_flags, security_from_args
 from mltrail.cli.metrics_out import write_csv, write_json
+from mltrail.cli.progress import Progress
+from mltrail.cli.target import connect
 from mltrail.common.errors import MltrailError, PermanentError
-from mltrail.query.client import LogTail, QueryClient
+from mltrail.query.client import QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python, page_records
-from mltrail.query.types import ArtifactInfo, LogLine, RunInfo, status_number
+from mltrail.query.types import (
+    ArtifactInfo,
+    RunInfo,
+    status_number,
+)
 
 SIGPIPE_EXIT = 141
+STDERR_HEADER = "last lines of stderr:"  # how `mltrail run` stores a failed command's stderr
 # One encoder: json.dumps with options builds a new encoder per call (per log line).
 _JSON_LINE = json.JSONEncoder(ensure_ascii=False)
 Command = Callable[[argparse.Namespace], int]
@@ -71,10 +74,21 @@ def _register_runs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", metavar="K=V", action="append", default=[], type=_tag_arg,
                    help="only runs with this tag (K alone: any value); repeatable")
     p.add_argument("--parent", metavar="RUN", help="only children of this run")
-    p.add_argument("--limit", metavar="N", type=int, default=100,
-                   help="at most N runs (100; 0: every run)")
+    p.add_argument("--limit", metavar="N", type=positive_int, default=100,
+                   help="at most N runs (100)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only run ids, newest first (RUN=$(mltrail runs -q --limit 1))")
+    p.add_argument("--where", metavar="COND", action="append", default=[],
+                   type=columns.condition_arg,
+                   help="only runs where COND holds: 'accuracy > 0.9' (a metric's latest "
+                        "value), 'tags.team = vision', 'properties.git != abc'; repeatable")
+    p.add_argument("--sort", metavar="KEY", default="",
+                   help="order by a metric, tags.K or properties.K; -KEY for descending "
+                        "(runs without it last)")
+    p.add_argument("--columns", metavar="A,B", type=columns.columns_arg, default=[],
+                   help="add columns: metrics (latest value), tags.K, properties.K")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), csv or json (as --json)")
     p.set_defaults(func=_quiet_pipe(cmd_runs))
 
 
@@ -105,7 +119,12 @@ def _register_logs(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="only this stream (stdout, stderr, a log name); repeatable")
     p.add_argument("--from", dest="from_line", metavar="N", type=int, default=0,
                    help="start at line N of each stream (0-based)")
+    p.add_argument("--console", action="store_true",
+                   help="only stdout and stderr (the 'log' stream repeats logging lines "
+                        "that also went to stderr)")
     p.add_argument("--prefix", action="store_true", help="prefix each line with its stream")
+    from mltrail.cli.logs import cmd_logs
+
     p.set_defaults(func=_quiet_pipe(cmd_logs))
 
 
@@ -123,6 +142,16 @@ def _status_arg(text: str) -> int:
         return status_number(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def _tag_arg(text: str) -> tuple[str, str]:
@@ -184,32 +213,37 @@ def run_to_json(run: RunInfo, counted: bool = True) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector, security=security_from_args(args)) as client:
+    with connect(args.collector, security=security_from_args(args)) as client:
         runs = client.list_runs(experiment=args.experiment, status=args.status,
-                                tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent)
-    if args.json:
+                                tags=dict(args.tag), limit=args.limit, parent_run_id=args.parent,
+                                where=args.where, order_by=args.sort,
+                                columns=columns.metric_columns(args.columns))
+    if args.json or args.format == "json":
         _print_json([run_to_json(r, counted=False) for r in runs])
         return 0
     if args.quiet:
         _out().write("".join(r.run_id + "\n" for r in runs))
         return 0
+    if args.format == "csv":
+        _out().write(columns.runs_csv(runs, args.columns))
+        return 0
     if not runs:
         print("no runs match", file=sys.stderr)
         return 0
-    _out().write(_runs_table(runs) + "\n")
+    _out().write(_runs_table(runs, args.columns) + "\n")
     return 0
 
 
-def _runs_table(runs: list[RunInfo]) -> str:
+def _runs_table(runs: list[RunInfo], extra: list[str]) -> str:
     with_parent = any(r.parent_run_id for r in runs)
-    headers = ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "STARTED", "DURATION"]
+    headers = list(columns.BASE_HEADERS)
     headers += ["PARENT"] if with_parent else []
+    headers += [c.upper() for c in extra]
     rows = []
     for run in runs:
-        row = [run.run_id, run.experiment, run.display_name or None, run.status,
-               table.local_time(run.start_time_unix_nano),
-               table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)]
+        row = columns.base_row(run)
         row += [run.parent_run_id or None] if with_parent else []
+        row += [columns.shown(columns.column_value(run, c)) for c in extra]
         rows.append([*row, table.shorten(_tags_text(run.tags), 50) or None])
     return table.render_table([*headers, "TAGS"], rows)
 
@@ -219,7 +253,7 @@ def _tags_text(tags: dict[str, str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector, security=security_from_args(args)) as client:
+    with connect(args.collector, security=security_from_args(args)) as client:
         run = client.get_run(args.run_id)
     if args.json:
         _print_json(run_to_json(run))
@@ -249,6 +283,11 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
     ]
     if run.error is not None:
         fields.append(("Error", run.error.summary()))
+        more = run.error.message.strip().splitlines()[1:]
+        if more and more[0].strip() in (STDERR_HEADER, ""):
+            fields.append(("Stderr", "\n".join(more[1:]) or None))
+        elif more:
+            fields.append(("Message", "\n".join(more)))
         if run.error.traceback:
             fields.append(("Traceback", run.error.traceback.rstrip()))
     return fields
@@ -259,7 +298,7 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     form = "json" if args.json else args.format
-    with QueryClient(args.collector, security=security_from_args(args)) as client:
+    with connect(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
         pages = client.read_series(args.run_id, args.name)
         first = next(pages, None)
@@ -317,101 +356,6 @@ def _metric_detail(records: list[Any]) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-# ---- logs ----------------------------------------------------------------------------
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    with QueryClient(args.collector, security=security_from_args(args)) as client:
-        client.get_run(args.run_id)  # one clear error for an unknown run
-        streams = list(args.stream) or sorted(_streams_of(client, args.run_id))
-        prefix = args.prefix or len(streams) > 1
-        if args.follow:
-            return _follow(client, args, prefix)
-        if not streams:
-            print(f"run {args.run_id} has no log lines", file=sys.stderr)
-            return 0
-        with contextlib.ExitStack() as stack:
-            tails = [stack.enter_context(client.tail_logs(args.run_id, [s], args.from_line))
-                     for s in streams]
-            _print_batches(_merge_by_time(tails), prefix, args.json, flush=False)
-    return 0
-
-
-def _follow(client: QueryClient, args: argparse.Namespace, prefix: bool) -> int:
-    # Every stream when none was named, so one that starts later is shown too.
-    with client.tail_logs(args.run_id, args.stream, args.from_line, follow=True) as tail:
-        tail.on_reconnect = partial(_tell_reconnect, client.address, tail.reconnect_for)
-        _print_batches(tail.batches(), prefix, args.json, flush=True)
-    if tail.run_status in (None, "Completed"):
-        return 0
-    _raise_unfinished(client, args.run_id, tail.run_status)
-    return 1  # not reached: _raise_unfinished raises
-
-
-def _tell_reconnect(address: str, within: float, error: MltrailError) -> None:
-    print(f"mltrail: lost the collector at {address}; reconnecting for up to {within:.0f}s "
-          "(lines already shown are not repeated)", file=sys.stderr, flush=True)
-
-
-def _streams_of(client: QueryClient, run_id: str) -> set[str]:
-    """The run's streams so far, from line 0 of each (one small request)."""
-    return {line.stream for line in client.tail_logs(run_id, to_line=1)}
-
-
-def _merge_by_time(tails: list[LogTail]) -> Iterator[list[LogLine]]:
-    """The streams interleaved by line time, as a terminal would have shown them.
-
-    The collector answers stream by stream; one lazy tail per stream merged
-    here keeps memory at a page per stream. Each stream keeps its own order
-    whatever the times say (a merge never reorders one input)."""
-    if len(tails) == 1:
-        yield from tails[0].batches()
-        return
-    merged = heapq.merge(*tails, key=attrgetter("time_unix_nano"))
-    while batch := list(itertools.islice(merged, 4096)):
-        yield batch
-
-
-def _print_batches(batches: Iterable[list[LogLine]], prefix: bool, as_json: bool,
-                   flush: bool) -> None:
-    out = _out()
-    streams_seen: set[str] = set()
-    for lines in batches:
-        if not prefix and not as_json:
-            # A follow may see a second stream appear: from then on, say which is which.
-            streams_seen.update(line.stream for line in lines)
-            prefix = len(streams_seen) > 1
-        out.write(_format_lines(lines, prefix, as_json))
-        if flush:
-            out.flush()
-
-
-def _format_lines(lines: Iterable[LogLine], prefix: bool, as_json: bool) -> str:
-    if as_json:
-        return "".join(_JSON_LINE.encode(_line_json(line)) + "\n" for line in lines)
-    if prefix:
-        return "".join(f"[{line.stream}] {_text(line)}\n" for line in lines)
-    return "".join(_text(line) + "\n" for line in lines)
-
-
-def _text(line: LogLine) -> str:
-    return line.text[:-1] if line.text.endswith("\n") else line.text
-
-
-def _line_json(line: LogLine) -> dict[str, Any]:
-    return {"stream": line.stream, "line": line.line, "time": table.iso_time(line.time_unix_nano),
-            "time_unix_nano": line.time_unix_nano, "text": _text(line),
-            "level": line.level, "logger": line.logger}
-
-
-def _raise_unfinished(client: QueryClient, run_id: str, status: str | None) -> None:
-    run = client.get_run(run_id)
-    if status is None or status == "NotStarted":
-        status = run.status
-    what = run.error.summary() if run.error is not None else "no error details were recorded"
-    raise RunDidNotComplete(f"run {run_id!r} {status.lower()}: {what}")
-
-
 # ---- artifacts ------------------------------------------------------------------------
 
 
@@ -423,7 +367,7 @@ def artifact_to_json(info: ArtifactInfo) -> dict[str, Any]:
 def cmd_artifacts(args: argparse.Namespace) -> int:
     if args.output and not args.download:
         raise PermanentError("--output needs --download PATH (the artifact to write)")
-    with QueryClient(args.collector, security=security_from_args(args)) as client:
+    with connect(args.collector, security=security_from_args(args)) as client:
         if args.download:
             return _download(client, args)
         artifacts = client.list_artifacts(args.run_id)
@@ -442,7 +386,14 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
 def _download(client: QueryClient, args: argparse.Namespace) -> int:
     dest = Path(args.output) if args.output else Path(Path(args.download).name)
-    info = client.download_artifact(args.run_id, args.download, dest)
+    progress = Progress(f"downloading {args.download}")
+
+    def advance(info: ArtifactInfo, n: int) -> None:
+        progress.total = info.size
+        progress.advance(n)
+
+    info = client.download_artifact(args.run_id, args.download, dest, on_data=advance)
+    progress.done()
     written = dest / Path(args.download).name if dest.is_dir() else dest
     if args.json:
         _print_json({**artifact_to_json(info), "output": str(written)})

@@ -12,8 +12,12 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
+from mltrail.cli.query import STDERR_HEADER
+from mltrail.cli.target import program
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.common.tuning import keep_large_buffers
@@ -21,6 +25,7 @@ from mltrail.pipeline.launcher import LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
 SWITCH_INTERVAL = 0.0005
+CANCEL_POLL_SECONDS = 1.0  # how often `mltrail run` asks whether it was canceled
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +45,9 @@ def register(subparsers: Any) -> None:
                    help="longer lines are split with a marker (default 1 MiB)")
     p.add_argument("--summary", action="store_true",
                    help="when the command ends, print the run's summary from the collector")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing of our own on stderr at start (the run id and how to "
+                        "follow it) or while stopping")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_run)
 
@@ -79,14 +87,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the time a fast writer takes to fill the 1 MiB pipe (about 1 ms at 1 GB/s),
     # not after Python's default of 5 ms while the sender encodes.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if not args.quiet:
+        print(f"mltrail: run {run.id} (experiment {experiment.name}); follow it with "
+              f"`{program()} logs {run.id} --follow`", file=sys.stderr, flush=True)
     launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
-                               max_line=args.max_line)
+                               max_line=args.max_line, notices=not args.quiet)
+    watcher = CancelWatcher(run, launcher, quiet=args.quiet)
     try:
+        watcher.start()
         result = launcher.run()
     except OSError as exc:
         run.fail(f"could not start {command[0]!r}: {exc.strerror}", error_code="LaunchError")
         raise PermanentError(f"could not start {command[0]!r}: {exc.strerror}; the run "
                              f"{run.id} is marked failed") from None
+    finally:
+        watcher.stop()
     run._upload_run_folders(os.getcwd())  # v1: ./outputs and ./logs, uploaded at the end
     end_run(run, result)
     _settle(run)
@@ -103,6 +118,42 @@ def _start_registered(experiment: Any, run_id: str) -> Any:
     run.start()
     run._local = True  # this launcher ends it (the collector keeps an earlier end)
     return run
+
+
+class CancelWatcher(threading.Thread):
+    """Stops the command when `mltrail cancel` asked for it: polls the run at the
+    collector (cheaply, without counts) for the ``mltrail.cancel_requested`` tag."""
+
+    def __init__(self, run: Any, launcher: ProcessLauncher, quiet: bool) -> None:
+        super().__init__(name="mltrail-cancel-watch", daemon=True)
+        self.tracked, self.launcher, self.quiet = run, launcher, quiet
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        from mltrail.cli.tidy import CANCEL_TAG
+        from mltrail.query.client import QueryClient
+
+        agent = self.tracked._link.agent
+        if agent is None:
+            return  # offline: no collector to hear from
+        try:
+            client = QueryClient(agent.info().collector, timeout=5.0,
+                                 security=self.tracked._experiment.workspace.connection
+                                 .security())
+        except MltrailError:
+            return
+        with client:
+            while not self._stopped.wait(CANCEL_POLL_SECONDS):
+                with contextlib.suppress(MltrailError):  # not there yet, or unreachable
+                    if CANCEL_TAG in client.get_run(self.tracked.id, counts=False).tags:
+                        if not self.quiet:
+                            print("mltrail: `mltrail cancel` asked to stop this run; "
+                                  "stopping the command", file=sys.stderr, flush=True)
+                        self.launcher.stop()
+                        return
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def _settle(run: Any, timeout: float = 5.0) -> None:
@@ -123,7 +174,7 @@ def end_run(run: Any, result: LaunchResult) -> None:
         message = f"the command exited with code {result.exit_code}"
         run._end(records_pb2.FAILED, records_pb2.ErrorDetails(
             code="ExitCode", exit_code=result.exit_code,
-            message=f"{message}; last lines of stderr:\n{detail}" if detail else message))
+            message=f"{message}\n{STDERR_HEADER}\n{detail}" if detail else message))
         print(f"mltrail: run {run.id} failed: {message}", file=sys.stderr)
 
 
@@ -132,6 +183,7 @@ def print_summary(run: Any) -> None:
     and the commands that look further."""
     from mltrail.cli import table
     from mltrail.cli.query import metrics_table, run_fields
+    from mltrail.cli.target import collector_flag
 
     client = run._link.reader().client  # waits until the collector has every record
     with client:
@@ -145,7 +197,12 @@ def print_summary(run: Any) -> None:
         out += ["", "Artifacts:", table.render_table(
             ["PATH", "SIZE"], [[a.path, table.human_size(a.size)] for a in artifacts])]
     collector = client.address
+    mltrail, flag = program(), collector_flag(collector)
     out += ["", f"Look further (collector {collector}):"]
-    out += [f"  mltrail {cmd} {run.id}" for cmd in ("show", "metrics", "logs", "artifacts")]
-    out += ["  mltrail runs"]
+    out += [f"  {mltrail} {cmd} {run.id}{flag}" for cmd in ("show", "metrics", "logs",
+                                                             "artifacts")]
+    out += [f"  {mltrail} runs{flag}"]
+    if mltrail != "mltrail":
+        venv = Path(mltrail).parent
+        out += ["", f"mltrail is not on your PATH: `. {venv / 'activate'}` puts it there."]
     print("\n".join(out), flush=True)

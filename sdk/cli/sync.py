@@ -55,9 +55,9 @@ def spool_dirs(root: Path) -> list[Path]:
 
 def run_sync(args: argparse.Namespace) -> int:
     """One deadline for the whole command: N directories never take N x --timeout."""
-    from mltrail.query.client import resolve_collector_address
+    from mltrail.cli.target import collector_address
 
-    address = resolve_collector_address(args.collector)
+    address = collector_address(args.collector)[0]
     deadline = time.monotonic() + args.timeout
     unfinished = []
     for directory in spool_dirs(Path(args.directory)):
@@ -78,9 +78,18 @@ def _sync_one(directory: Path, address: str, timeout: float,
     """Drain one spool; returns what is left of it ("" when all of it was sent)."""
     from mltrail.agent.drain import drain_spool
     from mltrail.agent.spool import SpoolLockedError
+    from mltrail.cli.progress import Progress
+
+    progress = Progress(f"sending {directory.name}", unit="bytes")
+
+    def advance(sent: int, total: int) -> None:
+        progress.total = total
+        progress.advance(sent - progress.count)
 
     try:
-        result = asyncio.run(drain_spool(directory, address, timeout, security))
+        result = asyncio.run(drain_spool(directory, address, timeout, security,
+                                         on_progress=advance))
+        progress.done()
     except SpoolLockedError:  # a run still writing it: the others go on
         print(f"{directory}: in use by another process, skipped")
         return "in use"

@@ -18,11 +18,13 @@ looked at one by one.
 
 from __future__ import annotations
 
+import codecs
+import io
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from mltrail.common.lines import LINE_SPLIT_MARKER, MAX_LINE_BYTES, split_long_lines
 
@@ -30,6 +32,13 @@ _CUT = LINE_SPLIT_MARKER + b"\n"
 
 # emit(stream, lines, partial_tail, time_unix_nano)
 Emit = Callable[[str, bytes, bool, int], None]
+
+
+class TimedEmit(Protocol):
+    """``Emit`` that may also get one time per line (lines read at different times)."""
+
+    def __call__(self, stream: str, lines: bytes, partial: bool, time_ns: int,
+                 line_times: Sequence[int] | None = None, /) -> None: ...
 
 
 def _last_state(line: bytes) -> bytes:
@@ -100,29 +109,45 @@ class LineAssembler:
         return head + sep
 
 
-class _TeeStream:
-    """A text stream that writes through to ``original`` and records what passes."""
+class _TeeBuffer:
+    """The binary layer under a capturing ``sys.stdout``/``sys.stderr``.
+
+    The text stream a script prints to is a C ``io.TextIOWrapper`` over this
+    object, so ``print`` costs what it costs on any file: the wrapper gathers
+    text and hands it here in pieces of up to ``CHUNK`` bytes (each line on a
+    line-buffered terminal). Each piece goes on to the original stream as
+    text and is split into lines for the run under one lock, so threads that
+    print at once are recorded in the order the terminal shows.
+    """
 
     def __init__(self, original: Any, stream: str, emit: Emit) -> None:
-        self._original = original
+        self.original = original
         self._stream = stream
         self._emit = emit
         self._assembler = LineAssembler()
         self._lock = threading.Lock()
+        # A UTF-8 text file takes our bytes as they are (the same bytes it would have
+        # encoded); anything else (a notebook's stream) gets text.
+        self._raw = None
+        if (isinstance(original, io.TextIOWrapper)
+                and codecs.lookup(original.encoding).name == "utf-8"):
+            self._raw = original.buffer
 
-    def write(self, text: str) -> int:
-        # One lock around writing, splitting and emitting: threads that print at
-        # once are recorded in the order the terminal shows (emit only enqueues).
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        piece = bytes(data)
         with self._lock:
-            written = self._original.write(text)
-            lines = self._assembler.feed(text.encode("utf-8", "replace"))
+            if self._raw is not None:
+                self.original.flush()  # what others wrote to it first, in order
+                self._raw.write(piece)
+            else:
+                self.original.write(piece.decode("utf-8", "replace"))
+            lines = self._assembler.feed(piece)
             if lines:
                 self._emit(self._stream, lines, False, time.time_ns())
-        return int(written) if written is not None else len(text)
+        return len(piece)
 
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
+    def flush(self) -> None:
+        self.original.flush()
 
     def finish(self) -> None:
         with self._lock:
@@ -130,33 +155,72 @@ class _TeeStream:
             if rest:
                 self._emit(self._stream, rest, True, time.time_ns())
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)  # flush, fileno, isatty, encoding, ...
+    # What io.TextIOWrapper asks of its buffer.
+    closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.original, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return int(self.original.fileno())
+
+    def close(self) -> None:
+        self.flush()
+
+
+CHUNK = 64 * 1024  # text gathered by the wrapper before it reaches _TeeBuffer
+
+
+def _tee_stream(original: Any, stream: str, emit: Emit) -> io.TextIOWrapper[Any]:
+    """A text stream writing through to ``original`` and recording what passes.
+
+    Buffered as ``original`` is: line by line when it is line-buffered, a
+    terminal or not a plain file (a notebook's stream), else in pieces."""
+    buffer = _TeeBuffer(original, stream, emit)
+    line_buffered = (not isinstance(original, io.TextIOWrapper) or original.line_buffering
+                     or buffer.isatty())
+    errors = getattr(original, "errors", None) or "strict"
+    wrapper = io.TextIOWrapper(buffer, encoding="utf-8",  # type: ignore[type-var]
+                               errors=errors, line_buffering=line_buffered,
+                               write_through=bool(getattr(original, "write_through", False)))
+    wrapper._CHUNK_SIZE = CHUNK  # type: ignore[attr-defined]
+    return wrapper
 
 
 class ConsoleCapture:
     """Records what this process prints while a run is active (``capture_output``).
 
-    ``start()`` wraps ``sys.stdout`` and ``sys.stderr``; the text still reaches
-    them unchanged. ``stop()`` records a partial last line and puts the
-    original streams back (unless someone replaced them since).
+    ``start()`` replaces ``sys.stdout`` and ``sys.stderr`` with streams that
+    write through to them unchanged. ``stop()`` flushes, records a partial last
+    line and puts the original streams back (unless someone replaced them since).
     """
 
     def __init__(self, emit: Emit) -> None:
         self._emit = emit
-        self._tees: dict[str, _TeeStream] = {}
+        self._tees: dict[str, io.TextIOWrapper[Any]] = {}
 
     def start(self) -> ConsoleCapture:
         if not self._tees:
-            self._tees = {"stdout": _TeeStream(sys.stdout, "stdout", self._emit),
-                          "stderr": _TeeStream(sys.stderr, "stderr", self._emit)}
+            self._tees = {name: _tee_stream(getattr(sys, name), name, self._emit)
+                          for name in ("stdout", "stderr")}
             sys.stdout = self._tees["stdout"]
             sys.stderr = self._tees["stderr"]
         return self
 
     def stop(self) -> None:
         for name, tee in self._tees.items():
-            tee.finish()
+            buffer: _TeeBuffer = tee.buffer
+            tee.flush()
+            buffer.finish()
             if getattr(sys, name) is tee:
-                setattr(sys, name, tee._original)
+                setattr(sys, name, buffer.original)
         self._tees = {}

@@ -59,16 +59,56 @@ def ensure_embedded(home: Path | None = None, timeout: float = START_TIMEOUT) ->
     """The socket of this user's local agent, started (with a collector) if needed."""
     directory = embedded_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
-    socket_path = directory / "agent.sock"
     with _locked(directory / "lock"):
-        if agent_answers(str(socket_path)):
-            return str(socket_path)
-        collector = _live_collector(directory) or _start(
-            directory, "collector", ["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"], timeout
-        )["grpc"]
-        _start(directory, "agent", ["--socket", str(socket_path), "--collector", str(collector),
-                                    "--http", "127.0.0.1:0"], timeout)
-    return str(socket_path)
+        collector, _ = _ensure_collector(directory, timeout)
+        _ensure_agent(directory, collector, timeout)
+    return str(directory / "agent.sock")
+
+
+def ensure_local_collector(home: Path | None = None, timeout: float = START_TIMEOUT
+                           ) -> tuple[str, bool]:
+    """The local collector's gRPC address, started if it is not running (the read
+    commands), and whether it was started now. A live local agent that sends to
+    another address is restarted in front of it."""
+    directory = embedded_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory / "lock"):
+        collector, started = _ensure_collector(directory, timeout)
+        agent = read_ready(directory / "agent.json")
+        if agent and pid_alive(int(agent.get("pid", 0))) and agent.get("collector") != collector:
+            _ensure_agent(directory, collector, timeout)
+    return collector, started
+
+
+def _ensure_collector(directory: Path, timeout: float) -> tuple[str, bool]:
+    live = _live_collector(directory)
+    if live:
+        return live, False
+    # Back on the ports it had, if they are free: a running agent finds it there.
+    previous = read_ready(directory / "collector.json") or {}
+    ports = [str(previous.get("grpc", "")), str(previous.get("http", ""))]
+    attempts = [ports] if all(p.startswith("127.0.0.1:") for p in ports) else []
+    for grpc_at, http_at in [*attempts, ["127.0.0.1:0", "127.0.0.1:0"]]:
+        try:
+            info = _start(directory, "collector", ["--grpc", grpc_at, "--http", http_at],
+                          timeout)
+            return str(info["grpc"]), True
+        except EmbeddedServiceError:
+            if grpc_at.endswith(":0"):
+                raise
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+def _ensure_agent(directory: Path, collector: str, timeout: float) -> None:
+    socket_path = directory / "agent.sock"
+    info = read_ready(directory / "agent.json")
+    if info and info.get("collector") == collector and agent_answers(str(socket_path)):
+        return
+    pid = int(info.get("pid", 0)) if info else 0
+    if pid_alive(pid):  # sending to a collector that is gone: its spool stays on disk
+        _stop_pid(pid, timeout=5.0)
+    _start(directory, "agent", ["--socket", str(socket_path), "--collector", collector,
+                                "--http", "127.0.0.1:0"], timeout)
 
 
 @contextlib.contextmanager
@@ -102,7 +142,7 @@ def read_ready(path: Path) -> dict[str, Any] | None:
 
 def _live_collector(directory: Path) -> str | None:
     info = read_ready(directory / "collector.json")
-    if not info or not _pid_alive(int(info.get("pid", 0))):
+    if not info or not pid_alive(int(info.get("pid", 0))):
         return None
     address = str(info.get("grpc", ""))
     with grpc.insecure_channel(address) as channel:
@@ -113,7 +153,7 @@ def _live_collector(directory: Path) -> str | None:
     return address
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -154,20 +194,23 @@ def stop_embedded(home: Path | None = None, timeout: float = 15.0) -> list[int]:
     for component in ("agent", "collector"):
         info = read_ready(embedded_dir(home) / f"{component}.json")
         pid = int(info.get("pid", 0)) if info else 0
-        if _pid_alive(pid):
-            os.kill(pid, 15)
-            _wait_gone(pid, timeout)
+        if pid_alive(pid):
+            _stop_pid(pid, timeout)
             stopped.append(pid)
     return stopped
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
+def _stop_pid(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` (a spool is safe through a kill)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 15)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in _spawned:
             if proc.pid == pid:
                 proc.poll()  # reap our own child, or it stays a zombie
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
-    os.kill(pid, 9)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)

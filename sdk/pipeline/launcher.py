@@ -26,14 +26,16 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 from mltrail.common.lines import MAX_LINE_BYTES
-from mltrail.pipeline.console import Emit as Sink
 from mltrail.pipeline.console import LineAssembler
+from mltrail.pipeline.console import TimedEmit as Sink
 
 READ_BYTES = 1024 * 1024
 # After a read that found the pipe far from full, wait before the next so that
@@ -67,6 +69,8 @@ STDERR_TAIL_LINES = 20
 # AFTER_EXIT_SECONDS, so a chatty leftover process cannot keep the run open.
 LINGER_SECONDS = 2.0
 AFTER_EXIT_SECONDS = 10.0
+# A command still running this long after a stop signal is told about (it may ignore it).
+STILL_RUNNING_SECONDS = 1.0
 
 
 @dataclass
@@ -233,18 +237,30 @@ class _Pump(threading.Thread):
         """Held lines to the sink in records of about DELIVER_BYTES or one read's
         lines (up to 1 MiB), however much a flood left here; each record has the
         time its first lines were read."""
-        group: list[bytes] = []
-        size = first_ns = 0
+        group: list[tuple[int, bytes]] = []
+        size = 0
         for time_ns, lines in self._held:
-            first_ns = first_ns or time_ns
-            group.append(lines)
+            group.append((time_ns, lines))
             size += len(lines)
             if size >= DELIVER_BYTES:
-                self._deliver(b"".join(group), partial=False, time_ns=first_ns)
-                group, size, first_ns = [], 0, 0
+                self._deliver_group(group)
+                group, size = [], 0
         if group:
-            self._deliver(b"".join(group), partial=False, time_ns=first_ns)
+            self._deliver_group(group)
         self._held, self._held_bytes = [], 0
+
+    def _deliver_group(self, group: list[tuple[int, bytes]]) -> None:
+        """One record of several reads: each line keeps the time of the read that
+        brought it (stdout and stderr are merged by it), as one time per read."""
+        first_ns = group[0][0]
+        data = b"".join(lines for _, lines in group)
+        if all(t == first_ns for t, _ in group):
+            self._deliver(data, partial=False, time_ns=first_ns)
+            return
+        times = array("q")
+        for time_ns, lines in group:
+            times.extend(array("q", (time_ns,)) * lines.count(b"\n"))
+        self._deliver(data, partial=False, time_ns=first_ns, line_times=times)
 
     def _echo(self, data: bytes) -> None:
         if self.echo_fd is None:
@@ -256,10 +272,14 @@ class _Pump(threading.Thread):
         except OSError:
             self.echo_fd = None  # our terminal went away; keep recording
 
-    def _deliver(self, lines: bytes, partial: bool, time_ns: int) -> None:
+    def _deliver(self, lines: bytes, partial: bool, time_ns: int,
+                 line_times: array[int] | None = None) -> None:
         if self.tail is not None:
             self.tail.extend(lines.splitlines()[-STDERR_TAIL_LINES:])
-        self.sink(self.stream, lines, partial, time_ns)
+        if line_times is None:
+            self.sink(self.stream, lines, partial, time_ns)
+        else:
+            self.sink(self.stream, lines, partial, time_ns, line_times)
 
 
 class ProcessLauncher:
@@ -268,12 +288,13 @@ class ProcessLauncher:
     def __init__(self, argv: Sequence[str], sink: Sink, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, echo: bool = True,
                  grace: float = 10.0, max_line: int = MAX_LINE_BYTES,
-                 after_exit: float = AFTER_EXIT_SECONDS) -> None:
+                 after_exit: float = AFTER_EXIT_SECONDS, notices: bool = True) -> None:
         if not argv:
             raise ValueError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
         self.argv, self.sink, self.cwd, self.env = list(argv), sink, cwd, env
         self.echo, self.grace, self.max_line = echo, grace, max_line
         self.after_exit = after_exit
+        self.notices = notices  # say on stderr that a stopped command is about to be killed
         self.canceled = False
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -324,12 +345,26 @@ class ProcessLauncher:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        first = not self.canceled
         self.canceled = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
-        timer = threading.Timer(self.grace, self._kill)
-        timer.daemon = True
-        timer.start()
+        if not first:
+            return  # a second Ctrl-C: the kill is already scheduled
+        for delay, action in ((min(STILL_RUNNING_SECONDS, self.grace / 2),
+                               partial(self._tell_waiting, signum)), (self.grace, self._kill)):
+            timer = threading.Timer(delay, action)
+            timer.daemon = True
+            timer.start()
+
+    def _tell_waiting(self, signum: int) -> None:
+        """The command did not exit on the signal (it may ignore it): say what happens next."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None and self.notices:
+            left = self.grace - min(STILL_RUNNING_SECONDS, self.grace / 2)
+            print(f"mltrail: the command is still running after {signal.Signals(signum).name}; "
+                  f"it is killed in {left:.0f} s (--grace {self.grace:g})",
+                  file=sys.stderr, flush=True)
 
     def _kill(self) -> None:
         proc = self._proc

@@ -19,8 +19,7 @@ import os
 import sys
 import threading
 import uuid
-import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +34,6 @@ from mltrail.query.types import RunInfo
 
 # Run.list / Experiment.get_runs: the newest runs of an experiment, with a warning
 # when there are more (one ListRuns answer; a run's definition makes it a few KB).
-LIST_LIMIT = 5_000
 
 
 class NotDelivered(MltrailError):
@@ -46,7 +44,8 @@ class Reader(Protocol):
     where: str  # names the collector or the spool, in logFiles addresses
     def get_metrics(self, run_id: str, name: str | None) -> dict[str, Any]: ...
     def run_info(self, run_id: str) -> RunInfo: ...
-    def list_runs(self, experiment: str) -> list[RunInfo]: ...
+    def list_runs(self, experiment: str, where: Sequence[str] = (),
+                  order_by: str = "") -> list[RunInfo]: ...
     def child_run_ids(self, run_id: str) -> list[str]: ...
     def file_names(self, run_id: str) -> list[str]: ...
     def download_file(self, run_id: str, name: str, target: str | os.PathLike[str]) -> None: ...
@@ -88,15 +87,19 @@ class Link:
                   file=sys.stderr, flush=True)
         return remaining
 
-    def reader(self, timeout: float = 300.0, collector: str | None = None) -> Reader:
+    def reader(self, timeout: float = 300.0, collector: str | None = None,
+               security: Any = None) -> Reader:
         """Reads after this process's records arrived: from the spool offline, else from
         ``collector`` (a workspace's) or the collector the agent forwards to."""
         if self.spool_sink is not None:
             self.flush(timeout)
             return SpoolReader(self.spool_sink)
-        return self._online_reader(timeout, collector)
+        return self._online_reader(timeout, collector, security)
 
-    def _online_reader(self, timeout: float, collector: str | None = None) -> CollectorReader:
+    def _online_reader(self, timeout: float, collector: str | None = None,
+                       security: Any = None) -> CollectorReader:
+        """``security`` (a ClientSecurity; None: from the environment) for a workspace's
+        collector."""
         from mltrail.query.client import QueryClient
 
         assert self.agent is not None  # an online link always has its agent
@@ -108,7 +111,8 @@ class Link:
             raise NotDelivered(
                 f"the collector acknowledged records up to {forwarded} of "
                 f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again later")
-        return CollectorReader(QueryClient(collector or self.agent.info().collector))
+        return CollectorReader(QueryClient(collector or self.agent.info().collector,
+                                           security=security))
 
     def wait_collector(self, timeout: float) -> int | None:
         """Wait until the collector has every record the agent acknowledged to us.
@@ -195,15 +199,12 @@ class CollectorReader:
             info: RunInfo = self.client.get_run(run_id)
             return info
 
-    def list_runs(self, experiment: str) -> list[RunInfo]:
+    def list_runs(self, experiment: str, where: Sequence[str] = (),
+                  order_by: str = "") -> list[RunInfo]:
+        """Every run (read a page at a time), or those ``where`` keeps in ``order_by``."""
         with self.client:
-            runs = list(self.client.list_runs(experiment=experiment, limit=LIST_LIMIT + 1))
-        if len(runs) > LIST_LIMIT:
-            where = f"experiment {experiment!r}" if experiment else "the collector"
-            warnings.warn(f"{where} has more than {LIST_LIMIT} runs: only the newest "
-                          f"{LIST_LIMIT} are listed (filter with tags to narrow it)",
-                          stacklevel=4)
-        return runs[:LIST_LIMIT]
+            return list(self.client.list_runs(experiment=experiment, limit=0,
+                                              where=where, order_by=order_by))
 
     def child_run_ids(self, run_id: str) -> list[str]:
         return list(self.run_info(run_id).child_run_ids)
@@ -242,7 +243,11 @@ class SpoolReader:
     def run_info(self, run_id: str) -> RunInfo:
         return fold_run_info(run_id, read_records(self.sink.spool))
 
-    def list_runs(self, experiment: str) -> list[RunInfo]:
+    def list_runs(self, experiment: str, where: Sequence[str] = (),
+                  order_by: str = "") -> list[RunInfo]:
+        if where or order_by:
+            raise MltrailError(f"where and order_by need a collector; this run is offline in "
+                               f"{self.where} (upload it with `mltrail sync {self.where}`)")
         ids = {r.run_id for r in read_records(self.sink.spool)}
         runs = [self.run_info(i) for i in sorted(ids)]
         return [r for r in runs if r.experiment == experiment]

@@ -15,6 +15,8 @@ once per user and address, like the embedded one, and shared::
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +38,46 @@ def agent_socket(connection: Any) -> str | None:
         return str(connection.agent)
     if agent_socket_from_env() or not connection.collector:
         return None
-    return ensure_collector_agent(connection.collector)
+    return ensure_collector_agent(connection.collector, connection=connection)
 
 
 def ensure_collector_agent(collector: str, home: Path | None = None,
-                           timeout: float = START_TIMEOUT) -> str:
-    """The socket of this user's local agent for ``collector``, started if needed."""
-    name = hashlib.sha256(collector.encode()).hexdigest()[:12]
+                           timeout: float = START_TIMEOUT, connection: Any = None) -> str:
+    """The socket of this user's local agent for ``collector``, started if needed, with
+    the connection's token and TLS files (one agent per collector and credentials).
+    The credentials go to the agent in a settings file (a token in a file of its own,
+    mode 0600), never on its command line."""
+    settings = _credential_settings(connection)
+    identity = json.dumps([collector, settings, getattr(connection, "token", "")])
+    name = hashlib.sha256(identity.encode()).hexdigest()[:12]
     directory = embedded_dir(home) / "collectors" / name
     directory.mkdir(parents=True, exist_ok=True)
     socket_path = embedded_dir(home) / f"agent-{name}.sock"
     with _locked(directory / "lock"):
         if not agent_answers(str(socket_path)):
-            _start(directory, "agent", ["--socket", str(socket_path), "--collector", collector,
-                                        "--spool", str(directory / "spool"),
-                                        "--http", "127.0.0.1:0"], timeout)
+            args = ["--socket", str(socket_path), "--collector", collector,
+                    "--spool", str(directory / "spool"), "--http", "127.0.0.1:0"]
+            if connection is not None and (settings or connection.token):
+                args += ["--config", str(_write_settings(directory, settings,
+                                                         connection.token))]
+            _start(directory, "agent", args, timeout)
     return str(socket_path)
+
+
+def _credential_settings(connection: Any) -> dict[str, str]:
+    if connection is None:
+        return {}
+    names = ("token_file", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+    return {n: str(getattr(connection, n)) for n in names if getattr(connection, n, "")}
+
+
+def _write_settings(directory: Path, settings: dict[str, str], token: str) -> Path:
+    if token and "token_file" not in settings:
+        token_file = directory / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        settings = {**settings, "token_file": str(token_file)}
+    path = directory / "agent.toml"
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    return path

@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from mltrail.common.credentials import (
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.common.settings import mltrail_home
-from mltrail.proto import collector_pb2, collector_pb2_grpc
+from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from mltrail.query.metrics_view import fold_series, page_records
 from mltrail.query.types import (
     STATUS_NAMES,
@@ -120,6 +122,24 @@ def _embedded_address(ready: Path) -> str | None:
     return address if isinstance(address, str) and address else None
 
 
+# ---- conditions ----------------------------------------------------------------------
+
+_CONDITION = re.compile(r"\s*(?P<key>[^<>=!]+?)\s*(?P<op>==|!=|<=|>=|=|<|>)\s*(?P<value>.*?)\s*")
+
+
+def parse_condition(text: str) -> collector_pb2.RunCondition:
+    """``"accuracy > 0.9"`` -> RunCondition(key, op, value); quotes around the value go."""
+    found = _CONDITION.fullmatch(text)
+    if not found or not found["value"]:
+        raise ValueError(f"condition {text!r} is not KEY OP VALUE (for example "
+                         "'accuracy > 0.9' or 'tags.team = vision'; OP is one of "
+                         "= != < <= > >=)")
+    value = found["value"]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return collector_pb2.RunCondition(key=found["key"], op=found["op"], value=value)
+
+
 # ---- errors at the boundary ---------------------------------------------------------
 
 
@@ -163,21 +183,29 @@ class _ErrorMapper:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return CollectorUnreachable(
                 f"cannot reach the collector at {self.address} ({self._why(details)}); "
-                "start one with `mltrail collector`, or set MLTRAIL_COLLECTOR / --collector",
-                code=code,
-            )
+                f"{self._hint()}", code=code)
         if code == grpc.StatusCode.NOT_FOUND:
+            flag = f" --collector {self.address}" if self.source == "--collector" else ""
             return RunNotFound(
                 f"run {self.run_id!r} not found at collector {self.address}; "
-                "list runs with `mltrail runs`")
+                f"list runs with `mltrail runs{flag}`")
         message = f"the query to the collector at {self.address} failed: {code.name}: {details}"
         if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED):
             return RetryableError(message, code=code)
         return QueryFailed(message, code=code)
 
+    def _hint(self) -> str:
+        if self.source == "local":
+            return "see `mltrail local status` and `mltrail local logs collector`"
+        if self.source in ("--collector", "MLTRAIL_COLLECTOR"):
+            return (f"check the address, or start a collector there with `mltrail collector "
+                    f"--grpc {self.address}`; without --collector and MLTRAIL_COLLECTOR the "
+                    "local collector is used")
+        return "start the local collector with `mltrail local start`, or set MLTRAIL_COLLECTOR"
+
     def _why(self, details: str) -> str:
         reason = _unreachable_reason(details)
-        if self.source == "--collector":
+        if self.source in ("--collector", "local"):
             return reason
         if self.source == "the default":
             return f"{reason}; the default address"
@@ -194,10 +222,13 @@ class QueryClient:
     opens a new one, so one client may serve several ``with`` blocks."""
 
     def __init__(self, address: str | None = None, timeout: float = 10.0,
-                 security: ClientSecurity | None = None) -> None:
+                 security: ClientSecurity | None = None, source: str | None = None) -> None:
         """``security`` None: the token and TLS options from the environment
-        (MLTRAIL_TOKEN, MLTRAIL_TOKEN_FILE, MLTRAIL_TLS_CA, ...)."""
-        self.address, self._source = _resolve(address)
+        (MLTRAIL_TOKEN, MLTRAIL_TOKEN_FILE, MLTRAIL_TLS_CA, ...). ``source`` says where
+        ``address`` came from, for errors (default: resolved here from the flag,
+        MLTRAIL_COLLECTOR or the embedded ready file)."""
+        self.address, self._source = (address, source) if address and source else _resolve(
+            address)
         self.timeout = timeout
         self.security = security if security is not None else ClientSecurity.from_environment()
         self._lock = threading.Lock()
@@ -244,12 +275,20 @@ class QueryClient:
 
     def list_runs(self, experiment: str | None = None, status: str | int | None = None,
                   tags: Mapping[str, str] | None = None, limit: int = 100,
-                  parent_run_id: str | None = None) -> list[RunInfo]:
-        """Runs matching every filter given, newest first; a tag value "" matches any value.
+                  parent_run_id: str | None = None, where: Iterable[str] = (),
+                  order_by: str = "", columns: Iterable[str] = ()) -> list[RunInfo]:
+        """Runs matching every filter given; a tag value "" matches any value.
+
+        ``where``: conditions such as ``"accuracy > 0.9"`` or ``"tags.team = vision"``
+        over the latest value of each metric, tags and properties; ``order_by``: such a
+        key, ``-`` first for descending; ``columns``: metrics whose latest, min and max
+        to fill in ``RunInfo.metrics`` (those in ``where`` and ``order_by`` come too).
         At most ``limit`` runs (0: every one), read a page at a time."""
         request = collector_pb2.ListRunsRequest(
             experiment=experiment or "", parent_run_id=parent_run_id or "",
             status=status_number(status) if status is not None else 0, tags=dict(tags or {}),
+            where=[parse_condition(c) for c in where], order_by=order_by,
+            columns=list(columns),
         )
         runs: list[RunInfo] = []
         while True:
@@ -260,8 +299,9 @@ class QueryClient:
                 return runs
             request.page_token = response.next_page_token
 
-    def get_run(self, run_id: str) -> RunInfo:
-        request = collector_pb2.GetRunRequest(run_id=run_id)
+    def get_run(self, run_id: str, counts: bool = True) -> RunInfo:
+        """The run; ``counts=False`` leaves its counts and metric summaries out (cheap)."""
+        request = collector_pb2.GetRunRequest(run_id=run_id, without_counts=not counts)
         return RunInfo.from_pb(self._unary(self._stub.GetRun, request, self._errors(run_id)))
 
     def read_series(self, run_id: str, name: str | None = None, *,
@@ -300,6 +340,38 @@ class QueryClient:
         """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``, from packed pages."""
         return fold_series(self.read_series(run_id, name))
 
+    # -- changes (mltrail cancel, rename, tag, delete) --------------------------
+
+    def write_run_events(self, run_id: str, events: Iterable[records_pb2.RunEvent]) -> None:
+        """Record ``events`` for the run through Ingest (a stream of their own), once
+        the collector committed them."""
+        stamp = time.time_ns()
+        records = [records_pb2.Record(seq=n, time_unix_nano=stamp, run_id=run_id, run_event=e)
+                   for n, e in enumerate(events, 1)]
+        request = collector_pb2.IngestRequest(request_id=1, batches=[records_pb2.Batch(
+            stream_id=f"cli-{uuid.uuid4().hex}", records=records)])
+        _ = self._stub  # opens the channel
+        assert self._channel is not None
+        write = self._channel.stream_stream(
+            "/mltrail.v1.Ingest/Write",
+            request_serializer=collector_pb2.IngestRequest.SerializeToString,
+            response_deserializer=collector_pb2.IngestResponse.FromString)
+        try:
+            responses = list(write(iter([request]), timeout=self.timeout))
+        except grpc.RpcError as err:
+            raise self._errors(run_id)(err) from None
+        result = responses[0].results[0] if responses and responses[0].results else None
+        if result is None or result.code != 0:
+            raise QueryFailed(f"the collector at {self.address} refused the change to run "
+                              f"{run_id!r}: {result.message if result else 'no answer'}")
+
+    def delete_runs(self, run_ids: Iterable[str]) -> collector_pb2.DeleteRunsResponse:
+        _ = self._stub  # opens the channel
+        assert self._channel is not None
+        manage = collector_pb2_grpc.ManageStub(self._channel)
+        request = collector_pb2.DeleteRunsRequest(run_ids=list(run_ids))
+        return self._unary(manage.DeleteRuns, request, self._errors())
+
     # -- logs -----------------------------------------------------------------
 
     def tail_logs(self, run_id: str, streams: Iterable[str] = (), from_line: int = 0,
@@ -326,7 +398,8 @@ class QueryClient:
                 return found
             request.page_token = response.next_page_token
 
-    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]
+    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str],
+                          on_data: Callable[[ArtifactInfo, int], None] | None = None
                           ) -> ArtifactInfo:
         """Write artifact ``path`` to ``dest`` (a file, or an existing directory
         to put it in). Written to a temporary file, checked against the stored
@@ -337,13 +410,16 @@ class QueryClient:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
         try:
-            info = self._fetch_artifact(run_id, path, tmp)
+            info = self._fetch_artifact(run_id, path, tmp, on_data)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         return info
 
-    def _fetch_artifact(self, run_id: str, path: str, tmp: Path) -> ArtifactInfo:
+    def _fetch_artifact(self, run_id: str, path: str, tmp: Path,
+                        on_data: Callable[[ArtifactInfo, int], None] | None = None
+                        ) -> ArtifactInfo:
+        """``on_data(info, n)`` after each piece of ``n`` bytes (progress)."""
         request = collector_pb2.DownloadArtifactRequest(run_id=run_id, path=path)
         digest, size, info = hashlib.sha256(), 0, None
         try:
@@ -354,6 +430,8 @@ class QueryClient:
                     fh.write(part.data)
                     digest.update(part.data)
                     size += len(part.data)
+                    if on_data is not None and info is not None:
+                        on_data(info, len(part.data))
                 fh.flush()
                 os.fsync(fh.fileno())
         except grpc.RpcError as err:

@@ -59,6 +59,23 @@ class RunError:
 
 
 @dataclass(frozen=True)
+class MetricSummary:
+    """A metric's numeric scalar values in short: the latest, min, max and how many."""
+
+    latest: float
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def from_pb(cls, pb: collector_pb2.MetricSummary) -> MetricSummary:
+        nan = float("nan")
+        empty = pb.min > pb.max  # every value was NaN
+        return cls(latest=pb.latest, min=nan if empty else pb.min, max=nan if empty else pb.max,
+                   count=pb.count)
+
+
+@dataclass(frozen=True)
 class RunInfo:
     run_id: str
     experiment: str
@@ -78,6 +95,9 @@ class RunInfo:
     # properties mltrail itself set ("mltrail.environment"), apart from the user's, as
     # Azure ML v1 keeps its "azureml.*" ones
     system_properties: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Latest, min and max of numeric scalar metrics: every one from get_run, the ones
+    # named by columns, where or order_by from list_runs.
+    metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
@@ -92,6 +112,7 @@ class RunInfo:
             parent_run_id=pb.parent_run_id, child_run_ids=list(pb.child_run_ids),
             error=_run_error(err), run_type=pb.run_type,
             log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
+            metrics={k: MetricSummary.from_pb(v) for k, v in sorted(pb.metrics.items())},
         )
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_demo(home: Path) -> subprocess.CompletedProcess[str]:
+    """As from a user's shell: the clone's .venv not on PATH."""
+    from tests.e2e.test_local_services import shell_env
+
     return subprocess.run([str(ROOT / "scripts" / "demo"), "--epochs", "3"], cwd=ROOT,
-                          env={**os.environ, "MLTRAIL_HOME": str(home)},
-                          capture_output=True, text=True, timeout=600)
+                          env=shell_env(home), capture_output=True, text=True, timeout=600)
 
 
 def test_demo_ends_with_the_summary_twice_and_reuses_the_local_services(tmp_path: Path
@@ -37,3 +38,24 @@ def test_demo_ends_with_the_summary_twice_and_reuses_the_local_services(tmp_path
         assert "outputs/model.pkl" in out and "images/learning_curve/1.png" in out
         assert "mltrail logs " in out
         assert "Traceback" not in done.stderr
+    hints_work_as_printed(first.stdout, home, tmp_path)
+
+
+def hints_work_as_printed(out: str, home: Path, tmp_path: Path) -> None:
+    """The "Look further" commands, pasted into a shell that has not activated .venv,
+    in another directory (the local services were stopped: they start again)."""
+    from tests.e2e.test_local_services import shell_env
+
+    hints = [line.strip() for line in out.split("Look further", 1)[1].splitlines()[1:]
+             if line.startswith("  ")]
+    assert len(hints) == 5, out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        for hint in hints:
+            done = subprocess.run(["bash", "-c", hint], cwd=elsewhere, env=shell_env(home),
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (hint, done.stderr)
+            assert "Traceback" not in done.stderr
+    finally:
+        stop_embedded(home)

@@ -72,7 +72,29 @@ def test_settings_examples_list_every_key_with_its_default(
     loaded = load_settings(settings, file=path)
     assert loaded == settings(), "the README's defaults differ from the code's"
     keys = {line.split("=")[0].strip() for line in body.splitlines() if "=" in line}
+    keys |= {line[2:].split(":")[0] for line in body.splitlines() if line.startswith("# sources:")}
     assert keys == {f.name for f in dataclasses.fields(settings)}
+
+
+def test_the_every_key_agent_toml_takes_the_readmes_sources_tables(tmp_path: Path) -> None:
+    every_key = next(b for b in blocks("toml") if b.startswith("# agent.toml"))
+    tables = next(b for b in blocks("toml") if b.startswith("[[sources]]"))
+    path = tmp_path / "agent.toml"
+    path.write_text(every_key + "\n" + tables)
+    loaded = load_settings(AgentSettings, file=path)
+    assert [s["type"] for s in loaded.sources] == ["file", "cri", "logdir", "docker"]
+
+
+def test_a_sources_line_beside_sources_tables_is_named_as_the_cause(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('sources = []\n[[sources]]\ntype = "file"\n')
+    done = subprocess.run([sys.executable, "-m", "mltrail", "agent", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip() == (
+        f"mltrail: error: config file {path} is not valid TOML: 'sources' is set twice: a "
+        "`sources = ...` line and a [[sources]] or [sources] table cannot both be in one "
+        "file; delete the `sources = ...` line and keep the tables (at line 2, column 10)")
 
 
 def service_commands() -> list[str]:
@@ -105,3 +127,32 @@ def test_service_commands_start_and_stop_cleanly(tmp_path: Path) -> None:
     finally:
         codes = [svc.terminate(timeout=60) for svc in reversed(started)]
     assert codes == [0, 0]
+    assert (tmp_path / "var" / "store.db").exists()  # where the URL says, not under the cwd
+    assert "names a relative path" not in started[0].output()
+
+
+def repl_problems(source: str) -> list[str]:
+    """Lines at which the interactive interpreter would refuse the code pasted line
+    by line (a statement after an indented block needs a blank line there first)."""
+    import codeop
+
+    problems, buffer = [], []
+    for number, line in enumerate(source.splitlines(), 1):
+        if not buffer and not line.strip():
+            continue
+        buffer.append(line)
+        try:
+            compiled = codeop.compile_command("\n".join(buffer), symbol="single")
+        except SyntaxError as exc:
+            problems.append(f"line {number}: {line!r} ({exc.msg})")
+            buffer = []
+            continue
+        if compiled is not None:
+            buffer = []
+    return problems
+
+
+def test_the_python_examples_can_be_pasted_into_the_repl() -> None:
+    assert repl_problems("for i in range(2):\n    print(i)\nprint('after')\n")  # the check bites
+    for body in blocks("python"):
+        assert repl_problems(body) == [], body

@@ -303,7 +303,7 @@ def test_unknown_run_is_one_line_and_exit_1(fed: Service, command: list[str]) ->
     done = cli(fed, command[0], "no-such-run", *command[1:], ok=False)
     assert done.returncode == 1
     assert done.stderr == (f"mltrail: error: run 'no-such-run' not found at collector "
-                           f"{fed.grpc}; list runs with `mltrail runs`\n")
+                           f"{fed.grpc}; list runs with `mltrail runs --collector {fed.grpc}`\n")
     assert done.stdout == ""
 
 

@@ -183,7 +183,7 @@ def test_unknown_run_is_run_not_found_naming_run_and_collector(query: Any) -> No
     with QueryClient(address) as client, pytest.raises(RunNotFound) as info:
         client.get_run("nope")
     assert str(info.value) == (f"run 'nope' not found at collector {address}; "
-                               "list runs with `mltrail runs`")
+                               f"list runs with `mltrail runs --collector {address}`")
 
 
 def test_no_collector_is_collector_unreachable() -> None:
@@ -191,7 +191,8 @@ def test_no_collector_is_collector_unreachable() -> None:
             pytest.raises(CollectorUnreachable) as info:
         client.list_runs()
     assert str(info.value).startswith(
-        "cannot reach the collector at 127.0.0.1:1 (connection refused); start one with")
+        "cannot reach the collector at 127.0.0.1:1 (connection refused); check the address, "
+        "or start a collector there with `mltrail collector --grpc 127.0.0.1:1`")
 
 
 # ---- logs ---------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
     import threading
     import time
 
-    from mltrail.pipeline.console import _TeeStream
+    from mltrail.pipeline.console import _tee_stream
 
     class Terminal:
         def __init__(self) -> None:
@@ -74,6 +74,9 @@ def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
             self.lines.append(text)
             return len(text)
 
+        def flush(self) -> None:
+            pass
+
     recorded: list[bytes] = []
 
     def emit(stream: str, data: bytes, partial: bool, t: int) -> None:
@@ -81,7 +84,7 @@ def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
         recorded.extend(data.splitlines())
 
     terminal = Terminal()
-    tee = _TeeStream(terminal, "stdout", emit)
+    tee = _tee_stream(terminal, "stdout", emit)
 
     def printer(n: int) -> None:
         for i in range(200):
@@ -92,4 +95,7 @@ def test_threads_printing_at_once_are_recorded_in_terminal_order() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert [line.decode() for line in recorded] == [x.rstrip("\n") for x in terminal.lines]
+    tee.flush()
+    shown = "".join(terminal.lines).splitlines()
+    assert len(shown) == 800
+    assert [line.decode() for line in recorded] == shown

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -16,11 +17,14 @@ from mltrail.pipeline.launcher import COALESCE_SECONDS, ProcessLauncher, coalesc
 class ListSink:
     def __init__(self) -> None:
         self.chunks: list[tuple[str, bytes, bool, int]] = []
+        self.line_times: list[Sequence[int] | None] = []  # per chunk
         self.lock = threading.Lock()
 
-    def __call__(self, stream: str, data: bytes, partial: bool, t: int) -> None:
+    def __call__(self, stream: str, data: bytes, partial: bool, t: int,
+                 line_times: Sequence[int] | None = None) -> None:
         with self.lock:
             self.chunks.append((stream, data, partial, t))
+            self.line_times.append(line_times)
 
     def stream(self, name: str) -> bytes:
         return b"".join(d for s, d, _, _ in self.chunks if s == name)
@@ -129,9 +133,10 @@ def test_flood_pause_lets_a_quarter_of_the_pipe_fill() -> None:
 class SlowSink(ListSink):
     """Takes a moment per record, as the SDK's sink does while the sender is behind."""
 
-    def __call__(self, stream: str, data: bytes, partial: bool, t: int) -> None:
+    def __call__(self, stream: str, data: bytes, partial: bool, t: int,
+                 line_times: Sequence[int] | None = None) -> None:
         time.sleep(0.002)
-        super().__call__(stream, data, partial, t)
+        super().__call__(stream, data, partial, t, line_times)
 
 
 def test_held_lines_keep_the_time_they_were_read() -> None:
@@ -155,3 +160,26 @@ def test_held_lines_keep_the_time_they_were_read() -> None:
     before = next(t for s, d, _, t in sink.chunks if s == "stdout" and b"before" in d)
     # Read within a few ms of each other (two pipes, two threads), not a second apart.
     assert before < middle + launcher.DELIVER_SECONDS * 1e9
+
+
+def test_lines_of_one_record_keep_the_time_of_the_read_that_brought_them() -> None:
+    # Three writes 20 ms apart are read separately and handed on as one record
+    # (within DELIVER_SECONDS): each line keeps its own read's time, so a stderr
+    # line written between them sorts between them.
+    code = (
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    print(f'tick {i}', flush=True); time.sleep(0.02)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True); time.sleep(0.005)\n"
+    )
+    sink = ListSink()
+    assert ProcessLauncher(py(code), sink, echo=False).run().exit_code == 0
+    stamped: list[tuple[int, bytes]] = []
+    for (_stream, data, _, t), times in zip(sink.chunks, sink.line_times, strict=True):
+        lines = data.splitlines()
+        per_line = list(times) if times is not None else [t] * len(lines)
+        assert len(per_line) == len(lines)
+        stamped += zip(per_line, lines, strict=True)
+    assert any(times is not None for times in sink.line_times), "never one record of reads"
+    order = [line for _, line in sorted(stamped, key=lambda item: item[0])]
+    assert order == [b"tick 0", b"err 0", b"tick 1", b"err 1", b"tick 2", b"err 2"]
