@@ -234,7 +234,7 @@ def run_dict(info: collector_pb2.RunInfo, counts: bool = False) -> dict[str, Any
 
 
 def summary_dict(summary: Any) -> dict[str, Any]:
-    return {"count": summary.count, "last": summary.last, "min": summary.min,
+    return {"count": summary.count, "last": summary.latest, "min": summary.min,
             "max": summary.max}
 
 

@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltrail.collector.store import MetricSummary
 from mltrail.proto import collector_pb2
 from mltrail.query.types import RunInfo, status_number
 
@@ -60,9 +59,12 @@ class Column:
             raise ValueError(f"metric column {text!r} has no name")
         return cls(name, aggregate)
 
-    def value(self, summaries: Mapping[str, MetricSummary]) -> float | None:
+    def value(self, summaries: Mapping[str, collector_pb2.MetricSummary]) -> float | None:
         summary = summaries.get(self.name)
-        return None if summary is None else getattr(summary, self.aggregate)
+        if summary is None:
+            return None
+        return float(summary.latest if self.aggregate == "last" else
+                     getattr(summary, self.aggregate))
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Condition:
             raise ValueError(f"where={text!r}: {match[3]!r} is not a number") from None
         return cls(Column.parse(match[1]), match[2], number)
 
-    def holds(self, summaries: Mapping[str, MetricSummary]) -> bool:
+    def holds(self, summaries: Mapping[str, collector_pb2.MetricSummary]) -> bool:
         value = self.column.value(summaries)
         return value is not None and not math.isnan(value) and _OPS[self.op](value, self.number)
 
@@ -143,7 +145,7 @@ def _count(text: str, key: str, least: int) -> int:
 
 
 def answer(view: RunsView, infos: Sequence[collector_pb2.RunInfo],
-           summaries: Mapping[str, Mapping[str, MetricSummary]]) -> dict[str, Any]:
+           summaries: Mapping[str, Mapping[str, collector_pb2.MetricSummary]]) -> dict[str, Any]:
     """The page of runs the view asks for, with its metric columns filled in."""
     now = time.time_ns()
     picked = [i for i in infos if _matches(view, i, summaries.get(i.run_id, {}))]
@@ -166,7 +168,7 @@ def answer(view: RunsView, infos: Sequence[collector_pb2.RunInfo],
 
 
 def _matches(view: RunsView, info: collector_pb2.RunInfo,
-             summaries: Mapping[str, MetricSummary]) -> bool:
+             summaries: Mapping[str, collector_pb2.MetricSummary]) -> bool:
     if view.status and info.status != view.status:
         return False
     for key, value in view.tags.items():
@@ -181,7 +183,7 @@ def _duration(info: collector_pb2.RunInfo, now: int) -> int:
     return (info.end_time_unix_nano or now) - info.start_time_unix_nano
 
 
-def _sort_key(view: RunsView, summaries: Mapping[str, Mapping[str, MetricSummary]],
+def _sort_key(view: RunsView, summaries: Mapping[str, Mapping[str, collector_pb2.MetricSummary]],
               now: int) -> Callable[[collector_pb2.RunInfo], Any]:
     if view.sort == "experiment":
         return lambda i: (i.experiment, i.start_time_unix_nano)

@@ -20,7 +20,9 @@ from typing import Any
 
 from mltrail.cli import table
 from mltrail.cli.connection import security_from_args
-from mltrail.cli.query import _JSON_LINE, STDERR_HEADER, RunDidNotComplete, _out
+from mltrail.cli.output import JSON_LINE as _JSON_LINE
+from mltrail.cli.output import STDERR_HEADER, RunDidNotComplete
+from mltrail.cli.output import out as _out
 from mltrail.cli.target import connect
 from mltrail.common.errors import MltrailError, RetryableError
 from mltrail.query.client import LogTail, QueryClient

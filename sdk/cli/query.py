@@ -10,21 +10,22 @@ command quietly with exit code 141, as for any Unix filter killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from mltrail.cli import columns, table
 from mltrail.cli.connection import add_security_flags, security_from_args
 from mltrail.cli.metrics_out import write_csv, write_json
+from mltrail.cli.output import STDERR_HEADER
+from mltrail.cli.output import out as _out
 from mltrail.cli.progress import Progress
 from mltrail.cli.target import connect
-from mltrail.common.errors import MltrailError, PermanentError
+from mltrail.common.errors import PermanentError
 from mltrail.query.client import QueryClient
 from mltrail.query.metrics_view import fold_metrics, metric_kind, metric_to_python, page_records
 from mltrail.query.types import (
@@ -34,18 +35,11 @@ from mltrail.query.types import (
 )
 
 SIGPIPE_EXIT = 141
-STDERR_HEADER = "last lines of stderr:"  # how `mltrail run` stores a failed command's stderr
-# One encoder: json.dumps with options builds a new encoder per call (per log line).
-_JSON_LINE = json.JSONEncoder(ensure_ascii=False)
 Command = Callable[[argparse.Namespace], int]
 
 
 class MetricNotFound(PermanentError):
     """The run has no metric of the requested name."""
-
-
-class RunDidNotComplete(MltrailError):
-    """A followed run ended Failed or Canceled; the message names its error."""
 
 
 # ---- registration ---------------------------------------------------------------
@@ -177,13 +171,6 @@ def _quiet_pipe(command: Command) -> Command:
             return SIGPIPE_EXIT
 
     return run
-
-
-def _out() -> TextIO:
-    # Log text may hold replacement characters or lone surrogates; never fail on them.
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="replace")
-    return sys.stdout
 
 
 def _print_json(doc: Any) -> None:

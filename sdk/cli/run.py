@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mltrail.cli.query import STDERR_HEADER
+from mltrail.cli.output import STDERR_HEADER
 from mltrail.cli.target import program
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mltrail.collector.store import MetricSummary
 from mltrail.collector.store.chunks import CHUNK_POINTS
 from mltrail.collector.web import runs_view, series
+from mltrail.proto.collector_pb2 import MetricSummary
 
 
 def test_where_columns_and_sort_parse_as_the_url_writes_them() -> None:
@@ -23,9 +23,9 @@ def test_where_columns_and_sort_parse_as_the_url_writes_them() -> None:
 
 def test_a_condition_never_holds_for_a_missing_or_nan_value() -> None:
     condition = runs_view.Condition.parse("loss < 1")
-    assert condition.holds({"loss": MetricSummary("loss", 1, 0.5, 0.5, 0.5)})
+    assert condition.holds({"loss": MetricSummary(latest=0.5, min=0.5, max=0.5, count=1)})
     assert not condition.holds({})
-    assert not condition.holds({"loss": MetricSummary("loss", 1, float("nan"), None, None)})
+    assert not condition.holds({"loss": MetricSummary(latest=float("nan"), count=1)})
 
 
 @pytest.mark.parametrize("bad", ["loss", "loss ~ 1", "loss > x", "> 1"])
