@@ -38,7 +38,7 @@ import grpc
 
 from mltrail.collector.store import DEFAULT_WORKSPACE, Store, TokenRecord
 from mltrail.common.credentials import WORKSPACE_HEADER
-from mltrail.common.errors import PermanentError
+from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.tokens import TokenFormatError, new_token, split_token
 
 log = logging.getLogger(__name__)
@@ -288,6 +288,9 @@ async def authorize(auth: Authenticator, context: grpc.aio.ServicerContext, acti
         return found
     except Refused as exc:
         await _abort(context, exc.code, str(exc))
+    except MltrailError as exc:  # the store could not look the token up: try again later
+        await _abort(context, grpc.StatusCode.UNAVAILABLE,
+                     f"the collector cannot check credentials now ({exc}); retry")
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
