@@ -122,7 +122,17 @@ def ensure_image() -> str:
                "--build-arg", f"BASE={base}",
                "--build-arg", "PIP_OPTIONS=--no-index --find-links=/src/wheels",
                "--label", "mltrail.test=deploy", "--tag", tag, str(context), timeout=900)
+    _remove_older(tag)
     return tag
+
+
+def _remove_older(keep: str) -> None:
+    """Drop images of earlier sources (not forced: one a container still uses stays)."""
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO,
+                    check=False).stdout.split()
+    for old in listed:
+        if old != keep:
+            docker("image", "rm", old, check=False)
 
 
 def compose_command() -> list[str] | None:
