@@ -131,10 +131,13 @@ class SqliteStore(Store):
         while page := self._read(SqliteReader.chunk_page, run_key, name_key,
                                  pieces[-1].key if pieces else 0, 100_000, query, False):
             pieces.extend(page)
-        return downsample(pieces, self._load_chunk, query)
+        return downsample(pieces, self._load_chunk, query, self._chunk_bytes)
+
+    def _chunk_bytes(self, chunk: StoredChunk) -> bytes:
+        return self._read(SqliteReader.chunk_data, chunk.key)
 
     def _load_chunk(self, chunk: StoredChunk) -> Points:
-        return chunks.decode(self._read(SqliteReader.chunk_data, chunk.key))
+        return chunks.decode(self._chunk_bytes(chunk))
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(SqliteReader.read_logs, query)
