@@ -175,6 +175,9 @@ def downsample(pieces: Sequence[StoredChunk], load: Callable[[StoredChunk], Poin
         summary = chunk.summary
         assert summary is not None  # chosen holds scalar chunks only
         share = spare * summary.count // total + 1  # at most `wanted` in all
+        if share == 1 and how == WHOLE and summary.all_numeric:  # the summary is the bucket
+            out.append(_summary_bucket(summary))
+            continue
         columns = (decode_columns(load_bytes(chunk)) if load_bytes is not None
                    and how == WHOLE and summary.all_numeric else None)
         if columns is not None:
@@ -210,13 +213,17 @@ def _chunk_bucket(chunk: StoredChunk, how: int, load: Callable[[StoredChunk], Po
     summary = chunk.summary
     assert summary is not None
     if how == WHOLE and summary.all_numeric:
-        return Bucket(summary.count, summary.first_step, summary.last_step,
-                      summary.first_time, summary.last_time, summary.first_value,
-                      summary.last_value, summary.min_value, summary.max_value)
+        return _summary_bucket(summary)
     points = load(chunk)
     if how == PARTIAL:
         points = in_range(points, query)
     return points_bucket(points) if len(points) else None
+
+
+def _summary_bucket(summary: ChunkSummary) -> Bucket:
+    return Bucket(summary.count, summary.first_step, summary.last_step, summary.first_time,
+                  summary.last_time, summary.first_value, summary.last_value,
+                  summary.min_value, summary.max_value)
 
 
 def points_bucket(points: Points) -> Bucket:
