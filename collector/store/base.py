@@ -28,11 +28,18 @@ Every implementation (SQLite, PostgreSQL) keeps the same contract:
   store shares) with a ``ChunkSummary`` per chunk; a batch's points extend a
   series' last, partial chunk inside the same write transaction, so a
   replayed batch (skipped by the mark) never stores a point twice. Reads of a
-  series go through ``read_series``, a generator of parts (a chunk's points,
-  one record of another kind, or a downsample's buckets; see ``series.py``)
-  that never holds the whole series: the collector advances it from any of
-  its reader threads, so an implementation must not keep a cursor or a
-  connection of one thread across a ``yield`` (SQLite pages by rowid).
+  series go through ``read_series``, a generator of parts (``SeriesStart``
+  first per metric, then a chunk's points as ``SeriesPoints``, or as
+  ``SeriesColumns`` arrays for a whole chunk of numbers, one
+  ``SeriesRecord`` per record of another kind, or one ``SeriesBuckets`` for
+  a downsample; ``series.chunk_part`` and ``series.downsample`` do the
+  store-independent part) that never holds the whole series: the collector
+  advances it from any of its reader threads, so an implementation must not
+  keep a cursor or a connection of one thread across a ``yield`` (SQLite
+  pages by rowid).
+- Listings page: ``list_runs`` by ``request.page_token`` (``run_page_after``),
+  ``list_artifacts`` by the last path seen; the Query service asks for one
+  more than a page to know whether another follows.
 """
 
 from __future__ import annotations

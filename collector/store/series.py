@@ -14,7 +14,8 @@ Downsample to at most N buckets: the selected scalar points, in logged order,
 cut into at most N runs of consecutive points. When more than N chunks are
 selected a bucket is a run of whole chunks (answered from their summaries,
 no decoding: a 10-million-point series is about 2,400 summaries); otherwise
-the points are decoded and cut into N runs of nearly equal size. Each bucket
+each chunk is decoded and cut into runs of nearly equal size, as many as its
+share of the points (at least one). Each bucket
 keeps its count, its first and last step and time, and over its numeric
 values (numbers and integers) the first, last, min and max; min and max
 leave NaN out unless every value is NaN. Non-scalar records are not in a
@@ -153,8 +154,11 @@ def chunk_part(name: str, chunk: StoredChunk, load: Callable[[StoredChunk], Poin
 
 
 def downsample(pieces: Sequence[StoredChunk], load: Callable[[StoredChunk], Points],
-               query: SeriesQuery) -> list[Bucket]:
-    """At most ``query.buckets`` buckets over the scalar chunks of one series."""
+               query: SeriesQuery, load_bytes: Callable[[StoredChunk], bytes] | None = None
+               ) -> list[Bucket]:
+    """At most ``query.buckets`` buckets over the scalar chunks of one series. With
+    ``load_bytes`` (a chunk's stored bytes), whole chunks of numbers are cut as arrays,
+    with no Python object per point."""
     wanted = max(query.buckets, 1)
     chosen = [(c, select(c.summary, query)) for c in pieces if c.summary is not None]
     chosen = [(c, how) for c, how in chosen if how != SKIP]
@@ -164,13 +168,44 @@ def downsample(pieces: Sequence[StoredChunk], load: Callable[[StoredChunk], Poin
         groups = [present[i * len(present) // wanted:(i + 1) * len(present) // wanted]
                   for i in range(wanted)]
         return [_merge(group) for group in groups if group]
-    points = Points.empty()
+    total = sum(c.summary.count for c, _ in chosen if c.summary is not None) or 1
+    spare = wanted - len(chosen)
+    out: list[Bucket] = []
     for chunk, how in chosen:
-        decoded = load(chunk)
-        points.extend(in_range(decoded, query) if how == PARTIAL else decoded)
-    total = len(points)
-    cuts = [i * total // wanted for i in range(wanted + 1)]
-    return [points_bucket(points.slice(a, b)) for a, b in pairwise(cuts) if b > a]
+        summary = chunk.summary
+        assert summary is not None  # chosen holds scalar chunks only
+        share = spare * summary.count // total + 1  # at most `wanted` in all
+        if share == 1 and how == WHOLE and summary.all_numeric:  # the summary is the bucket
+            out.append(_summary_bucket(summary))
+            continue
+        columns = (decode_columns(load_bytes(chunk)) if load_bytes is not None
+                   and how == WHOLE and summary.all_numeric else None)
+        if columns is not None:
+            out.extend(_column_buckets(columns, share, summary.has_nan))
+            continue
+        points = load(chunk)
+        if how == PARTIAL:
+            points = in_range(points, query)
+        cuts = [i * len(points) // share for i in range(share + 1)]
+        out.extend(points_bucket(points.slice(a, b)) for a, b in pairwise(cuts) if b > a)
+    return out
+
+
+def _column_buckets(columns: Columns, share: int, has_nan: bool) -> list[Bucket]:
+    """A whole chunk of numbers cut into ``share`` runs, min and max by C loops."""
+    count, steps, times, numbers = (columns.count, columns.steps, columns.times,
+                                    columns.numbers)
+    cuts = [i * count // share for i in range(share + 1)]
+    out = []
+    for a, b in pairwise(cuts):
+        if b <= a:
+            continue
+        part = numbers[a:b]
+        low, high = _extremes(part) if has_nan else (min(part), max(part))
+        out.append(Bucket(b - a, steps[a] if steps is not None else None,
+                          steps[b - 1] if steps is not None else None, times[a],
+                          times[b - 1], part[0], part[-1], low, high))
+    return out
 
 
 def _chunk_bucket(chunk: StoredChunk, how: int, load: Callable[[StoredChunk], Points],
@@ -178,13 +213,17 @@ def _chunk_bucket(chunk: StoredChunk, how: int, load: Callable[[StoredChunk], Po
     summary = chunk.summary
     assert summary is not None
     if how == WHOLE and summary.all_numeric:
-        return Bucket(summary.count, summary.first_step, summary.last_step,
-                      summary.first_time, summary.last_time, summary.first_value,
-                      summary.last_value, summary.min_value, summary.max_value)
+        return _summary_bucket(summary)
     points = load(chunk)
     if how == PARTIAL:
         points = in_range(points, query)
     return points_bucket(points) if len(points) else None
+
+
+def _summary_bucket(summary: ChunkSummary) -> Bucket:
+    return Bucket(summary.count, summary.first_step, summary.last_step, summary.first_time,
+                  summary.last_time, summary.first_value, summary.last_value,
+                  summary.min_value, summary.max_value)
 
 
 def points_bucket(points: Points) -> Bucket:

@@ -66,7 +66,10 @@ class PagedSeriesReads:
         while page := self._read(self._series_reader.chunk_page, run_key, name_key,
                                  pieces[-1].key if pieces else 0, 100_000, query, False):
             pieces.extend(page)
-        return downsample(pieces, self._load_chunk, query)
+        return downsample(pieces, self._load_chunk, query, self._chunk_bytes)
+
+    def _chunk_bytes(self, chunk: StoredChunk) -> bytes:
+        return bytes(self._read(self._series_reader.chunk_data, chunk.key))
 
     def _load_chunk(self, chunk: StoredChunk) -> Points:
-        return chunks.decode(self._read(self._series_reader.chunk_data, chunk.key))
+        return chunks.decode(self._chunk_bytes(chunk))

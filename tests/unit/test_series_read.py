@@ -216,3 +216,37 @@ def test_other_kinds_and_names(tmp_path: Path, store_url: str) -> None:
         assert KIND_NUMBER == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("buckets", [3, 7, 50, 1000])
+def test_downsample_of_few_number_chunks_cut_as_arrays_matches_brute_force(
+        tmp_path: Path, buckets: int) -> None:
+    """Fewer chunks than buckets: whole chunks of numbers (NaN and infinities among them)
+    are cut as arrays; the answer still partitions the points in logged order."""
+    rng = random.Random(buckets)
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", ArtifactStore(tmp_path / "a"))
+    try:
+        points: list[Point] = []
+        records = []
+        for i in range(3 * CHUNK_POINTS + 100):
+            value = rng.choice([math.nan, math.inf, -math.inf]) if i % 97 == 0 else rng.random()
+            records.append(b.scalar(i + 1, "r", "n", value, step=i, t=1000 + 3 * i))
+            points.append((i, 1000 + 3 * i, value))
+        store.write_batch([validate_batch(b.batch("s", records))])
+        for query in (SeriesQuery("r", "n", buckets=buckets),
+                      SeriesQuery("r", "n", step_min=1000, step_max=9000, buckets=buckets)):
+            got = [bk for part in store.read_series(query) if isinstance(part, SeriesBuckets)
+                   for bk in part.buckets]
+            want = _selected(points, query)
+            assert 0 < len(got) <= buckets
+            assert sum(bk.count for bk in got) == len(want)
+            at = 0
+            for bk in got:
+                expected = _expected_bucket(want[at:at + bk.count])
+                actual = (bk.count, bk.first_step, bk.last_step, bk.first_time, bk.last_time,
+                          bk.first, bk.last, bk.min, bk.max)
+                assert all(_same(a, e) for a, e in zip(actual, expected, strict=True)), (
+                    query, at, actual, expected)
+                at += bk.count
+    finally:
+        store.close()
