@@ -121,7 +121,9 @@ def render_status(doc: dict[str, Any]) -> str:
             where = f"socket {s['socket']}, http {s['http']}" if s["running"] else None
         rows.append([s["service"], "running" if s["running"] else "stopped", s["pid"], where])
     collector, agent = doc["services"]
-    fields: list[tuple[str, Any]] = [
+    fields: list[tuple[str, Any]] = [("Web UI", f"http://{collector['http']}/")] if (
+        collector["running"]) else []
+    fields += [
         ("Data", doc["home"]),
         ("Store", _sized(collector.get("store"), collector.get("store_bytes"))),
         ("Artifacts", _sized(collector.get("artifacts"), collector.get("artifacts_bytes"))),
