@@ -178,6 +178,17 @@ def end_run(run: Any, result: LaunchResult) -> None:
         print(f"mltrail: run {run.id} failed: {message}", file=sys.stderr)
 
 
+def _web_address(collector: str) -> str | None:
+    """The HTTP address of the local collector at ``collector`` (its ready file says),
+    for the web UI's link; None for another collector (its HTTP port is not known here)."""
+    from mltrail.pipeline.embedded import embedded_dir, read_ready
+
+    info = read_ready(embedded_dir() / "collector.json")
+    if info and info.get("grpc") == collector and info.get("http"):
+        return str(info["http"])
+    return None
+
+
 def print_summary(run: Any) -> None:
     """Status, duration, final metrics, log lines and artifacts, as the collector has them,
     and the commands that look further."""
@@ -202,6 +213,9 @@ def print_summary(run: Any) -> None:
     out += [f"  {mltrail} {cmd} {run.id}{flag}" for cmd in ("show", "metrics", "logs",
                                                              "artifacts")]
     out += [f"  {mltrail} runs{flag}"]
+    web = _web_address(collector)
+    if web:
+        out += ["", f"In a browser: http://{web}/#/run/{run.id}"]
     if mltrail != "mltrail":
         venv = Path(mltrail).parent
         out += ["", f"mltrail is not on your PATH: `. {venv / 'activate'}` puts it there."]
