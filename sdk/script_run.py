@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mltrail.common.errors import MltrailError
 from mltrail.common.settings import mltrail_home
 from mltrail.proto import records_pb2
-from mltrail.query.details import RUN_DEFINITION_PROPERTY
+from mltrail.query.details import CANCEL_TAG, RUN_DEFINITION_PROPERTY
 from mltrail.query.types import TERMINAL_STATUSES
 from mltrail.query.wait import OfflineRunNotWatched, RunFailed, WaitTimeout
 from mltrail.run import Run, new_run_id
@@ -57,8 +57,17 @@ class ScriptRun(Run):
         self._process: subprocess.Popen[bytes] | None = None
 
     def cancel(self) -> None:
-        """Stop the script (if this process launched it) and mark the run Canceled."""
+        """Stop the script and mark the run Canceled: a script this process launched by
+        signal; another's through its launcher, which watches for the cancel tag (as
+        `mltrail cancel` asks), for up to the launcher's grace period and a little more."""
         process = self._process
+        if process is None and self.get_status() == "Running":
+            self._event(records_pb2.RunEvent(tags=records_pb2.TagsSet(
+                tags={CANCEL_TAG: str(time.time_ns())})))
+            self.flush()
+            deadline = time.monotonic() + LAUNCHER_GRACE_SECONDS + 10
+            while time.monotonic() < deadline and self.get_status() not in TERMINAL_STATUSES:
+                time.sleep(0.5)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

@@ -130,8 +130,8 @@ class CancelWatcher(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        from mltrail.cli.tidy import CANCEL_TAG
         from mltrail.query.client import QueryClient
+        from mltrail.query.details import CANCEL_TAG
 
         agent = self.tracked._link.agent
         if agent is None:

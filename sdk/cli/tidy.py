@@ -25,9 +25,9 @@ from mltrail.cli.target import connect, program
 from mltrail.common.errors import PermanentError
 from mltrail.proto import records_pb2
 from mltrail.query.client import QueryClient
+from mltrail.query.details import CANCEL_TAG
 from mltrail.query.types import RunInfo
 
-CANCEL_TAG = "mltrail.cancel_requested"
 DISPLAY_NAME_TAG = "mltrail.display_name"
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -24,7 +24,9 @@ DISPLAY_NAME_TAG = "mltrail.display_name"  # renames the run; the collector keep
 WORKSPACE_PROPERTY = "mltrail.workspace"
 SUBMITTED_BY_PROPERTY = "mltrail.submitted_by"
 RUN_DEFINITION_PROPERTY = "mltrail.run_definition"
-RESERVED_TAGS = frozenset({DESCRIPTION_TAG})
+# The tag `mltrail cancel` and ScriptRun.cancel set; a script's launcher watches for it.
+CANCEL_TAG = "mltrail.cancel_requested"
+RESERVED_TAGS = frozenset({DESCRIPTION_TAG, CANCEL_TAG})
 # v1's run types; mltrail's own names for the others (interactive, child, offline).
 V1_RUN_TYPES = {"script": "azureml.scriptrun"}
 
