@@ -130,3 +130,43 @@ def test_a_launcher_that_dies_leaves_its_run_failed_not_running(agent: Service,
                           capture_output=True, env=env_for(agent, tmp_path), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "status Failed LauncherExited -9" in done.stdout
+
+
+FOREVER = "import time\nwhile True:\n    print('working', flush=True)\n    time.sleep(0.2)\n"
+CANCELER = textwrap.dedent("""
+    import sys
+    from mltrail import Experiment
+    from mltrail.script_run import ScriptRun
+    run = ScriptRun(Experiment("cancel-me"), sys.argv[1])
+    run.cancel()
+    print(run.get_status())
+""")
+
+
+def test_cancel_from_another_process_stops_the_script_through_its_launcher(
+        agent: Service, collector: Service, tmp_path: Path) -> None:
+    (tmp_path / "forever.py").write_text(FOREVER)
+    env = env_for(agent, tmp_path)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mltrail", "run", "--experiment", "cancel-me", "--", sys.executable,
+         "forever.py"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with QueryClient(collector.grpc) as client:
+            deadline = time.monotonic() + 60
+            runs = []
+            while not runs and time.monotonic() < deadline:
+                runs = [r for r in client.list_runs(experiment="cancel-me")
+                        if r.status == "Running"]
+                time.sleep(0.1)
+        assert runs, "the run never started"
+        done = subprocess.run([sys.executable, "-c", CANCELER, runs[0].run_id], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "Canceled"
+        _, stderr = launcher.communicate(timeout=60)
+        assert launcher.returncode != 0  # the launcher stopped its command
+        assert b"asked to stop this run" in stderr
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
