@@ -64,6 +64,41 @@ def test_version_1_store_is_migrated_forward_keeping_its_rows(postgres_url: str,
         assert index is not None and index[0] is not None
 
 
+def test_version_2_store_moves_into_the_default_workspace(postgres_url: str,
+                                                          tmp_path: Path) -> None:
+    """Schema 3 (workspaces): the runs and stream marks stored before belong to 'default'."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # what version 2 created
+        for statement in (schema.BASE + ";" + schema.MIGRATIONS[2]).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        conn.execute("INSERT INTO runs (run_id, status, experiment) VALUES ('old', 1, 'e')")
+        conn.execute("INSERT INTO streams VALUES ('s', 3)")
+    store = open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    try:
+        assert store.get_run("old") is not None and store.get_run("old", "other") is None
+        again = write(store, b.batch("s", [b.scalar(3, "old", "x", 1.0)])).outcomes[0]
+        assert again.duplicates == 1  # the stream's mark survived, in 'default'
+        assert store.list_tokens() == []
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert schema.schema_version(conn) == schema.SCHEMA_VERSION
+
+
+def test_a_token_made_through_one_replica_holds_on_the_other(stores: list[Store]) -> None:
+    from mltrail.collector.store import TokenRecord
+
+    stores[0].put_token(TokenRecord("0123456789ab", "ci", "a", "writer", b"d" * 32, 10))
+    found = stores[1].find_token("0123456789ab")
+    assert found is not None and found.workspace == "a" and found.digest == b"d" * 32
+    with pytest.raises(PermanentError, match="named 'ci' exists"):
+        stores[1].put_token(TokenRecord("ba9876543210", "ci", "b", "reader", b"e" * 32, 11))
+    assert stores[1].revoke_token("ci", 99) is not None
+    revoked = stores[0].find_token("0123456789ab")
+    assert revoked is not None and revoked.revoked == 99
+
+
 def test_same_batch_through_two_replicas_at_once_is_stored_once(stores: list[Store]) -> None:
     """Each round, both stores get the same batch at the same moment: one stores it, the
     other sees duplicates (the high-water-mark row is locked in the transaction)."""
