@@ -5,19 +5,17 @@ writing overlapping streams wait for each other instead of deadlocking):
 
     1. streams:   insert the request's (workspace, stream id) pairs that are new
                   (sorted), then SELECT ... ORDER BY workspace, stream_id
-                  FOR UPDATE: every high-water
-                  mark of the request is locked until commit, so a replica
-                  that receives the same batch waits, then sees it as a
-                  duplicate (never check-then-insert)
+                  FOR UPDATE: every high-water mark of the request is locked
+                  until commit, so a replica that receives the same batch
+                  waits, then sees it as a duplicate (never check-then-insert)
     2. per batch: skip what is at or below the mark; gather metric rows and log
                   pieces in memory; run events and artifact chunks are written
                   at once, inside a savepoint when the batch has such records
                   (an artifact that does not verify rolls back that batch only)
-    3. flush:     series and log streams locked in key order; each one's open
-                  chunk extended in place, new chunks (chunks.py encoding) by
-                  COPY; lines numbered; the new marks;
-                  pg_notify per log stream (run id and position) for followers
-                  on every replica, delivered at commit
+    3. flush:     series and log streams (postgres_flush.py) locked in key
+                  order; each one's open chunk extended in place, new chunks
+                  by COPY; lines numbered; the new marks; pg_notify per log
+                  stream and ended run for followers on every replica
 
 A record for a run of another workspace raises ``ForeignRun`` (as in SQLite):
 its batch is refused as ``denied`` (a batch that may create runs is written
@@ -35,7 +33,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 from mltrail.collector.artifacts import ArtifactStore, contiguous
 from mltrail.collector.store import chunks
@@ -46,17 +44,15 @@ from mltrail.collector.store.base import (
     ValidBatch,
     WriteSummary,
 )
-from mltrail.collector.store.chunks import CHUNK_POINTS, Points
-from mltrail.collector.store.sqlite_chunks import (
-    LogPiece,
-    compress_text,
-    encode_times,
-    extends,
-    open_piece,
-    plan_append,
-    summary_row,
+from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.postgres_flush import (
+    NOTIFY_CHANNEL,
+    LogLines,
+    SeriesPiece,
+    flush_logs,
+    flush_series,
 )
-from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
+from mltrail.collector.store.sqlite_chunks import LogPiece
 from mltrail.collector.store.sqlite_writer import (
     _TERMINAL,
     DISPLAY_NAME_TAG,
@@ -68,34 +64,11 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
 
-NOTIFY_CHANNEL = "mltrail_logs"
-
-_CHUNK_COPY = ("COPY metric_chunks (run_key, name_key, kind, count, first_step, last_step, "
-               "min_step, max_step, first_time, last_time, min_time, max_time, first_value, "
-               "last_value, min_value, max_value, flags, data) FROM STDIN (FORMAT BINARY)")
-_CHUNK_TYPES = ["int8", "int4", "int2", "int4", *["int8"] * 8, *["float8"] * 4, "int4",
-                "bytea"]
-_LOG_COPY = ("COPY log_chunks (stream_key, first_line, line_count, first_time, last_time, "
-             "data, line_times, level, logger) FROM STDIN (FORMAT BINARY)")
-_LOG_TYPES = ["int8", "int8", "int4", "int8", "int8", "bytea", "bytea", "text", "text"]
 _VALUE_KINDS = {"number": chunks.KIND_NUMBER, "integer": chunks.KIND_INTEGER,
                 "text": chunks.KIND_TEXT, "flag": chunks.KIND_FLAG}
-_KEYS = "unnest(%s::bigint[], %s::bigint[]) AS u(a, b)"
-
-# A series' pieces in logged order: scalar points, or one encoded Metric (time, bytes).
-SeriesPiece: TypeAlias = Points | tuple[int, bytes]
-
-
 def clean(text: str) -> str:
     """PostgreSQL text cannot hold NUL: it is kept as U+FFFD, like undecodable bytes."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-@dataclass
-class _LogLines:
-    run_key: int
-    stream: str
-    piece: LogPiece
 
 
 @dataclass
@@ -103,7 +76,7 @@ class _Work:
     """Rows gathered for one batch (then merged into the transaction's)."""
 
     series: dict[tuple[int, int], list[SeriesPiece]] = field(default_factory=dict)
-    logs: list[_LogLines] = field(default_factory=list)
+    logs: list[LogLines] = field(default_factory=list)
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: dict[int, str] = field(default_factory=dict)  # run_key -> run_id
@@ -326,7 +299,7 @@ class PostgresWriter:
         times = _line_times(chunk, splits)
         first_time, last_time = (times[0], times[-1]) if times else (rec.time_unix_nano,) * 2
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
-        work.logs.append(_LogLines(run_key, clean(chunk.stream), LogPiece(
+        work.logs.append(LogLines(run_key, clean(chunk.stream), LogPiece(
             text.count("\n") + 1, first_time, last_time, text, times, clean(chunk.level),
             clean(chunk.logger))))
         work.log_runs[run_key] = rec.run_id
@@ -427,9 +400,9 @@ class PostgresWriter:
     def _flush(self, total: _Work, changed: dict[tuple[str, str], int]) -> None:
         conn = self._conn
         if total.series:
-            self._flush_series(total.series)
+            flush_series(conn, total.series)
         if total.logs:
-            self._flush_logs(total)
+            flush_logs(conn, total.logs, total.log_runs)
         if changed:
             conn.execute("UPDATE streams SET hwm = u.hwm FROM unnest(%s::text[], %s::text[], "
                          "%s::bigint[]) AS u(w, s, hwm) WHERE streams.workspace = u.w AND "
@@ -439,98 +412,6 @@ class PostgresWriter:
         if total.ended_runs:
             conn.execute("SELECT pg_notify(%s, 'end ' || r) FROM unnest(%s::text[]) AS r",
                          (NOTIFY_CHANNEL, sorted(total.ended_runs)))
-
-    def _lock(self, table: str, columns: str, keys: list[tuple[Any, Any]],
-              second: str = "bigint") -> None:
-        """Create the missing rows of ``keys`` and lock them all, in key order."""
-        params = ([a for a, _ in keys], [b for _, b in keys])
-        a, b = columns.split(", ")
-        pairs = f"unnest(%s::bigint[], %s::{second}[]) AS u(a, b)"
-        extra = ", 0" if table == "log_streams" else ""
-        self._conn.execute(f"INSERT INTO {table} ({columns}{', next_line' if extra else ''}) "
-                           f"SELECT u.a, u.b{extra} FROM {pairs} ORDER BY u.a, u.b "
-                           "ON CONFLICT DO NOTHING", params)
-        self._conn.execute(f"SELECT 1 FROM {table} t JOIN {pairs} ON t.{a} = u.a AND "
-                           f"t.{b} = u.b ORDER BY t.{a}, t.{b} FOR UPDATE OF t",
-                           params).fetchall()
-
-    def _flush_series(self, series: dict[tuple[int, int], list[SeriesPiece]]) -> None:
-        """Each series' open chunk extended in place (under its series lock, so no other
-        replica extends it meanwhile), the rest as new chunk rows by COPY."""
-        conn = self._conn
-        keys = sorted(series)
-        self._lock("metric_series", "run_key, name_key", keys)
-        heads = {(r, n): (key, count, data) for r, n, key, count, data in conn.execute(
-            f"SELECT u.a, u.b, c.id, c.count, c.data FROM {_KEYS} CROSS JOIN LATERAL (SELECT "
-            "id, kind, count, data FROM metric_chunks WHERE run_key = u.a AND name_key = u.b "
-            f"ORDER BY id DESC LIMIT 1) c WHERE c.kind = {CHUNK_SCALAR} AND c.count < "
-            f"{CHUNK_POINTS}", ([k[0] for k in keys], [k[1] for k in keys])).fetchall()}
-        rows: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for key in keys:
-            pieces = series[key]
-            head = heads.get(key)
-            if head is not None and isinstance(pieces[0], Points):
-                points = chunks.decode(bytes(head[2]))
-                room = CHUNK_POINTS - len(points)
-                points.extend(pieces[0].slice(0, room))
-                updates.append((*summary_row(chunks.summarize(points)), chunks.encode(points),
-                                head[0]))
-                pieces[0] = pieces[0].slice(room, len(pieces[0]))
-            rows.extend(_chunk_rows(key, pieces))
-        if updates:
-            conn.cursor().executemany(
-                "UPDATE metric_chunks SET (count, first_step, last_step, min_step, max_step, "
-                "first_time, last_time, min_time, max_time, first_value, last_value, "
-                "min_value, max_value, flags, data) = (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "%s, %s, %s, %s, %s, %s) WHERE id = %s", updates)
-        _copy(conn, _CHUNK_COPY, _CHUNK_TYPES, rows)
-
-    def _flush_logs(self, total: _Work) -> None:
-        """Lock the log streams in (run_key, name) order, number the lines, extend each
-        stream's open chunk and add new chunks, then wake followers on every replica."""
-        conn = self._conn
-        keys = sorted({(lines.run_key, lines.stream) for lines in total.logs})
-        self._lock("log_streams", "run_key, name", keys, "text")
-        params = ([k for k, _ in keys], [n for _, n in keys])
-        streams = {(r, n): [key, line] for r, n, key, line in conn.execute(
-            "SELECT s.run_key, s.name, s.stream_key, s.next_line FROM log_streams s JOIN "
-            "unnest(%s::bigint[], %s::text[]) AS u(a, b) ON s.run_key = u.a AND s.name = u.b",
-            params).fetchall()}
-        heads = {row[0]: row[1:] for row in conn.execute(
-            "SELECT s.stream_key, c.first_line, c.line_count, c.first_time, c.last_time, "
-            "c.data, c.line_times, c.level, c.logger FROM log_streams s JOIN unnest("
-            "%s::bigint[], %s::text[]) AS u(a, b) ON s.run_key = u.a AND s.name = u.b CROSS "
-            "JOIN LATERAL (SELECT * FROM log_chunks WHERE stream_key = s.stream_key ORDER BY "
-            "first_line DESC LIMIT 1) c", params).fetchall()}
-        pending: dict[tuple[int, str], list[LogPiece]] = {}
-        for lines in total.logs:
-            pending.setdefault((lines.run_key, lines.stream), []).append(lines.piece)
-        rows: list[tuple[Any, ...]] = []
-        for key in keys:
-            stream_key, next_line = streams[key]
-            head_row = heads.get(stream_key)
-            head, first = None, next_line
-            if head_row is not None and extends(head_row, next_line):
-                head, first = open_piece(head_row)
-            plan = plan_append(head, first, pending[key])
-            if head is not None:
-                line, piece = plan.pop(0)
-                conn.execute("UPDATE log_chunks SET line_count = %s, first_time = %s, "
-                             "last_time = %s, data = %s, line_times = %s, level = %s, "
-                             "logger = %s WHERE stream_key = %s AND first_line = %s",
-                             (*_log_values(piece), stream_key, line))
-            rows.extend((stream_key, line, *_log_values(piece)) for line, piece in plan)
-            streams[key][1] = next_line + sum(piece.count for piece in pending[key])
-        _copy(conn, _LOG_COPY, _LOG_TYPES, rows)
-        positions = [streams[key] for key in keys]
-        conn.execute("UPDATE log_streams SET next_line = u.n FROM unnest(%s::bigint[], "
-                     "%s::bigint[]) AS u(k, n) WHERE log_streams.stream_key = u.k",
-                     ([key for key, _ in positions], [line for _, line in positions]))
-        conn.execute("SELECT pg_notify(%s, u.n || ' ' || u.r) FROM unnest(%s::bigint[], "
-                     "%s::text[]) AS u(n, r)",
-                     (NOTIFY_CHANNEL, [line for _, line in positions],
-                      [total.log_runs[run_key] for run_key, _ in keys]))
 
     def _summarise(self, total: _Work, summary: WriteSummary) -> None:
         summary.log_runs |= set(total.log_runs.values())
@@ -562,32 +443,3 @@ def _open_points(pieces: list[SeriesPiece]) -> Points:
     if not pieces or not isinstance(pieces[-1], Points):
         pieces.append(Points.empty())
     return pieces[-1]
-
-
-def _chunk_rows(key: tuple[int, int], pieces: list[SeriesPiece]) -> list[tuple[Any, ...]]:
-    run_key, name_key = key
-    rows: list[tuple[Any, ...]] = []
-    for piece in pieces:
-        if isinstance(piece, Points):
-            for first in range(0, len(piece), CHUNK_POINTS):
-                part = piece.slice(first, first + CHUNK_POINTS)
-                rows.append((run_key, name_key, CHUNK_SCALAR,
-                             *summary_row(chunks.summarize(part)), chunks.encode(part)))
-        else:
-            time_ns, data = piece
-            rows.append((run_key, name_key, CHUNK_ENCODED, 1, None, None, None, None,
-                         time_ns, time_ns, time_ns, time_ns, None, None, None, None, 0, data))
-    return rows
-
-
-def _log_values(piece: LogPiece) -> tuple[Any, ...]:
-    return (piece.count, piece.first_time, piece.last_time, compress_text(piece.text),
-            encode_times(piece.times), piece.level, piece.logger)
-
-
-def _copy(conn: Any, sql: str, types: list[str], rows: list[tuple[Any, ...]]) -> None:
-    if rows:
-        with conn.cursor() as cur, cur.copy(sql) as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
