@@ -126,6 +126,39 @@ def test_same_batch_through_two_replicas_at_once_is_stored_once(stores: list[Sto
     assert values == [float(seq) for seq in range(1, rounds * per_batch + 1)]
 
 
+def test_one_stream_id_in_two_workspaces_through_two_replicas_is_two_streams(
+        stores: list[Store]) -> None:
+    """Marks are per (workspace, stream id): the same stream id written at once through
+    two replicas for two workspaces stores both, and a replay in either is a duplicate."""
+    rounds, per_batch = 20, 20
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def replica(index: int) -> None:
+        try:
+            for n in range(rounds):
+                first = n * per_batch + 1
+                batch = b.batch("s", [b.scalar(seq, f"run-{index}", "m", float(seq))
+                                      for seq in range(first, first + per_batch)])
+                barrier.wait(timeout=30)
+                outcome = stores[index].write_batch([validate_batch(batch, f"ws{index}")])
+                assert outcome.outcomes[0].stored == per_batch
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    for index in range(2):
+        assert len(stores[1 - index].get_metrics(f"run-{index}", "m")) == rounds * per_batch
+        replay = stores[1 - index].write_batch([validate_batch(b.batch("s", [
+            b.scalar(1, f"run-{index}", "m", 0.0)]), f"ws{index}")]).outcomes[0]
+        assert replay.duplicates == 1
+
+
 def test_requests_locking_streams_in_opposite_orders_do_not_deadlock(
         stores: list[Store]) -> None:
     """One replica writes streams (a, b), the other (b, a), with log lines of one run
