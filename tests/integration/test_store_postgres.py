@@ -4,7 +4,7 @@ and lock order across two stores (as two replicas), wake-ups, a server restart."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -31,6 +31,24 @@ def stores(postgres_url: str, tmp_path: Path) -> Iterator[list[Store]]:
 
 def write(store: Store, *batches: records_pb2.Batch):  # type: ignore[no-untyped-def]
     return store.write_batch([validate_batch(batch) for batch in batches])
+
+
+def in_two_threads(replica: Callable[[int], None]) -> list[BaseException]:
+    """``replica(0)`` and ``replica(1)`` at once; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            replica(index)
+        except BaseException as exc:  # returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
 
 
 def test_fresh_database_gets_the_current_schema_and_a_newer_one_is_refused(
@@ -131,27 +149,18 @@ def test_one_stream_id_in_two_workspaces_through_two_replicas_is_two_streams(
     """Marks are per (workspace, stream id): the same stream id written at once through
     two replicas for two workspaces stores both, and a replay in either is a duplicate."""
     rounds, per_batch = 20, 20
-    errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
     def replica(index: int) -> None:
-        try:
-            for n in range(rounds):
-                first = n * per_batch + 1
-                batch = b.batch("s", [b.scalar(seq, f"run-{index}", "m", float(seq))
-                                      for seq in range(first, first + per_batch)])
-                barrier.wait(timeout=30)
-                outcome = stores[index].write_batch([validate_batch(batch, f"ws{index}")])
-                assert outcome.outcomes[0].stored == per_batch
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for n in range(rounds):
+            first = n * per_batch + 1
+            batch = b.batch("s", [b.scalar(seq, f"run-{index}", "m", float(seq))
+                                  for seq in range(first, first + per_batch)])
+            barrier.wait(timeout=30)
+            outcome = stores[index].write_batch([validate_batch(batch, f"ws{index}")])
+            assert outcome.outcomes[0].stored == per_batch
 
-    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert in_two_threads(replica) == []
     for index in range(2):
         assert len(stores[1 - index].get_metrics(f"run-{index}", "m")) == rounds * per_batch
         replay = stores[1 - index].write_batch([validate_batch(b.batch("s", [
@@ -263,24 +272,15 @@ def test_two_replicas_extending_one_series_keep_every_point_once(
     from mltrail.collector.store.chunks import CHUNK_POINTS
 
     rounds, per_batch = 30, 300
-    errors: list[BaseException] = []
 
     def replica(index: int) -> None:
-        try:
-            for n in range(rounds):
-                first = n * per_batch + 1
-                write(stores[index], b.batch(f"rank{index}", [
-                    b.scalar(seq, "r", "m", index * 1_000_000 + seq)
-                    for seq in range(first, first + per_batch)]))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for n in range(rounds):
+            first = n * per_batch + 1
+            write(stores[index], b.batch(f"rank{index}", [
+                b.scalar(seq, "r", "m", index * 1_000_000 + seq)
+                for seq in range(first, first + per_batch)]))
 
-    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert in_two_threads(replica) == []
     values = [r.metric.scalar.value.integer for r in stores[0].get_metrics("r", "m")]
     total = rounds * per_batch
     assert len(values) == 2 * total
