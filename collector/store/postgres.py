@@ -115,9 +115,10 @@ class PostgresStore(PagedSeriesReads, Store):
                   workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
         return self._read(PostgresReader.list_runs, request, workspace)
 
-    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
                 ) -> collector_pb2.RunInfo | None:
-        return self._read(PostgresReader.get_run, run_id, workspace)
+        """``counts=False`` leaves the counts 0 (integ's Store.get_run takes it)."""
+        return self._read(PostgresReader.get_run, run_id, workspace, counts)
 
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
         return self._read(PostgresReader.run_status, run_id, workspace)

@@ -90,13 +90,15 @@ class PostgresReader:
             by_id[parent].child_run_ids.append(child)
         return list(infos.values())
 
-    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
                 ) -> collector_pb2.RunInfo | None:
         row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s AND "
                         "workspace = %s", (clean(run_id), clean(workspace)))
         if row is None:
             return None
         info = self._run_infos([row])[0]
+        if not counts:  # cheap, for polling
+            return info
         run_key = row[0]
         info.metric_records = self._count(
             "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = %s", run_key)

@@ -290,3 +290,11 @@ def test_two_replicas_extending_one_series_keep_every_point_once(
     with psycopg.connect(postgres_url) as conn:
         counts = [row[0] for row in conn.execute("SELECT count FROM metric_chunks")]
     assert sum(counts) == 2 * total and max(counts) <= CHUNK_POINTS
+
+
+def test_get_run_without_counts_skips_them(stores: list[Store]) -> None:
+    write(stores[0], b.batch("s", [b.started(1, "r"), b.scalar(2, "r", "m", 1.0)]))
+    counted = stores[0].get_run("r")
+    cheap = stores[1].get_run("r", "default", False)  # type: ignore[call-arg]
+    assert counted is not None and counted.metric_records == 1
+    assert cheap is not None and cheap.run_id == "r" and cheap.metric_records == 0
