@@ -47,7 +47,9 @@ def run_copy(args: argparse.Namespace) -> int:
         destination = open_store(args.destination, dst_artifacts)
         try:
             report = copy_store(source, args.source[len("sqlite:///"):], src_artifacts,
-                                destination, lambda marks: _import_marks(destination, marks),
+                                destination,
+                                lambda marks, workspace: _import_marks(destination, marks,
+                                                                       workspace),
                                 progress=lambda line: print(line, file=sys.stderr))
         finally:
             destination.close()
@@ -64,15 +66,17 @@ def run_copy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_marks(destination: Store, marks: dict[str, int]) -> None:
-    """The source's stream marks, kept where the destination's are lower."""
+def _import_marks(destination: Store, marks: dict[str, int], workspace: str) -> None:
+    """The source's stream marks of ``workspace``, kept where the destination's are lower."""
     importer = getattr(destination, "import_marks", None)
     if importer is not None:
-        importer(marks)
+        importer(marks, workspace)
         return
     path = getattr(destination, "path", None)
     if path is None:
         raise PermanentError("the destination store cannot take stream marks")
     with sqlite3.connect(path, timeout=30) as conn:
-        conn.executemany("INSERT INTO streams VALUES (?, ?) ON CONFLICT(stream_id) DO UPDATE "
-                         "SET hwm = MAX(hwm, excluded.hwm)", list(marks.items()))
+        conn.executemany("INSERT INTO streams (workspace, stream_id, hwm) VALUES (?, ?, ?) "
+                         "ON CONFLICT(workspace, stream_id) DO UPDATE SET "
+                         "hwm = MAX(hwm, excluded.hwm)",
+                         [(workspace, sid, hwm) for sid, hwm in marks.items()])

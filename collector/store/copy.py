@@ -11,8 +11,11 @@ the destination's high-water marks make the copy resumable and idempotent:
 an interrupted copy run again skips what was committed, and a second copy
 stores nothing. The source's own stream marks are carried over too, so an
 agent that still holds unacknowledged batches for the old store does not
-store them twice in the new one. At the end every run's counts (metric
-records, log lines, artifacts) are compared; a difference is an error.
+store them twice in the new one. Runs and marks are copied workspace by
+workspace, each into the same workspace of the destination (tokens are not
+copied: their digests are keyed by the source collector's secret). At the
+end every run's counts (metric records, log lines, artifacts) are compared;
+a difference is an error.
 
 Stop the collectors of the source first: a source that changes while it is
 copied replays differently.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
     MAX_RUN_PAGE,
     LogQuery,
     Store,
@@ -54,45 +58,61 @@ class CopyReport:
 
 
 def copy_store(source: Store, source_path: str, source_artifacts: ArtifactStore,
-               destination: Store, import_marks: Callable[[dict[str, int]], None],
+               destination: Store, import_marks: Callable[[dict[str, int], str], None],
                progress: Callable[[str], None] = lambda _: None) -> CopyReport:
+    """``import_marks(marks, workspace)`` keeps a workspace's stream marks in the
+    destination where they are higher."""
     report = CopyReport()
-    runs = _all_runs(source)
-    for number, run in enumerate(runs, 1):
-        _copy_run(source, source_artifacts, destination, run, report)
-        progress(f"run {number}/{len(runs)} {run.run_id}: copied")
-    marks = source_marks(source_path)
-    import_marks(marks)
-    report.marks = len(marks)
-    report.runs = len(runs)
-    for run in runs:
-        before, after = source.get_run(run.run_id), destination.get_run(run.run_id)
-        counts = [(r.metric_records, r.log_lines, r.artifacts) if r else None
-                  for r in (before, after)]
-        if counts[0] != counts[1]:
-            report.mismatches.append(f"run {run.run_id}: source (metrics, lines, artifacts) "
-                                     f"{counts[0]}, destination {counts[1]}")
+    for workspace in source_workspaces(source_path):
+        runs = _all_runs(source, workspace)
+        for number, run in enumerate(runs, 1):
+            _copy_run(source, source_artifacts, destination, run, workspace, report)
+            progress(f"workspace {workspace}: run {number}/{len(runs)} {run.run_id}: copied")
+        marks = source_marks(source_path, workspace)
+        import_marks(marks, workspace)
+        report.marks += len(marks)
+        report.runs += len(runs)
+        for run in runs:
+            before = source.get_run(run.run_id, workspace)
+            after = destination.get_run(run.run_id, workspace)
+            counts = [(r.metric_records, r.log_lines, r.artifacts) if r else None
+                      for r in (before, after)]
+            if counts[0] != counts[1]:
+                report.mismatches.append(
+                    f"run {run.run_id} (workspace {workspace}): source (metrics, lines, "
+                    f"artifacts) {counts[0]}, destination {counts[1]}")
     return report
 
 
-def _all_runs(store: Store) -> list[collector_pb2.RunInfo]:
+def _all_runs(store: Store, workspace: str) -> list[collector_pb2.RunInfo]:
     runs: list[collector_pb2.RunInfo] = []
     while page := store.list_runs(collector_pb2.ListRunsRequest(
-            limit=MAX_RUN_PAGE, page_token=run_page_token(runs[-1]) if runs else "")):
+            limit=MAX_RUN_PAGE, page_token=run_page_token(runs[-1]) if runs else ""),
+            workspace):
         runs.extend(page)
     return runs
 
 
-def source_marks(path: str) -> dict[str, int]:
+def source_workspaces(path: str) -> list[str]:
+    """Every workspace of the SQLite store at ``path`` that holds runs or stream marks."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return {sid: int(hwm) for sid, hwm in conn.execute("SELECT stream_id, hwm FROM streams")}
+        return sorted({DEFAULT_WORKSPACE} | {w for (w,) in conn.execute(
+            "SELECT DISTINCT workspace FROM runs UNION SELECT workspace FROM streams")})
+
+
+def source_marks(path: str, workspace: str = DEFAULT_WORKSPACE) -> dict[str, int]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return {sid: int(hwm) for sid, hwm in conn.execute(
+            "SELECT stream_id, hwm FROM streams WHERE workspace = ?", (workspace,))}
 
 
 class _Replay:
     """Records of one run's copy stream, written in batches as they accumulate."""
 
-    def __init__(self, destination: Store, run_id: str, report: CopyReport) -> None:
+    def __init__(self, destination: Store, run_id: str, workspace: str,
+                 report: CopyReport) -> None:
         self._destination = destination
+        self._workspace = workspace
         self._run_id = run_id
         self._report = report
         self._stream = f"store-copy:{run_id}"
@@ -113,7 +133,8 @@ class _Replay:
         if not self._records:
             return
         batch = records_pb2.Batch(stream_id=self._stream, records=self._records)
-        outcome = self._destination.write_batch([validate_batch(batch)]).outcomes[0]
+        outcome = self._destination.write_batch([validate_batch(batch, self._workspace)]
+                                                  ).outcomes[0]
         if outcome.error:
             raise PermanentError(f"copying run {self._run_id!r}: the destination refused "
                                  f"records {self._records[0].seq}-{self._records[-1].seq} "
@@ -124,8 +145,8 @@ class _Replay:
 
 
 def _copy_run(source: Store, artifacts: ArtifactStore, destination: Store,
-              run: collector_pb2.RunInfo, report: CopyReport) -> None:
-    replay = _Replay(destination, run.run_id, report)
+              run: collector_pb2.RunInfo, workspace: str, report: CopyReport) -> None:
+    replay = _Replay(destination, run.run_id, workspace, report)
     replay.add(run.start_time_unix_nano, run_event=records_pb2.RunEvent(
         started=records_pb2.RunStarted(
             experiment=run.experiment, display_name=run.display_name,

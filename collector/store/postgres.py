@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import postgres_schema as schema
-from mltrail.collector.store.base import LogQuery, Store, ValidBatch, WriteSummary
+from mltrail.collector.store import postgres_tokens as tokens
+from mltrail.collector.store.base import (
+    DEFAULT_WORKSPACE,
+    LogQuery,
+    Store,
+    TokenRecord,
+    ValidBatch,
+    WriteSummary,
+)
 from mltrail.collector.store.postgres_reader import PostgresReader
 from mltrail.collector.store.postgres_writer import NOTIFY_CHANNEL, PostgresWriter
 from mltrail.collector.store.series_reads import PagedSeriesReads
@@ -73,36 +81,47 @@ class PostgresStore(PagedSeriesReads, Store):
             raise schema.translate_error(exc, f"writing store {self.where}") from exc
 
     def _read(self, method: Callable[..., T], *args: Any) -> T:
+        return self._on_connection(lambda conn: method(PostgresReader(conn), *args), "reading")
+
+    def _on_connection(self, call: Callable[[Any], T], what: str) -> T:
+        """``call`` with a pooled connection; driver errors translated."""
         import psycopg
         import psycopg_pool
 
         try:
             with self._pool.connection() as conn:
-                return method(PostgresReader(conn), *args)
+                return call(conn)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise schema.translate_error(exc, f"reading store {self.where}") from exc
+            raise schema.translate_error(exc, f"{what} store {self.where}") from exc
 
-    def import_marks(self, marks: dict[str, int]) -> None:
-        """Stream marks from another store (``store copy``), kept where they are higher."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("INSERT INTO streams (stream_id, hwm) SELECT * FROM unnest("
-                         "%s::text[], %s::bigint[]) ON CONFLICT (stream_id) DO UPDATE SET "
-                         "hwm = GREATEST(streams.hwm, excluded.hwm)",
-                         (list(marks), list(marks.values())))
+    def import_marks(self, marks: dict[str, int], workspace: str = DEFAULT_WORKSPACE) -> None:
+        """Stream marks of ``workspace`` from another store (``store copy``), kept where
+        they are higher."""
+        def run(conn: Any) -> None:
+            with conn.transaction():
+                conn.execute("INSERT INTO streams (workspace, stream_id, hwm) SELECT %s, u.s, "
+                             "u.h FROM unnest(%s::text[], %s::bigint[]) AS u(s, h) "
+                             "ON CONFLICT (workspace, stream_id) DO UPDATE SET "
+                             "hwm = GREATEST(streams.hwm, excluded.hwm)",
+                             (workspace, list(marks), list(marks.values())))
+        self._on_connection(run, "writing")
 
     def watch(self, callback: Callable[[set[str]], None]) -> None:
         if self._listener is None:
             self._listener = _Listener(self._conninfo, callback)
             self._listener.start()
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        return self._read(PostgresReader.list_runs, request)
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        return self._read(PostgresReader.list_runs, request, workspace)
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        return self._read(PostgresReader.get_run, run_id)
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
+                ) -> collector_pb2.RunInfo | None:
+        """``counts=False`` leaves the counts 0 (integ's Store.get_run takes it)."""
+        return self._read(PostgresReader.get_run, run_id, workspace, counts)
 
-    def run_status(self, run_id: str) -> int | None:
-        return self._read(PostgresReader.run_status, run_id)
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        return self._read(PostgresReader.run_status, run_id, workspace)
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(PostgresReader.read_logs, query)
@@ -120,6 +139,21 @@ class PostgresStore(PagedSeriesReads, Store):
     def read_artifact(self, info: collector_pb2.ArtifactInfo, chunk: int
                       ) -> Generator[bytes, None, None]:
         return self._artifacts.read(info.sha256, chunk)
+
+    # ---- tokens (shared by every replica) ---------------------------------------
+
+    def put_token(self, token: TokenRecord) -> None:
+        self._on_connection(lambda conn: tokens.put_token(conn, token), "writing")
+
+    def revoke_token(self, name: str, when: int) -> TokenRecord | None:
+        return self._on_connection(lambda conn: tokens.revoke_token(conn, name, when),
+                                   "writing")
+
+    def find_token(self, token_id: str) -> TokenRecord | None:
+        return self._on_connection(lambda conn: tokens.find_token(conn, token_id), "reading")
+
+    def list_tokens(self, workspace: str = "") -> list[TokenRecord]:
+        return self._on_connection(lambda conn: tokens.list_tokens(conn, workspace), "reading")
 
     def close(self) -> None:
         if self._closed:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mltrail.collector.store.base import (
     DEFAULT_RUN_PAGE,
+    DEFAULT_WORKSPACE,
     MAX_RUN_PAGE,
     LogQuery,
     run_page_after,
@@ -27,7 +28,7 @@ from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error")
+                "parent_run_id, run_type, error, workspace")
 _ARTIFACT_COLUMNS = "a.path, a.size, a.sha256, a.content_type, a.time"
 
 
@@ -46,10 +47,11 @@ class PostgresReader:
 
     # ---- runs -----------------------------------------------------------------
 
-    def list_runs(self, request: collector_pb2.ListRunsRequest) -> list[collector_pb2.RunInfo]:
-        """One query for the page (filters through the experiment and tag indexes), then
-        one each for its tags, properties and children."""
-        where, params = ["TRUE"], []
+    def list_runs(self, request: collector_pb2.ListRunsRequest,
+                  workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
+        """One query for the page of ``workspace`` (filters through the experiment and
+        tag indexes), then one each for its tags, properties and children."""
+        where, params = ["workspace = %s"], [clean(workspace)]  # type: list[str], list[Any]
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
             if wanted:
@@ -84,15 +86,19 @@ class PostgresReader:
         by_id = {info.run_id: info for info in infos.values()}
         for parent, child in self._all(
                 "SELECT parent_run_id, run_id FROM runs WHERE parent_run_id = ANY(%s) "
-                "ORDER BY run_key", (list(by_id),)):
+                "AND workspace = %s ORDER BY run_key", (list(by_id), rows[0][10])):
             by_id[parent].child_run_ids.append(child)
         return list(infos.values())
 
-    def get_run(self, run_id: str) -> collector_pb2.RunInfo | None:
-        row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (clean(run_id),))
+    def get_run(self, run_id: str, workspace: str = DEFAULT_WORKSPACE, counts: bool = True
+                ) -> collector_pb2.RunInfo | None:
+        row = self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s AND "
+                        "workspace = %s", (clean(run_id), clean(workspace)))
         if row is None:
             return None
         info = self._run_infos([row])[0]
+        if not counts:  # cheap, for polling
+            return info
         run_key = row[0]
         info.metric_records = self._count(
             "SELECT COALESCE(SUM(count), 0) FROM metric_chunks WHERE run_key = %s", run_key)
@@ -106,8 +112,9 @@ class PostgresReader:
         row = self._one(sql, (run_key,))
         return int(row[0]) if row else 0
 
-    def run_status(self, run_id: str) -> int | None:
-        row = self._one("SELECT status FROM runs WHERE run_id = %s", (clean(run_id),))
+    def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
+        row = self._one("SELECT status FROM runs WHERE run_id = %s AND workspace = %s",
+                        (clean(run_id), clean(workspace)))
         return None if row is None else int(row[0])
 
     # ---- metrics --------------------------------------------------------------

@@ -6,6 +6,8 @@ zlib-compressed chunks. The differences: chunk rows carry an ``id`` from a
 sequence without a cache, so a series keeps its logged order across
 replicas (a series is extended only under its ``metric_series`` row lock,
 so a later writer draws later ids); ``metric_series`` exists for that lock.
+Version 3 is SQLite's schema 4: runs carry their ``workspace``, stream marks
+are keyed by (workspace, stream_id), and ``workspaces`` and ``tokens`` exist.
 
 A fresh database gets ``BASE`` (version 1) and then every migration, so the
 migration path is the one every store takes. Replicas starting at once take
@@ -18,7 +20,7 @@ from typing import Any
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA_LOCK = 0x6D6C7472  # pg_advisory_xact_lock key: "mltr"
 
 BASE = """
@@ -94,6 +96,21 @@ MIGRATIONS: dict[int, str] = {
     # 2: listing runs of one experiment, newest first, reads an index instead of every run.
     2: """CREATE INDEX runs_by_experiment ON runs(experiment, start_time);
 CREATE INDEX run_tags_by_tag ON run_tags(key, value)""",
+    # 3: workspaces as tenants (issue 14, SQLite's schema 4): every run belongs to one
+    # ('default' for what was stored before), a stream's mark is kept per workspace,
+    # tokens are an id and a keyed hash of the secret.
+    3: """ALTER TABLE runs ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX runs_by_workspace ON runs(workspace, start_time);
+ALTER TABLE streams ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE streams ALTER COLUMN workspace DROP DEFAULT;
+ALTER TABLE streams DROP CONSTRAINT streams_pkey;
+ALTER TABLE streams ADD PRIMARY KEY (workspace, stream_id);
+CREATE TABLE workspaces (name TEXT PRIMARY KEY, created BIGINT NOT NULL);
+INSERT INTO workspaces VALUES ('default', 0);
+CREATE TABLE tokens (
+  token_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, workspace TEXT NOT NULL,
+  role TEXT NOT NULL, digest BYTEA NOT NULL, created BIGINT NOT NULL,
+  expires BIGINT NOT NULL, revoked BIGINT NOT NULL DEFAULT 0)""",
 }
 
 RETRY_AFTER_UNAVAILABLE = 1.0

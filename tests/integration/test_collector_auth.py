@@ -41,14 +41,14 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
 class Team:
     """A TLS + token collector and the files an admin hands out."""
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    def __init__(self, root: Path, *extra: str, store: str = "") -> None:
         self.root = root
         self.ca = ThrowawayCA(root / "ca")
         self.server = self.ca.issue("server")
         self.collector = collector_service(
             root, "--auth", "token", "--tls-cert", str(self.server.cert),
             "--tls-key", str(self.server.key), "--admin-token-file", str(root / "admin.token"),
-            *extra)
+            *extra, store=store)
         self.collector.start()
         self.cli_outputs: list[str] = []
 
@@ -123,6 +123,14 @@ def team(tmp_path: Path) -> Iterator[Team]:
     t.collector.stop()
 
 
+@pytest.fixture
+def team_on_each_store(tmp_path: Path, store_url: str) -> Iterator[Team]:
+    """The ``team`` fixture once on SQLite and once on PostgreSQL (tokens in the store)."""
+    t = Team(tmp_path, store=store_url)
+    yield t
+    t.collector.stop()
+
+
 def sdk_run(agent: Service, experiment: str) -> str:
     """A real training script with the SDK, through the agent; returns its run id."""
     script = ("import mltrail\n"
@@ -136,7 +144,8 @@ def sdk_run(agent: Service, experiment: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def test_roles_and_workspaces_along_the_whole_path(team: Team) -> None:
+def test_roles_and_workspaces_along_the_whole_path(team_on_each_store: Team) -> None:
+    team = team_on_each_store
     writer_a = team.token("team-a", "writer", "writer-a")
     reader_a = team.token("team-a", "reader", "reader-a")
     reader_b = team.token("team-b", "reader", "reader-b")
@@ -215,7 +224,8 @@ def test_refused_writes_are_kept_not_dead_lettered(team: Team) -> None:
     assert len(json.loads(steps.stdout)["loss"]) == 100  # nothing of B's got in
 
 
-def test_token_rotation_and_revocation_lose_nothing(team: Team) -> None:
+def test_token_rotation_and_revocation_lose_nothing(team_on_each_store: Team) -> None:
+    team = team_on_each_store
     first = team.token("team-a", "writer", "rot-1")
     reader = team.token("team-a", "reader", "reader-a")
     token_file = team.root / "mounted-secret"

@@ -36,17 +36,23 @@ def populate(store: Store) -> None:
                 records_pb2.ErrorDetails(code="UserError", message="boom")),
     ]
     store.write_batch([validate_batch(b.batch("agent-stream", records))])
+    # another workspace, whose stream id is also used in 'default': kept apart
+    store.write_batch([validate_batch(b.batch("agent-stream", [
+        b.started(1, "team-run", experiment="e"), b.scalar(2, "team-run", "acc", 0.5)]),
+        "team-a")])
 
 
 def snapshot(store: Store, artifacts: ArtifactStore) -> dict[str, object]:
     out: dict[str, object] = {}
-    for run in store.list_runs(collector_pb2.ListRunsRequest()):
-        details = store.get_run(run.run_id)
+    runs = [(run, workspace) for workspace in ("default", "team-a")
+            for run in store.list_runs(collector_pb2.ListRunsRequest(), workspace)]
+    for run, workspace in runs:
+        details = store.get_run(run.run_id, workspace)
         lines = [(line.stream, line.line, line.text, line.time_unix_nano, line.level,
                   line.logger) for line in store.read_logs(LogQuery(run.run_id))]
         files = {info.path: hashlib.sha256(b"".join(store.read_artifact(info, 1 << 20)))
                  .hexdigest() for info in store.list_artifacts(run.run_id)}
-        out[run.run_id] = (details, [m.SerializeToString() for m in
+        out[run.run_id] = (workspace, details, [m.SerializeToString() for m in
                                      store.get_metrics(run.run_id, "")], lines, files)
     return out
 
@@ -81,7 +87,8 @@ def test_copy_into_postgres_resumes_verifies_and_copies_nothing_twice(
     destination = open_store(postgres_url, ArtifactStore(tmp_path / "art2"))
     with pytest.raises(KeyboardInterrupt):  # killed after two batches
         copy_store(source, str(source_path), art,
-                   _Interrupted(destination, 2), lambda marks: None)  # type: ignore[arg-type]
+                   _Interrupted(destination, 2),  # type: ignore[arg-type]
+                   lambda marks, workspace: None)
     source.close()
     destination.close()
 
@@ -101,5 +108,9 @@ def test_copy_into_postgres_resumes_verifies_and_copies_nothing_twice(
         duplicate = destination.write_batch([validate_batch(b.batch(
             "agent-stream", [b.scalar(3011, "parent", "loss", 0.0)]))]).outcomes[0]
         assert duplicate.duplicates == 1  # the old agent stream's mark came along
+        team = destination.write_batch([validate_batch(b.batch(
+            "agent-stream", [b.scalar(2, "team-run", "acc", 0.0),
+                             b.scalar(3, "team-run", "acc", 0.7)]), "team-a")]).outcomes[0]
+        assert (team.duplicates, team.stored) == (1, 1)  # its workspace's mark, not default's
     finally:
         destination.close()

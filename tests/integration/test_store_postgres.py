@@ -4,7 +4,7 @@ and lock order across two stores (as two replicas), wake-ups, a server restart."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -31,6 +31,24 @@ def stores(postgres_url: str, tmp_path: Path) -> Iterator[list[Store]]:
 
 def write(store: Store, *batches: records_pb2.Batch):  # type: ignore[no-untyped-def]
     return store.write_batch([validate_batch(batch) for batch in batches])
+
+
+def in_two_threads(replica: Callable[[int], None]) -> list[BaseException]:
+    """``replica(0)`` and ``replica(1)`` at once; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            replica(index)
+        except BaseException as exc:  # returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
 
 
 def test_fresh_database_gets_the_current_schema_and_a_newer_one_is_refused(
@@ -64,6 +82,41 @@ def test_version_1_store_is_migrated_forward_keeping_its_rows(postgres_url: str,
         assert index is not None and index[0] is not None
 
 
+def test_version_2_store_moves_into_the_default_workspace(postgres_url: str,
+                                                          tmp_path: Path) -> None:
+    """Schema 3 (workspaces): the runs and stream marks stored before belong to 'default'."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # what version 2 created
+        for statement in (schema.BASE + ";" + schema.MIGRATIONS[2]).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        conn.execute("INSERT INTO runs (run_id, status, experiment) VALUES ('old', 1, 'e')")
+        conn.execute("INSERT INTO streams VALUES ('s', 3)")
+    store = open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    try:
+        assert store.get_run("old") is not None and store.get_run("old", "other") is None
+        again = write(store, b.batch("s", [b.scalar(3, "old", "x", 1.0)])).outcomes[0]
+        assert again.duplicates == 1  # the stream's mark survived, in 'default'
+        assert store.list_tokens() == []
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert schema.schema_version(conn) == schema.SCHEMA_VERSION
+
+
+def test_a_token_made_through_one_replica_holds_on_the_other(stores: list[Store]) -> None:
+    from mltrail.collector.store import TokenRecord
+
+    stores[0].put_token(TokenRecord("0123456789ab", "ci", "a", "writer", b"d" * 32, 10))
+    found = stores[1].find_token("0123456789ab")
+    assert found is not None and found.workspace == "a" and found.digest == b"d" * 32
+    with pytest.raises(PermanentError, match="named 'ci' exists"):
+        stores[1].put_token(TokenRecord("ba9876543210", "ci", "b", "reader", b"e" * 32, 11))
+    assert stores[1].revoke_token("ci", 99) is not None
+    revoked = stores[0].find_token("0123456789ab")
+    assert revoked is not None and revoked.revoked == 99
+
+
 def test_same_batch_through_two_replicas_at_once_is_stored_once(stores: list[Store]) -> None:
     """Each round, both stores get the same batch at the same moment: one stores it, the
     other sees duplicates (the high-water-mark row is locked in the transaction)."""
@@ -89,6 +142,30 @@ def test_same_batch_through_two_replicas_at_once_is_stored_once(stores: list[Sto
         assert sorted([outcomes[0][n], outcomes[1][n]]) == [(0, per_batch), (per_batch, 0)]
     values = [r.metric.scalar.value.number for r in stores[0].get_metrics("r", "m")]
     assert values == [float(seq) for seq in range(1, rounds * per_batch + 1)]
+
+
+def test_one_stream_id_in_two_workspaces_through_two_replicas_is_two_streams(
+        stores: list[Store]) -> None:
+    """Marks are per (workspace, stream id): the same stream id written at once through
+    two replicas for two workspaces stores both, and a replay in either is a duplicate."""
+    rounds, per_batch = 20, 20
+    barrier = threading.Barrier(2)
+
+    def replica(index: int) -> None:
+        for n in range(rounds):
+            first = n * per_batch + 1
+            batch = b.batch("s", [b.scalar(seq, f"run-{index}", "m", float(seq))
+                                  for seq in range(first, first + per_batch)])
+            barrier.wait(timeout=30)
+            outcome = stores[index].write_batch([validate_batch(batch, f"ws{index}")])
+            assert outcome.outcomes[0].stored == per_batch
+
+    assert in_two_threads(replica) == []
+    for index in range(2):
+        assert len(stores[1 - index].get_metrics(f"run-{index}", "m")) == rounds * per_batch
+        replay = stores[1 - index].write_batch([validate_batch(b.batch("s", [
+            b.scalar(1, f"run-{index}", "m", 0.0)]), f"ws{index}")]).outcomes[0]
+        assert replay.duplicates == 1
 
 
 def test_requests_locking_streams_in_opposite_orders_do_not_deadlock(
@@ -195,24 +272,15 @@ def test_two_replicas_extending_one_series_keep_every_point_once(
     from mltrail.collector.store.chunks import CHUNK_POINTS
 
     rounds, per_batch = 30, 300
-    errors: list[BaseException] = []
 
     def replica(index: int) -> None:
-        try:
-            for n in range(rounds):
-                first = n * per_batch + 1
-                write(stores[index], b.batch(f"rank{index}", [
-                    b.scalar(seq, "r", "m", index * 1_000_000 + seq)
-                    for seq in range(first, first + per_batch)]))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for n in range(rounds):
+            first = n * per_batch + 1
+            write(stores[index], b.batch(f"rank{index}", [
+                b.scalar(seq, "r", "m", index * 1_000_000 + seq)
+                for seq in range(first, first + per_batch)]))
 
-    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert in_two_threads(replica) == []
     values = [r.metric.scalar.value.integer for r in stores[0].get_metrics("r", "m")]
     total = rounds * per_batch
     assert len(values) == 2 * total
@@ -222,3 +290,11 @@ def test_two_replicas_extending_one_series_keep_every_point_once(
     with psycopg.connect(postgres_url) as conn:
         counts = [row[0] for row in conn.execute("SELECT count FROM metric_chunks")]
     assert sum(counts) == 2 * total and max(counts) <= CHUNK_POINTS
+
+
+def test_get_run_without_counts_skips_them(stores: list[Store]) -> None:
+    write(stores[0], b.batch("s", [b.started(1, "r"), b.scalar(2, "r", "m", 1.0)]))
+    counted = stores[0].get_run("r")
+    cheap = stores[1].get_run("r", "default", False)  # type: ignore[call-arg]
+    assert counted is not None and counted.metric_records == 1
+    assert cheap is not None and cheap.run_id == "r" and cheap.metric_records == 0

@@ -1,4 +1,5 @@
-"""Workspaces as tenants in the SQLite store: stamped per batch, scoped reads, tokens."""
+"""Workspaces as tenants in the store (SQLite and PostgreSQL): stamped per batch, scoped
+reads, tokens; SQLite's schema migrations into the default workspace."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from tests.store_v2 import V2Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}", ArtifactStore(tmp_path / "art"))
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    """The same contract on both backends (PostgreSQL: a fresh database per test)."""
+    s = open_store(store_url, ArtifactStore(tmp_path / "art"))
     yield s
     s.close()
 
@@ -56,6 +58,15 @@ def test_a_batch_for_a_run_of_another_workspace_is_denied_with_its_stream(store:
     assert store.get_metrics("run-a", "") == []
     retry = write(store, "a", b.batch("evil", [b.scalar(1, "run-a", "x", 1.0)])).outcomes[0]
     assert retry.error is None and retry.stored == 1  # marks are per workspace
+
+
+def test_a_denied_batch_leaves_no_run_it_would_have_created(store: Store) -> None:
+    write(store, "a", b.batch("sa", [b.started(1, "run-a")]))
+    summary = write(store, "b", b.batch("s", [b.scalar(1, "new-run", "x", 1.0),
+                                              b.scalar(2, "run-a", "x", 2.0)]))
+    assert summary.outcomes[0].denied
+    assert store.list_runs(collector_pb2.ListRunsRequest(), "b") == []
+    assert store.get_run("new-run", "b") is None
 
 
 def test_the_same_stream_id_in_two_workspaces_does_not_collide(store: Store) -> None:

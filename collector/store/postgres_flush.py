@@ -1,0 +1,171 @@
+"""The end of a PostgreSQL write transaction: series and log streams locked and extended.
+
+Called by ``PostgresWriter`` once per ``write_batch`` with everything its
+batches gathered. Rows are locked in key order (so two replicas wait for each
+other instead of deadlocking); each series' or log stream's open chunk is
+extended in place under that lock (chunks.py encoding), the rest go in as new
+chunk rows by COPY; log lines are numbered from the stream's row, never from a
+cache (another replica may have added lines), and each stream's new position
+is announced by pg_notify for followers on every replica (delivered at commit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from mltrail.collector.store import chunks
+from mltrail.collector.store.chunks import CHUNK_POINTS, Points
+from mltrail.collector.store.sqlite_chunks import (
+    LogPiece,
+    compress_text,
+    encode_times,
+    extends,
+    open_piece,
+    plan_append,
+    summary_row,
+)
+from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
+
+NOTIFY_CHANNEL = "mltrail_logs"
+
+# A series' pieces in logged order: scalar points, or one encoded Metric (time, bytes).
+SeriesPiece: TypeAlias = Points | tuple[int, bytes]
+
+_CHUNK_COPY = ("COPY metric_chunks (run_key, name_key, kind, count, first_step, last_step, "
+               "min_step, max_step, first_time, last_time, min_time, max_time, first_value, "
+               "last_value, min_value, max_value, flags, data) FROM STDIN (FORMAT BINARY)")
+_CHUNK_TYPES = ["int8", "int4", "int2", "int4", *["int8"] * 8, *["float8"] * 4, "int4",
+                "bytea"]
+_LOG_COPY = ("COPY log_chunks (stream_key, first_line, line_count, first_time, last_time, "
+             "data, line_times, level, logger) FROM STDIN (FORMAT BINARY)")
+_LOG_TYPES = ["int8", "int8", "int4", "int8", "int8", "bytea", "bytea", "text", "text"]
+_KEYS = "unnest(%s::bigint[], %s::bigint[]) AS u(a, b)"
+
+
+@dataclass
+class LogLines:
+    run_key: int
+    stream: str
+    piece: LogPiece
+
+
+def lock(conn: Any, table: str, columns: str, keys: list[tuple[Any, Any]],
+         second: str = "bigint") -> None:
+    """Create the missing rows of ``keys`` and lock them all, in key order."""
+    params = ([a for a, _ in keys], [b for _, b in keys])
+    a, b = columns.split(", ")
+    pairs = f"unnest(%s::bigint[], %s::{second}[]) AS u(a, b)"
+    extra = ", 0" if table == "log_streams" else ""
+    conn.execute(f"INSERT INTO {table} ({columns}{', next_line' if extra else ''}) "
+                 f"SELECT u.a, u.b{extra} FROM {pairs} ORDER BY u.a, u.b "
+                 "ON CONFLICT DO NOTHING", params)
+    conn.execute(f"SELECT 1 FROM {table} t JOIN {pairs} ON t.{a} = u.a AND "
+                 f"t.{b} = u.b ORDER BY t.{a}, t.{b} FOR UPDATE OF t", params).fetchall()
+
+
+def flush_series(conn: Any, series: dict[tuple[int, int], list[SeriesPiece]]) -> None:
+    """Each series' open chunk extended in place (under its series lock, so no other
+    replica extends it meanwhile), the rest as new chunk rows by COPY."""
+    keys = sorted(series)
+    lock(conn, "metric_series", "run_key, name_key", keys)
+    heads = {(r, n): (key, count, data) for r, n, key, count, data in conn.execute(
+        f"SELECT u.a, u.b, c.id, c.count, c.data FROM {_KEYS} CROSS JOIN LATERAL (SELECT "
+        "id, kind, count, data FROM metric_chunks WHERE run_key = u.a AND name_key = u.b "
+        f"ORDER BY id DESC LIMIT 1) c WHERE c.kind = {CHUNK_SCALAR} AND c.count < "
+        f"{CHUNK_POINTS}", ([k[0] for k in keys], [k[1] for k in keys])).fetchall()}
+    rows: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    for key in keys:
+        pieces = series[key]
+        head = heads.get(key)
+        if head is not None and isinstance(pieces[0], Points):
+            points = chunks.decode(bytes(head[2]))
+            room = CHUNK_POINTS - len(points)
+            points.extend(pieces[0].slice(0, room))
+            updates.append((*summary_row(chunks.summarize(points)), chunks.encode(points),
+                            head[0]))
+            pieces[0] = pieces[0].slice(room, len(pieces[0]))
+        rows.extend(_chunk_rows(key, pieces))
+    if updates:
+        conn.cursor().executemany(
+            "UPDATE metric_chunks SET (count, first_step, last_step, min_step, max_step, "
+            "first_time, last_time, min_time, max_time, first_value, last_value, "
+            "min_value, max_value, flags, data) = (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s) WHERE id = %s", updates)
+    _copy(conn, _CHUNK_COPY, _CHUNK_TYPES, rows)
+
+
+def flush_logs(conn: Any, logs: list[LogLines], log_runs: dict[int, str]) -> None:
+    """Lock the log streams in (run_key, name) order, number the lines, extend each
+    stream's open chunk and add new chunks, then wake followers on every replica."""
+    keys = sorted({(lines.run_key, lines.stream) for lines in logs})
+    lock(conn, "log_streams", "run_key, name", keys, "text")
+    params = ([k for k, _ in keys], [n for _, n in keys])
+    streams = {(r, n): [key, line] for r, n, key, line in conn.execute(
+        "SELECT s.run_key, s.name, s.stream_key, s.next_line FROM log_streams s JOIN "
+        "unnest(%s::bigint[], %s::text[]) AS u(a, b) ON s.run_key = u.a AND s.name = u.b",
+        params).fetchall()}
+    heads = {row[0]: row[1:] for row in conn.execute(
+        "SELECT s.stream_key, c.first_line, c.line_count, c.first_time, c.last_time, "
+        "c.data, c.line_times, c.level, c.logger FROM log_streams s JOIN unnest("
+        "%s::bigint[], %s::text[]) AS u(a, b) ON s.run_key = u.a AND s.name = u.b CROSS "
+        "JOIN LATERAL (SELECT * FROM log_chunks WHERE stream_key = s.stream_key ORDER BY "
+        "first_line DESC LIMIT 1) c", params).fetchall()}
+    pending: dict[tuple[int, str], list[LogPiece]] = {}
+    for lines in logs:
+        pending.setdefault((lines.run_key, lines.stream), []).append(lines.piece)
+    rows: list[tuple[Any, ...]] = []
+    for key in keys:
+        stream_key, next_line = streams[key]
+        head_row = heads.get(stream_key)
+        head, first = None, next_line
+        if head_row is not None and extends(head_row, next_line):
+            head, first = open_piece(head_row)
+        plan = plan_append(head, first, pending[key])
+        if head is not None:
+            line, piece = plan.pop(0)
+            conn.execute("UPDATE log_chunks SET line_count = %s, first_time = %s, "
+                         "last_time = %s, data = %s, line_times = %s, level = %s, "
+                         "logger = %s WHERE stream_key = %s AND first_line = %s",
+                         (*_log_values(piece), stream_key, line))
+        rows.extend((stream_key, line, *_log_values(piece)) for line, piece in plan)
+        streams[key][1] = next_line + sum(piece.count for piece in pending[key])
+    _copy(conn, _LOG_COPY, _LOG_TYPES, rows)
+    positions = [streams[key] for key in keys]
+    conn.execute("UPDATE log_streams SET next_line = u.n FROM unnest(%s::bigint[], "
+                 "%s::bigint[]) AS u(k, n) WHERE log_streams.stream_key = u.k",
+                 ([key for key, _ in positions], [line for _, line in positions]))
+    conn.execute("SELECT pg_notify(%s, u.n || ' ' || u.r) FROM unnest(%s::bigint[], "
+                 "%s::text[]) AS u(n, r)",
+                 (NOTIFY_CHANNEL, [line for _, line in positions],
+                  [log_runs[run_key] for run_key, _ in keys]))
+
+
+def _chunk_rows(key: tuple[int, int], pieces: list[SeriesPiece]) -> list[tuple[Any, ...]]:
+    run_key, name_key = key
+    rows: list[tuple[Any, ...]] = []
+    for piece in pieces:
+        if isinstance(piece, Points):
+            for first in range(0, len(piece), CHUNK_POINTS):
+                part = piece.slice(first, first + CHUNK_POINTS)
+                rows.append((run_key, name_key, CHUNK_SCALAR,
+                             *summary_row(chunks.summarize(part)), chunks.encode(part)))
+        else:
+            time_ns, data = piece
+            rows.append((run_key, name_key, CHUNK_ENCODED, 1, None, None, None, None,
+                         time_ns, time_ns, time_ns, time_ns, None, None, None, None, 0, data))
+    return rows
+
+
+def _log_values(piece: LogPiece) -> tuple[Any, ...]:
+    return (piece.count, piece.first_time, piece.last_time, compress_text(piece.text),
+            encode_times(piece.times), piece.level, piece.logger)
+
+
+def _copy(conn: Any, sql: str, types: list[str], rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        with conn.cursor() as cur, cur.copy(sql) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
