@@ -191,7 +191,8 @@ def test_roles_and_workspaces_along_the_whole_path(team_on_each_store: Team) -> 
 
 def test_refused_writes_are_kept_not_dead_lettered(team: Team) -> None:
     """A reader token cannot write, a writer of B cannot write into A's run: the agent
-    keeps everything, says so on /healthz, and sets nothing aside."""
+    keeps everything, says so on /readyz (not ready; still alive on /healthz), and sets
+    nothing aside."""
     writer_a = team.token("team-a", "writer", "writer-a")
     reader_a = team.token("team-a", "reader", "reader-a")
     writer_b = team.token("team-b", "writer", "writer-b")
@@ -211,8 +212,8 @@ def test_refused_writes_are_kept_not_dead_lettered(team: Team) -> None:
             assert all(not a.error for a in sender.append(requests))
             sender.close()
             wait_for("the agent to turn unhealthy",
-                     lambda agent=agent: http_get(agent.http, "/healthz")[0] == 503)
-            body = http_get(agent.http, "/healthz")[1]
+                     lambda agent=agent: http_get(agent.http, "/readyz")[0] == 503)
+            body = http_get(agent.http, "/readyz")[1]
             assert "refuses this agent's credentials" in body
             assert metric(agent, "mltrail_agent_dead_lettered_records_total") == 0
             assert metric(agent, "mltrail_agent_sent_records_total") == 0
@@ -250,13 +251,13 @@ def test_token_rotation_and_revocation_lose_nothing(team_on_each_store: Team) ->
         assert states["rot-1"] and not states["reader-a"]
         assert (team.root / "admin.token").stat().st_mode & 0o777 == 0o600
         assert all(not a.error for a in client.append(requests[11:]))
-        wait_for("the agent to notice", lambda: http_get(agent.http, "/healthz")[0] == 503)
+        wait_for("the agent to notice", lambda: http_get(agent.http, "/readyz")[0] == 503)
         second = team.token("team-a", "writer", "rot-2")
         tmp = token_file.with_suffix(".new")
         tmp.write_text(second.read_text())
         os.replace(tmp, token_file)  # as a Kubernetes secret update swaps the file
         assert client.wait_forwarded(stream, 3001, timeout=60).done
-        wait_for("health to come back", lambda: http_get(agent.http, "/healthz")[0] == 200)
+        wait_for("health to come back", lambda: http_get(agent.http, "/readyz")[0] == 200)
         assert metric(agent, "mltrail_agent_dead_lettered_records_total") == 0
         printed = team.everything_printed(agent)
     finally:
