@@ -139,6 +139,11 @@ class S3ArtifactStore(ArtifactStore):
         finally:
             body.close()
 
+    def remove(self, sha256: str) -> None:
+        """Delete a stored object (no run refers to it any more); a missing one is fine."""
+        self._call("delete an object", self._client().delete_object, Bucket=self.bucket,
+                   Key=self.key_for(sha256))
+
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         try:
             return fn(**kwargs)

@@ -106,6 +106,28 @@ class PostgresStore(PagedSeriesReads, Store):
                              (workspace, list(marks), list(marks.values())))
         self._on_connection(run, "writing")
 
+    def delete_runs(self, run_ids: Sequence[str], workspace: str = DEFAULT_WORKSPACE
+                    ) -> collector_pb2.DeleteRunsResponse:
+        """Every row of the runs of ``workspace`` in one transaction (``run_delete``), then
+        each artifact object no run of any replica still refers to."""
+        from mltrail.collector.store.run_delete import (
+            POSTGRES_TABLES,
+            delete_run_rows,
+            unreferenced,
+        )
+
+        def run(conn: Any) -> tuple[collector_pb2.DeleteRunsResponse, list[str]]:
+            with conn.transaction():
+                answer, shas = delete_run_rows(conn, run_ids, workspace, mark="%s",
+                                               tables=POSTGRES_TABLES, lock=" FOR UPDATE")
+            return answer, unreferenced(conn, shas, mark="%s")
+
+        answer, gone = self._on_connection(run, "deleting from")
+        self._writer.forget()  # cached keys of the deleted runs
+        for sha in gone:
+            self._artifacts.remove(sha)
+        return answer
+
     def watch(self, callback: Callable[[set[str]], None]) -> None:
         if self._listener is None:
             self._listener = _Listener(self._conninfo, callback)

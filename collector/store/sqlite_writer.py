@@ -38,8 +38,8 @@ from mltrail.collector.store.base import (
     WriteSummary,
 )
 from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.run_delete import delete_run_rows, unreferenced
 from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
-from mltrail.collector.store.sqlite_delete import delete_run_rows, unreferenced
 from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import collector_pb2, records_pb2

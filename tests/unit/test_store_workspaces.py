@@ -131,3 +131,30 @@ def test_a_version_2_store_goes_through_3_to_4(tmp_path: Path) -> None:
     old.hwm("s", 2)
     old.close()
     _check_upgraded(path, art)
+
+
+def test_delete_removes_a_runs_rows_and_unshared_files_in_its_workspace_only(
+        store: Store, tmp_path: Path) -> None:
+    shared, own = b"shared bytes", b"only the first run has these"
+    for workspace, run_id in (("a", "run-1"), ("b", "run-2")):
+        records = [b.started(1, run_id), b.scalar(2, run_id, "loss", 0.5, step=0),
+                   b.log(3, run_id, b"a line\nanother\n")]
+        records += b.artifact(4, run_id, "model.bin", shared)
+        if run_id == "run-1":
+            records += b.artifact(5, run_id, "own.bin", own)
+        write(store, workspace, b.batch(f"s-{run_id}", records))
+    files = {p.name for p in (tmp_path / "art").rglob("*") if p.is_file()}
+    assert len(files) == 2
+
+    refused = store.delete_runs(["run-1"], "b")  # another workspace's run is not deleted
+    assert list(refused.deleted) == [] and store.get_run("run-1", "a") is not None
+    answer = store.delete_runs(["run-1", "nope"], "a")
+    assert (list(answer.deleted), answer.metric_records, answer.log_lines, answer.artifacts) == (
+        ["run-1"], 1, 2, 2)
+    assert store.get_run("run-1", "a") is None and store.get_metrics("run-1", "") == []
+    left = {p.name for p in (tmp_path / "art").rglob("*") if p.is_file()}
+    assert len(left) == 1  # the shared file stays for run-2, the other one is gone
+    info = store.get_run("run-2", "b")
+    assert info is not None and info.artifacts == 1
+    again = write(store, "a", b.batch("s-run-1", [b.started(1, "run-1")]))
+    assert again.outcomes[0].duplicates == 1  # its stream's mark stayed: no resurrection
