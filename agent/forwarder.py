@@ -8,11 +8,25 @@ A session opens one stream and runs two loops::
 
 Requests are built by concatenation (``encode_request``): the encoded Batch
 bytes from the SDK go out as they are, never decoded. Per batch result:
-OK advances the ack position; a permanent code (INVALID_ARGUMENT,
-UNAUTHENTICATED, PERMISSION_DENIED) puts the frame in the dead-letter file,
-counts it and moves on; anything else ends the session with a
-``RetryableError`` and the next session resends from the ack position (the
-collector skips what it already committed). A stream aborted with
+
+- OK advances the ack position.
+- A permanent code (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED)
+  puts the frame in the dead-letter file and ends the session; the next one
+  sends a gap record in the frame's place (which seqs, and why), and the
+  frame is acknowledged once the collector committed that.
+- ABORTED with ``expected_seq``: out of order, the collector needs earlier
+  seqs of that stream. Every frame before this one is acknowledged (results
+  come in order, and any other failure ends the session first), so those
+  seqs are not in this spool (cut from a damaged spool, lost before it): the
+  next session sends a gap record for them first, then the frame. With
+  ``fill_gaps=False`` (``mltrail sync``, where another spool may still hold
+  them) it waits and retries instead.
+- Anything else ends the session with a ``RetryableError``; the next one
+  resends from the ack position (the collector skips what it committed).
+
+The collector refuses a batch that does not start at its stream's mark + 1,
+so a pipelined batch committed after an earlier one failed cannot skip
+over it: no record is lost to reordering. A stream aborted with
 INVALID_ARGUMENT (a batch the collector cannot decode) makes the next
 session send the frames that were in flight one per request, so the bad one
 is found and set aside instead of retried forever.
@@ -41,6 +55,7 @@ from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
 from mltrail.common.errors import PERMANENT_CODES, RetryableError, code_from_number
+from mltrail.common.gaps import gap_batch
 from mltrail.common.rpc import MESSAGE_LIMITS
 from mltrail.proto import collector_pb2
 
@@ -88,8 +103,11 @@ class ForwardListener:
     def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
         """The collector refused ``frame`` for good; it is set aside."""
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        """``records`` of ``frame`` were lost to an out-of-order commit (see _apply)."""
+    def gap_sent(self, frame: SpoolFrame, reason: str) -> None:
+        """The gap record that replaces dead-lettered ``frame`` was committed."""
+
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        """Seqs the collector needed were not in the spool; a gap record says so."""
 
 
 class ForwardTally(ForwardListener):
@@ -102,7 +120,7 @@ class ForwardTally(ForwardListener):
         self.dead_records = 0
         self.dead_batches = 0
         self.retries = 0
-        self.superseded_records = 0
+        self.missing_records = 0  # needed by the collector, not in the spool (gap records)
 
     def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
         self.records += frame.records
@@ -116,8 +134,8 @@ class ForwardTally(ForwardListener):
         self.dead_records += frame.records
         self.dead_batches += 1
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        self.superseded_records += records
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        self.missing_records += last_seq - first_seq + 1
 
 
 @dataclass
@@ -125,6 +143,7 @@ class _Inflight:
     request_id: int
     frames: list[SpoolFrame]
     sent_at: float
+    gaps: dict[int, str]  # index in frames -> reason: a gap record went in its place
 
 
 class _StreamAborted(RetryableError):
@@ -159,6 +178,7 @@ class GrpcForwarder:
         retry: RetryPolicy | None = None,
         executor: Executor | None = None,
         compress: bool = True,
+        fill_gaps: bool = True,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -173,7 +193,8 @@ class GrpcForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_id = 0
         self._isolate_until = Position(0, 0)
-        self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
+        self.fill_gaps = fill_gaps
+        self._fills: dict[Position, int] = {}  # frame start -> the seq its stream needs first
         self._progressed = False
         self._channel = grpc.aio.insecure_channel(
             address, options=CHANNEL_OPTIONS,
@@ -257,13 +278,43 @@ class GrpcForwarder:
             frames = await self._next_frames(cursor, 1 if isolate else 10_000, bool(inflight))
             cursor = frames[-1].end
             self._request_id += 1
-            request = encode_request(self._request_id, [f.batch for f in frames])
             # keep only headers in flight: the batches are in the spool if needed again
-            headers = [f.without_batch() for f in frames]
+            headers, batches, gaps = self._request_parts(frames)
             del frames
-            inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
+            request = encode_request(self._request_id, batches)
+            del batches
+            inflight.append(_Inflight(self._request_id, headers, time.monotonic(), gaps))
             await call.write(request)
             del request
+
+    def _request_parts(self, frames: list[SpoolFrame]
+                       ) -> tuple[list[SpoolFrame], list[bytes], dict[int, str]]:
+        """Headers and batches to send; gap records where seqs are missing or set aside."""
+        headers: list[SpoolFrame] = []
+        batches: list[bytes] = []
+        gaps: dict[int, str] = {}
+        head = frames[0]
+        expected = self._fills.pop(head.start, None) if self._fills else None
+        if expected is not None:  # an empty header at the frame's start: acks nothing
+            missing = (f"not in the agent's spool {self.spool.directory} when the collector "
+                       "needed them (cut from a damaged spool, or lost before it)")
+            gaps[0] = missing
+            headers.append(SpoolFrame(head.start, head.start, head.stream_id, expected,
+                                      head.first_seq - 1, False, b""))
+            batches.append(gap_batch(head.stream_id, expected, head.first_seq - 1, missing,
+                                     head.first_seq - expected))
+        dead = self.spool.dead
+        for frame in frames:
+            reason = dead.get(frame.start) if dead else None
+            if reason is None:
+                batches.append(frame.batch)
+            else:
+                gaps[len(headers)] = reason
+                batches.append(gap_batch(frame.stream_id, frame.first_seq, frame.last_seq,
+                                         f"set aside as a dead letter: {reason}",
+                                         frame.records))
+            headers.append(frame.without_batch())
+        return headers, batches, gaps
 
     async def _next_frames(self, cursor: Position, max_frames: int, busy: bool
                            ) -> list[SpoolFrame]:
@@ -316,48 +367,53 @@ class GrpcForwarder:
             )
         done: Position | None = None
         failure: RetryableError | None = None
-        set_aside = False
-        for frame, result in zip(entry.frames, response.results, strict=True):
-            code = code_from_number(result.code)
-            if result.code == 0:
-                self._check_superseded(frame, result)
+        gap_done = False
+        for index, (frame, result) in enumerate(zip(entry.frames, response.results,
+                                                    strict=True)):
+            gap = entry.gaps.get(index)
+            if result.code != 0:
+                failure = await self._refused(frame, result, gap)
+                if failure is not None:
+                    break
+            elif gap is None:
                 self.listener.forwarded(frame, result.acked_seq)
-            elif code in _BATCH_PERMANENT:
-                await self._set_aside(frame, f"{code.name}: {result.message}")
-                set_aside = True
+            elif frame.start == frame.end:
+                self.listener.gap_filled(frame.stream_id, frame.first_seq, frame.last_seq)
             else:
-                self._not_stored.add(_frame_key(frame))
-                failure = RetryableError(
-                    f"collector answered {code.name} for a batch: {result.message}",
-                    retry_after=result.retry_after_ms / 1000 or None,
-                )
-                break
+                self.listener.gap_sent(frame, gap)
+                gap_done = True
             done = frame.end
         if done is not None:
-            await self._ack(done, durable=set_aside)
+            await self._ack(done, durable=gap_done)
         self.listener.sent(entry.frames, time.monotonic() - entry.sent_at)
         if failure is not None:
             raise failure
 
-    def _check_superseded(self, frame: SpoolFrame, result: collector_pb2.BatchResult) -> None:
-        """Count records lost because a later batch of their stream was committed first.
-
-        A pipelined request can be committed after an earlier one was answered
-        UNAVAILABLE; the stream's high-water mark then passes the earlier batch,
-        and its resend is skipped as duplicates. The collector said it stored
-        nothing of that batch, so those duplicates are records lost: counted
-        and logged, never silent (invariant 5).
-        """
-        if not self._not_stored or _frame_key(frame) not in self._not_stored:
-            return
-        self._not_stored.discard(_frame_key(frame))
-        if result.duplicates:
-            log.error(
-                "%d records of stream %s (seq %d-%d) were skipped by the collector after it "
-                "had refused them as UNAVAILABLE: a later batch of the stream was committed "
-                "first; they are lost and counted as dropped (reason superseded)",
-                result.duplicates, frame.stream_id, frame.first_seq, frame.last_seq)
-            self.listener.superseded(frame, result.duplicates)
+    async def _refused(self, frame: SpoolFrame, result: collector_pb2.BatchResult,
+                       gap: str | None) -> RetryableError | None:
+        """What a batch refused by the collector means; None: go on past it."""
+        code = code_from_number(result.code)
+        if code is grpc.StatusCode.ABORTED and result.expected_seq:
+            if self.fill_gaps and result.expected_seq < frame.first_seq:
+                self._fills[frame.start] = result.expected_seq
+                log.error("the collector needs seqs %d-%d of stream %s, which are not in the "
+                          "spool; sending a gap record for them (counted as dropped, reason "
+                          "not_in_spool)", result.expected_seq, frame.first_seq - 1,
+                          frame.stream_id)
+            return RetryableError(f"collector: batch out of order ({result.message})",
+                                  retry_after=0.0 if self.fill_gaps else 1.0)
+        if code not in _BATCH_PERMANENT:
+            return RetryableError(f"collector answered {code.name} for a batch: "
+                                  f"{result.message}",
+                                  retry_after=result.retry_after_ms / 1000 or None)
+        if gap is not None:  # even the gap record was refused: nothing more can be said
+            log.error("collector refused the gap record for seqs %d-%d of stream %s (%s: %s); "
+                      "going on without it", frame.first_seq, frame.last_seq,
+                      frame.stream_id, code.name, result.message)
+            return None
+        await self._set_aside(frame, f"{code.name}: {result.message}")
+        return RetryableError("set aside a batch the collector refused; its gap record "
+                              "follows", retry_after=0.0)
 
     async def _ack(self, position: Position, durable: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -385,9 +441,12 @@ class GrpcForwarder:
         if code is grpc.StatusCode.INVALID_ARGUMENT and inflight:
             frames = [f for entry in inflight for f in entry.frames]
             if len(frames) == 1 and frames[0].start < self._isolate_until:
-                await self._set_aside(frames[0], message)
-                await self._ack(frames[0].end, durable=True)
-                return RetryableError(f"set aside a batch the collector cannot read ({message})")
+                if frames[0].start in self.spool.dead:  # its gap record aborts it too
+                    await self._ack(frames[0].end, durable=True)
+                else:
+                    await self._set_aside(frames[0], message)
+                return RetryableError(f"set aside a batch the collector cannot read ({message})",
+                                      retry_after=0.0)
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "
                                   "resending those batches one by one")
@@ -397,10 +456,6 @@ class GrpcForwarder:
                 retry_after=10.0,
             )
         return RetryableError(message)
-
-
-def _frame_key(frame: SpoolFrame) -> tuple[str, int, int]:
-    return (frame.stream_id, frame.first_seq, frame.last_seq)
 
 
 def _identity(data: bytes) -> bytes:
@@ -418,7 +473,7 @@ class DrainResult:
     retries: int
     remaining_bytes: int
     complete: bool
-    superseded_records: int = 0  # lost to an out-of-order commit (logged, counted)
+    missing_records: int = 0  # the collector needed them; not in the spool (gap records)
 
 
 async def drain_spool(
@@ -427,11 +482,13 @@ async def drain_spool(
     """Forward everything in ``spool_dir`` to ``collector_address`` within ``timeout``.
 
     Retries transient failures until the deadline; whatever the collector has
-    not acknowledged by then stays in the spool for the next call.
+    not acknowledged by then stays in the spool for the next call. Seqs the
+    collector needs before this spool's (an online run's records still in
+    its agent's spool) are waited for, never declared missing.
     """
     spool = await asyncio.to_thread(Spool, spool_dir, fsync="never")
     tally = ForwardTally()
-    forwarder = GrpcForwarder(spool, collector_address, listener=tally)
+    forwarder = GrpcForwarder(spool, collector_address, listener=tally, fill_gaps=False)
     task = asyncio.create_task(forwarder.run())
     deadline = time.monotonic() + timeout
     try:
@@ -446,4 +503,4 @@ async def drain_spool(
         remaining = spool.pending_bytes
         await asyncio.to_thread(spool.close)
     return DrainResult(tally.records, tally.batches, tally.dead_records, tally.dead_batches,
-                       tally.retries, remaining, complete, tally.superseded_records)
+                       tally.retries, remaining, complete, tally.missing_records)

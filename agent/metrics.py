@@ -21,9 +21,9 @@ from mltrail.agent.spool import Spool, SpoolFrame
 
 
 class _SpoolCollector(Collector):
-    def __init__(self, spool: Spool, superseded: Callable[[], int]) -> None:
+    def __init__(self, spool: Spool, missing: Callable[[], int]) -> None:
         self._spool = spool
-        self._superseded = superseded
+        self._missing = missing
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         spool = self._spool
@@ -33,7 +33,7 @@ class _SpoolCollector(Collector):
         )
         dropped.add_metric(["spool_full"], c.dropped_records)
         dropped.add_metric(["dead_letter"], c.dead_letter_records)
-        dropped.add_metric(["superseded"], self._superseded())
+        dropped.add_metric(["not_in_spool"], self._missing())
         yield dropped
         yield CounterMetricFamily("mltrail_agent_dropped_batches",
                                   "Batches dropped by drop_newest", value=c.dropped_batches)
@@ -45,6 +45,12 @@ class _SpoolCollector(Collector):
                                   "Appends refused: disk full", value=c.disk_full_errors)
         yield CounterMetricFamily("mltrail_agent_spool_blocked_waits",
                                   "Waits of appenders on a full spool", value=c.blocked_appends)
+        yield GaugeMetricFamily("mltrail_agent_spool_disk_full",
+                                "1 while the spool's disk refuses writes (senders keep their "
+                                "batches and retry)", value=1 if spool.disk_full else 0)
+        yield CounterMetricFamily("mltrail_agent_spool_ledger_errors",
+                                  "Ledger writes that failed (the ledger lags)",
+                                  value=c.ledger_errors)
         yield GaugeMetricFamily("mltrail_agent_spool_bytes", "Bytes in spool segments",
                                 value=spool.bytes)
         yield GaugeMetricFamily("mltrail_agent_spool_pending_bytes",
@@ -84,8 +90,8 @@ class AgentMetrics(ForwardListener):
         self.connected_gauge = Gauge("mltrail_agent_collector_connected",
                                      "1 while the ingest stream is open", registry=r)
         self._failing_since: float | None = None
-        self._superseded_records = 0
-        r.register(_SpoolCollector(spool, lambda: self._superseded_records))
+        self._missing_records = 0
+        r.register(_SpoolCollector(spool, lambda: self._missing_records))
         self.is_connected = False
 
     # ---- receiver --------------------------------------------------------
@@ -124,8 +130,8 @@ class AgentMetrics(ForwardListener):
         self.dead_records.inc(frame.records)
         self.dead_batches.inc()
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        self._superseded_records += records
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        self._missing_records += last_seq - first_seq + 1
 
     # ---- health ------------------------------------------------------------
 

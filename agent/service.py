@@ -71,9 +71,13 @@ class _Fanout(ForwardListener):
         for listener in self._listeners:
             listener.dead_lettered(frame, message)
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
+    def gap_sent(self, frame: SpoolFrame, reason: str) -> None:
         for listener in self._listeners:
-            listener.superseded(frame, records)
+            listener.gap_sent(frame, reason)
+
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        for listener in self._listeners:
+            listener.gap_filled(stream_id, first_seq, last_seq)
 
 
 def _check_socket_path(path: Path) -> None:

@@ -59,6 +59,8 @@ def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
                             f"{records[-1].seq} (index {len(records) - 1}) is beyond the "
                             f"largest storable seq {MAX_STORABLE}; nothing of this batch was "
                             "stored", "range")
+    if records[0].WhichOneof("body") == "gap":
+        return _gap_batch(batch)
     scalars: list[ScalarPoint] = []
     others: list[records_pb2.Record] = []
     expected = first
@@ -88,6 +90,20 @@ def validate_batch(batch: records_pb2.Batch) -> ValidBatch:
         others.append(rec)
         expected += 1
     return ValidBatch(stream, first, expected - 1, scalars, others)
+
+
+def _gap_batch(batch: records_pb2.Batch) -> ValidBatch:
+    """A gap record stands alone in its batch and covers seq..gap.last_seq."""
+    rec = batch.records[0]
+    where = f"batch for stream {batch.stream_id!r} rejected: gap record seq {rec.seq}"
+    if len(batch.records) != 1:
+        raise BatchRejected(f"{where}: a gap record must be alone in its batch (this one has "
+                            f"{len(batch.records)} records); nothing of this batch was stored",
+                            "bad_gap")
+    if not rec.seq <= rec.gap.last_seq <= MAX_STORABLE:
+        raise BatchRejected(f"{where}: last_seq {rec.gap.last_seq} is not between the seq "
+                            f"and {MAX_STORABLE}; nothing of this batch was stored", "bad_gap")
+    return ValidBatch(batch.stream_id, rec.seq, rec.gap.last_seq, (), (rec,))
 
 
 def _check_record(rec: records_pb2.Record, expected: int) -> None:

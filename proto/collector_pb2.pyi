@@ -16,7 +16,7 @@ class IngestRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[_records_pb2.Batch, _Mapping]]] = ...) -> None: ...
 
 class BatchResult(_message.Message):
-    __slots__ = ("stream_id", "acked_seq", "code", "message", "retry_after_ms", "stored", "duplicates")
+    __slots__ = ("stream_id", "acked_seq", "code", "message", "retry_after_ms", "stored", "duplicates", "expected_seq")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class BatchResult(_message.Message):
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     acked_seq: int
     code: int
@@ -31,7 +32,8 @@ class BatchResult(_message.Message):
     retry_after_ms: int
     stored: int
     duplicates: int
-    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    expected_seq: int
+    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., expected_seq: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("request_id", "results")

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # metrics.kind: how to read metrics.value back (KIND_ENCODED: value is the
 # encoded Metric). A NaN is stored as NULL by SQLite, so (KIND_NUMBER, NULL)
@@ -27,6 +27,10 @@ KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG, KIND_ENCODED = 1, 2, 3, 4, 9
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE streams (stream_id TEXT PRIMARY KEY, hwm INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE stream_gaps (
+  stream_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  records INTEGER NOT NULL, reason TEXT NOT NULL, time INTEGER NOT NULL,
+  PRIMARY KEY (stream_id, first_seq)) WITHOUT ROWID;
 CREATE TABLE runs (
   run_key INTEGER PRIMARY KEY,
   run_id TEXT NOT NULL UNIQUE,
@@ -98,6 +102,13 @@ CREATE TABLE artifact_chunks_v2 (
 INSERT INTO artifact_chunks_v2 SELECT run_key, '', path, offset, data FROM artifact_chunks;
 DROP TABLE artifact_chunks;
 ALTER TABLE artifact_chunks_v2 RENAME TO artifact_chunks;
+""",
+    # 3: the explanation of every hole in a stream's seqs (a gap record).
+    3: """
+CREATE TABLE stream_gaps (
+  stream_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  records INTEGER NOT NULL, reason TEXT NOT NULL, time INTEGER NOT NULL,
+  PRIMARY KEY (stream_id, first_seq)) WITHOUT ROWID;
 """,
 }
 

@@ -40,6 +40,7 @@ class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
     stream_id: str
+    hwm: int = 0
     metrics: list[tuple[Any, ...]] = field(default_factory=list)
     log_chunks: list[tuple[Any, ...]] = field(default_factory=list)
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
@@ -47,6 +48,7 @@ class _BatchWork:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
+    gaps: int = 0
 
 
 class SqliteWriter:
@@ -62,6 +64,7 @@ class SqliteWriter:
             "log": self._log,
             "run_event": self._run_event,
             "artifact": self._artifact,
+            "gap": self._gap,
         }
 
     def write(self, batches: Sequence[ValidBatch]) -> WriteSummary:
@@ -94,7 +97,9 @@ class SqliteWriter:
         outcome.duplicates = skip
         if skip == batch.count:
             return outcome
-        outcome.gap = batch.first_seq > hwm + 1
+        if batch.first_seq > hwm + 1:  # a hole: never committed silently (invariant 3)
+            outcome.expected_seq = hwm + 1
+            return outcome
         conn.execute("SAVEPOINT batch")
         try:
             work = self._write_records(batch, hwm)
@@ -109,12 +114,13 @@ class SqliteWriter:
         outcome.acked_seq = batch.last_seq
         outcome.stored = batch.count - skip
         outcome.kinds = work.kinds
+        outcome.gap = work.gaps > 0
         self._merge(work, summary)
         return outcome
 
     def _write_records(self, batch: ValidBatch, hwm: int) -> _BatchWork:
         """Records above ``hwm``: the others by handler, then the scalars in one executemany."""
-        work = _BatchWork(batch.stream_id)
+        work = _BatchWork(batch.stream_id, hwm)
         scalars, others = batch.scalars, batch.others
         if scalars and any(rec.WhichOneof("body") == "metric" for rec in others):
             stored = self._merged_rows(scalars, others, hwm, work)
@@ -148,7 +154,7 @@ class SqliteWriter:
         return stored
 
     def _other_rows(self, rec: records_pb2.Record, hwm: int, work: _BatchWork) -> None:
-        if rec.seq <= hwm:
+        if rec.seq <= hwm and not (rec.HasField("gap") and rec.gap.last_seq > hwm):
             return
         kind = rec.WhichOneof("body")
         handler = self._handlers.get(kind) if kind else None
@@ -291,6 +297,14 @@ class SqliteWriter:
         conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
                          [(run_key, k, v) for k, v in started.properties.items()])
         self._runs[rec.run_id][1] = started.experiment
+
+    def _gap(self, rec: records_pb2.Record, work: _BatchWork) -> None:
+        """The explanation of a hole; only its part above the mark, if it overlaps it."""
+        gap = rec.gap
+        self._conn.execute("INSERT OR REPLACE INTO stream_gaps VALUES (?, ?, ?, ?, ?, ?)",
+                           (work.stream_id, max(rec.seq, work.hwm + 1), gap.last_seq,
+                            gap.records, gap.reason, rec.time_unix_nano))
+        work.gaps += 1
 
     def _artifact(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         """Chunks wait per (run, stream, path) until the last one: two streams uploading

@@ -8,7 +8,10 @@ One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
                           unacked (AppendRequests in memory, oldest first)
                             |  one short Append stream per cycle to the sink (agent or spool)
                             v
-                          AppendAck(acked_seq) removes requests from the front
+                          AppendAck(acked_seq) removes requests from the front; an ack that says
+    "not now" (code UNAVAILABLE: the agent's disk is full, or it is stopping)
+    removes nothing and counts as a failed cycle: the request is kept and sent
+    again, like one the agent never got
 
     built_seq = last seq given to a record     acked_seq = last seq the sink acknowledged
 
@@ -39,7 +42,13 @@ from typing import Protocol
 
 import grpc
 
-from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
+from mltrail.common.errors import (
+    RETRYABLE_CODES,
+    MltrailError,
+    RetryableError,
+    code_from_number,
+    from_rpc_error,
+)
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
 from mltrail.pipeline.values import QueueItem, add_record, item_size
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
@@ -321,7 +330,7 @@ class Sender:
         requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
         try:
             for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)
+                self._on_ack(request, ack)  # raises on "not now": the rest stays
                 self._unacked.popleft()
                 self._unacked_bytes -= len(request.batch)
         except (MltrailError, OSError) as exc:
@@ -353,6 +362,9 @@ class Sender:
 
     def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
         count = request.last_seq - request.first_seq + 1
+        if ack.code and code_from_number(ack.code) in RETRYABLE_CODES:
+            raise RetryableError(f"{self.sink.description} cannot take records now: {ack.error}",
+                                 retry_after=ack.retry_after_ms / 1000 or None)
         if ack.error:
             # Refused as invalid: retrying would fail the same way (invariant 4).
             self.stats.records_refused += count
@@ -366,7 +378,10 @@ class Sender:
     def _on_failure(self, exc: Exception) -> None:
         self.stats.send_failures += 1
         self._failing = True
-        self._retry_at = time.monotonic() + self._backoff.next_delay()
+        delay = self._backoff.next_delay()
+        if isinstance(exc, RetryableError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        self._retry_at = time.monotonic() + delay
         now = time.monotonic()
         if now - self._last_warning > 60.0:  # rate limit: once a minute
             self._last_warning = now
@@ -383,7 +398,15 @@ class Sender:
         if not self._unacked:
             return
         requests = list(self._unacked)
-        where = self.overflow.spill(requests)
+        try:
+            where = self.overflow.spill(requests)
+        except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
+            now = time.monotonic()
+            if now - self._last_spill_warning > 60.0:
+                self._last_spill_warning = now
+                log.error("mltrail: cannot move records to %s (%s); %d records stay in "
+                          "memory", self.overflow.directory, exc, self.pending())
+            return
         spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
         self.stats.records_spilled += spilled
         now = time.monotonic()

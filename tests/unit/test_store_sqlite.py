@@ -62,10 +62,29 @@ def test_replayed_batch_is_stored_once(store: Store) -> None:
     assert values == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
 
 
-def test_gap_between_batches_is_accepted_and_flagged(store: Store) -> None:
+def test_a_batch_past_the_mark_is_refused_naming_the_expected_seq(store: Store) -> None:
     write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)]))
     outcome = write(store, b.batch("s", [b.scalar(5, "r", "m", 5.0)])).outcomes[0]
-    assert outcome.gap and outcome.stored == 1 and outcome.acked_seq == 5
+    assert (outcome.expected_seq, outcome.stored, outcome.acked_seq) == (2, 0, 1)
+    resent = write(store, b.batch("s", [b.scalar(s, "r", "m", float(s))
+                                         for s in range(2, 6)])).outcomes[0]
+    assert (resent.expected_seq, resent.stored, resent.acked_seq) == (0, 4, 5)
+    values = [r.metric.scalar.value.number for r in store.get_metrics("r", "m")]
+    assert values == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_gap_record_moves_the_mark_and_explains_the_hole(store: Store, tmp_path: Path
+                                                           ) -> None:
+    from mltrail.common.gaps import gap_batch
+
+    write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)]))
+    gap = records_pb2.Batch.FromString(gap_batch("s", 2, 4, "dead letter: bad json", 3))
+    assert write(store, gap).outcomes[0].gap
+    after = write(store, b.batch("s", [b.scalar(5, "r", "m", 5.0)])).outcomes[0]
+    assert (after.expected_seq, after.stored, after.acked_seq) == (0, 1, 5)
+    rows = sqlite3.connect(tmp_path / "store.db").execute(
+        "SELECT stream_id, first_seq, last_seq, records, reason FROM stream_gaps").fetchall()
+    assert rows == [("s", 2, 4, 3, "dead letter: bad json")]
 
 
 def test_scalar_values_round_trip_exactly(store: Store) -> None:
@@ -227,7 +246,8 @@ def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
         conn.executescript(
             "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
             "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
-            "PRIMARY KEY (run_key, path, offset)); DELETE FROM schema_version; "
+            "PRIMARY KEY (run_key, path, offset)); DROP TABLE stream_gaps; "
+            "DELETE FROM schema_version; "
             "INSERT INTO schema_version VALUES (1);")
         conn.executemany("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)", rows)
     upgraded = open_store(f"sqlite:///{path}", art)
