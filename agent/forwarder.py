@@ -150,6 +150,10 @@ class _StreamAborted(RetryableError):
     """The collector aborted the whole stream with a permanent code."""
 
 
+class _Restart(RetryableError):
+    """End the session on purpose (not a failure): the next one sends a gap record."""
+
+
 COMPRESSIONS = ("auto", "gzip", "none")
 
 
@@ -235,6 +239,8 @@ class GrpcForwarder:
         self._progressed = False
         try:
             await self._session()
+        except _Restart as exc:  # planned: the next session sends a gap record first
+            log.info("new ingest session: %s", exc)
         except RetryableError as exc:
             self.listener.connected(False)
             if not self._progressed:
@@ -400,8 +406,9 @@ class GrpcForwarder:
                           "spool; sending a gap record for them (counted as dropped, reason "
                           "not_in_spool)", result.expected_seq, frame.first_seq - 1,
                           frame.stream_id)
+                return _Restart(f"collector: batch out of order ({result.message})")
             return RetryableError(f"collector: batch out of order ({result.message})",
-                                  retry_after=0.0 if self.fill_gaps else 1.0)
+                                  retry_after=1.0)
         if code not in _BATCH_PERMANENT:
             return RetryableError(f"collector answered {code.name} for a batch: "
                                   f"{result.message}",
@@ -412,8 +419,7 @@ class GrpcForwarder:
                       frame.stream_id, code.name, result.message)
             return None
         await self._set_aside(frame, f"{code.name}: {result.message}")
-        return RetryableError("set aside a batch the collector refused; its gap record "
-                              "follows", retry_after=0.0)
+        return _Restart("set aside a batch the collector refused; its gap record follows")
 
     async def _ack(self, position: Position, durable: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -445,8 +451,7 @@ class GrpcForwarder:
                     await self._ack(frames[0].end, durable=True)
                 else:
                     await self._set_aside(frames[0], message)
-                return RetryableError(f"set aside a batch the collector cannot read ({message})",
-                                      retry_after=0.0)
+                return _Restart(f"set aside a batch the collector cannot read ({message})")
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "
                                   "resending those batches one by one")

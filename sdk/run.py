@@ -28,7 +28,17 @@ from typing import IO, TYPE_CHECKING, Any
 from mltrail import validation as v
 from mltrail.pipeline.console import ConsoleCapture
 from mltrail.pipeline.link import Link, offline_link, process_link
-from mltrail.pipeline.values import ARTIFACT, IMAGE, JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.pipeline.values import (
+    ARTIFACT,
+    CONSOLE,
+    IMAGE,
+    JSON,
+    LIST,
+    ROW,
+    RUN_EVENT,
+    SCALAR,
+    TABLE,
+)
 from mltrail.proto import records_pb2
 
 if TYPE_CHECKING:
@@ -310,7 +320,7 @@ class Run:
     def _record_console(self, stream: str, data: bytes, partial: bool, time_ns: int) -> None:
         """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
-        self._enqueue((LOG, self._id, time_ns, chunk))
+        self._enqueue((CONSOLE, self._id, time_ns, chunk))
 
     def _record_console_waiting(self, stream: str, data: bytes, partial: bool,
                                 time_ns: int) -> None:
@@ -318,7 +328,7 @@ class Run:
         of console output wait for the sender, so a flood slows the command
         instead of filling memory."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
-        self._link.sender.enqueue_waiting((LOG, self._id, time_ns, chunk), len(data),
+        self._link.sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
                                           CONSOLE_BACKLOG_BYTES)
 
     def _capture_console(self) -> None:

@@ -61,7 +61,8 @@ class SpoolOverflow:
     def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
         spool = self._open()
         for request in requests:
-            spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch)
+            spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch,
+                         request.droppable)
         return str(self.directory)
 
     def has_pending(self) -> bool:
@@ -73,7 +74,8 @@ class SpoolOverflow:
         frames = spool.read(spool.ack_position, 32 * 1024 * 1024, max_frames)
         self._read_end = frames[-1].end if frames else None
         return [agent_pb2.AppendRequest(stream_id=f.stream_id, first_seq=f.first_seq,
-                                        last_seq=f.last_seq, batch=f.batch) for f in frames]
+                                        last_seq=f.last_seq, batch=f.batch,
+                                        droppable=f.droppable) for f in frames]
 
     def ack_read(self) -> None:
         if self._spool is not None and self._read_end is not None:

@@ -50,7 +50,7 @@ from mltrail.common.errors import (
     from_rpc_error,
 )
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
-from mltrail.pipeline.values import QueueItem, add_record, item_size
+from mltrail.pipeline.values import CONSOLE, QueueItem, add_record, item_size
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 
 log = logging.getLogger("mltrail.sdk")
@@ -274,6 +274,7 @@ class Sender:
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
+        console = False  # a batch of console output only: the agent may drop it
         while queue and seq < end and size < MAX_BATCH_BYTES:
             item = queue[0]
             if isinstance(item, FlushMarker):
@@ -282,8 +283,10 @@ class Sender:
                 item.event.set()
                 continue
             item_bytes = item_size(item)
-            if seq > first and size + item_bytes > MAX_BATCH_BYTES:
+            if seq > first and (size + item_bytes > MAX_BATCH_BYTES
+                                or (item[0] == CONSOLE) != console):
                 break  # it goes first in the next batch
+            console = item[0] == CONSOLE
             queue.popleft()
             if self._waiting:
                 self._built_waiting(item)
@@ -299,7 +302,7 @@ class Sender:
             seq += 1
             size += item_bytes
         if seq > first:
-            self._add_request(batch, first, seq - 1)
+            self._add_request(batch, first, seq - 1, console)
 
     def _built_waiting(self, item: QueueItem) -> None:
         size = self._waiting.pop(id(item), 0)
@@ -318,10 +321,12 @@ class Sender:
             log.error("mltrail: a %s record of run %s could not be sent and was dropped "
                       "(%d so far): %s", item[0], item[1], self.stats.records_refused, reason)
 
-    def _add_request(self, batch: records_pb2.Batch, first: int, last: int) -> None:
+    def _add_request(self, batch: records_pb2.Batch, first: int, last: int,
+                     droppable: bool = False) -> None:
         data = batch.SerializeToString()
         self._unacked.append(agent_pb2.AppendRequest(
-            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data))
+            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data,
+            droppable=droppable))
         self._unacked_bytes += len(data)
         self._built_seq = last
         self.stats.records_built += last - first + 1
