@@ -263,6 +263,55 @@ async def test_restart_finds_a_file_renamed_while_down(tmp_path: Path, spool: Sp
         await source.shutdown(5)
 
 
+async def test_two_rotations_while_down_lose_nothing(tmp_path: Path, spool: Spool) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+    await source.shutdown(5)
+    with open(log, "ab") as fh:  # logrotate twice while the agent is stopped
+        fh.write(lines(100, 150))
+    os.rename(log, tmp_path / "app.log.1")
+    log.write_bytes(lines(150, 200))  # a file the agent never saw
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    os.rename(log, tmp_path / "app.log.1")
+    log.write_bytes(lines(200, 250))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool)["app"]) >= 250)
+        assert collected(spool)["app"] == expected(0, 250)
+        assert source.counters.files_lost == 0
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_file_gone_while_down_is_counted_as_lost(tmp_path: Path, spool: Spool,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 10))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 10)
+    await source.shutdown(5)
+    with open(log, "ab") as fh:
+        fh.write(lines(10, 20))
+    os.rename(log, tmp_path / "old.txt")
+    os.remove(tmp_path / "old.txt")  # rotated out and deleted before the agent is back
+    log.write_bytes(lines(20, 30))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool)["app"]) >= 20)
+        assert collected(spool)["app"] == expected(0, 10) + expected(20, 30)
+        assert source.counters.files_lost == 1
+        assert f"{log} (read up to byte" in caplog.text
+    finally:
+        await source.shutdown(5)
+
+
 def test_inotify_wait_wakes_on_a_write_and_on_wake(tmp_path: Path) -> None:
     watcher = ChangeWatcher()
     try:
