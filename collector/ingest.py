@@ -183,6 +183,7 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
     """The stream's requests until it ends, or until shutdown begins between requests."""
     iterator = requests.__aiter__()
     closed = asyncio.ensure_future(closing.wait())
+    pending: asyncio.Future[bytes] | None = None
     try:
         while True:
             pending = asyncio.ensure_future(iterator.__anext__())
@@ -198,3 +199,7 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
                 return
     finally:
         closed.cancel()
+        if pending is not None:  # the call ended mid-read (an agent went away): its
+            pending.cancel()     # result is wanted by no one, and must not be logged
+            if pending.done() and not pending.cancelled():
+                pending.exception()
