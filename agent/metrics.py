@@ -87,6 +87,9 @@ class AgentMetrics(ForwardListener):
         self.send_latency = Histogram(
             "mltrail_agent_send_latency_seconds", "From request sent to collector ack",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.runs_failed = Counter("mltrail_agent_runs_failed_on_exit",
+                                   "Runs recorded as failed because their SDK process exited "
+                                   "without ending them", registry=r)
         self.connected_gauge = Gauge("mltrail_agent_collector_connected",
                                      "1 while the ingest stream is open", registry=r)
         self._failing_since: float | None = None

@@ -26,6 +26,7 @@ import grpc
 from mltrail.agent.forwarder import ForwardListener, GrpcForwarder, wants_compression
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
+from mltrail.agent.run_watch import RunWatch, watch_socket_path
 from mltrail.agent.settings import AgentSettings
 from mltrail.agent.sources.registry import start_sources, stop_sources
 from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
@@ -124,6 +125,7 @@ class AgentService(Component):
         self._server: grpc.aio.Server | None = None
         self._forward_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
+        self.run_watch: RunWatch | None = None
         self.sources: list[TailSource] = []  # log files, containers (agent/sources/registry.py)
 
     async def start(self) -> None:
@@ -152,6 +154,9 @@ class AgentService(Component):
         )
         self._start_http()
         await self._start_grpc(tracker)
+        self.run_watch = RunWatch(spool, watch_socket_path(self.socket_path),
+                                  s.socket_permissions, on_failed=self.metrics.runs_failed.inc)
+        await self.run_watch.start()
         self._forward_task = asyncio.create_task(self.forwarder.run())
         self._trim_task = asyncio.create_task(self._trim_when_idle())
         self.sources = await start_sources(
@@ -228,6 +233,8 @@ class AgentService(Component):
         await stop_sources(self.sources, timeout=5.0)  # before the spool closes
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self.run_watch is not None:
+            await self.run_watch.shutdown()
         drained = await self._drain(timeout)
         if self._trim_task is not None:
             self._trim_task.cancel()

@@ -123,6 +123,7 @@ class Run:
             experiment=experiment.name, display_name=run._display_name, tags=checked_tags,
             parent_run_id=parent.id if parent else "", run_type=run_type)
         run._event(records_pb2.RunEvent(started=started))
+        atexit.register(_end_at_exit, run)  # after the link's own handler: runs before it
         return run
 
     @classmethod
@@ -309,13 +310,15 @@ class Run:
     def cancel(self) -> None:
         self._end(records_pb2.CANCELED)
 
-    def _end(self, status: int, error: records_pb2.ErrorDetails | None = None) -> None:
+    def _end(self, status: int, error: records_pb2.ErrorDetails | None = None,
+             flush: bool = True) -> None:
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
         self._status = _STATUS_BY_CODE[status]
         self._event(records_pb2.RunEvent(ended=records_pb2.RunEnded(status=status, error=error)))
-        self.flush()
+        if flush:
+            self.flush()
 
     def _record_console(self, stream: str, data: bytes, partial: bool, time_ns: int) -> None:
         """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
@@ -361,11 +364,16 @@ class Run:
     # ---- reading back --------------------------------------------------------
 
     def get_metrics(self, name: str | None = None, recursive: bool = False,
-                    run_type: str | None = None, populate: bool = False) -> dict[str, Any]:
-        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict."""
+                    run_type: str | None = None, populate: bool = False,
+                    timeout_seconds: float | None = None) -> dict[str, Any]:
+        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict.
+
+        Waits up to ``timeout_seconds`` (default ``MLTRAIL_READ_TIMEOUT``, 10 s) for
+        this process's records to reach the collector, then answers from what it has."""
         if not recursive:
-            return self._link.reader().get_metrics(self._id, name)
-        return {run.id: run.get_metrics(name) for run in self._walk()}
+            return self._link.reader(timeout_seconds).get_metrics(self._id, name)
+        return {run.id: run.get_metrics(name, timeout_seconds=timeout_seconds)
+                for run in self._walk()}
 
     def _walk(self) -> Iterator[Run]:
         yield self
@@ -436,16 +444,16 @@ def _start_offline(cls: type[Run], experiment: Experiment) -> Run:
     run = cls._start(experiment, run_id=run_id, run_type="offline", link=offline_link(run_id))
     print(f"mltrail: no launcher found; logging offline to {run._link.where}. Upload it later "
           f"with `mltrail sync {run._link.where}`", file=sys.stderr)
-    atexit.register(_end_offline, run)  # after the link's own handler: runs before it
     return run
 
 
-def _end_offline(run: Run) -> None:
-    """No launcher will end an offline run: end it at exit, failed if Python died of an error."""
+def _end_at_exit(run: Run) -> None:
+    """A run this process started and did not end is ended at interpreter exit:
+    completed, or failed with the exception Python died of."""
     if run.status != "Running":
         return
-    error = getattr(sys, "last_value", None)
+    error = getattr(sys, "last_value", None)  # the link's exit handler flushes, with its timeout
     if error is not None:
-        run.fail(error)
+        run._end(records_pb2.FAILED, _error_details(error, None), flush=False)
     else:
-        run.complete()
+        run._end(records_pb2.COMPLETED, flush=False)

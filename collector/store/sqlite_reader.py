@@ -20,7 +20,7 @@ from mltrail.proto import collector_pb2, records_pb2
 DEFAULT_RUN_LIMIT = 100
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error")
+                "parent_run_id, run_type, error, last_write")
 
 
 class SqliteReader:
@@ -71,7 +71,7 @@ class SqliteReader:
         info = collector_pb2.RunInfo(
             run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
             start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
-            run_type=row[8])
+            run_type=row[8], last_delivery_unix_nano=row[10])
         if row[9]:
             info.error.ParseFromString(row[9])
         info.tags.update(conn.execute("SELECT key, value FROM run_tags WHERE run_key = ?",

@@ -41,7 +41,8 @@ CREATE TABLE runs (
   end_time INTEGER NOT NULL DEFAULT 0,
   parent_run_id TEXT NOT NULL DEFAULT '',
   run_type TEXT NOT NULL DEFAULT '',
-  error BLOB
+  error BLOB,
+  last_write INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX runs_by_parent ON runs(parent_run_id);
 CREATE INDEX runs_by_start ON runs(start_time);
@@ -103,8 +104,10 @@ INSERT INTO artifact_chunks_v2 SELECT run_key, '', path, offset, data FROM artif
 DROP TABLE artifact_chunks;
 ALTER TABLE artifact_chunks_v2 RENAME TO artifact_chunks;
 """,
-    # 3: the explanation of every hole in a stream's seqs (a gap record).
+    # 3: the explanation of every hole in a stream's seqs (a gap record); when the
+    # collector last stored a record of each run (its agent's last delivery).
     3: """
+ALTER TABLE runs ADD COLUMN last_write INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE stream_gaps (
   stream_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
   records INTEGER NOT NULL, reason TEXT NOT NULL, time INTEGER NOT NULL,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import sqlite3
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class SqliteWriter:
         self._runs: dict[str, list[Any]] = {}
         self._names: dict[str, int] = {}
         self._streams: dict[tuple[int, str], list[int]] = {}
+        self._touched: set[int] = set()  # run keys written by this transaction
         self._handlers: dict[str, Callable[[records_pb2.Record, _BatchWork], None]] = {
             "metric": self._metric,
             "log": self._log,
@@ -73,14 +75,24 @@ class SqliteWriter:
             with schema.transaction(self._conn, f"store {self._where}"):
                 for batch in batches:
                     summary.outcomes.append(self._write_batch(batch, summary))
+                self._mark_written()
         except BaseException:
             self._forget()
             raise
         self._attach_experiments(summary)
         return summary
 
+    def _mark_written(self) -> None:
+        """When each run got records last: ``mltrail show`` says how long ago."""
+        if self._touched:
+            now = time.time_ns()
+            self._conn.executemany("UPDATE runs SET last_write = ? WHERE run_key = ?",
+                                   [(now, key) for key in self._touched])
+            self._touched.clear()
+
     def _forget(self) -> None:
         """Caches may hold rows a rollback undid; they refill from the database."""
+        self._touched.clear()
         self._runs.clear()
         self._names.clear()
         self._streams.clear()
@@ -168,11 +180,15 @@ class SqliteWriter:
         rows, latest = work.metrics, work.latest
         runs, names, codes = self._runs, self._names, _VALUE_KINDS
         before = len(rows)
+        touched, last_key = self._touched, None
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
             entry = runs.get(run_id)
             run_key = entry[0] if entry else self._run_key(run_id, time_ns)
+            if run_key != last_key:
+                touched.add(run_key)
+                last_key = run_key
             code = codes[kind]
             rows.append((run_key, names.get(name) or self._name_key(name), time_ns, step, code,
                          value))
@@ -197,6 +213,7 @@ class SqliteWriter:
     def _run_key(self, run_id: str, time_ns: int) -> int:
         entry = self._runs.get(run_id)
         if entry is not None:
+            self._touched.add(entry[0])
             return int(entry[0])
         conn = self._conn
         row = conn.execute("SELECT run_key, experiment FROM runs WHERE run_id = ?",
@@ -206,6 +223,7 @@ class SqliteWriter:
                                (run_id, records_pb2.RUNNING, time_ns))
             row = (cur.lastrowid, "")
         self._runs[run_id] = list(row)
+        self._touched.add(int(row[0]))
         return int(row[0])
 
     def _name_key(self, name: str) -> int:

@@ -27,16 +27,13 @@ from typing import Any, Protocol
 from mltrail.common.errors import MltrailError
 from mltrail.pipeline.embedded import agent_socket_from_env, ensure_embedded
 from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
+from mltrail.pipeline.run_watch import AgentRunWatch
 from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.proto import records_pb2
 from mltrail.query.metrics_view import fold_metrics
 
 _STATUS = {records_pb2.RUNNING: "Running", records_pb2.COMPLETED: "Completed",
            records_pb2.FAILED: "Failed", records_pb2.CANCELED: "Canceled"}
-
-
-class NotDelivered(MltrailError):
-    """Records of this process have not reached the collector within the timeout."""
 
 
 class Reader(Protocol):
@@ -51,11 +48,13 @@ class Link:
     """A sender plus the way back; ``where`` names where undelivered records wait."""
 
     def __init__(self, sender: Sender, where: str, agent: AgentSink | None = None,
-                 spool_sink: SpoolSink | None = None) -> None:
+                 spool_sink: SpoolSink | None = None, watch: AgentRunWatch | None = None
+                 ) -> None:
         self.sender = sender
         self.where = where
         self.agent = agent
         self.spool_sink = spool_sink
+        self.watch = watch
         self._closed = False
         atexit.register(self.close)
 
@@ -71,7 +70,11 @@ class Link:
                   file=sys.stderr, flush=True)
         return remaining
 
-    def reader(self, timeout: float = 300.0) -> Reader:
+    def reader(self, timeout: float | None = None) -> Reader:
+        """Waits up to ``timeout`` (default MLTRAIL_READ_TIMEOUT, 10 s) for this process's
+        records to be delivered, then reads what the collector (or the spool) has."""
+        if timeout is None:
+            timeout = read_timeout()
         if self.spool_sink is not None:
             self.flush(timeout)
             return SpoolReader(self.spool_sink)
@@ -81,14 +84,14 @@ class Link:
         from mltrail.query.client import QueryClient
 
         assert self.agent is not None  # an online link always has its agent
-        if self.flush(timeout):
-            raise NotDelivered(f"records of this process have not reached the agent within "
-                               f"{timeout:g} s; they are kept and retried; try again later")
-        forwarded = self.wait_collector(timeout)
-        if forwarded is not None:
-            raise NotDelivered(
-                f"the collector acknowledged records up to {forwarded} of "
-                f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again later")
+        deadline = time.monotonic() + timeout
+        if not self.flush(timeout):  # it says itself what is still on the way
+            forwarded = self.wait_collector(max(0.0, deadline - time.monotonic()))
+            if forwarded is not None:
+                print(f"mltrail: answering from what the collector has now: it acknowledged "
+                      f"records of this process up to {forwarded} of {self.sender.acked_seq}; "
+                      "the rest wait in the agent's spool and follow when it is reachable",
+                      file=sys.stderr, flush=True)
         return CollectorReader(QueryClient(self.agent.info().collector))
 
     def wait_collector(self, timeout: float) -> int | None:
@@ -98,8 +101,16 @@ class Link:
         seq = self.sender.acked_seq
         if not seq or self.agent is None:
             return None
-        done = self.agent.wait_forwarded(self.sender.stream_id, seq, timeout)
-        return None if done.done else done.forwarded_seq
+        printer = _ProgressPrinter("the collector")
+        started = time.monotonic()
+        while True:  # in steps of a second, to say after one that it waits
+            left = timeout - (time.monotonic() - started)
+            done = self.agent.wait_forwarded(self.sender.stream_id, seq, max(0.0, min(left, 1.0)))
+            if done.done:
+                return None
+            if left <= 1.0:
+                return int(done.forwarded_seq)
+            printer(seq - int(done.forwarded_seq), time.monotonic() - started)
 
     def close(self) -> None:
         """At exit: wait up to MLTRAIL_EXIT_TIMEOUT, then move what is left to disk."""
@@ -109,6 +120,8 @@ class Link:
         timeout = float(os.environ.get("MLTRAIL_EXIT_TIMEOUT", "30"))
         self.sender.flush(timeout, _ProgressPrinter(self.sender.sink.description))
         remaining = self.sender.close(0)
+        if self.watch is not None:
+            self.watch.close()
         if remaining:
             print(f"mltrail: {remaining} records were not delivered before exit; they are kept "
                   f"in {self.where}; upload them with `mltrail sync {self.where}`",
@@ -129,6 +142,19 @@ class _ProgressPrinter:
                   f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
+def read_timeout() -> float:
+    """How long a read waits for this process's records (MLTRAIL_READ_TIMEOUT, seconds)."""
+    text = os.environ.get("MLTRAIL_READ_TIMEOUT", "10")
+    try:
+        value = float(text)
+    except ValueError:
+        raise MltrailError(f"MLTRAIL_READ_TIMEOUT must be a number of seconds, not "
+                           f"{text!r}") from None
+    if value < 0:
+        raise MltrailError(f"MLTRAIL_READ_TIMEOUT must be 0 or more, not {text!r}")
+    return value
+
+
 _links: dict[str, Link] = {}
 _embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
@@ -143,7 +169,10 @@ def process_link() -> Link:
             agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
             overflow = SpoolOverflow(offline_dir(stream_id))
             sender = Sender(agent, overflow=overflow, stream_id=stream_id)
-            link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent)
+            watch = AgentRunWatch(socket_path)
+            sender.on_run_acked = watch.update
+            link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent,
+                                              watch=watch)
         return link
 
 

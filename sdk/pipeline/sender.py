@@ -50,7 +50,7 @@ from mltrail.common.errors import (
     from_rpc_error,
 )
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
-from mltrail.pipeline.values import CONSOLE, QueueItem, add_record, item_size
+from mltrail.pipeline.values import CONSOLE, RUN_EVENT, QueueItem, add_record, item_size
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 
 log = logging.getLogger("mltrail.sdk")
@@ -165,6 +165,9 @@ class Sender:
         self._waiting_bytes = 0
         self._wake = threading.Event()
         self._stopping = False
+        # told (run_id, started) once the sink acknowledged a run's start or end
+        self.on_run_acked: Callable[[str, bool], None] | None = None
+        self._run_events: deque[tuple[int, str, bool]] = deque()  # (seq, run_id, started)
         self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
         self._thread.start()
 
@@ -299,10 +302,17 @@ class Sender:
                 del batch.records[seq - first:]  # a record half filled
                 self._refuse_item(item, exc)
                 continue
+            if item[0] == RUN_EVENT and self.on_run_acked is not None:
+                self._note_run_event(seq, item)
             seq += 1
             size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
+
+    def _note_run_event(self, seq: int, item: QueueItem) -> None:
+        kind = item[3].WhichOneof("event")
+        if kind in ("started", "ended"):
+            self._run_events.append((seq, item[1], kind == "started"))
 
     def _built_waiting(self, item: QueueItem) -> None:
         size = self._waiting.pop(id(item), 0)
@@ -379,6 +389,10 @@ class Sender:
         else:
             self.stats.records_acked += count
         self._acked_seq = max(self._acked_seq, request.last_seq)
+        events = self._run_events
+        while events and events[0][0] <= self._acked_seq and self.on_run_acked is not None:
+            _, run_id, started = events.popleft()
+            self.on_run_acked(run_id, started)
 
     def _on_failure(self, exc: Exception) -> None:
         self.stats.send_failures += 1

@@ -247,6 +247,7 @@ def test_partial_upload_in_a_version_1_store_completes_after_the_upgrade(
             "DROP TABLE artifact_chunks; CREATE TABLE artifact_chunks (run_key INTEGER NOT "
             "NULL, path TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL, "
             "PRIMARY KEY (run_key, path, offset)); DROP TABLE stream_gaps; "
+            "ALTER TABLE runs DROP COLUMN last_write; "
             "DELETE FROM schema_version; "
             "INSERT INTO schema_version VALUES (1);")
         conn.executemany("INSERT INTO artifact_chunks VALUES (?, ?, ?, ?)", rows)
