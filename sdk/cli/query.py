@@ -242,7 +242,7 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
         ("Started", table.local_time(run.start_time_unix_nano)),
         ("Ended", table.local_time(run.end_time_unix_nano)),
         ("Duration", table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)),
-        ("Last delivery", _last_delivery(run)),
+        ("Delivered", _last_delivery(run)),  # last record stored
         ("Parent", run.parent_run_id or None),
         ("Children", "\n".join(run.child_run_ids) or None),
         ("Tags", "\n".join(f"{k}={v}" for k, v in sorted(run.tags.items())) or None),

@@ -72,7 +72,7 @@ def test_a_run_ends_however_its_process_ends(agent: Service, collector: Service,
         assert error is not None and f"pid {killed.pid}" in error.message
         assert "exited without ending" in error.message
     shown = mltrail_cli("show", killed_id, "--collector", collector.grpc)
-    assert shown.returncode == 0 and "Last delivery" in shown.stdout, shown.stderr
+    assert shown.returncode == 0 and "Delivered:  " in shown.stdout, shown.stderr
 
 
 OFFLINE = textwrap.dedent("""

@@ -41,3 +41,60 @@ def test_get_metrics_with_the_collector_down_waits_its_timeout_and_says_why(
         assert "ERROR" in done.stdout and address in done.stdout, done.stdout
     finally:
         agent.stop()
+
+
+BLOCKED = textwrap.dedent("""
+    import sys
+    from mltrail import Experiment
+    run = Experiment("blocked").start_logging()
+    for i in range(20_000):
+        run.log("note", "x" * 200, step=i)
+    run.flush(timeout_seconds=2)
+    print("FLUSHED", flush=True)
+    sys.stdin.readline()  # the collector is back
+    try:
+        run.wait_for_completion(timeout=1)
+    except Exception as exc:
+        print("WAIT", type(exc).__name__, flush=True)
+    run.complete()
+""")
+
+
+def test_flush_against_a_blocked_agent_times_out_and_loses_nothing(tmp_path: Path) -> None:
+    # A 1 MB spool and no collector: the agent's Append blocks. flush returns at its
+    # timeout and says what is still on the way; wait_for_completion on the live run
+    # raises WaitTimeout; once the collector is up, every point arrives.
+    from mltrail.query.client import QueryClient
+    from tests.integration.test_agent_chaos import collector_on
+
+    port = free_port()
+    collector = collector_on(port, tmp_path)
+    agent = agent_service(tmp_path, f"127.0.0.1:{port}")
+    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "1000000"}
+    agent.start()
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED)
+    env = {**os.environ, "MLTRAIL_AGENT": agent.info["socket"],
+           "MLTRAIL_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "FLUSHED"
+        collector.start()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "records are still on the way" in err and "after 2 s" in err
+        assert "WAIT WaitTimeout" in out
+        with QueryClient(collector.grpc) as client:
+            run_id = client.list_runs("blocked")[0].run_id
+            steps = [r.metric.scalar.step for r in client.get_metric_records(run_id, "note")]
+        assert steps == list(range(20_000))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        agent.stop()
+        collector.stop()
