@@ -298,10 +298,25 @@ class TailSource(Component):
         names = set(matched.values()) | {cp.path for cp in self._saved.values()}
         known = set(matched) | set(self._saved) | set(self._files)
         found = rotated_while_down(names, self._saved_at_ns, known, self._excluded)
+        for key, path in list(found.items()):
+            if self._is_copy(path):  # copytruncate's copy: what it holds was read already
+                del found[key]
         for path in sorted(found.values()):
             log.info("source %s: %s was rotated while the agent was down; reading it",
                      self.name, path)
         return found
+
+    def _is_copy(self, path: str) -> bool:
+        """Whether ``path`` starts as a checkpointed file does (a copy of it)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True  # gone already: nothing to read
+        try:
+            return any(cp.fp_len and fingerprint(fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
+                       for cp in self._saved.values())
+        finally:
+            os.close(fd)
 
     def _open(self, key: tuple[int, int], path: str) -> TailedFile | None:
         route = self.router.route(path)

@@ -110,7 +110,7 @@ def test_a_full_spool_disk_loses_no_metric_and_no_line(tmp_path: Path, small_dis
         assert scrape(agent, "mltrail_agent_spool_disk_full") == 0
         assert scrape(agent, "mltrail_agent_spool_disk_full_errors_total") > 0
         assert scrape(agent, "mltrail_agent_dropped_records_total") == 0
-        with QueryClient(collector.grpc) as client:
+        with QueryClient(collector.grpc, timeout=300) as client:  # 600,000 points
             steps = [r.metric.scalar.step for r in client.get_metric_records("disk-1", "loss")]
             assert steps == list(range(POINTS))  # every point once, in order
             lines = [line.text for line in client.tail_logs("disk-1", ["stdout"])]
