@@ -48,7 +48,7 @@ BLOCKED = textwrap.dedent("""
     from mltrail import Experiment
     run = Experiment("blocked").start_logging()
     for i in range(20_000):
-        run.log("note", "x" * 200, step=i)
+        run.log("note", "x" * 500, step=i)
     run.flush(timeout_seconds=2)
     print("FLUSHED", flush=True)
     sys.stdin.readline()  # the collector is back
@@ -61,16 +61,17 @@ BLOCKED = textwrap.dedent("""
 
 
 def test_flush_against_a_blocked_agent_times_out_and_loses_nothing(tmp_path: Path) -> None:
-    # A 1 MB spool and no collector: the agent's Append blocks. flush returns at its
-    # timeout and says what is still on the way; wait_for_completion on the live run
-    # raises WaitTimeout; once the collector is up, every point arrives.
+    # A 5 MB spool, 10 MB of points and no collector: the agent's Append blocks.
+    # flush returns at its timeout and says what is still on the way;
+    # wait_for_completion on the live run raises WaitTimeout; once the collector is
+    # up, every point arrives.
     from mltrail.query.client import QueryClient
     from tests.integration.test_agent_chaos import collector_on
 
     port = free_port()
     collector = collector_on(port, tmp_path)
     agent = agent_service(tmp_path, f"127.0.0.1:{port}")
-    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "1000000"}
+    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "5000000"}
     agent.start()
     script = tmp_path / "blocked.py"
     script.write_text(BLOCKED)
