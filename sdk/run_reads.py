@@ -45,8 +45,11 @@ class RunReads:
         """A Run object for a run read back (``Run`` defines it)."""
         raise NotImplementedError
 
-    def _reader(self) -> Reader:
-        return self._link.reader(collector=self._experiment.workspace.connection.collector or None)
+    def _reader(self, timeout: float | None = None) -> Reader:
+        """Waits up to ``timeout`` (default ``MLTRAIL_READ_TIMEOUT``) for this process's
+        records to reach the collector, then reads what it has."""
+        return self._link.reader(timeout,
+                                 self._experiment.workspace.connection.collector or None)
 
     def _info(self) -> RunInfo:
         return self._reader().run_info(self._id)
@@ -111,11 +114,16 @@ class RunReads:
         return user_properties(self._info().properties)
 
     def get_metrics(self, name: str | None = None, recursive: bool = False,
-                    run_type: str | None = None, populate: bool = False) -> dict[str, Any]:
-        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict."""
+                    run_type: str | None = None, populate: bool = False,
+                    timeout_seconds: float | None = None) -> dict[str, Any]:
+        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict.
+
+        Waits up to ``timeout_seconds`` (default ``MLTRAIL_READ_TIMEOUT``, 10 s) for
+        this process's records to reach the collector, then answers from what it has."""
         if not recursive:
-            return self._reader().get_metrics(self._id, name)
-        return {run._id: run.get_metrics(name) for run in self._walk()}
+            return self._reader(timeout_seconds).get_metrics(self._id, name)
+        return {run._id: run.get_metrics(name, timeout_seconds=timeout_seconds)
+                for run in self._walk()}
 
     def _walk(self) -> Iterator[RunReads]:
         yield self

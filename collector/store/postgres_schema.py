@@ -18,7 +18,7 @@ from typing import Any
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA_LOCK = 0x6D6C7472  # pg_advisory_xact_lock key: "mltr"
 
 BASE = """
@@ -94,6 +94,13 @@ MIGRATIONS: dict[int, str] = {
     # 2: listing runs of one experiment, newest first, reads an index instead of every run.
     2: """CREATE INDEX runs_by_experiment ON runs(experiment, start_time);
 CREATE INDEX run_tags_by_tag ON run_tags(key, value)""",
+    # 3 (issue 11): the explanation of every hole in a stream's seqs (a gap record); when
+    # the collector last stored a record of each run (its agent's last delivery).
+    3: """ALTER TABLE runs ADD COLUMN last_write BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE stream_gaps (
+  stream_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+  records BIGINT NOT NULL, reason TEXT NOT NULL, time BIGINT NOT NULL,
+  PRIMARY KEY (stream_id, first_seq))""",
 }
 
 RETRY_AFTER_UNAVAILABLE = 1.0

@@ -78,8 +78,12 @@ def _sync_one(directory: Path, address: str, timeout: float,
     """Drain one spool; returns what is left of it ("" when all of it was sent)."""
     from mltrail.agent.drain import drain_spool
     from mltrail.agent.spool import SpoolLockedError
+    from mltrail.pipeline.offline import end_abandoned_runs
 
     try:
+        for run_id in end_abandoned_runs(directory):
+            print(f"{directory}: run {run_id} was never ended (its process was killed); "
+                  "recorded as failed")
         result = asyncio.run(drain_spool(directory, address, timeout, security))
     except SpoolLockedError:  # a run still writing it: the others go on
         print(f"{directory}: in use by another process, skipped")

@@ -78,6 +78,7 @@ class RunInfo:
     # properties mltrail itself set ("mltrail.environment"), apart from the user's, as
     # Azure ML v1 keeps its "azureml.*" ones
     system_properties: dict[str, str] = dataclasses.field(default_factory=dict)
+    last_delivery_unix_nano: int = 0  # the collector last stored a record of the run
 
     @classmethod
     def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
@@ -92,6 +93,7 @@ class RunInfo:
             parent_run_id=pb.parent_run_id, child_run_ids=list(pb.child_run_ids),
             error=_run_error(err), run_type=pb.run_type,
             log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
+            last_delivery_unix_nano=pb.last_delivery_unix_nano,
         )
 
     @property

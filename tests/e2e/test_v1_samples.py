@@ -91,7 +91,8 @@ def test_logging_api_notebook(agent: Service, collector: Service, tmp_path: Path
     assert "Workspace name: samples-ws" in out
     with QueryClient(collector.grpc) as client:
         (info,) = client.list_runs(experiment="logging-api-test")
-        assert info.status == "Completed" and info.system_properties["mltrail.workspace"] == "samples-ws"
+        assert info.status == "Completed"
+        assert info.system_properties["mltrail.workspace"] == "samples-ws"
 
 
 MANAGE_RUNS_CHECKS = """
@@ -243,7 +244,8 @@ def test_every_v1_call_the_samples_do_not_make(agent: Service, collector: Servic
     with QueryClient(collector.grpc) as client:
         tour = client.get_run("v1-calls-tour")
     assert tour.display_name == "tour renamed" and tour.status == "Completed"
-    assert "to-remove" not in tour.tags and tour.system_properties["mltrail.workspace"] == "samples-ws"
+    assert "to-remove" not in tour.tags
+    assert tour.system_properties["mltrail.workspace"] == "samples-ws"
 
 
 WORKSPACE_COLLECTOR_ONLY = """
@@ -272,7 +274,8 @@ def test_a_workspace_naming_only_a_collector_records_there(collector: Service,
         assert "read back {'loss': 0.5}" in result.stdout
         with QueryClient(collector.grpc) as client:
             info = client.get_run("through-the-workspace")
-        assert info.status == "Completed" and info.system_properties["mltrail.workspace"] == "remote-ws"
+        assert info.status == "Completed"
+        assert info.system_properties["mltrail.workspace"] == "remote-ws"
     finally:
         for ready in (tmp_path / "h").rglob("agent.json"):
             pid = json.loads(ready.read_text())["pid"]
