@@ -164,13 +164,15 @@ for i in range(1000, 2000):
 
 
 def test_drop_newest_drops_console_output_only_and_counts_it(tmp_path: Path) -> None:
-    # `mltrail run` floods its console into a 1 MB spool under drop_newest with the
+    # `mltrail run` floods its console into an 8 MB spool under drop_newest with the
     # collector down: console batches are dropped and counted, each leaving a gap
-    # record; the metrics before and after the flood wait for room and all arrive.
+    # record; the metrics before and after the flood wait for room and all arrive. The
+    # spool is larger than one of the SDK's console batches (up to 4 MiB), which a smaller
+    # spool refuses outright (counted and named by the SDK, not a drop_newest drop).
     port = free_port()
     collector = collector_on(port, tmp_path)
     agent = agent_service(tmp_path, f"127.0.0.1:{port}")
-    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "1000000",
+    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "8000000",
                  "MLTRAIL_AGENT_FULL_POLICY": "drop_newest"}
     agent.start()
     script = tmp_path / "flood.py"
