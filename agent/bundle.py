@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from mltrail.agent.forwarder import ForwardListener
+from mltrail.agent.forward_listener import ForwardListener
 from mltrail.agent.spool import SpoolFrame
 from mltrail.common.bundle_writer import BundleWriter
 from mltrail.common.service_bundle import registry_numbers, service_bundle

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mltrail.agent.forwarder import ForwardTally, GrpcForwarder
+from mltrail.agent.forward_listener import ForwardTally
+from mltrail.agent.forwarder import GrpcForwarder
 from mltrail.agent.spool import Spool
 from mltrail.common.credentials import ClientSecurity
 
@@ -30,7 +31,7 @@ class DrainResult:
     retries: int
     remaining_bytes: int
     complete: bool
-    superseded_records: int = 0  # lost to an out-of-order commit (logged, counted)
+    missing_records: int = 0  # the collector needed them; not in the spool (gap records)
 
 
 async def drain_spool(
@@ -41,13 +42,16 @@ async def drain_spool(
     """Forward everything in ``spool_dir`` to ``collector_address`` within ``timeout``.
 
     Retries transient failures until the deadline; whatever the collector has
-    not acknowledged by then stays in the spool for the next call.
+    not acknowledged by then stays in the spool for the next call. Seqs the
+    collector needs before this spool's (an online run's records still in
+    its agent's spool) are waited for, never declared missing.
     ``on_progress(acknowledged_bytes, total_bytes)`` is called as it goes.
     """
     spool = await asyncio.to_thread(Spool, spool_dir, fsync="never")
     total = spool.pending_bytes
     tally = ForwardTally()
-    forwarder = GrpcForwarder(spool, collector_address, listener=tally, security=security)
+    forwarder = GrpcForwarder(spool, collector_address, listener=tally, security=security,
+                              fill_gaps=False)
     task = asyncio.create_task(forwarder.run())
     deadline = time.monotonic() + timeout
     try:
@@ -64,4 +68,4 @@ async def drain_spool(
         remaining = spool.pending_bytes
         await asyncio.to_thread(spool.close)
     return DrainResult(tally.records, tally.batches, tally.dead_records, tally.dead_batches,
-                       tally.retries, remaining, complete, tally.superseded_records)
+                       tally.retries, remaining, complete, tally.missing_records)

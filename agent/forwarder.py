@@ -15,17 +15,33 @@ A session opens one stream and runs two loops::
 
 Requests are built by concatenation (``encode_request``): the encoded Batch
 bytes from the SDK go out as they are, never decoded. Per batch result:
-OK advances the ack position; INVALID_ARGUMENT puts the frame in the
-dead-letter file, counts it and moves on; UNAUTHENTICATED or
-PERMISSION_DENIED (for a batch or for the whole stream) is the agent's
-credentials, not the data: nothing is set aside, the session ends with
-``AuthRefused``, the listener hears ``credentials_refused`` (health turns bad at once),
-the reason is logged once, and the forwarder waits until the token file
-changes (or ``AUTH_RETRY_SECONDS``) and resumes from the ack position;
-anything else ends the session with a ``RetryableError`` and the next
-session resends from the ack position (the collector skips what it already
-committed). Each session reads the token anew (``TokenSource``), so a
-rotated token file is used from the next connection on. A stream aborted with
+
+- OK advances the ack position.
+- INVALID_ARGUMENT puts the frame in the dead-letter file and ends the
+  session; the next one sends a gap record in the frame's place (which
+  seqs, and why), and the frame is acknowledged once the collector
+  committed that.
+- UNAUTHENTICATED or PERMISSION_DENIED (for a batch or for the whole
+  stream) is the agent's credentials, not the data: nothing is set aside,
+  the session ends with ``AuthRefused``, the listener hears
+  ``credentials_refused`` (health turns bad at once), the reason is logged
+  once, and the forwarder waits until the token file changes (or
+  ``AUTH_RETRY_SECONDS``) and resumes from the ack position. Each session
+  reads the token anew (``TokenSource``), so a rotated token file is used
+  from the next connection on.
+- ABORTED with ``expected_seq``: out of order, the collector needs earlier
+  seqs of that stream. Every frame before this one is acknowledged (results
+  come in order, and any other failure ends the session first), so those
+  seqs are not in this spool (cut from a damaged spool, lost before it): the
+  next session sends a gap record for them first, then the frame. With
+  ``fill_gaps=False`` (``mltrail sync``, where another spool may still hold
+  them) it waits and retries instead.
+- Anything else ends the session with a ``RetryableError``; the next one
+  resends from the ack position (the collector skips what it committed).
+
+The collector refuses a batch that does not start at its stream's mark + 1,
+so a pipelined batch committed after an earlier one failed cannot skip
+over it: no record is lost to reordering. A stream aborted with
 INVALID_ARGUMENT (a batch the collector cannot decode) makes the next
 session send the frames that were in flight one per request, so the bad one
 is found and set aside instead of retried forever.
@@ -47,10 +63,12 @@ from dataclasses import dataclass, replace
 
 import grpc
 
+from mltrail.agent.forward_listener import ForwardListener
+from mltrail.agent.gap_records import request_parts
 from mltrail.agent.retry import RetryPolicy
 from mltrail.agent.sources.encode import varint
 from mltrail.agent.spool import Position, Spool, SpoolFrame
-from mltrail.agent.targets import CollectorTargets, plain_targets, split_targets
+from mltrail.agent.targets import CollectorTargets, plain_targets
 from mltrail.common.credentials import (
     AUTH_OK_HEADER,
     ClientSecurity,
@@ -95,92 +113,25 @@ def encode_request(request_id: int, batches: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-class ForwardListener:
-    """What the forwarder reports; the agent's metrics subclass it. No-op here."""
-
-    def connected(self, up: bool) -> None:
-        """The stream to the collector opened (True) or broke (False)."""
-
-    def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
-        """The collector committed ``frame`` (its stream is at ``acked_seq``)."""
-
-    def sent(self, frames: Sequence[SpoolFrame], seconds: float) -> None:
-        """A request was answered ``seconds`` after it was written."""
-
-    def retrying(self, error: BaseException, delay: float) -> None:
-        """A send failed and will be retried after ``delay`` seconds."""
-
-    def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
-        """The collector refused ``frame`` for good; it is set aside."""
-
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        """``records`` of ``frame`` were lost to an out-of-order commit (see _apply)."""
-
-    def credentials_refused(self, message: str) -> None:
-        """The collector refuses the agent's credentials; nothing is sent until fixed."""
-
-    def credentials_accepted(self) -> None:
-        """The collector accepted the agent's credentials."""
-
-
-class ForwardTally(ForwardListener):
-    """Counts what was forwarded (``drain_spool`` and tests)."""
-
-    def __init__(self) -> None:
-        self.records = 0
-        self.batches = 0
-        self.bytes = 0
-        self.dead_records = 0
-        self.dead_batches = 0
-        self.retries = 0
-        self.superseded_records = 0
-
-    def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
-        self.records += frame.records
-        self.batches += 1
-        self.bytes += frame.batch_size
-
-    def retrying(self, error: BaseException, delay: float) -> None:
-        self.retries += 1
-
-    def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
-        self.dead_records += frame.records
-        self.dead_batches += 1
-
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        self.superseded_records += records
-
-
 @dataclass
 class _Inflight:
     request_id: int
     frames: list[SpoolFrame]
     sent_at: float
+    gaps: dict[int, str]  # index in frames -> reason: a gap record went in its place
 
 
 class _StreamAborted(RetryableError):
     """The collector aborted the whole stream with a permanent code."""
 
 
+class _Restart(RetryableError):
+    """End the session on purpose (not a failure): the next one sends a gap record."""
+
+
 class AuthRefused(MltrailError):
     """The collector refuses the credentials (or they cannot be read); not retried by
     the retry policy: the forwarder waits for new credentials instead."""
-
-
-COMPRESSIONS = ("auto", "gzip", "none")
-
-
-def wants_compression(mode: str, address: str) -> bool:
-    """Whether to gzip requests to ``address``: "gzip", "none", or "auto" (gzip unless the
-    collector is on this host, where compressing costs CPU and saves nothing)."""
-    if mode != "auto":
-        return mode == "gzip"
-    return not all(_is_local(entry) for entry in split_targets(plain_targets(address)))
-
-
-def _is_local(address: str) -> bool:
-    host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
-    return address.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127.")
 
 
 class GrpcForwarder:
@@ -201,6 +152,7 @@ class GrpcForwarder:
         security: ClientSecurity | None = None,
         targets: CollectorTargets | None = None,
         rebalance_seconds: float = 0.0,
+        fill_gaps: bool = True,
     ) -> None:
         self.spool = spool
         self.address = address
@@ -215,7 +167,8 @@ class GrpcForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_id = 0
         self._isolate_until = Position(0, 0)
-        self._not_stored: set[tuple[str, int, int]] = set()  # answered UNAVAILABLE
+        self.fill_gaps = fill_gaps
+        self._fills: dict[Position, int] = {}  # frame start -> the seq its stream needs first
         self._progressed = False
         security = security or ClientSecurity()
         if security.uses_tls(address.split(",")[0].strip()) and not security.tls:
@@ -297,6 +250,9 @@ class GrpcForwarder:
         try:
             await self._session(target)
             self._targets.succeeded(target)  # ended to rebalance: the next goes elsewhere
+        except _Restart as exc:  # planned: the next session sends a gap record first
+            self._targets.succeeded(target)
+            log.info("new ingest session: %s", exc)
         except RetryableError as exc:
             self.listener.connected(False)
             if (several and not isinstance(exc, _StreamAborted)
@@ -382,11 +338,12 @@ class GrpcForwarder:
             frames = await self._next_frames(cursor, 1 if isolate else 10_000, bool(inflight))
             cursor = frames[-1].end
             self._request_id += 1
-            request = encode_request(self._request_id, [f.batch for f in frames])
             # keep only headers in flight: the batches are in the spool if needed again
-            headers = [f.without_batch() for f in frames]
+            headers, batches, gaps = request_parts(self.spool, self._fills, frames)
             del frames
-            inflight.append(_Inflight(self._request_id, headers, time.monotonic()))
+            request = encode_request(self._request_id, batches)
+            del batches
+            inflight.append(_Inflight(self._request_id, headers, time.monotonic(), gaps))
             await call.write(request)
             del request
 
@@ -454,52 +411,55 @@ class GrpcForwarder:
             )
         done: Position | None = None
         failure: MltrailError | None = None
-        set_aside = False
-        for frame, result in zip(entry.frames, response.results, strict=True):
-            code = code_from_number(result.code)
-            if result.code == 0:
-                self._check_superseded(frame, result)
+        gap_done = False
+        for index, (frame, result) in enumerate(zip(entry.frames, response.results,
+                                                    strict=True)):
+            gap = entry.gaps.get(index)
+            if result.code != 0:
+                failure = await self._refused(frame, result, gap)
+                if failure is not None:
+                    break
+            elif gap is None:
                 self.listener.forwarded(frame, result.acked_seq)
-            elif code in _BATCH_PERMANENT:
-                await self._set_aside(frame, f"{code.name}: {result.message}")
-                set_aside = True
-            elif code in _AUTH_CODES:  # the credentials, not the data: keep it, wait
-                self._not_stored.add(_frame_key(frame))
-                failure = AuthRefused(f"{code.name}: {result.message}")
-                break
+            elif frame.start == frame.end:
+                self.listener.gap_filled(frame.stream_id, frame.first_seq, frame.last_seq)
             else:
-                self._not_stored.add(_frame_key(frame))
-                failure = RetryableError(
-                    f"collector answered {code.name} for a batch: {result.message}",
-                    retry_after=result.retry_after_ms / 1000 or None,
-                )
-                break
+                self.listener.gap_sent(frame, gap)
+                gap_done = True
             done = frame.end
         if done is not None:
-            await self._ack(done, durable=set_aside)
+            await self._ack(done, durable=gap_done)
         self.listener.sent(entry.frames, time.monotonic() - entry.sent_at)
         if failure is not None:
             raise failure
 
-    def _check_superseded(self, frame: SpoolFrame, result: collector_pb2.BatchResult) -> None:
-        """Count records lost because a later batch of their stream was committed first.
-
-        A pipelined request can be committed after an earlier one was answered
-        UNAVAILABLE; the stream's high-water mark then passes the earlier batch,
-        and its resend is skipped as duplicates. The collector said it stored
-        nothing of that batch, so those duplicates are records lost: counted
-        and logged, never silent (invariant 5).
-        """
-        if not self._not_stored or _frame_key(frame) not in self._not_stored:
-            return
-        self._not_stored.discard(_frame_key(frame))
-        if result.duplicates:
-            log.error(
-                "%d records of stream %s (seq %d-%d) were skipped by the collector after it "
-                "had refused them as UNAVAILABLE: a later batch of the stream was committed "
-                "first; they are lost and counted as dropped (reason superseded)",
-                result.duplicates, frame.stream_id, frame.first_seq, frame.last_seq)
-            self.listener.superseded(frame, result.duplicates)
+    async def _refused(self, frame: SpoolFrame, result: collector_pb2.BatchResult,
+                       gap: str | None) -> MltrailError | None:
+        """What a batch refused by the collector means; None: go on past it."""
+        code = code_from_number(result.code)
+        if code is grpc.StatusCode.ABORTED and result.expected_seq:
+            if self.fill_gaps and result.expected_seq < frame.first_seq:
+                self._fills[frame.start] = result.expected_seq
+                log.error("the collector needs seqs %d-%d of stream %s, which are not in the "
+                          "spool; sending a gap record for them (counted as dropped, reason "
+                          "not_in_spool)", result.expected_seq, frame.first_seq - 1,
+                          frame.stream_id)
+                return _Restart(f"collector: batch out of order ({result.message})")
+            return RetryableError(f"collector: batch out of order ({result.message})",
+                                  retry_after=1.0)
+        if code in _AUTH_CODES:  # the credentials, not the data: keep it, wait
+            return AuthRefused(f"{code.name}: {result.message}")
+        if code not in _BATCH_PERMANENT:
+            return RetryableError(f"collector answered {code.name} for a batch: "
+                                  f"{result.message}",
+                                  retry_after=result.retry_after_ms / 1000 or None)
+        if gap is not None:  # even the gap record was refused: nothing more can be said
+            log.error("collector refused the gap record for seqs %d-%d of stream %s (%s: %s); "
+                      "going on without it", frame.first_seq, frame.last_seq,
+                      frame.stream_id, code.name, result.message)
+            return None
+        await self._set_aside(frame, f"{code.name}: {result.message}")
+        return _Restart("set aside a batch the collector refused; its gap record follows")
 
     async def _ack(self, position: Position, durable: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -527,9 +487,11 @@ class GrpcForwarder:
         if code is grpc.StatusCode.INVALID_ARGUMENT and inflight:
             frames = [f for entry in inflight for f in entry.frames]
             if len(frames) == 1 and frames[0].start < self._isolate_until:
-                await self._set_aside(frames[0], message)
-                await self._ack(frames[0].end, durable=True)
-                return RetryableError(f"set aside a batch the collector cannot read ({message})")
+                if frames[0].start in self.spool.dead:  # its gap record aborts it too
+                    await self._ack(frames[0].end, durable=True)
+                else:
+                    await self._set_aside(frames[0], message)
+                return _Restart(f"set aside a batch the collector cannot read ({message})")
             self._isolate_until = frames[-1].end
             return _StreamAborted(f"collector aborted the stream ({message}); "
                                   "resending those batches one by one")
@@ -545,10 +507,6 @@ class GrpcForwarder:
                 retry_after=10.0,
             )
         return RetryableError(message)
-
-
-def _frame_key(frame: SpoolFrame) -> tuple[str, int, int]:
-    return (frame.stream_id, frame.first_seq, frame.last_seq)
 
 
 def _identity(data: bytes) -> bytes:

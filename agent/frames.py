@@ -151,3 +151,30 @@ def write_ledger(directory: Path, position: Position) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(directory)
+
+
+def append_dead_index(dead_dir: Path, start: Position, reason: str) -> None:
+    """Note a dead-lettered frame's position (fsynced: a crash must not resend it)."""
+    line = json.dumps({"segment": start.segment, "offset": start.offset, "reason": reason})
+    with open(dead_dir / "index.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_dead_index(dead_dir: Path, ack: Position) -> dict[Position, str]:
+    """Dead-lettered frames at or after ``ack``: their gap records are still to be sent."""
+    found: dict[Position, str] = {}
+    try:
+        lines = (dead_dir / "index.jsonl").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            position = Position(int(entry["segment"]), int(entry["offset"]))
+        except (ValueError, KeyError, TypeError):  # a torn last line
+            continue
+        if position >= ack:
+            found[position] = str(entry.get("reason", ""))
+    return found

@@ -17,14 +17,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mltrail.agent.forwarder import ForwardListener
+from mltrail.agent.forward_listener import ForwardListener
 from mltrail.agent.spool import Spool, SpoolFrame
 
 
 class _SpoolCollector(Collector):
-    def __init__(self, spool: Spool, superseded: Callable[[], int]) -> None:
+    def __init__(self, spool: Spool, missing: Callable[[], int]) -> None:
         self._spool = spool
-        self._superseded = superseded
+        self._missing = missing
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         spool = self._spool
@@ -34,7 +34,7 @@ class _SpoolCollector(Collector):
         )
         dropped.add_metric(["spool_full"], c.dropped_records)
         dropped.add_metric(["dead_letter"], c.dead_letter_records)
-        dropped.add_metric(["superseded"], self._superseded())
+        dropped.add_metric(["not_in_spool"], self._missing())
         yield dropped
         yield CounterMetricFamily("mltrail_agent_dropped_batches",
                                   "Batches dropped by drop_newest", value=c.dropped_batches)
@@ -46,6 +46,12 @@ class _SpoolCollector(Collector):
                                   "Appends refused: disk full", value=c.disk_full_errors)
         yield CounterMetricFamily("mltrail_agent_spool_blocked_waits",
                                   "Waits of appenders on a full spool", value=c.blocked_appends)
+        yield GaugeMetricFamily("mltrail_agent_spool_disk_full",
+                                "1 while the spool's disk refuses writes (senders keep their "
+                                "batches and retry)", value=1 if spool.disk_full else 0)
+        yield CounterMetricFamily("mltrail_agent_spool_ledger_errors",
+                                  "Ledger writes that failed (the ledger lags)",
+                                  value=c.ledger_errors)
         yield GaugeMetricFamily("mltrail_agent_spool_bytes", "Bytes in spool segments",
                                 value=spool.bytes)
         yield GaugeMetricFamily("mltrail_agent_spool_pending_bytes",
@@ -82,6 +88,9 @@ class AgentMetrics(ForwardListener):
         self.send_latency = Histogram(
             "mltrail_agent_send_latency_seconds", "From request sent to collector ack",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.runs_failed = Counter("mltrail_agent_runs_failed_on_exit",
+                                   "Runs recorded as failed because their SDK process exited "
+                                   "without ending them", registry=r)
         self.connected_gauge = Gauge("mltrail_agent_collector_connected",
                                      "1 while the ingest stream is open", registry=r)
         self.auth_refusals = Counter("mltrail_agent_auth_refusals",
@@ -89,8 +98,8 @@ class AgentMetrics(ForwardListener):
                                      registry=r)
         self._failing_since: float | None = None
         self._refused: str | None = None
-        self._superseded_records = 0
-        r.register(_SpoolCollector(spool, lambda: self._superseded_records))
+        self._missing_records = 0
+        r.register(_SpoolCollector(spool, lambda: self._missing_records))
         self.is_connected = False
 
     # ---- receiver --------------------------------------------------------
@@ -130,8 +139,8 @@ class AgentMetrics(ForwardListener):
         self.dead_records.inc(frame.records)
         self.dead_batches.inc()
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
-        self._superseded_records += records
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        self._missing_records += last_seq - first_seq + 1
 
     def credentials_refused(self, message: str) -> None:
         self.auth_refusals.inc()

@@ -10,7 +10,6 @@ damaged spool always opens.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from collections import Counter
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from mltrail.agent.frames import Position, find_next_frame, parse_frame, read_ledger
 from mltrail.common.errors import MltrailError
+from mltrail.common.locks import LockHeld, take_lock
 
 log = logging.getLogger("mltrail.agent.spool")
 
@@ -35,19 +35,13 @@ def segment_path(segments_dir: Path, index: int) -> Path:
 
 def lock_directory(directory: Path) -> int:
     """One writer per spool: two would interleave frames and delete each other's segments."""
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        return take_lock(directory / "lock")
+    except LockHeld as held:
         raise SpoolLockedError(
-            f"the spool {directory} is in use by another process (pid {holder}); stop it or "
-            "use another spool directory; nothing in the spool was changed"
+            f"the spool {directory} is in use by another process (pid {held.holder}); stop "
+            "it or use another spool directory; nothing in the spool was changed"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 @dataclass

@@ -30,14 +30,17 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from mltrail.agent.bundle import SendLog, agent_bundle
-from mltrail.agent.forwarder import ForwardListener, GrpcForwarder, wants_compression
+from mltrail.agent.forward_listener import ForwardListener
+from mltrail.agent.forwarder import GrpcForwarder
 from mltrail.agent.metrics import AgentMetrics
 from mltrail.agent.retry import RetryPolicy
+from mltrail.agent.run_watch import RunWatch, watch_socket_path
 from mltrail.agent.settings import AgentSettings
 from mltrail.agent.sources.registry import start_sources, stop_sources
 from mltrail.agent.sources.sdk import ForwardTracker, SdkReceiver
 from mltrail.agent.sources.tail import TailSource
 from mltrail.agent.spool import Spool, SpoolFrame
+from mltrail.agent.targets import wants_compression
 from mltrail.common import log_ring
 from mltrail.common.errors import MltrailError
 from mltrail.common.health import Health
@@ -81,9 +84,13 @@ class _Fanout(ForwardListener):
         for listener in self._listeners:
             listener.dead_lettered(frame, message)
 
-    def superseded(self, frame: SpoolFrame, records: int) -> None:
+    def gap_sent(self, frame: SpoolFrame, reason: str) -> None:
         for listener in self._listeners:
-            listener.superseded(frame, records)
+            listener.gap_sent(frame, reason)
+
+    def gap_filled(self, stream_id: str, first_seq: int, last_seq: int) -> None:
+        for listener in self._listeners:
+            listener.gap_filled(stream_id, first_seq, last_seq)
 
     def credentials_refused(self, message: str) -> None:
         for listener in self._listeners:
@@ -138,6 +145,7 @@ class AgentService(Component):
         self._server: grpc.aio.Server | None = None
         self._forward_task: asyncio.Task[None] | None = None
         self._trim_task: asyncio.Task[None] | None = None
+        self.run_watch: RunWatch | None = None
         self.sources: list[TailSource] = []  # log files, containers (agent/sources/registry.py)
         self.health = Health(self._ready)
         self.send_log = SendLog()  # the last send errors, for support bundles
@@ -171,6 +179,9 @@ class AgentService(Component):
         )
         self._check_http()
         await self._start_grpc(tracker)
+        self.run_watch = RunWatch(spool, watch_socket_path(self.socket_path),
+                                  s.socket_permissions, on_failed=self.metrics.runs_failed.inc)
+        await self.run_watch.start()
         self._forward_task = asyncio.create_task(self.forwarder.run())
         self._trim_task = asyncio.create_task(self._trim_when_idle())
         self.sources = await start_sources(
@@ -264,6 +275,8 @@ class AgentService(Component):
         await stop_sources(self.sources, timeout=5.0)  # before the spool closes
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        if self.run_watch is not None:
+            await self.run_watch.shutdown()
         drained = await self._drain(timeout)
         if self._trim_task is not None:
             self._trim_task.cancel()

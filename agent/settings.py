@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mltrail.agent.forwarder import COMPRESSIONS
 from mltrail.agent.sources.config import parse_sources
 from mltrail.agent.spool import FSYNC_POLICIES, FULL_POLICIES
-from mltrail.agent.targets import plain_targets, split_targets
+from mltrail.agent.targets import COMPRESSIONS, plain_targets, split_targets
 from mltrail.common.credentials import ClientSecurity
 from mltrail.common.net import parse_hostport
 from mltrail.common.settings import SettingsError, load_settings

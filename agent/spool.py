@@ -7,6 +7,7 @@ A spool is a directory::
       segments/00000000000000000002.seg   <- the write segment (newest)
       ledger.json                         the acknowledged position
       dead/letters.seg                    batches the collector refused
+      dead/index.jsonl                    their positions here, until a gap record replaced them
 
 Segments hold CRC32C frames (``frames.py`` has the format); a frame's
 ``batch`` is an encoded Batch that the agent never decodes.
@@ -21,11 +22,20 @@ Positions are ``(segment, offset)`` pairs; they only grow::
 - write: the end of the last frame appended; ``append`` moves it.
 - read: where the forwarder reads next. It lives in the forwarder, which
   goes back to ack after a failed send (the collector skips duplicates).
-- ack: every frame before it was acknowledged by the collector (or set
-  aside as dead letter). ``ack`` moves it; ``ledger.json`` holds a copy
-  written tmp + fsync + rename, at most every ``LEDGER_INTERVAL`` seconds and
-  always before a segment is deleted, so after a crash the ledger may lag
-  (some frames are sent twice: harmless) but never leads.
+- ack: every frame before it was acknowledged by the collector (a frame set
+  aside as dead letter is acknowledged once the gap record that replaces it
+  was). ``ack`` moves it, deletes the segments wholly before it, then writes
+  a copy to ``ledger.json`` (tmp + fsync + rename, at most every
+  ``LEDGER_INTERVAL`` seconds). After a crash the ledger may lag (some
+  frames are sent twice: harmless) or point into a deleted segment (the scan
+  starts at the oldest one left), never lead. Deleting first is what frees a
+  full disk: the ledger write itself needs space.
+
+A full disk: ``append`` raises ``SpoolDiskFullError`` (retryable: the SDK
+keeps the batch and resends it) and ``disk_full`` stays true until a write
+succeeds. A batch dropped under ``drop_newest`` leaves a small gap frame in
+its place (over the cap if need be) so the collector knows why its seqs
+are missing.
 
 Durability: ``fsync="always"`` returns from ``append`` only after an fsync
 that covers the frame (one fsync serves every append waiting for it: group
@@ -59,10 +69,12 @@ from mltrail.agent.frames import (
     PAYLOAD_HEAD,
     Position,
     SpoolFrame,
+    append_dead_index,
     encode_frame,
     find_next_frame,
     fsync_dir,
     parse_frame,
+    read_dead_index,
     shift_frame,
     write_ledger,
 )
@@ -74,6 +86,7 @@ from mltrail.agent.recovery import (
     segment_path,
 )
 from mltrail.common.errors import MltrailError, RetryableError
+from mltrail.common.gaps import gap_batch
 
 __all__ = [
     "FRAME_HEAD", "MAGIC", "PAYLOAD_HEAD", "AppendOutcome", "Position", "ScanReport", "Spool",
@@ -121,6 +134,7 @@ class SpoolCounters:
     blocked_appends: int = 0
     dead_letters: int = 0
     dead_letter_records: int = 0
+    ledger_errors: int = 0
 
 
 class Spool:
@@ -161,6 +175,7 @@ class Spool:
         self._ledger_pos = Position(0, 0)
         self._read_fds: dict[int, int] = {}
         self._holes: dict[Position, int] = {}  # corrupt frame start -> next frame offset
+        self.disk_full = False  # the last write failed for lack of space
         self._segments_dir = self.directory / "segments"
         self._dead_dir = self.directory / "dead"
         self._segments_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +188,7 @@ class Spool:
         self.counters.cut_bytes += recovered.report.cut_bytes
         self.counters.corrupt_frames += recovered.report.corrupt_frames
         self._write_index = max(self._sizes)
+        self.dead: dict[Position, str] = read_dead_index(self._dead_dir, self._ack)
         self._fd = os.open(self._segment_path(self._write_index),
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fsync_dir(self._segments_dir)
@@ -206,18 +222,33 @@ class Spool:
                 f"a batch of {len(frame)} bytes cannot fit in a spool capped at {self.max_bytes}"
             )
         with self._cond:
-            if not self._wait_for_room(len(frame), droppable):
+            spooled = self._wait_for_room(len(frame), droppable)
+            if not spooled:  # a gap record in its place: the collector learns why
+                frame = encode_frame(stream_id, first_seq, last_seq, gap_batch(
+                    stream_id, first_seq, last_seq, "dropped by the agent: spool full "
+                    "(full_policy drop_newest)", last_seq - first_seq + 1))
                 self.counters.dropped_records += last_seq - first_seq + 1
                 self.counters.dropped_batches += 1
-                return AppendOutcome(False, self.write_position)
             end, token = self._write_frame(frame)
-            self.counters.appended_records += last_seq - first_seq + 1
-            self.counters.appended_bytes += len(batch)
+            if spooled:
+                self.counters.appended_records += last_seq - first_seq + 1
+                self.counters.appended_bytes += len(batch)
         if self._on_append is not None:
             self._on_append()
         if self.fsync_policy == "always":
             self._sync_up_to(token)
-        return AppendOutcome(True, end)
+        return AppendOutcome(spooled, end)
+
+    def append_gap(self, stream_id: str, first_seq: int, last_seq: int, reason: str) -> None:
+        """Spool a gap record for seqs the agent will never have (a refused batch)."""
+        frame = encode_frame(stream_id, first_seq, last_seq, gap_batch(
+            stream_id, first_seq, last_seq, reason, last_seq - first_seq + 1))
+        with self._cond:
+            if self._closed:
+                raise SpoolClosedError("the spool is closed (the agent is stopping)")
+            self._write_frame(frame)
+        if self._on_append is not None:
+            self._on_append()
 
     def _wait_for_room(self, size: int, droppable: bool) -> bool:
         """Called with the lock held; False means: drop this batch."""
@@ -247,7 +278,10 @@ class Spool:
     def _write_frame(self, frame: bytes) -> tuple[Position, int]:
         size = self._sizes[self._write_index]
         if size > 0 and size + len(frame) > self.segment_bytes:
-            self._roll()
+            try:
+                self._roll()
+            except OSError as exc:
+                self._raise_write_error(exc)
             size = 0
         try:
             written = 0
@@ -256,6 +290,9 @@ class Spool:
         except OSError as exc:
             self._undo_partial_write(size)
             self._raise_write_error(exc)
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("spool %s: writes succeed again; the disk has room", self.directory)
         self._sizes[self._write_index] = size + len(frame)
         self._written_total += len(frame)
         return Position(self._write_index, size + len(frame)), self._written_total
@@ -270,10 +307,13 @@ class Spool:
     def _raise_write_error(self, exc: OSError) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             self.counters.disk_full_errors += 1
-            log.error(
-                "spool %s: the disk is full (%s); kept %d spooled bytes, refusing new "
-                "batches until space is freed", self.directory, exc.strerror, self.bytes,
-            )
+            if not self.disk_full:  # once per episode: an SDK retries every second
+                log.error(
+                    "spool %s: the disk is full (%s); kept %d spooled bytes; new batches are "
+                    "answered 'retry later' (senders keep them) until the collector "
+                    "acknowledges and segments are deleted, or space is freed",
+                    self.directory, exc.strerror, self.bytes)
+            self.disk_full = True
             raise SpoolDiskFullError(
                 f"agent spool disk is full at {self.directory}: the batch was not spooled "
                 f"(what was spooled before is kept); free disk space, then retry",
@@ -285,16 +325,21 @@ class Spool:
         ) from None
 
     def _roll(self) -> None:
-        """Start a new write segment (lock held)."""
+        """Start a new write segment (lock held); on an OSError nothing has changed."""
         if self.fsync_policy != "never":
             os.fsync(self._fd)
             self._synced_total = self._written_total
+        path = self._segment_path(self._write_index + 1)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(self._fd)
+        self._fd = fd
         self._write_index += 1
         self._sizes[self._write_index] = 0
-        path = self._segment_path(self._write_index)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fsync_dir(self._segments_dir)
+        try:
+            fsync_dir(self._segments_dir)
+        except OSError as exc:  # the new file exists; a crash before this loses nothing
+            log.error("spool %s: fsync of the segments directory failed: %s",
+                      self.directory, exc)
 
     # ---- fsync ---------------------------------------------------------
 
@@ -410,15 +455,17 @@ class Spool:
             if position <= self._ack:
                 return
             self._ack = position
-            if position == self.write_position and self._blocked and position.offset > 0:
-                self._roll()  # the cap is reached: free the fully acked write segment
-                self._ack = Position(self._write_index, 0)
+            if position == self.write_position and position.offset > 0 and (
+                    self._blocked or self.disk_full):
+                self._free_write_segment()
             done = [i for i in self._sizes if i < self._ack.segment]
+            for index in done:  # first: on a full disk this is what makes room
+                self._delete_segment(index)
+            if self.dead:
+                self.dead = {p: r for p, r in self.dead.items() if p >= self._ack}
             now = time.monotonic()
             if done or durable or now - self._ledger_time >= LEDGER_INTERVAL:
-                self._write_ledger(self._ack)
-            for index in done:
-                self._delete_segment(index)
+                self._try_write_ledger(self._ack)
             if done:
                 self._cond.notify_all()
 
@@ -435,8 +482,33 @@ class Spool:
         self._ledger_time = time.monotonic()
         self._ledger_pos = position
 
+    def _free_write_segment(self) -> None:
+        """The cap or the disk is full and everything is acked: start a new write
+        segment, so the old one can be deleted (lock held)."""
+        try:
+            self._roll()
+        except OSError as exc:  # no room even for that: the next ack tries again
+            log.error("spool %s: cannot start a new segment (%s)", self.directory, exc)
+            return
+        self._ack = Position(self._write_index, 0)
+
+    def _try_write_ledger(self, position: Position) -> None:
+        """A ledger that cannot be written lags (resends after a crash), never stops acks."""
+        try:
+            self._write_ledger(position)
+        except OSError as exc:
+            self.counters.ledger_errors += 1
+            self._ledger_time = time.monotonic()  # retried at the next interval
+            (self.directory / "ledger.json.tmp").unlink(missing_ok=True)
+            log.error("spool %s: cannot write the ledger (%s); it lags, so a restart may "
+                      "resend some acknowledged batches (the collector skips them)",
+                      self.directory, exc)
+
     def dead_letter(self, frame: SpoolFrame, reason: str) -> None:
-        """Keep a batch the collector refused under dead/, for a person to inspect."""
+        """Keep a batch the collector refused under dead/, for a person to inspect.
+
+        The frame stays in the spool, marked in ``dead``: the forwarder sends a
+        gap record in its place and acknowledges it once that is committed."""
         self._dead_dir.mkdir(exist_ok=True)
         data = encode_frame(frame.stream_id, frame.first_seq, frame.last_seq, frame.batch,
                             frame.droppable)
@@ -446,7 +518,9 @@ class Spool:
             os.fsync(fh.fileno())
         with open(self._dead_dir / "reasons.log", "a", encoding="utf-8") as fh:
             fh.write(f"{frame.stream_id} {frame.first_seq}-{frame.last_seq}: {reason}\n")
+        append_dead_index(self._dead_dir, frame.start, reason)
         with self._cond:
+            self.dead[frame.start] = reason
             self.counters.dead_letters += 1
             self.counters.dead_letter_records += frame.records
 

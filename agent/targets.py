@@ -109,6 +109,22 @@ class CollectorTargets:
         self._down_until.pop(address, None)
 
 
+COMPRESSIONS = ("auto", "gzip", "none")
+
+
+def wants_compression(mode: str, address: str) -> bool:
+    """Whether to gzip requests to ``address``: "gzip", "none", or "auto" (gzip unless the
+    collector is on this host, where compressing costs CPU and saves nothing)."""
+    if mode != "auto":
+        return mode == "gzip"
+    return not all(_is_local(entry) for entry in split_targets(plain_targets(address)))
+
+
+def _is_local(address: str) -> bool:
+    host = address.removeprefix("dns:///").rpartition(":")[0].strip("[]")
+    return address.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _is_literal(host: str) -> bool:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:

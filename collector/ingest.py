@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 _INVALID = code_number(grpc.StatusCode.INVALID_ARGUMENT)
 _UNAVAILABLE = code_number(grpc.StatusCode.UNAVAILABLE)
 _DENIED = code_number(grpc.StatusCode.PERMISSION_DENIED)
+_ABORTED = code_number(grpc.StatusCode.ABORTED)
 DEFAULT_RETRY_AFTER_MS = 500
 
 
@@ -128,6 +129,14 @@ class IngestPipeline:
                 stream_id=outcome.stream_id, acked_seq=outcome.acked_seq, code=_INVALID,
                 message=f"batch for stream {outcome.stream_id!r} rejected: {outcome.error}; "
                         "nothing of this batch was stored")
+        if outcome.expected_seq:
+            metrics.out_of_order.inc()
+            return collector_pb2.BatchResult(
+                stream_id=outcome.stream_id, acked_seq=outcome.acked_seq, code=_ABORTED,
+                expected_seq=outcome.expected_seq, retry_after_ms=0,
+                message=f"batch for stream {outcome.stream_id!r} is out of order: the stream "
+                        f"needs seq {outcome.expected_seq} next; nothing of this batch was "
+                        f"stored; resend from seq {outcome.expected_seq}")
         metrics.batches.inc()
         metrics.duplicates.inc(outcome.duplicates)
         if outcome.gap:

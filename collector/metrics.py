@@ -88,8 +88,11 @@ class CollectorMetrics:
         self.rejected = Counter("mltrail_collector_rejected_batches",
                                 "Batches refused, by reason", ["reason"], registry=r)
         self.gaps = Counter("mltrail_collector_stream_gaps",
-                            "Batches starting beyond the stream's high-water mark + 1",
+                            "Gap records stored: seqs a sender set aside on purpose, explained",
                             registry=r)
+        self.out_of_order = Counter("mltrail_collector_out_of_order_batches",
+                                    "Batches refused (retryable) for starting beyond the "
+                                    "stream's high-water mark + 1", registry=r)
         self.retryable = Counter("mltrail_collector_retryable_failures",
                                  "Requests answered with a retryable code", registry=r)
         self.store_seconds = Histogram("mltrail_collector_store_seconds",

@@ -15,6 +15,7 @@ JSON for every reader.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from mltrail.collector.store.base import DEFAULT_WORKSPACE, ScalarPoint, ValidBatch
@@ -22,6 +23,35 @@ from mltrail.proto import records_pb2
 
 _ENDED_STATUSES = frozenset({records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED})
 _HEX = frozenset("0123456789abcdefABCDEF")
+# The SDK's rules for what names things (run ids, metric names, stream names,
+# experiments, stream ids), applied again here: a sender that is not our SDK
+# must not store a NUL, an escape sequence or a line break in a name that a
+# terminal shows later, nor a run id of 10,000 characters.
+MAX_NAME_CHARS = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_good_names: set[str] = set()  # names already checked: a run logs few names, many times
+
+
+MAX_PATH_CHARS = 4096  # a log stream may be named after a file
+
+
+def name_problem(text: str, longest: int = MAX_NAME_CHARS) -> str | None:
+    """Why ``text`` cannot name anything, or None."""
+    if len(text) > longest:
+        return f"is {len(text)} characters long, over {longest}"
+    found = _CONTROL.search(text)
+    if found is not None:
+        return (f"contains the control character U+{ord(found.group()):04X} at index "
+                f"{found.start()}")
+    if len(_good_names) < 100_000 and len(text) <= MAX_NAME_CHARS:
+        _good_names.add(text)
+    return None
+
+
+def _good(text: str) -> bool:
+    return text in _good_names or name_problem(text) is None
+
+
 # seq, offset and size are uint64 on the wire but a signed 64-bit INTEGER in the
 # store: a larger number would crash the write instead of being refused.
 MAX_STORABLE = 2**63 - 1
@@ -46,6 +76,10 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
     if not stream:
         raise BatchRejected("batch rejected: stream_id is empty; nothing of this batch was "
                             "stored", "no_stream")
+    if not _good(stream):
+        raise BatchRejected(f"batch rejected: stream_id {stream[:80]!r} "
+                            f"{name_problem(stream)}; nothing of this batch was stored",
+                            "bad_name")
     records = batch.records
     if not records:
         raise BatchRejected(f"batch for stream {stream!r} rejected: it has no records",
@@ -59,6 +93,8 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
                             f"{records[-1].seq} (index {len(records) - 1}) is beyond the "
                             f"largest storable seq {MAX_STORABLE}; nothing of this batch was "
                             "stored", "range")
+    if records[0].WhichOneof("body") == "gap":
+        return _gap_batch(batch)
     scalars: list[ScalarPoint] = []
     others: list[records_pb2.Record] = []
     expected = first
@@ -69,7 +105,8 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
             metric = rec.metric
             name, run_id = metric.name, rec.run_id
             if name and run_id and metric.WhichOneof("data") == "scalar" and (
-                    not metric.description):
+                    not metric.description) and (name in _good_names or _good(name)) and (
+                    run_id in _good_names or _good(run_id)):
                 scalar = metric.scalar
                 value = scalar.value
                 kind = value.WhichOneof("kind")
@@ -90,12 +127,27 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
     return ValidBatch(stream, first, expected - 1, scalars, others, workspace)
 
 
+def _gap_batch(batch: records_pb2.Batch) -> ValidBatch:
+    """A gap record stands alone in its batch and covers seq..gap.last_seq."""
+    rec = batch.records[0]
+    where = f"batch for stream {batch.stream_id!r} rejected: gap record seq {rec.seq}"
+    if len(batch.records) != 1:
+        raise BatchRejected(f"{where}: a gap record must be alone in its batch (this one has "
+                            f"{len(batch.records)} records); nothing of this batch was stored",
+                            "bad_gap")
+    if not rec.seq <= rec.gap.last_seq <= MAX_STORABLE:
+        raise BatchRejected(f"{where}: last_seq {rec.gap.last_seq} is not between the seq "
+                            f"and {MAX_STORABLE}; nothing of this batch was stored", "bad_gap")
+    return ValidBatch(batch.stream_id, rec.seq, rec.gap.last_seq, (), (rec,))
+
+
 def _check_record(rec: records_pb2.Record, expected: int) -> None:
     if rec.seq != expected:
         raise _RecordProblem(f"seq {rec.seq} where {expected} was expected (seqs within a "
                              "batch must be contiguous and increasing)", "seq")
     if not rec.run_id:
         raise _RecordProblem("run_id is empty", "no_run_id")
+    _check_name(rec.run_id, "run_id")
     kind = rec.WhichOneof("body")
     check = _CHECKS.get(kind) if kind else None
     if check is None:
@@ -107,9 +159,22 @@ def _check_record(rec: records_pb2.Record, expected: int) -> None:
 # ---- one check per record body kind ---------------------------------------------
 
 
+def _check_name(text: str, field: str, longest: int = MAX_NAME_CHARS) -> None:
+    problem = None if text in _good_names else name_problem(text, longest)
+    if problem is not None:
+        raise _RecordProblem(f"{field} {text[:80]!r} {problem}", "bad_name")
+
+
 def _check_run_event(rec: records_pb2.Record) -> None:
     event = rec.run_event
     kind = event.WhichOneof("event")
+    if kind == "started":
+        started = event.started
+        for field, text in (("experiment", started.experiment),
+                            ("display_name", started.display_name),
+                            ("parent_run_id", started.parent_run_id)):
+            if text:
+                _check_name(text, field)
     if kind is None:
         raise _RecordProblem("unknown run event (none of started, tags, properties, ended)",
                              "unknown_run_event")
@@ -123,6 +188,7 @@ def _check_metric(rec: records_pb2.Record) -> None:
     metric = rec.metric
     if not metric.name:
         raise _RecordProblem("metric name is empty", "bad_metric")
+    _check_name(metric.name, "metric name")
     kind = metric.WhichOneof("data")
     if kind == "scalar":
         if metric.scalar.value.WhichOneof("kind") is None:
@@ -150,6 +216,7 @@ def _check_log(rec: records_pb2.Record) -> None:
     chunk = rec.log
     if not chunk.stream:
         raise _RecordProblem("log chunk has no stream name", "bad_log")
+    _check_name(chunk.stream, "log stream", MAX_PATH_CHARS)
     times = len(chunk.line_times_unix_nano)
     if times:
         data = chunk.data

@@ -131,10 +131,8 @@ def load_settings(
             take(key, raw, f"config file {path}")
     env = os.environ if environ is None else environ
     if env_prefix:
-        for name in fields:
-            var = env_prefix + name.upper()
-            if var in env:
-                take(name, env[var], f"environment variable {var}")
+        for var in sorted(v for v in env if v.startswith(env_prefix)):  # a typo is refused
+            take(var[len(env_prefix):].lower(), env[var], f"environment variable {var}")
     for key, raw in (flags or {}).items():
         if raw is not None:
             take(key, raw, f"flag --{key.replace('_', '-')}")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mltrail/proto/agent.proto\x12\nmltrail.v1\"i\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\x0c\x12\x11\n\tdroppable\x18\x05 \x01(\x08\"@\n\tAppendAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"O\n\x14WaitForwardedRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"<\n\x15WaitForwardedResponse\x12\x15\n\rforwarded_seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"\x12\n\x10\x41gentInfoRequest\"\x82\x01\n\tAgentInfo\x12\x11\n\tcollector\x18\x01 \x01(\t\x12\x11\n\tspool_dir\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13\x63ollector_connected\x18\x05 \x01(\x08\x12\x0c\n\x04http\x18\x06 \x01(\t2\xda\x01\n\x05\x41gent\x12>\n\x06\x41ppend\x12\x19.mltrail.v1.AppendRequest\x1a\x15.mltrail.v1.AppendAck(\x01\x30\x01\x12T\n\rWaitForwarded\x12 .mltrail.v1.WaitForwardedRequest\x1a!.mltrail.v1.WaitForwardedResponse\x12;\n\x04Info\x12\x1c.mltrail.v1.AgentInfoRequest\x1a\x15.mltrail.v1.AgentInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mltrail/proto/agent.proto\x12\nmltrail.v1\"i\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\r\n\x05\x62\x61tch\x18\x04 \x01(\x0c\x12\x11\n\tdroppable\x18\x05 \x01(\x08\"f\n\tAppendAck\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\r\"O\n\x14WaitForwardedRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"<\n\x15WaitForwardedResponse\x12\x15\n\rforwarded_seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"\x12\n\x10\x41gentInfoRequest\"\x82\x01\n\tAgentInfo\x12\x11\n\tcollector\x18\x01 \x01(\t\x12\x11\n\tspool_dir\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13\x63ollector_connected\x18\x05 \x01(\x08\x12\x0c\n\x04http\x18\x06 \x01(\t2\xda\x01\n\x05\x41gent\x12>\n\x06\x41ppend\x12\x19.mltrail.v1.AppendRequest\x1a\x15.mltrail.v1.AppendAck(\x01\x30\x01\x12T\n\rWaitForwarded\x12 .mltrail.v1.WaitForwardedRequest\x1a!.mltrail.v1.WaitForwardedResponse\x12;\n\x04Info\x12\x1c.mltrail.v1.AgentInfoRequest\x1a\x15.mltrail.v1.AgentInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDREQUEST']._serialized_start=41
   _globals['_APPENDREQUEST']._serialized_end=146
   _globals['_APPENDACK']._serialized_start=148
-  _globals['_APPENDACK']._serialized_end=212
-  _globals['_WAITFORWARDEDREQUEST']._serialized_start=214
-  _globals['_WAITFORWARDEDREQUEST']._serialized_end=293
-  _globals['_WAITFORWARDEDRESPONSE']._serialized_start=295
-  _globals['_WAITFORWARDEDRESPONSE']._serialized_end=355
-  _globals['_AGENTINFOREQUEST']._serialized_start=357
-  _globals['_AGENTINFOREQUEST']._serialized_end=375
-  _globals['_AGENTINFO']._serialized_start=378
-  _globals['_AGENTINFO']._serialized_end=508
-  _globals['_AGENT']._serialized_start=511
-  _globals['_AGENT']._serialized_end=729
+  _globals['_APPENDACK']._serialized_end=250
+  _globals['_WAITFORWARDEDREQUEST']._serialized_start=252
+  _globals['_WAITFORWARDEDREQUEST']._serialized_end=331
+  _globals['_WAITFORWARDEDRESPONSE']._serialized_start=333
+  _globals['_WAITFORWARDEDRESPONSE']._serialized_end=393
+  _globals['_AGENTINFOREQUEST']._serialized_start=395
+  _globals['_AGENTINFOREQUEST']._serialized_end=413
+  _globals['_AGENTINFO']._serialized_start=416
+  _globals['_AGENTINFO']._serialized_end=546
+  _globals['_AGENT']._serialized_start=549
+  _globals['_AGENT']._serialized_end=767
 # @@protoc_insertion_point(module_scope)

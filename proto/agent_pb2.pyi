@@ -19,14 +19,18 @@ class AppendRequest(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., batch: _Optional[bytes] = ..., droppable: _Optional[bool] = ...) -> None: ...
 
 class AppendAck(_message.Message):
-    __slots__ = ("stream_id", "acked_seq", "error")
+    __slots__ = ("stream_id", "acked_seq", "error", "code", "retry_after_ms")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     acked_seq: int
     error: str
-    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    code: int
+    retry_after_ms: int
+    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., error: _Optional[str] = ..., code: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class WaitForwardedRequest(_message.Message):
     __slots__ = ("stream_id", "seq", "timeout_seconds")

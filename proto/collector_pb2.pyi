@@ -16,7 +16,7 @@ class IngestRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., batches: _Optional[_Iterable[_Union[_records_pb2.Batch, _Mapping]]] = ...) -> None: ...
 
 class BatchResult(_message.Message):
-    __slots__ = ("stream_id", "acked_seq", "code", "message", "retry_after_ms", "stored", "duplicates")
+    __slots__ = ("stream_id", "acked_seq", "code", "message", "retry_after_ms", "stored", "duplicates", "expected_seq")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class BatchResult(_message.Message):
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     acked_seq: int
     code: int
@@ -31,7 +32,8 @@ class BatchResult(_message.Message):
     retry_after_ms: int
     stored: int
     duplicates: int
-    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    expected_seq: int
+    def __init__(self, stream_id: _Optional[str] = ..., acked_seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., expected_seq: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("request_id", "results")
@@ -42,7 +44,7 @@ class IngestResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "experiment", "display_name", "status", "start_time_unix_nano", "end_time_unix_nano", "tags", "properties", "parent_run_id", "child_run_ids", "error", "run_type", "log_lines", "metric_records", "artifacts", "metrics")
+    __slots__ = ("run_id", "experiment", "display_name", "status", "start_time_unix_nano", "end_time_unix_nano", "tags", "properties", "parent_run_id", "child_run_ids", "error", "run_type", "log_lines", "metric_records", "artifacts", "last_delivery_unix_nano", "metrics")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +81,7 @@ class RunInfo(_message.Message):
     LOG_LINES_FIELD_NUMBER: _ClassVar[int]
     METRIC_RECORDS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_DELIVERY_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     experiment: str
@@ -95,8 +98,9 @@ class RunInfo(_message.Message):
     log_lines: int
     metric_records: int
     artifacts: int
+    last_delivery_unix_nano: int
     metrics: _containers.MessageMap[str, MetricSummary]
-    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ..., metrics: _Optional[_Mapping[str, MetricSummary]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.RunStatus, str]] = ..., start_time_unix_nano: _Optional[int] = ..., end_time_unix_nano: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., properties: _Optional[_Mapping[str, str]] = ..., parent_run_id: _Optional[str] = ..., child_run_ids: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_records_pb2.ErrorDetails, _Mapping]] = ..., run_type: _Optional[str] = ..., log_lines: _Optional[int] = ..., metric_records: _Optional[int] = ..., artifacts: _Optional[int] = ..., last_delivery_unix_nano: _Optional[int] = ..., metrics: _Optional[_Mapping[str, MetricSummary]] = ...) -> None: ...
 
 class MetricSummary(_message.Message):
     __slots__ = ("latest", "min", "max", "count")

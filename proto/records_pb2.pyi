@@ -238,8 +238,18 @@ class ArtifactChunk(_message.Message):
     content_type: str
     def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
 
+class SeqGap(_message.Message):
+    __slots__ = ("last_seq", "reason", "records")
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    last_seq: int
+    reason: str
+    records: int
+    def __init__(self, last_seq: _Optional[int] = ..., reason: _Optional[str] = ..., records: _Optional[int] = ...) -> None: ...
+
 class Record(_message.Message):
-    __slots__ = ("seq", "time_unix_nano", "run_id", "run_event", "metric", "log", "artifact")
+    __slots__ = ("seq", "time_unix_nano", "run_id", "run_event", "metric", "log", "artifact", "gap")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +257,7 @@ class Record(_message.Message):
     METRIC_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time_unix_nano: int
     run_id: str
@@ -254,7 +265,8 @@ class Record(_message.Message):
     metric: Metric
     log: LogChunk
     artifact: ArtifactChunk
-    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., run_id: _Optional[str] = ..., run_event: _Optional[_Union[RunEvent, _Mapping]] = ..., metric: _Optional[_Union[Metric, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactChunk, _Mapping]] = ...) -> None: ...
+    gap: SeqGap
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., run_id: _Optional[str] = ..., run_event: _Optional[_Union[RunEvent, _Mapping]] = ..., metric: _Optional[_Union[Metric, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactChunk, _Mapping]] = ..., gap: _Optional[_Union[SeqGap, _Mapping]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("stream_id", "records")

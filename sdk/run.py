@@ -43,7 +43,7 @@ from mltrail.common.errors import MltrailError
 from mltrail.experiment_base import Experiment, bind_run_type
 from mltrail.pipeline.console import ConsoleCapture
 from mltrail.pipeline.link import Link, offline_link, process_link
-from mltrail.pipeline.values import JSON, LIST, LOG, ROW, RUN_EVENT, SCALAR, TABLE
+from mltrail.pipeline.values import CONSOLE, JSON, LIST, ROW, RUN_EVENT, SCALAR, TABLE
 from mltrail.pipeline.workspace_agent import agent_socket
 from mltrail.proto import records_pb2
 from mltrail.query.details import (
@@ -193,6 +193,7 @@ class Run(RunFiles, RunReads):
                         **(_environment_property(run._link) if parent is None else {})},
             registered=registered)
         run._event(records_pb2.RunEvent(started=started))
+        atexit.register(_end_at_exit, run)  # after the link's own handler: runs before it
         return run
 
     @classmethod
@@ -376,12 +377,13 @@ class Run(RunFiles, RunReads):
         self._end(records_pb2.CANCELED)
 
     def _end(self, status: int, error: records_pb2.ErrorDetails | None = None,
-             set_status: bool = True) -> None:
+             set_status: bool = True, flush: bool = True) -> None:
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
         if self._managed or not set_status:
-            self.flush()  # the launcher records the end (v1's submitted runs)
+            if flush:
+                self.flush()  # the launcher records the end (v1's submitted runs)
             return
         have = self._status if self._local else self._status_or_unknown()
         if have in TERMINAL_STATUSES:
@@ -392,7 +394,8 @@ class Run(RunFiles, RunReads):
             self.upload_folder("outputs", self._outputs)
         self._status = _STATUS_BY_CODE[status]
         self._event(records_pb2.RunEvent(ended=records_pb2.RunEnded(status=status, error=error)))
-        self.flush()
+        if flush:
+            self.flush()
 
     def _status_or_unknown(self) -> str:
         try:
@@ -403,7 +406,7 @@ class Run(RunFiles, RunReads):
     def _record_console(self, stream: str, data: bytes, partial: bool, time_ns: int) -> None:
         """Console lines of this run (``console.Emit``): raw bytes, many lines at once."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial)
-        self._enqueue((LOG, self._id, time_ns, chunk))
+        self._enqueue((CONSOLE, self._id, time_ns, chunk))
 
     def _record_console_waiting(self, stream: str, data: bytes, partial: bool,
                                 time_ns: int, line_times: Sequence[int] | None = None) -> None:
@@ -412,7 +415,7 @@ class Run(RunFiles, RunReads):
         instead of filling memory. ``line_times``: one per line, when they differ."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial,
                                      line_times_unix_nano=line_times)
-        self._link.sender.enqueue_waiting((LOG, self._id, time_ns, chunk), len(data),
+        self._link.sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
                                           CONSOLE_BACKLOG_BYTES)
 
     def _capture_console(self) -> None:
@@ -495,16 +498,16 @@ def _start_offline(cls: type[Run], experiment: Experiment) -> Run:
     run = cls._start(experiment, run_id=run_id, run_type="offline", link=offline_link(run_id))
     print(f"mltrail: no launcher found; logging offline to {run._link.where}. Upload it later "
           f"with `mltrail sync {run._link.where}`", file=sys.stderr)
-    atexit.register(_end_offline, run)  # after the link's own handler: runs before it
     return run
 
 
-def _end_offline(run: Run) -> None:
-    """No launcher will end an offline run: end it at exit, failed if Python died of an error."""
+def _end_at_exit(run: Run) -> None:
+    """A run this process started and did not end is ended at interpreter exit:
+    completed, or failed with the exception Python died of."""
     if run.status != "Running":
         return
-    error = getattr(sys, "last_value", None)
+    error = getattr(sys, "last_value", None)  # the link's exit handler flushes, with its timeout
     if error is not None:
-        run.fail(error)
+        run._end(records_pb2.FAILED, _error_details(error, None), flush=False)
     else:
-        run.complete()
+        run._end(records_pb2.COMPLETED, flush=False)

@@ -45,8 +45,10 @@ class RunReads:
         """A Run object for a run read back (``Run`` defines it)."""
         raise NotImplementedError
 
-    def _reader(self) -> Reader:
-        return reader_of(self._link, self._experiment.workspace)
+    def _reader(self, timeout: float | None = None) -> Reader:
+        """Waits up to ``timeout`` (default ``MLTRAIL_READ_TIMEOUT``) for this process's
+        records to reach the collector, then reads what it has."""
+        return reader_of(self._link, self._experiment.workspace, timeout)
 
     def _info(self) -> RunInfo:
         return self._reader().run_info(self._id)
@@ -111,11 +113,16 @@ class RunReads:
         return user_properties(self._info().properties)
 
     def get_metrics(self, name: str | None = None, recursive: bool = False,
-                    run_type: str | None = None, populate: bool = False) -> dict[str, Any]:
-        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict."""
+                    run_type: str | None = None, populate: bool = False,
+                    timeout_seconds: float | None = None) -> dict[str, Any]:
+        """Azure v1's shape: name -> value (or list); ``recursive``: run id -> that dict.
+
+        Waits up to ``timeout_seconds`` (default ``MLTRAIL_READ_TIMEOUT``, 10 s) for
+        this process's records to reach the collector, then answers from what it has."""
         if not recursive:
-            return self._reader().get_metrics(self._id, name)
-        return {run._id: run.get_metrics(name) for run in self._walk()}
+            return self._reader(timeout_seconds).get_metrics(self._id, name)
+        return {run._id: run.get_metrics(name, timeout_seconds=timeout_seconds)
+                for run in self._walk()}
 
     def _walk(self) -> Iterator[RunReads]:
         yield self
@@ -191,12 +198,14 @@ class RunReads:
         return sorted({info.experiment for info in reader.list_runs("") if info.experiment})
 
 
-def reader_of(link: Link, workspace: Workspace | None) -> Reader:
-    """A reader of the workspace's collector with its credentials (none: the defaults)."""
+def reader_of(link: Link, workspace: Workspace | None, timeout: float | None = None
+              ) -> Reader:
+    """A reader of the workspace's collector with its credentials (none: the defaults),
+    after up to ``timeout`` (default ``MLTRAIL_READ_TIMEOUT``) for this process's records."""
     if workspace is None:
-        return link.reader()
+        return link.reader(timeout)
     connection = workspace.connection
-    return link.reader(collector=connection.collector or None,
+    return link.reader(timeout, collector=connection.collector or None,
                        security=connection.security(workspace.name))
 
 

@@ -112,7 +112,8 @@ def submit(experiment: Experiment, config: Any, tags: dict[str, Any], show_outpu
                            properties={RUN_DEFINITION_PROPERTY: definition}, registered=True)
     run._local = False  # the launcher and the script change it from now on: read it back
     run.take_snapshot(config.source_directory)
-    run._link.reader()  # the registration reached the collector (or raises NotDelivered)
+    # the registration reached the collector (or raises NotDelivered)
+    run._link.reader(300.0, strict=True)
     run._process = _launch(run, cmd, config.source_directory)
     threading.Thread(target=_watch_launcher, args=(run, run._process),
                      name=f"mltrail-watch-{run_id}", daemon=True).start()

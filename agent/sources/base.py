@@ -157,6 +157,7 @@ class SourceCounters:
     lines_repaired: int = 0
     rotations: dict[str, int] = field(default_factory=dict)  # rename, truncate, delete
     errors: int = 0
+    files_lost: int = 0  # checkpointed files gone before the rest of them was read
 
     def rotated(self, kind: str) -> None:
         self.rotations[kind] = self.rotations.get(kind, 0) + 1
@@ -203,6 +204,8 @@ class SourcesCollector(Collector):
             "checkpoint_writes": ("Checkpoint files written",
                                   lambda s: s.counters.checkpoint_writes),
             "errors": ("Files that could not be read", lambda s: s.counters.errors),
+            "files_lost": ("Files gone before they were read to the end (agent down)",
+                           lambda s: s.counters.files_lost),
         }
         families = {k: CounterMetricFamily(p + k, text, labels=["source"])
                     for k, (text, _) in counters.items()}

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from mltrail.agent.sources.base import FileRoute
@@ -134,3 +135,33 @@ def _age(f: TailedFile) -> tuple[str, int, int, int]:
     app.log.1 before app.log), then by discovery."""
     numbered = _NUMBERED.search(f.cp.path)
     return f.route.group, f.mtime_ns, -int(numbered.group(1)) if numbered else 0, f.cp.order
+
+
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
+
+
+def rotated_while_down(names: Iterable[str], since_ns: int, known: Container[tuple[int, int]],
+                       excluded: Callable[[str], bool]) -> dict[tuple[int, int], str]:
+    """Files next to ``names`` with a rotated name of one (``app.log.1``,
+    ``app.log-20250101``; not compressed), not ``known``, changed after
+    ``since_ns``: rotations while the agent was down, by (dev, inode)."""
+    found: dict[tuple[int, int], str] = {}
+    for path in names:
+        directory, base = os.path.split(path)
+        try:
+            entries = list(os.scandir(directory or "."))
+        except OSError:
+            continue
+        for entry in entries:
+            rest = entry.name[len(base):]
+            if not entry.name.startswith(base) or rest[:1] not in (".", "-", "_") or \
+                    entry.name.endswith(_COMPRESSED) or excluded(entry.path):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime_ns > since_ns and key not in known:
+                found[key] = entry.path
+    return found

@@ -2,8 +2,15 @@
 
 ``Append`` reads only the ``AppendRequest`` envelope, spools ``batch`` as it
 is and answers one ``AppendAck`` per request, in order, once the batch is in
-the spool under the fsync policy. A refused request gets ``AppendAck.error``
-and the stream goes on. ``WaitForwarded`` answers from ``ForwardTracker``:
+the spool under the fsync policy. Two kinds of "no" (``AppendAck.code``):
+
+- INVALID_ARGUMENT: the batch can never be spooled (too big, bad seqs). A
+  gap record for its seqs is spooled instead, so the collector knows why
+  they are missing, and the sender counts the records and goes on.
+- UNAVAILABLE: not now (the disk is full, the agent is stopping). The sender
+  keeps the batch and resends it; every later request of the same Append
+  stream gets the same answer without being spooled, so a stream's batches
+  reach the spool in seq order. ``WaitForwarded`` answers from ``ForwardTracker``:
 what the collector acknowledged per stream.
 """
 
@@ -18,7 +25,7 @@ from concurrent.futures import Executor
 
 import grpc
 
-from mltrail.agent.forwarder import ForwardListener
+from mltrail.agent.forward_listener import ForwardListener
 from mltrail.agent.spool import (
     Spool,
     SpoolClosedError,
@@ -26,11 +33,19 @@ from mltrail.agent.spool import (
     SpoolFrame,
     SpoolRefusedError,
 )
+from mltrail.common.errors import code_number
 from mltrail.common.rpc import MAX_APPEND_BYTES
 from mltrail.proto import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("mltrail.agent.sdk")
 
+_INVALID = code_number(grpc.StatusCode.INVALID_ARGUMENT)
+_UNAVAILABLE = code_number(grpc.StatusCode.UNAVAILABLE)
+
+
+def _gap_possible(req: agent_pb2.AppendRequest) -> bool:
+    return (0 < len(req.stream_id.encode()) <= 255 and 1 <= req.first_seq <= req.last_seq
+            and req.last_seq - req.first_seq < 1 << 40)
 
 
 class ForwardTracker(ForwardListener):
@@ -58,7 +73,7 @@ class ForwardTracker(ForwardListener):
     def forwarded(self, frame: SpoolFrame, acked_seq: int) -> None:
         self._done(frame, max(acked_seq, frame.last_seq))
 
-    def dead_lettered(self, frame: SpoolFrame, message: str) -> None:
+    def gap_sent(self, frame: SpoolFrame, reason: str) -> None:
         self._done(frame, frame.last_seq)  # set aside: waiting longer would not help
 
     def _done(self, frame: SpoolFrame, seq: int) -> None:
@@ -115,8 +130,16 @@ class SdkReceiver(agent_pb2_grpc.AgentServicer):
         self, request_iterator: AsyncIterator[agent_pb2.AppendRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.AppendAck]:
+        later: agent_pb2.AppendAck | None = None  # a retryable answer: the rest waits too
         async for request in request_iterator:
-            yield await self._append(request)
+            if later is not None:
+                yield agent_pb2.AppendAck(stream_id=request.stream_id, error=later.error,
+                                          code=later.code, retry_after_ms=later.retry_after_ms)
+                continue
+            ack = await self._append(request)
+            if ack.code == _UNAVAILABLE:
+                later = ack
+            yield ack
 
     def _problem(self, req: agent_pb2.AppendRequest) -> str | None:
         if not req.stream_id:
@@ -136,24 +159,46 @@ class SdkReceiver(agent_pb2_grpc.AgentServicer):
     async def _append(self, req: agent_pb2.AppendRequest) -> agent_pb2.AppendAck:
         problem = self._problem(req)
         if problem is not None:
-            self._on_refused("invalid")
-            log.warning("refused an append from stream %r: %s", req.stream_id, problem)
-            return agent_pb2.AppendAck(stream_id=req.stream_id, error=problem)
+            return await self._refuse(req, problem)
         loop = asyncio.get_running_loop()
         self._tracker.appended(req.stream_id)
         try:
-            outcome = await loop.run_in_executor(
+            await loop.run_in_executor(
                 self._executor, self._spool.append, req.stream_id, req.first_seq,
                 req.last_seq, req.batch, req.droppable,
             )
-        except (SpoolDiskFullError, SpoolRefusedError, SpoolClosedError) as exc:
+        except SpoolRefusedError as exc:
+            self._tracker.not_appended(req.stream_id)
+            return await self._refuse(req, str(exc))
+        except (SpoolDiskFullError, SpoolClosedError) as exc:
             self._tracker.not_appended(req.stream_id)
             self._on_refused(type(exc).__name__)
-            return agent_pb2.AppendAck(stream_id=req.stream_id, error=str(exc))
+            retry = exc.retry_after if isinstance(exc, SpoolDiskFullError) else None
+            return agent_pb2.AppendAck(stream_id=req.stream_id, error=str(exc),
+                                       code=_UNAVAILABLE,
+                                       retry_after_ms=int((retry or 1.0) * 1000))
         self._on_received(req.last_seq - req.first_seq + 1, len(req.batch))
-        if not outcome.spooled:
-            self._tracker.not_appended(req.stream_id)
         return agent_pb2.AppendAck(stream_id=req.stream_id, acked_seq=req.last_seq)
+
+    async def _refuse(self, req: agent_pb2.AppendRequest, problem: str) -> agent_pb2.AppendAck:
+        """Refuse for good; a gap record takes the batch's seqs when they are sane."""
+        self._on_refused("invalid")
+        log.warning("refused an append from stream %r: %s", req.stream_id, problem)
+        acked = 0
+        if _gap_possible(req):
+            loop = asyncio.get_running_loop()
+            self._tracker.appended(req.stream_id)
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._spool.append_gap, req.stream_id, req.first_seq,
+                    req.last_seq, f"refused by the agent: {problem}")
+            except (SpoolDiskFullError, SpoolClosedError) as exc:  # try the whole thing later
+                self._tracker.not_appended(req.stream_id)
+                return agent_pb2.AppendAck(stream_id=req.stream_id, error=str(exc),
+                                           code=_UNAVAILABLE, retry_after_ms=1000)
+            acked = req.last_seq
+        return agent_pb2.AppendAck(stream_id=req.stream_id, acked_seq=acked, error=problem,
+                                   code=_INVALID)
 
     async def WaitForwarded(
         self, request: agent_pb2.WaitForwardedRequest, context: grpc.aio.ServicerContext

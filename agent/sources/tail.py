@@ -23,7 +23,12 @@ path. A rotation is counted when a new file takes a path a tracked file
 held. Files of one group are read oldest first, and a line in pieces that
 a Docker or CRI file ends in is handed to the newer file (rotation.py).
 At start, a checkpointed file that no glob matches is looked up by inode in
-its old directory, so a rotation while the agent was down loses nothing.
+its old directory, and a file with a rotated name of a tracked one
+(``app.log.1``, ``app.log-20250101``; not compressed) that the checkpoint
+does not know and that changed after the checkpoint was written is read
+too, oldest first: several rotations while the agent was down lose
+nothing. A checkpointed file that is gone by then is counted as lost
+(``files_lost``) and logged with its name.
 Truncation (copytruncate, ``> file``): the size falls below the offset, or
 the first bytes change; the file is read again from 0 in the
 same stream. Lines written after the last read and before a truncation are
@@ -36,6 +41,7 @@ Record per read of up to ``max_line_bytes``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import glob
 import logging
@@ -53,7 +59,7 @@ from mltrail.agent.sources.base import Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
-from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order
+from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order, rotated_while_down
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
 from mltrail.common.lifecycle import Component
@@ -105,12 +111,15 @@ class TailSource(Component):
         self._thread: threading.Thread | None = None
         self._refused: set[str] = set()
         self._vacated: set[str] = set()  # paths tracked files were renamed away from
+        self._saved_at_ns: int | None = None  # when the checkpoint was last written
 
     # ---- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
         existed, entries = await asyncio.to_thread(self.store.load)
         self._initial = not existed
+        with contextlib.suppress(OSError):
+            self._saved_at_ns = self.store.path.stat().st_mtime_ns
         self._saved = {(e.dev, e.ino): e for e in entries}
         self._order = max((e.order for e in entries), default=0)
         self._thread = threading.Thread(target=self._run, name=f"mltrail-source-{self.name}",
@@ -231,8 +240,10 @@ class TailSource(Component):
         self._watcher.forget_missing()
         self._watcher.watch({_static_dir(p) for p in patterns}
                             | {os.path.dirname(p) or "." for p in matched.values()})
-        for key, path in sorted(matched.items(), key=lambda kv: _mtime(kv[1])):
-            self._track(key, path, detached=False)
+        rotated = self._rotated_while_down(matched) if first else {}
+        found = {**matched, **rotated}
+        for key, path in sorted(found.items(), key=lambda kv: _mtime(kv[1])):
+            self._track(key, path, detached=key in rotated)
         now = time.monotonic()
         for key, tailed in self._files.items():
             if key not in matched and tailed.detached_since is None:
@@ -269,12 +280,43 @@ class TailSource(Component):
             except OSError:
                 entries = []
             found = next((e for e in entries if e.inode() == key[1] and e.is_file()), None)
-            if found is None:
-                del self._saved[key]  # gone: nothing left to read
+            if found is None:  # gone while the agent was down: what it still held is lost
+                del self._saved[key]
+                self.counters.files_lost += 1
+                log.error("source %s: %s (read up to byte %d) was gone when the agent started; "
+                          "lines written to it after that were lost", self.name, saved.path,
+                          saved.offset)
             else:
                 self._track(key, found.path, detached=True)
         # what is left exists but has no route yet (a container not yet discovered):
         # its position waits in _saved until it does
+
+    def _rotated_while_down(self, matched: dict[tuple[int, int], str]
+                            ) -> dict[tuple[int, int], str]:
+        if self._saved_at_ns is None:
+            return {}
+        names = set(matched.values()) | {cp.path for cp in self._saved.values()}
+        known = set(matched) | set(self._saved) | set(self._files)
+        found = rotated_while_down(names, self._saved_at_ns, known, self._excluded)
+        for key, path in list(found.items()):
+            if self._is_copy(path):  # copytruncate's copy: what it holds was read already
+                del found[key]
+        for path in sorted(found.values()):
+            log.info("source %s: %s was rotated while the agent was down; reading it",
+                     self.name, path)
+        return found
+
+    def _is_copy(self, path: str) -> bool:
+        """Whether ``path`` starts as a checkpointed file does (a copy of it)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True  # gone already: nothing to read
+        try:
+            return any(cp.fp_len and fingerprint(fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
+                       for cp in self._saved.values())
+        finally:
+            os.close(fd)
 
     def _open(self, key: tuple[int, int], path: str) -> TailedFile | None:
         route = self.router.route(path)
@@ -314,8 +356,12 @@ class TailSource(Component):
                 self._vacated.add(saved.path)
             saved.path = path
             return saved
-        if saved is not None:
-            self.counters.rotated("truncate")  # same inode, other content
+        if saved is not None:  # same inode, other content: replaced or truncated while down
+            self.counters.rotated("truncate")
+            self.counters.files_lost += 1
+            log.error("source %s: %s (read up to byte %d) was replaced or truncated when the "
+                      "agent started; lines written to it after that were lost", self.name,
+                      saved.path, saved.offset)
         fp_len, fp_crc = fingerprint(fd, FINGERPRINT_BYTES)
         start = size if self._initial and self.config.start_at == "end" else 0
         self._order += 1

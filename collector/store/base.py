@@ -5,7 +5,9 @@ Every implementation (SQLite, PostgreSQL) keeps the same contract:
 - ``write_batch(batches)`` is the only way records get in. It runs one
   transaction for one IngestRequest: for each batch it reads the stream's
   high-water mark, skips records at or below it (duplicates), writes the rest
-  and the new mark, and commits once for all batches. A batch that fails for
+  and the new mark, and commits once for all batches. A batch that does not
+  start at or below mark + 1 is out of order: it writes nothing and its
+  outcome names the expected seq (the sender resends from there). A batch that fails for
   a permanent reason (an artifact whose sha256 does not match) is rolled back
   alone and contributes nothing; a retryable failure (store busy) rolls back
   everything and raises ``RetryableError``.
@@ -101,7 +103,8 @@ class BatchOutcome:
     acked_seq: int = 0
     stored: int = 0
     duplicates: int = 0
-    gap: bool = False
+    gap: bool = False  # a gap record: seqs set aside on purpose, explained
+    expected_seq: int = 0  # set: out of order, nothing written; the stream needs this seq
     error: str | None = None
     kinds: dict[str, int] = field(default_factory=dict)
     denied: bool = False  # error: a record's run belongs to another workspace

@@ -28,7 +28,7 @@ from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
 
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error, workspace")
+                "parent_run_id, run_type, error, workspace, last_write")
 _ARTIFACT_COLUMNS = "a.path, a.size, a.sha256, a.content_type, a.time"
 
 
@@ -71,7 +71,8 @@ class PostgresReader:
         return self._run_infos(rows)
 
     def _run_infos(self, rows: list[tuple[Any, ...]]) -> list[collector_pb2.RunInfo]:
-        infos = {row[0]: _run_info((*row[:9], bytes(row[9]) if row[9] else None))
+        infos = {row[0]: _run_info((*row[:9], bytes(row[9]) if row[9] else None,
+                                      *row[10:]))
                  for row in rows}
         if not infos:
             return []

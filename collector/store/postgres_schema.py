@@ -20,7 +20,7 @@ from typing import Any
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA_LOCK = 0x6D6C7472  # pg_advisory_xact_lock key: "mltr"
 
 BASE = """
@@ -111,6 +111,14 @@ CREATE TABLE tokens (
   token_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, workspace TEXT NOT NULL,
   role TEXT NOT NULL, digest BYTEA NOT NULL, created BIGINT NOT NULL,
   expires BIGINT NOT NULL, revoked BIGINT NOT NULL DEFAULT 0)""",
+    # 4 (issue 11, SQLite's schema 5): the explanation of every hole in a stream's seqs
+    # (a gap record, per workspace as the stream's mark); when the collector last stored
+    # a record of each run (its agent's last delivery).
+    4: """ALTER TABLE runs ADD COLUMN last_write BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE stream_gaps (
+  workspace TEXT NOT NULL, stream_id TEXT NOT NULL, first_seq BIGINT NOT NULL,
+  last_seq BIGINT NOT NULL, records BIGINT NOT NULL, reason TEXT NOT NULL,
+  time BIGINT NOT NULL, PRIMARY KEY (workspace, stream_id, first_seq))""",
 }
 
 RETRY_AFTER_UNAVAILABLE = 1.0

@@ -31,6 +31,7 @@ Line numbers are never cached: another replica may have added lines.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,8 @@ def clean(text: str) -> str:
 class _Work:
     """Rows gathered for one batch (then merged into the transaction's)."""
 
+    hwm: int = 0
+    gaps: int = 0
     series: dict[tuple[int, int], list[SeriesPiece]] = field(default_factory=dict)
     logs: list[LogLines] = field(default_factory=list)
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -96,7 +99,9 @@ class PostgresWriter:
             "log": self._log,
             "run_event": self._run_event,
             "artifact": self._artifact,
+            "gap": self._gap,
         }
+        self._touched: set[int] = set()  # run keys written by this transaction
 
     def write(self, conn: Any, batches: Sequence[ValidBatch]) -> WriteSummary:
         """Everything of one request in ``conn``'s open transaction (the caller commits)."""
@@ -125,6 +130,7 @@ class PostgresWriter:
             self.forget()
             raise
         finally:
+            self._touched.clear()
             self._conn = None
         return summary
 
@@ -157,10 +163,13 @@ class PostgresWriter:
         outcome.duplicates = skip
         if skip == batch.count:
             return outcome
-        outcome.gap = batch.first_seq > hwm + 1
+        if batch.first_seq > hwm + 1:  # a hole: never committed silently (invariant 3)
+            outcome.expected_seq = hwm + 1
+            return outcome
         self._stream_id = batch.stream_id
         self._workspace = batch.workspace
         work = _Work()
+        work = _Work(hwm=hwm)
         try:
             # run events, artifacts and new runs write now: a savepoint guards them
             if batch.others or self._new_runs(batch.scalars):
@@ -175,6 +184,7 @@ class PostgresWriter:
         outcome.acked_seq = batch.last_seq
         outcome.stored = batch.count - skip
         outcome.kinds = work.kinds
+        outcome.gap = work.gaps > 0
         _merge(work, total)
         return outcome
 
@@ -207,7 +217,7 @@ class PostgresWriter:
             work.kinds["metric"] = work.kinds.get("metric", 0) + stored
 
     def _other_rows(self, rec: records_pb2.Record, hwm: int, work: _Work) -> None:
-        if rec.seq <= hwm:
+        if rec.seq <= hwm and not (rec.HasField("gap") and rec.gap.last_seq > hwm):
             return
         kind = rec.WhichOneof("body")
         handler = self._handlers.get(kind) if kind else None
@@ -224,6 +234,7 @@ class PostgresWriter:
         stored = 0
         last_key: tuple[int, int] | None = None
         target = Points.empty()
+        touched = self._touched
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
@@ -233,6 +244,7 @@ class PostgresWriter:
                    names.get(name) or self._name_key(name))
             if key != last_key:
                 target = _open_points(series.setdefault(key, []))
+                touched.add(key[0])
                 last_key = key
             code = codes[kind]
             target.steps.append(step)
@@ -265,7 +277,19 @@ class PostgresWriter:
             raise ForeignRun(f"run {run_id!r} belongs to another workspace than this token's "
                              f"({self._workspace!r}); send it with a writer token of the "
                              "run's workspace")
+        self._touched.add(entry[0])
         return entry[0]
+
+    def _gap(self, rec: records_pb2.Record, work: _Work) -> None:
+        """The explanation of a hole; only its part above the mark, if it overlaps it."""
+        gap = rec.gap
+        self._conn.execute(
+            "INSERT INTO stream_gaps VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
+            "(workspace, stream_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq, "
+            "records = excluded.records, reason = excluded.reason, time = excluded.time",
+            (clean(self._workspace), clean(self._stream_id), max(rec.seq, work.hwm + 1),
+             gap.last_seq, gap.records, clean(gap.reason), rec.time_unix_nano))
+        work.gaps += 1
 
     def _name_key(self, name: str) -> int:
         key = self._names.get(name)
@@ -409,6 +433,9 @@ class PostgresWriter:
                          "streams.stream_id = u.s",
                          ([clean(w) for w, _ in changed], [clean(s) for _, s in changed],
                           list(changed.values())))
+        if self._touched:  # in key order, as every lock here is taken
+            conn.execute("UPDATE runs SET last_write = GREATEST(last_write, %s) WHERE run_key "
+                         "= ANY(%s)", (time.time_ns(), sorted(self._touched)))
         if total.ended_runs:
             conn.execute("SELECT pg_notify(%s, 'end ' || r) FROM unnest(%s::text[]) AS r",
                          (NOTIFY_CHANNEL, sorted(total.ended_runs)))

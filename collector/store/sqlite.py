@@ -29,6 +29,7 @@ from mltrail.collector.store.series_reads import PagedSeriesReads
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_writer import SqliteWriter
 from mltrail.common.errors import PermanentError, RetryableError
+from mltrail.common.locks import LockHeld, take_lock
 from mltrail.proto import collector_pb2
 
 T = TypeVar("T")
@@ -44,7 +45,12 @@ class SqliteStore(PagedSeriesReads, Store):
         self.synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._artifacts = artifacts
-        self._conn = self._open_writer()
+        self._lock_fd = self._take_store_lock()
+        try:
+            self._conn = self._open_writer()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         opened = os.stat(self.path)
         self._identity = (opened.st_dev, opened.st_ino)
         self._writer = SqliteWriter(self._conn, artifacts, self.path)
@@ -52,6 +58,23 @@ class SqliteStore(PagedSeriesReads, Store):
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+
+    def _take_store_lock(self) -> int:
+        """One collector per SQLite file: two would both write (several replicas need
+        PostgreSQL)."""
+        target = Path(self.path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return take_lock(target.with_name(target.name + ".lock"))
+        except LockHeld as held:
+            raise PermanentError(
+                f"store {self.path} is in use by another collector (pid {held.holder}); "
+                "nothing was changed; stop that one, or give this one another --store (one "
+                "collector per SQLite file; several replicas need PostgreSQL)") from None
+        except OSError as exc:
+            raise PermanentError(
+                f"cannot open store {self.path} ({exc}); nothing was stored; pass --store "
+                "sqlite:///PATH with a writable location") from None
 
     def _open_writer(self) -> sqlite3.Connection:
         target = Path(self.path)
@@ -170,3 +193,4 @@ class SqliteStore(PagedSeriesReads, Store):
         for conn in readers:
             conn.close()
         self._conn.close()
+        os.close(self._lock_fd)

@@ -35,7 +35,7 @@ from mltrail.proto import collector_pb2
 _IN_BATCH = 500  # run ids per IN (...) list, under SQLite's variable limit
 _SUMMARY_OF_C = ", ".join(f"c.{column.strip()}" for column in SUMMARY_COLUMNS.split(","))
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
-                "parent_run_id, run_type, error, workspace")
+                "parent_run_id, run_type, error, workspace, last_write")
 
 
 class SqliteReader:
@@ -275,10 +275,11 @@ class SqliteReader:
 
 
 def _run_info(row: tuple[Any, ...]) -> collector_pb2.RunInfo:
+    """A runs row of ``_RUN_COLUMNS`` (PostgreSQL's has the same columns)."""
     info = collector_pb2.RunInfo(
         run_id=row[1], experiment=row[2], display_name=row[3], status=row[4],
         start_time_unix_nano=row[5], end_time_unix_nano=row[6], parent_run_id=row[7],
-        run_type=row[8])
+        run_type=row[8], last_delivery_unix_nano=row[-1])  # last column: last_write
     if row[9]:
         info.error.ParseFromString(row[9])
     return info

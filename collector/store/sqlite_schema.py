@@ -9,7 +9,8 @@ record of the rare kinds (list, row, table, image, json, or a scalar with a
 description) holding the encoded ``Metric``. Log text is kept in compressed
 chunks indexed by (stream, first line). Every run belongs to a workspace
 (``runs.workspace``) and a stream's high-water mark is kept per workspace
-(schema 4).
+(schema 4), as are the gap records that explain a hole in a stream's seqs
+(``stream_gaps``, schema 5).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # metrics_v2.kind (schema 2, read by the migration): how to read its value column
 # back (KIND_ENCODED: the encoded Metric; a NaN number was stored as NULL).
@@ -119,7 +120,20 @@ CREATE TABLE tokens (
   role TEXT NOT NULL, digest BLOB NOT NULL, created INTEGER NOT NULL,
   expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 """
-SCHEMA = SCHEMA_BASE + SERIES_TABLES + TENANT_TABLES
+
+# Schema 5 (issue 11): the explanation of every hole in a stream's seqs (a gap
+# record), per workspace as the streams' marks are; when the collector last
+# stored a record of each run (its agent's last delivery, for ``mltrail show``).
+GAP_TABLES = """
+ALTER TABLE runs ADD COLUMN last_write INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE stream_gaps (
+  workspace TEXT NOT NULL, stream_id TEXT NOT NULL, first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL, records INTEGER NOT NULL, reason TEXT NOT NULL,
+  time INTEGER NOT NULL,
+  PRIMARY KEY (workspace, stream_id, first_seq)) WITHOUT ROWID;
+"""
+
+SCHEMA = SCHEMA_BASE + SERIES_TABLES + TENANT_TABLES + GAP_TABLES
 CHUNK_SCALAR, CHUNK_ENCODED = 0, 9
 
 # Version -> the statements that bring a store of the version before it up to it,
@@ -145,6 +159,7 @@ ALTER TABLE log_chunks RENAME TO log_chunks_v2;
 CREATE INDEX log_chunks_v2_by_line ON log_chunks_v2(stream_key, first_line);
 """ + SERIES_TABLES,
     4: TENANT_TABLES,
+    5: GAP_TABLES,
 }
 
 _RETRYABLE_NAMES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
@@ -209,8 +224,9 @@ def ensure_schema(conn: sqlite3.Connection, where: str) -> None:
     transactions of its own, deleting what it moved, so an interrupted migration
     goes on where it stopped at the next start. The version is 3 once they are empty.
     Version 4 (workspaces) is statements too, run once (when the store has no
-    ``tokens`` table), even while version 3's rows are still moving; the version
-    is 4 once both are done."""
+    ``tokens`` table), even while version 3's rows are still moving, and so is
+    version 5 (gap records, ``runs.last_write``: when the store has no
+    ``stream_gaps`` table); the version is 5 once all are done."""
     with transaction(conn, f"store {where}"):
         row = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
@@ -228,7 +244,10 @@ def ensure_schema(conn: sqlite3.Connection, where: str) -> None:
                 elif version == 3:
                     if not has_table(conn, "metrics_v2"):  # else: a migration under way
                         _run_script(conn, MIGRATIONS[version])
-                elif not has_table(conn, "tokens"):
+                elif version == 4:
+                    if not has_table(conn, "tokens"):
+                        _run_script(conn, MIGRATIONS[version])
+                elif not has_table(conn, "stream_gaps"):
                     _run_script(conn, MIGRATIONS[version])
     if found > SCHEMA_VERSION:
         raise PermanentError(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import sqlite3
+import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class _BatchWork:
     """Rows gathered for one batch before they are inserted."""
 
     stream_id: str
+    hwm: int = 0
     series: dict[tuple[int, int], Points] = field(default_factory=dict)
     logs: dict[int, tuple[int, list[LogPiece]]] = field(default_factory=dict)  # first line
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
@@ -66,6 +68,7 @@ class _BatchWork:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
+    gaps: int = 0
 
 
 class SqliteWriter:
@@ -79,11 +82,13 @@ class SqliteWriter:
         self._workspace = DEFAULT_WORKSPACE  # of the batch being written
         self._series = SeriesAppender(conn)
         self._log_appender = LogAppender(conn)
+        self._touched: set[int] = set()  # run keys written by this transaction
         self._handlers: dict[str, Callable[[records_pb2.Record, _BatchWork], None]] = {
             "metric": self._metric,
             "log": self._log,
             "run_event": self._run_event,
             "artifact": self._artifact,
+            "gap": self._gap,
         }
 
     def write(self, batches: Sequence[ValidBatch]) -> WriteSummary:
@@ -100,7 +105,9 @@ class SqliteWriter:
                     if outcome.denied:
                         denied[key] = outcome.error or ""
                     summary.outcomes.append(outcome)
+                self._mark_written()
         except BaseException:
+            self._touched.clear()
             self._forget()
             raise
         self._attach_experiments(summary)
@@ -108,7 +115,7 @@ class SqliteWriter:
 
     def delete_runs(self, run_ids: Sequence[str], workspace: str
                     ) -> collector_pb2.DeleteRunsResponse:
-        """``sqlite_delete``: the rows in one transaction, then files no run refers to."""
+        """``run_delete``: the rows in one transaction, then files no run refers to."""
         try:
             with schema.transaction(self._conn, f"store {self._where}"):
                 answer, shas = delete_run_rows(self._conn, run_ids, workspace)
@@ -118,8 +125,17 @@ class SqliteWriter:
             self._artifacts.remove(sha)
         return answer
 
+    def _mark_written(self) -> None:
+        """When each run got records last: ``mltrail show`` says how long ago."""
+        if self._touched:
+            now = time.time_ns()
+            self._conn.executemany("UPDATE runs SET last_write = ? WHERE run_key = ?",
+                                   [(now, key) for key in self._touched])
+            self._touched.clear()
+
     def _forget(self) -> None:
-        """Caches may hold rows a rollback undid; they refill from the database."""
+        """Caches may hold rows a rollback undid; they refill from the database (the
+        runs touched stay: a key a savepoint undid matches no row)."""
         self._runs.clear()
         self._names.clear()
         self._streams.clear()
@@ -137,7 +153,9 @@ class SqliteWriter:
         outcome.duplicates = skip
         if skip == batch.count:
             return outcome
-        outcome.gap = batch.first_seq > hwm + 1
+        if batch.first_seq > hwm + 1:  # a hole: never committed silently (invariant 3)
+            outcome.expected_seq = hwm + 1
+            return outcome
         conn.execute("SAVEPOINT batch")
         try:
             work = self._write_records(batch, hwm)
@@ -154,12 +172,13 @@ class SqliteWriter:
         outcome.acked_seq = batch.last_seq
         outcome.stored = batch.count - skip
         outcome.kinds = work.kinds
+        outcome.gap = work.gaps > 0
         self._merge(work, summary)
         return outcome
 
     def _write_records(self, batch: ValidBatch, hwm: int) -> _BatchWork:
         """Records above ``hwm``: the others by handler, then the scalars in one executemany."""
-        work = _BatchWork(batch.stream_id)
+        work = _BatchWork(batch.stream_id, hwm)
         scalars, others = batch.scalars, batch.others
         if scalars and any(rec.WhichOneof("body") == "metric" for rec in others):
             stored = self._merged_rows(scalars, others, hwm, work)
@@ -198,7 +217,7 @@ class SqliteWriter:
         return stored
 
     def _other_rows(self, rec: records_pb2.Record, hwm: int, work: _BatchWork) -> None:
-        if rec.seq <= hwm:
+        if rec.seq <= hwm and not (rec.HasField("gap") and rec.gap.last_seq > hwm):
             return
         kind = rec.WhichOneof("body")
         handler = self._handlers.get(kind) if kind else None
@@ -215,6 +234,7 @@ class SqliteWriter:
         stored = 0
         last_key: tuple[int, int] | None = None
         target = Points.empty()
+        touched = self._touched
         for seq, run_id, name, time_ns, step, kind, value in points:
             if seq <= hwm:
                 continue
@@ -224,6 +244,7 @@ class SqliteWriter:
                    names.get(name) or self._name_key(name))
             if key != last_key:
                 target = series.get(key) or series.setdefault(key, Points.empty())
+                touched.add(key[0])
                 last_key = key
             code = codes[kind]
             target.steps.append(step)
@@ -265,6 +286,7 @@ class SqliteWriter:
                                    (run_id, records_pb2.RUNNING, time_ns, self._workspace))
                 row = (cur.lastrowid, "", self._workspace)
             entry = self._runs[run_id] = list(row)
+        self._touched.add(int(entry[0]))
         if entry[2] != self._workspace:
             raise ForeignRun(f"run {run_id!r} belongs to another workspace than this token's "
                              f"({self._workspace!r}); send it with a writer token of the "
@@ -382,6 +404,14 @@ class SqliteWriter:
                          [(run_key, k, v) for k, v in started.properties.items()])
         if started.experiment:
             self._runs[rec.run_id][1] = started.experiment
+
+    def _gap(self, rec: records_pb2.Record, work: _BatchWork) -> None:
+        """The explanation of a hole; only its part above the mark, if it overlaps it."""
+        gap = rec.gap
+        self._conn.execute("INSERT OR REPLACE INTO stream_gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (self._workspace, work.stream_id, max(rec.seq, work.hwm + 1),
+                            gap.last_seq, gap.records, gap.reason, rec.time_unix_nano))
+        work.gaps += 1
 
     def _artifact(self, rec: records_pb2.Record, work: _BatchWork) -> None:
         """Chunks wait per (run, stream, path) until the last one: two streams uploading

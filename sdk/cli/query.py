@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _last_delivery(run: RunInfo) -> str | None:
+    """When the collector last stored a record of the run: a running run whose agent
+    cannot reach the collector shows it here."""
+    if not run.last_delivery_unix_nano:
+        return None
+    ago = max(0, time.time_ns() - run.last_delivery_unix_nano) // 1_000_000_000
+    return f"{table.local_time(run.last_delivery_unix_nano)} ({ago} s ago)"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -261,6 +271,7 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
         ("Started", table.local_time(run.start_time_unix_nano)),
         ("Ended", table.local_time(run.end_time_unix_nano)),
         ("Duration", table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)),
+        ("Delivered", _last_delivery(run)),  # last record stored
         ("Parent", run.parent_run_id or None),
         ("Children", "\n".join(run.child_run_ids) or None),
         ("Tags", "\n".join(f"{k}={v}" for k, v in sorted(run.tags.items())) or None),

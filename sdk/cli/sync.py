@@ -79,6 +79,7 @@ def _sync_one(directory: Path, address: str, timeout: float,
     from mltrail.agent.drain import drain_spool
     from mltrail.agent.spool import SpoolLockedError
     from mltrail.cli.progress import Progress
+    from mltrail.pipeline.offline import end_abandoned_runs
 
     progress = Progress(f"sending {directory.name}", unit="bytes")
 
@@ -87,6 +88,9 @@ def _sync_one(directory: Path, address: str, timeout: float,
         progress.advance(sent - progress.count)
 
     try:
+        for run_id in end_abandoned_runs(directory):
+            print(f"{directory}: run {run_id} was never ended (its process was killed); "
+                  "recorded as failed")
         result = asyncio.run(drain_spool(directory, address, timeout, security,
                                          on_progress=advance))
         progress.done()

@@ -18,6 +18,7 @@ import atexit
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from mltrail.common.errors import MltrailError
 from mltrail.pipeline.embedded import agent_socket_from_env, ensure_embedded
 from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
+from mltrail.pipeline.run_watch import AgentRunWatch
 from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.proto import records_pb2
 from mltrail.query.details import fold_run_info, v1_details
@@ -67,11 +69,13 @@ class Link:
     """A sender plus the way back; ``where`` names where undelivered records wait."""
 
     def __init__(self, sender: Sender, where: str, agent: AgentSink | None = None,
-                 spool_sink: SpoolSink | None = None) -> None:
+                 spool_sink: SpoolSink | None = None, watch: AgentRunWatch | None = None
+                 ) -> None:
         self.sender = sender
         self.where = where
         self.agent = agent
         self.spool_sink = spool_sink
+        self.watch = watch
         self._closed = False
         atexit.register(self.close)
 
@@ -87,30 +91,45 @@ class Link:
                   file=sys.stderr, flush=True)
         return remaining
 
-    def reader(self, timeout: float = 300.0, collector: str | None = None,
-               security: Any = None) -> Reader:
-        """Reads after this process's records arrived: from the spool offline, else from
-        ``collector`` (a workspace's) or the collector the agent forwards to."""
+    def reader(self, timeout: float | None = None, collector: str | None = None,
+               strict: bool = False, security: Any = None) -> Reader:
+        """Waits up to ``timeout`` (default MLTRAIL_READ_TIMEOUT, 10 s) for this process's
+        records to be delivered, then reads what the spool offline, else ``collector`` (a
+        workspace's) or the collector the agent forwards to, has. ``strict``: raise
+        ``NotDelivered`` instead when they were not all delivered in time. ``security``
+        (a ClientSecurity; None: from the environment) for a workspace's collector."""
+        if timeout is None:
+            timeout = read_timeout()
         if self.spool_sink is not None:
             self.flush(timeout)
             return SpoolReader(self.spool_sink)
-        return self._online_reader(timeout, collector, security)
+        return self._online_reader(timeout, collector, strict, security)
 
     def _online_reader(self, timeout: float, collector: str | None = None,
-                       security: Any = None) -> CollectorReader:
-        """``security`` (a ClientSecurity; None: from the environment) for a workspace's
-        collector."""
+                       strict: bool = False, security: Any = None) -> CollectorReader:
         from mltrail.query.client import QueryClient
 
         assert self.agent is not None  # an online link always has its agent
-        if self.flush(timeout):
-            raise NotDelivered(f"records of this process have not reached the agent within "
-                               f"{timeout:g} s; they are kept and retried; try again later")
-        forwarded = self.wait_collector(timeout)
-        if forwarded is not None:
-            raise NotDelivered(
-                f"the collector acknowledged records up to {forwarded} of "
-                f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again later")
+        if strict:
+            if self.flush(timeout):
+                raise NotDelivered(f"records of this process have not reached the agent "
+                                   f"within {timeout:g} s; they are kept and retried; try "
+                                   "again later")
+            forwarded = self.wait_collector(timeout)
+            if forwarded is not None:
+                raise NotDelivered(
+                    f"the collector acknowledged records up to {forwarded} of "
+                    f"{self.sender.acked_seq}; the rest wait in the agent's spool; try again "
+                    "later")
+        else:
+            deadline = time.monotonic() + timeout
+            if not self.flush(timeout):  # it says itself what is still on the way
+                forwarded = self.wait_collector(max(0.0, deadline - time.monotonic()))
+                if forwarded is not None:
+                    print(f"mltrail: answering from what the collector has now: it "
+                          f"acknowledged records of this process up to {forwarded} of "
+                          f"{self.sender.acked_seq}; the rest wait in the agent's spool and "
+                          "follow when it is reachable", file=sys.stderr, flush=True)
         return CollectorReader(QueryClient(collector or self.agent.info().collector,
                                            security=security))
 
@@ -121,8 +140,16 @@ class Link:
         seq = self.sender.acked_seq
         if not seq or self.agent is None:
             return None
-        done = self.agent.wait_forwarded(self.sender.stream_id, seq, timeout)
-        return None if done.done else done.forwarded_seq
+        printer = _ProgressPrinter("the collector")
+        started = time.monotonic()
+        while True:  # in steps of a second, to say after one that it waits
+            left = timeout - (time.monotonic() - started)
+            done = self.agent.wait_forwarded(self.sender.stream_id, seq, max(0.0, min(left, 1.0)))
+            if done.done:
+                return None
+            if left <= 1.0:
+                return int(done.forwarded_seq)
+            printer(seq - int(done.forwarded_seq), time.monotonic() - started)
 
     def close(self) -> None:
         """At exit: wait up to MLTRAIL_EXIT_TIMEOUT, then move what is left to disk."""
@@ -132,6 +159,8 @@ class Link:
         timeout = float(os.environ.get("MLTRAIL_EXIT_TIMEOUT", "30"))
         self.sender.flush(timeout, _ProgressPrinter(self.sender.sink.description))
         remaining = self.sender.close(0)
+        if self.watch is not None:
+            self.watch.close()
         if remaining:
             print(f"mltrail: {remaining} records were not delivered before exit; they are kept "
                   f"in {self.where}; upload them with `mltrail sync {self.where}`",
@@ -152,6 +181,19 @@ class _ProgressPrinter:
                   f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
+def read_timeout() -> float:
+    """How long a read waits for this process's records (MLTRAIL_READ_TIMEOUT, seconds)."""
+    text = os.environ.get("MLTRAIL_READ_TIMEOUT", "10")
+    try:
+        value = float(text)
+    except ValueError:
+        raise MltrailError(f"MLTRAIL_READ_TIMEOUT must be a number of seconds, not "
+                           f"{text!r}") from None
+    if value < 0:
+        raise MltrailError(f"MLTRAIL_READ_TIMEOUT must be 0 or more, not {text!r}")
+    return value
+
+
 _links: dict[str, Link] = {}
 _embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
@@ -168,7 +210,10 @@ def process_link(socket_path: str | None = None) -> Link:
             agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
             overflow = SpoolOverflow(offline_dir(stream_id))
             sender = Sender(agent, overflow=overflow, stream_id=stream_id)
-            link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent)
+            watch = AgentRunWatch(socket_path)
+            sender.on_run_acked = watch.update
+            link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent,
+                                              watch=watch)
         return link
 
 

@@ -7,6 +7,8 @@ sync DIR`` uploads either with ``drain_spool``):
   launcher). Every batch is appended to ``$MLTRAIL_HOME/offline/<run_id>/``
   and acknowledged at once; ``read_records`` decodes it again, so
   ``get_metrics`` works offline.
+- ``end_abandoned_runs``: an offline run whose process was killed (nothing
+  could end it) is ended as failed in its own spool, by ``mltrail sync``.
 - ``SpoolOverflow``: where an online sender moves what no longer fits in
   memory while the agent is unreachable. The directory is created only when
   something spills; its frames are read back, sent, and acknowledged in the
@@ -16,6 +18,7 @@ sync DIR`` uploads either with ``drain_spool``):
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -61,7 +64,8 @@ class SpoolOverflow:
     def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
         spool = self._open()
         for request in requests:
-            spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch)
+            spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch,
+                         request.droppable)
         return str(self.directory)
 
     def has_pending(self) -> bool:
@@ -73,7 +77,8 @@ class SpoolOverflow:
         frames = spool.read(spool.ack_position, 32 * 1024 * 1024, max_frames)
         self._read_end = frames[-1].end if frames else None
         return [agent_pb2.AppendRequest(stream_id=f.stream_id, first_seq=f.first_seq,
-                                        last_seq=f.last_seq, batch=f.batch) for f in frames]
+                                        last_seq=f.last_seq, batch=f.batch,
+                                        droppable=f.droppable) for f in frames]
 
     def ack_read(self) -> None:
         if self._spool is not None and self._read_end is not None:
@@ -95,13 +100,50 @@ class SpoolOverflow:
         return self._spool
 
 
+def end_abandoned_runs(directory: Path) -> list[str]:
+    """End as failed the offline runs of ``directory`` that started and never ended.
+
+    Only a spool no process holds (its lock is free: the writer is gone) and
+    only offline runs: their stream lives in this spool alone, so the end
+    record takes the next seq of it. Raises ``SpoolLockedError`` if in use."""
+    spool = Spool(directory, fsync="always")
+    try:
+        open_runs: dict[str, str] = {}  # run_id -> stream_id
+        last: dict[str, int] = {}
+        for stream_id, record in _stream_records(spool):
+            last[stream_id] = max(last.get(stream_id, 0), record.seq)
+            event = record.run_event if record.HasField("run_event") else None
+            if event is not None and event.HasField("started") and (
+                    event.started.run_type == "offline"):
+                open_runs[record.run_id] = stream_id
+            elif event is not None and event.HasField("ended"):
+                open_runs.pop(record.run_id, None)
+        for run_id, stream_id in open_runs.items():
+            seq = last[stream_id] = last[stream_id] + 1
+            error = records_pb2.ErrorDetails(
+                code="ProcessExited", exit_code=-1,
+                message="the process that logged this offline run exited without ending it "
+                        "(killed, or it crashed); found by mltrail sync; everything it had "
+                        "written was kept")
+            batch = records_pb2.Batch(stream_id=stream_id, records=[records_pb2.Record(
+                seq=seq, time_unix_nano=time.time_ns(), run_id=run_id,
+                run_event=records_pb2.RunEvent(ended=records_pb2.RunEnded(
+                    status=records_pb2.FAILED, error=error)))])
+            spool.append(stream_id, seq, seq, batch.SerializeToString())
+        return list(open_runs)
+    finally:
+        spool.close()
+
+
+def _stream_records(spool: Spool) -> Iterator[tuple[str, records_pb2.Record]]:
+    position = spool.ack_position
+    while frames := spool.read(position, 8 * 1024 * 1024):
+        for frame in frames:
+            for record in records_pb2.Batch.FromString(frame.batch).records:
+                yield frame.stream_id, record
+        position = frames[-1].end
+
+
 def read_records(spool: Spool) -> Iterator[records_pb2.Record]:
     """Every record in a spool from its ack position, in order (reading an offline run)."""
-    position = spool.ack_position
-    while True:
-        frames = spool.read(position, 8 * 1024 * 1024)
-        if not frames:
-            return
-        for frame in frames:
-            yield from records_pb2.Batch.FromString(frame.batch).records
-        position = frames[-1].end
+    return (record for _, record in _stream_records(spool))

@@ -8,7 +8,10 @@ One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
                           unacked (AppendRequests in memory, oldest first)
                             |  one short Append stream per cycle to the sink (agent or spool)
                             v
-                          AppendAck(acked_seq) removes requests from the front
+                          AppendAck(acked_seq) removes requests from the front; an ack that says
+    "not now" (code UNAVAILABLE: the agent's disk is full, or it is stopping)
+    removes nothing and counts as a failed cycle: the request is kept and sent
+    again, like one the agent never got
 
     built_seq = last seq given to a record     acked_seq = last seq the sink acknowledged
 
@@ -39,9 +42,15 @@ from typing import Protocol
 
 import grpc
 
-from mltrail.common.errors import MltrailError, RetryableError, from_rpc_error
+from mltrail.common.errors import (
+    RETRYABLE_CODES,
+    MltrailError,
+    RetryableError,
+    code_from_number,
+    from_rpc_error,
+)
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
-from mltrail.pipeline.values import QueueItem, add_record, item_size
+from mltrail.pipeline.values import CONSOLE, RUN_EVENT, QueueItem, add_record, item_size
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 
 log = logging.getLogger("mltrail.sdk")
@@ -156,6 +165,9 @@ class Sender:
         self._waiting_bytes = 0
         self._wake = threading.Event()
         self._stopping = False
+        # told (run_id, started) once the sink acknowledged a run's start or end
+        self.on_run_acked: Callable[[str, bool], None] | None = None
+        self._run_events: deque[tuple[int, str, bool]] = deque()  # (seq, run_id, started)
         self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
         self._thread.start()
 
@@ -265,6 +277,7 @@ class Sender:
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
+        console = False  # a batch of console output only: the agent may drop it
         while queue and seq < end and size < MAX_BATCH_BYTES:
             item = queue[0]
             if isinstance(item, FlushMarker):
@@ -273,8 +286,10 @@ class Sender:
                 item.event.set()
                 continue
             item_bytes = item_size(item)
-            if seq > first and size + item_bytes > MAX_BATCH_BYTES:
+            if seq > first and (size + item_bytes > MAX_BATCH_BYTES
+                                or (item[0] == CONSOLE) != console):
                 break  # it goes first in the next batch
+            console = item[0] == CONSOLE
             queue.popleft()
             if self._waiting:
                 self._built_waiting(item)
@@ -287,10 +302,17 @@ class Sender:
                 del batch.records[seq - first:]  # a record half filled
                 self._refuse_item(item, exc)
                 continue
+            if item[0] == RUN_EVENT and self.on_run_acked is not None:
+                self._note_run_event(seq, item)
             seq += 1
             size += item_bytes
         if seq > first:
-            self._add_request(batch, first, seq - 1)
+            self._add_request(batch, first, seq - 1, console)
+
+    def _note_run_event(self, seq: int, item: QueueItem) -> None:
+        kind = item[3].WhichOneof("event")
+        if kind in ("started", "ended"):
+            self._run_events.append((seq, item[1], kind == "started"))
 
     def _built_waiting(self, item: QueueItem) -> None:
         size = self._waiting.pop(id(item), 0)
@@ -309,10 +331,12 @@ class Sender:
             log.error("mltrail: a %s record of run %s could not be sent and was dropped "
                       "(%d so far): %s", item[0], item[1], self.stats.records_refused, reason)
 
-    def _add_request(self, batch: records_pb2.Batch, first: int, last: int) -> None:
+    def _add_request(self, batch: records_pb2.Batch, first: int, last: int,
+                     droppable: bool = False) -> None:
         data = batch.SerializeToString()
         self._unacked.append(agent_pb2.AppendRequest(
-            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data))
+            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data,
+            droppable=droppable))
         self._unacked_bytes += len(data)
         self._built_seq = last
         self.stats.records_built += last - first + 1
@@ -321,7 +345,7 @@ class Sender:
         requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
         try:
             for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)
+                self._on_ack(request, ack)  # raises on "not now": the rest stays
                 self._unacked.popleft()
                 self._unacked_bytes -= len(request.batch)
         except (MltrailError, OSError) as exc:
@@ -353,6 +377,9 @@ class Sender:
 
     def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
         count = request.last_seq - request.first_seq + 1
+        if ack.code and code_from_number(ack.code) in RETRYABLE_CODES:
+            raise RetryableError(f"{self.sink.description} cannot take records now: {ack.error}",
+                                 retry_after=ack.retry_after_ms / 1000 or None)
         if ack.error:
             # Refused as invalid: retrying would fail the same way (invariant 4).
             self.stats.records_refused += count
@@ -362,11 +389,18 @@ class Sender:
         else:
             self.stats.records_acked += count
         self._acked_seq = max(self._acked_seq, request.last_seq)
+        events = self._run_events
+        while events and events[0][0] <= self._acked_seq and self.on_run_acked is not None:
+            _, run_id, started = events.popleft()
+            self.on_run_acked(run_id, started)
 
     def _on_failure(self, exc: Exception) -> None:
         self.stats.send_failures += 1
         self._failing = True
-        self._retry_at = time.monotonic() + self._backoff.next_delay()
+        delay = self._backoff.next_delay()
+        if isinstance(exc, RetryableError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        self._retry_at = time.monotonic() + delay
         now = time.monotonic()
         if now - self._last_warning > 60.0:  # rate limit: once a minute
             self._last_warning = now
@@ -383,7 +417,15 @@ class Sender:
         if not self._unacked:
             return
         requests = list(self._unacked)
-        where = self.overflow.spill(requests)
+        try:
+            where = self.overflow.spill(requests)
+        except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
+            now = time.monotonic()
+            if now - self._last_spill_warning > 60.0:
+                self._last_spill_warning = now
+                log.error("mltrail: cannot move records to %s (%s); %d records stay in "
+                          "memory", self.overflow.directory, exc, self.pending())
+            return
         spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
         self.stats.records_spilled += spilled
         now = time.monotonic()

@@ -25,6 +25,7 @@ IMAGE = "image"
 JSON = "json"
 RUN_EVENT = "run_event"
 LOG = "log"
+CONSOLE = "console"  # a LOG of captured console output: the agent may drop it (drop_newest)
 ARTIFACT = "artifact"
 
 
@@ -131,6 +132,7 @@ _FILLERS: dict[str, Callable[..., None]] = {
     JSON: _json,
     RUN_EVENT: _run_event,
     LOG: _log,
+    CONSOLE: _log,
     ARTIFACT: _artifact,
 }
 
@@ -154,7 +156,7 @@ def build_record(item: QueueItem, seq: int) -> records_pb2.Record:
 def item_size(item: QueueItem) -> int:
     """An estimate of an item's encoded size, at least its real size, to cut batches by bytes."""
     kind = item[0]
-    if kind in (ARTIFACT, LOG):
+    if kind in (ARTIFACT, LOG, CONSOLE):
         return len(item[3].data) + 64
     if kind == RUN_EVENT:
         return int(item[3].ByteSize()) + 64

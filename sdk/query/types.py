@@ -98,6 +98,7 @@ class RunInfo:
     # Latest, min and max of numeric scalar metrics: every one from get_run, the ones
     # named by columns, where or order_by from list_runs.
     metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)
+    last_delivery_unix_nano: int = 0  # the collector last stored a record of the run
 
     @classmethod
     def from_pb(cls, pb: collector_pb2.RunInfo) -> RunInfo:
@@ -113,6 +114,7 @@ class RunInfo:
             error=_run_error(err), run_type=pb.run_type,
             log_lines=pb.log_lines, metric_records=pb.metric_records, artifacts=pb.artifacts,
             metrics={k: MetricSummary.from_pb(v) for k, v in sorted(pb.metrics.items())},
+            last_delivery_unix_nano=pb.last_delivery_unix_nano,
         )
 
     @property

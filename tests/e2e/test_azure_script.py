@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_an_azure_v1_script_runs_unchanged_and_reads_back(
         cwd = os.getcwd()
         os.chdir(tmp_path)
         try:
-            result = mltrail_cli("run", "--experiment", "azure", "--", "python", "train.py",
+            # the interpreter of the environment under test, not whichever is on PATH
+            result = mltrail_cli("run", "--experiment", "azure", "--", sys.executable, "train.py",
                                  env=env, timeout=120)
         finally:
             os.chdir(cwd)

@@ -104,3 +104,13 @@ def test_a_second_agent_on_the_same_spool_is_refused(agent: Service, tmp_path: P
     assert "in use by another process" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "other.sock").exists()
+
+
+def test_a_misspelled_environment_variable_is_refused_like_an_unknown_key(
+        tmp_path: Path) -> None:
+    for command, var in (("agent", "MLTRAIL_AGENT_MAX_SPOOL_BYTE"),
+                         ("collector", "MLTRAIL_COLLECTOR_MAX_METRICS_SERIES")):
+        result = mltrail_cli(command, env={"MLTRAIL_HOME": str(tmp_path), var: "1"})
+        assert result.returncode == 1, result.stderr
+        assert f"environment variable {var}" in result.stderr
+        assert "unknown setting" in result.stderr and "Traceback" not in result.stderr

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -12,17 +17,17 @@ from pathlib import Path
 from mltrail.agent.spool import Spool
 from mltrail.common.rpc import MAX_APPEND_BYTES
 from mltrail.proto import agent_pb2
+from mltrail.query.client import QueryClient
 from tests import builders
 from tests.agent_client import (
     AgentClient,
     ReliableSender,
     agent_service,
-    append_request,
     scalar_requests,
     scalar_steps,
 )
 from tests.integration.test_agent_chaos import collector_on, free_port
-from tests.procs import Service, mltrail_cli
+from tests.procs import MLTRAIL, Service, mltrail_cli
 
 
 def metric(svc: Service, name: str, labels: str = "") -> float:
@@ -142,24 +147,62 @@ def test_full_spool_blocks_the_sender_and_loses_nothing(tmp_path: Path) -> None:
         collector.stop()
 
 
-def test_drop_newest_counts_exactly_what_it_dropped(tmp_path: Path) -> None:
+FLOOD_SCRIPT = """
+import sys
+from mltrail import Run
+run = Run.get_context()
+for i in range(1000):
+    run.log("loss", float(i), step=i)
+run.flush(timeout_seconds=60)
+out = sys.stdout
+for i in range(200_000):
+    out.write("line %06d %s\\n" % (i, "z" * 90))
+out.flush()
+for i in range(1000, 2000):
+    run.log("loss", float(i), step=i)
+"""
+
+
+def test_drop_newest_drops_console_output_only_and_counts_it(tmp_path: Path) -> None:
+    # `mltrail run` floods its console into an 8 MB spool under drop_newest with the
+    # collector down: console batches are dropped and counted, each leaving a gap
+    # record; the metrics before and after the flood wait for room and all arrive. The
+    # spool is larger than one of the SDK's console batches (up to 4 MiB), which a smaller
+    # spool refuses outright (counted and named by the SDK, not a drop_newest drop).
     port = free_port()
     collector = collector_on(port, tmp_path)
     agent = agent_service(tmp_path, f"127.0.0.1:{port}")
-    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "100000",
+    agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "8000000",
                  "MLTRAIL_AGENT_FULL_POLICY": "drop_newest"}
     agent.start()
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD_SCRIPT)
+    env = {**os.environ, "MLTRAIL_AGENT": str(tmp_path / "agent.sock"),
+           "MLTRAIL_HOME": str(tmp_path / "home"), "MLTRAIL_EXIT_TIMEOUT": "300"}
+    launched = subprocess.Popen(
+        [*MLTRAIL, "run", "--experiment", "flood", "--run-id", "flood-1", "--",
+         sys.executable, str(script)], stdout=subprocess.DEVNULL, env=env)
     try:
-        run_id, sid = uuid.uuid4().hex, uuid.uuid4().hex
-        requests = [append_request(b, droppable=True)
-                    for b in builders.scalar_batches(run_id, sid, 10_000, per_batch=250)]
-        assert send_all(tmp_path / "agent.sock", requests) == [""] * len(requests)
-        dropped = metric(agent, "mltrail_agent_dropped_records_total", '{reason="spool_full"}')
-        assert 0 < dropped < 10_000
+        dropped = '{reason="spool_full"}'
+        assert wait_until(lambda: metric(agent, "mltrail_agent_dropped_records_total",
+                                         dropped) > 0, timeout=120)
         collector.start()
-        assert wait_until(lambda: metric(agent, "mltrail_agent_spool_pending_bytes") == 0)
-        assert len(scalar_steps(collector.grpc, run_id)) + dropped == 10_000
+        assert launched.wait(timeout=300) == 0
+        assert wait_until(lambda: metric(agent, "mltrail_agent_spool_pending_bytes") == 0,
+                          timeout=120)
+        with QueryClient(collector.grpc) as client:
+            assert client.get_run("flood-1").status == "Completed"
+            steps = [r.metric.scalar.step for r in client.get_metric_records("flood-1", "loss")]
+            assert steps == list(range(2000))  # no metric dropped
+            numbers = [int(line.text.split()[1]) for line in client.tail_logs("flood-1")]
+        assert numbers == sorted(numbers) and 0 < len(numbers) < 200_000
+        with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as db:
+            explained = db.execute("SELECT COALESCE(SUM(records), 0) FROM stream_gaps "
+                                   "WHERE reason LIKE '%drop_newest%'").fetchone()[0]
+        assert explained == metric(agent, "mltrail_agent_dropped_records_total", dropped)
     finally:
+        if launched.poll() is None:
+            launched.kill()
         agent.stop()
         collector.stop()
 

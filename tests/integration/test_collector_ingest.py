@@ -257,3 +257,13 @@ def test_seq_beyond_the_store_range_is_refused_and_the_stream_goes_on(
     after = ingest.write([b.batch("s", [b.scalar(1, "r", "m", 2.0)])]).results[0]
     assert (after.code, after.stored) == (OK, 1)
     assert metric_values(query, "r") == [2.0]
+
+
+def test_the_collector_refuses_a_name_a_terminal_would_act_on(collector: Service) -> None:
+    with b.IngestClient(collector.grpc) as client:
+        bad = client.write([b.batch(b.new_stream_id(),
+                                    [b.scalar(1, "run\x1b]0;owned\x07", "loss", 1.0)])])
+        good = client.write([b.batch(b.new_stream_id(), [b.scalar(1, "fine", "loss", 1.0)])])
+    assert bad.results[0].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "run_id" in bad.results[0].message and "U+001B" in bad.results[0].message
+    assert good.results[0].code == 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 
 from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION
 from mltrail.proto import collector_pb2
@@ -107,3 +109,40 @@ def test_config_file_is_read_and_unknown_keys_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "unknown setting 'max_series'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_collector_on_one_sqlite_file_refuses_naming_the_first(
+        collector: Service, tmp_path: Path) -> None:
+    (tmp_path / "second").mkdir()
+    second = Service("collector", [
+        "--store", f"sqlite:///{tmp_path / 'store.db'}", "--grpc", "127.0.0.1:0",
+        "--http", "127.0.0.1:0", "--artifacts", str(tmp_path / "artifacts")],
+        tmp_path / "second")
+    with pytest.raises(RuntimeError) as refused:
+        second.start()
+    assert collector.proc is not None
+    text = str(refused.value)
+    assert f"in use by another collector (pid {collector.proc.pid})" in text
+    assert "Traceback" not in text
+
+
+def test_an_agent_going_away_mid_stream_leaves_no_task_error_in_the_log(
+        collector: Service) -> None:
+    gate = threading.Event()
+
+    def requests() -> Iterator[collector_pb2.IngestRequest]:
+        yield collector_pb2.IngestRequest(request_id=1, batches=[
+            b.batch(b.new_stream_id(), [b.scalar(1, "gone", "loss", 1.0)])])
+        gate.wait(30)  # the stream stays open, then the channel goes away under it
+
+    client = b.IngestClient(collector.grpc)
+    responses = client.stub.Write(requests(), timeout=60)
+    assert next(responses).results[0].code == 0
+    client.close()  # like an agent killed mid-stream
+    gate.set()
+    with b.IngestClient(collector.grpc) as again:  # the collector goes on
+        assert again.write([b.batch(b.new_stream_id(),
+                                    [b.scalar(1, "after", "loss", 1.0)])]).results[0].code == 0
+    assert collector.terminate() == 0
+    assert "Task exception was never retrieved" not in collector.output()
+    assert "StopAsyncIteration" not in collector.output()

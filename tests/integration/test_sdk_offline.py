@@ -132,14 +132,16 @@ def test_records_an_unreachable_agent_never_took_are_kept_for_sync(
     home = tmp_path / "home"
     out = run_script(UNREACHABLE_SCRIPT, home, tmp_path,
                      MLTRAIL_AGENT=str(tmp_path / "no-agent.sock"), MLTRAIL_EXIT_TIMEOUT="1")
-    assert "301 records were not delivered before exit" in str(out["stderr"])
+    # the start, 300 points, and the end Python's exit gave the run
+    assert "302 records were not delivered before exit" in str(out["stderr"])
     kept = str(out["stderr"]).split("they are kept in ")[1].split(";")[0]
     assert Path(kept).parent == home / "offline"
     synced = mltrail_cli("sync", kept, "--collector", collector.grpc)
     assert synced.returncode == 0, synced.stderr
-    assert "sent 301 records" in synced.stdout
+    assert "sent 302 records" in synced.stdout
     with QueryClient(collector.grpc) as client:
         steps = [r.metric.scalar.step for r in client.get_metric_records(str(out["id"]), "loss")]
+        assert client.get_run(str(out["id"])).status == "Completed"
     assert steps == list(range(300))
 
 

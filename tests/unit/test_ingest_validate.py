@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_numbers_beyond_the_store_range_are_refused(batch: records_pb2.Batch,
 def test_largest_storable_seq_is_accepted() -> None:
     valid = validate_batch(b.batch("s", [b.scalar(_TOO_BIG - 1, "r", "m", 1.0)]))
     assert valid.last_seq == _TOO_BIG - 1
+
+
+@pytest.mark.parametrize(("field", "make"), [
+    ("run_id", lambda bad: b.batch("s", [b.scalar(1, bad, "loss", 1.0)])),
+    ("metric name", lambda bad: b.batch("s", [b.scalar(1, "r", bad, 1.0)])),
+    ("log stream", lambda bad: b.batch("s", [b.log(1, "r", b"x\n", stream=bad)])),
+    ("experiment", lambda bad: b.batch("s", [b.started(1, "r", experiment=bad)])),
+    ("stream_id", lambda bad: b.batch(bad, [b.scalar(1, "r", "loss", 1.0)])),
+])
+@pytest.mark.parametrize("bad", ["nul\x00here", "esc\x1b[31mred", "line\r\nbreak"])
+def test_names_with_control_characters_are_refused_naming_the_field(
+        field: str, make: Any, bad: str) -> None:
+    with pytest.raises(BatchRejected, match=f"{field} .*control character") as refused:
+        validate_batch(make(bad))
+    assert refused.value.reason == "bad_name"
+
+
+def test_a_run_id_of_ten_thousand_characters_is_refused() -> None:
+    with pytest.raises(BatchRejected, match=r"run_id .* is 10000 characters long, over 255"):
+        validate_batch(b.batch("s", [b.scalar(1, "r" * 10_000, "loss", 1.0)]))

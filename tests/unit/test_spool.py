@@ -17,6 +17,7 @@ from mltrail.agent.spool import (
     encode_frame,
     parse_frame,
 )
+from mltrail.proto import records_pb2
 
 
 def fill(spool: Spool, count: int, size: int = 100, sid: str = "s1", first: int = 1,
@@ -167,8 +168,14 @@ def test_drop_newest_drops_only_droppable_and_counts_exactly(tmp_path: Path) -> 
                 for seq in range(11, 61, 5)]
     assert outcomes.count(False) == spool.counters.dropped_batches > 0
     assert spool.counters.dropped_records == 5 * outcomes.count(False)
-    stored = len(read_all(spool))
-    assert stored == 10 + outcomes.count(True)
+    frames = spool.read(spool.ack_position, 1 << 30)
+    gaps = [records_pb2.Batch.FromString(f.batch).records[0] for f in frames
+            if b"drop_newest" in f.batch]
+    assert len(frames) - len(gaps) == 10 + outcomes.count(True)
+    # each dropped batch left a gap record in its place: every seq is accounted for
+    assert [f.first_seq for f in frames] == [*range(1, 11), *range(11, 61, 5)]
+    assert len(gaps) == outcomes.count(False)
+    assert all(g.gap.last_seq == g.seq + 4 and g.gap.records == 5 for g in gaps)
     spool.close()
 
 

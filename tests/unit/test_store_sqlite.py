@@ -3,6 +3,7 @@ tmp_path) and on PostgreSQL (a fresh database per test); SQLite's own behaviour 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store
+from mltrail.collector.store.sqlite import SqliteStore
 from mltrail.collector.store.sqlite_reader import SqliteReader
 from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION, connect
 from mltrail.collector.validate import validate_batch
@@ -73,10 +75,34 @@ def test_replayed_batch_is_stored_once(store: Store) -> None:
     assert values == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
 
 
-def test_gap_between_batches_is_accepted_and_flagged(store: Store) -> None:
+def test_a_batch_past_the_mark_is_refused_naming_the_expected_seq(store: Store) -> None:
     write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)]))
     outcome = write(store, b.batch("s", [b.scalar(5, "r", "m", 5.0)])).outcomes[0]
-    assert outcome.gap and outcome.stored == 1 and outcome.acked_seq == 5
+    assert (outcome.expected_seq, outcome.stored, outcome.acked_seq) == (2, 0, 1)
+    resent = write(store, b.batch("s", [b.scalar(s, "r", "m", float(s))
+                                         for s in range(2, 6)])).outcomes[0]
+    assert (resent.expected_seq, resent.stored, resent.acked_seq) == (0, 4, 5)
+    values = [r.metric.scalar.value.number for r in store.get_metrics("r", "m")]
+    assert values == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_gap_record_moves_the_mark_and_explains_the_hole(store: Store, tmp_path: Path
+                                                           ) -> None:
+    from mltrail.common.gaps import gap_batch
+
+    write(store, b.batch("s", [b.scalar(1, "r", "m", 1.0)]))
+    gap = records_pb2.Batch.FromString(gap_batch("s", 2, 4, "dead letter: bad json", 3))
+    assert write(store, gap).outcomes[0].gap
+    after = write(store, b.batch("s", [b.scalar(5, "r", "m", 5.0)])).outcomes[0]
+    assert (after.expected_seq, after.stored, after.acked_seq) == (0, 1, 5)
+    query = "SELECT stream_id, first_seq, last_seq, records, reason FROM stream_gaps"
+    if isinstance(store, SqliteStore):
+        with contextlib.closing(sqlite3.connect(tmp_path / "store.db")) as db:
+            rows = db.execute(query).fetchall()
+    else:
+        with store._pool.connection() as conn:  # type: ignore[attr-defined]
+            rows = [tuple(row) for row in conn.execute(query).fetchall()]
+    assert rows == [("s", 2, 4, 3, "dead letter: bad json")]
 
 
 def test_scalar_values_round_trip_exactly(store: Store) -> None:

@@ -243,13 +243,19 @@ async def test_restart_after_a_crash_around_an_append_keeps_every_line_once(
         await source.shutdown(5)
 
 
-async def test_restart_finds_a_file_renamed_while_down(tmp_path: Path, spool: Spool) -> None:
+async def read_then_stop(tmp_path: Path, spool: Spool, count: int) -> Path:
+    """app.log of ``count`` lines read by a source that then stops (the agent goes down)."""
     log = tmp_path / "app.log"
-    log.write_bytes(lines(0, 100))
+    log.write_bytes(lines(0, count))
     source = make_source(tmp_path, spool, [str(log)])
     await source.start()
-    await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+    await wait_for(lambda: len(collected(spool).get("app", [])) == count)
     await source.shutdown(5)
+    return log
+
+
+async def test_restart_finds_a_file_renamed_while_down(tmp_path: Path, spool: Spool) -> None:
+    log = await read_then_stop(tmp_path, spool, 100)
     with open(log, "ab") as fh:
         fh.write(lines(100, 150))
     os.rename(log, tmp_path / "app.log.1")  # the glob no longer matches it
@@ -259,6 +265,45 @@ async def test_restart_finds_a_file_renamed_while_down(tmp_path: Path, spool: Sp
     try:
         await wait_for(lambda: len(collected(spool)["app"]) == 200)
         assert collected(spool)["app"] == expected(0, 200)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_two_rotations_while_down_lose_nothing(tmp_path: Path, spool: Spool) -> None:
+    log = await read_then_stop(tmp_path, spool, 100)
+    with open(log, "ab") as fh:  # logrotate twice while the agent is stopped
+        fh.write(lines(100, 150))
+    os.rename(log, tmp_path / "app.log.1")
+    log.write_bytes(lines(150, 200))  # a file the agent never saw
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    os.rename(log, tmp_path / "app.log.1")
+    log.write_bytes(lines(200, 250))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool)["app"]) >= 250)
+        assert collected(spool)["app"] == expected(0, 250)
+        assert source.counters.files_lost == 0
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_file_gone_while_down_is_counted_as_lost(tmp_path: Path, spool: Spool,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    log = await read_then_stop(tmp_path, spool, 10)
+    with open(log, "ab") as fh:
+        fh.write(lines(10, 20))
+    os.rename(log, tmp_path / "old.txt")
+    os.remove(tmp_path / "old.txt")  # rotated out and deleted before the agent is back
+    log.write_bytes(lines(20, 30))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool)["app"]) >= 20)
+        assert collected(spool)["app"] == expected(0, 10) + expected(20, 30)
+        assert source.counters.files_lost == 1
+        assert f"{log} (read up to byte" in caplog.text
     finally:
         await source.shutdown(5)
 

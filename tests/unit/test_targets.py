@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from mltrail.agent.forwarder import wants_compression
-from mltrail.agent.targets import CollectorTargets, split_targets
+from mltrail.agent.targets import CollectorTargets, split_targets, wants_compression
 
 
 class _Clock:
