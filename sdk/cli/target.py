@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mltrail.common.credentials import ClientSecurity
+from mltrail.common.credentials import ClientSecurity, split_scheme
 from mltrail.common.errors import PermanentError
 from mltrail.query.client import QueryClient
 
@@ -27,7 +27,13 @@ LOCAL = "local"
 
 
 def with_port(address: str, what: str) -> str:
-    """``HOST`` -> ``HOST:7431``; ``HOST:PORT`` and ``[V6]:PORT`` unchanged."""
+    """``HOST`` -> ``HOST:7431``; ``HOST:PORT`` and ``[V6]:PORT`` unchanged; a scheme
+    (``https://HOST:PORT``) and ``unix:PATH`` are kept as they are."""
+    if address.startswith("unix:"):
+        return address
+    bare = split_scheme(address)[0]
+    if bare != address:  # https://, grpcs://, http://, grpc://
+        return address[:address.index("//") + 2] + with_port(bare, what)
     host, sep, port = address.rpartition(":")
     if address.startswith("[") and address.endswith("]"):
         return f"{address}:{DEFAULT_PORT}"
