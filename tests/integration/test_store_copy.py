@@ -48,6 +48,8 @@ def snapshot(store: Store, artifacts: ArtifactStore) -> dict[str, object]:
             for run in store.list_runs(collector_pb2.ListRunsRequest(), workspace)]
     for run, workspace in runs:
         details = store.get_run(run.run_id, workspace)
+        assert details is not None
+        details.ClearField("last_delivery_unix_nano")  # when this store got it: not copied
         lines = [(line.stream, line.line, line.text, line.time_unix_nano, line.level,
                   line.logger) for line in store.read_logs(LogQuery(run.run_id))]
         files = {info.path: hashlib.sha256(b"".join(store.read_artifact(info, 1 << 20)))

@@ -80,18 +80,24 @@ def test_unknown_runs_paths_and_metrics_are_404_with_the_name(site: Site) -> Non
 
 
 def test_a_downsample_keeps_each_buckets_extremes_and_ends(site: Site) -> None:
+    """At most the buckets asked for, covering every point once and in order; each sent
+    as its first and last point with the min and max of the points it covers (checked
+    against the values logged)."""
     run_id = site.runs["long"]["run_id"]
     values = long_values()
     answer = site.api(f"runs/{run_id}/metrics/long_loss?buckets=100")
     assert answer["downsampled"] and answer["count"] == populate.LONG
-    assert len(answer["xs"]) == 200  # two points (first and last) per bucket
-    total = len(values)
-    for b in range(100):
-        part = values[b * total // 100:(b + 1) * total // 100]
-        first, last = 2 * b, 2 * b + 1
-        assert answer["xs"][first] == b * total // 100
-        assert answer["ys"][first] == part[0] and answer["ys"][last] == part[-1]
-        assert answer["mins"][first] == min(part) and answer["maxs"][last] == max(part)
+    xs, ys, mins, maxs = answer["xs"], answer["ys"], answer["mins"], answer["maxs"]
+    assert len(xs) % 2 == 0 and 2 < len(xs) <= 200
+    assert xs[0] == 0 and xs[-1] == populate.LONG - 1
+    for first in range(0, len(xs), 2):
+        lo, hi = xs[first], xs[first + 1]
+        part = values[lo:hi + 1]
+        assert ys[first] == part[0] and ys[first + 1] == part[-1]
+        assert mins[first] == min(part) and maxs[first] == max(part)
+        if first:
+            assert lo == xs[first - 1] + 1  # the next bucket starts where this one ended
+    assert max(maxs) == 25.0  # the spike is in its bucket's max
 
 
 def test_a_range_answers_every_point_in_it(site: Site) -> None:
