@@ -145,6 +145,9 @@ class PostgresStore(PagedSeriesReads, Store):
     def run_status(self, run_id: str, workspace: str = DEFAULT_WORKSPACE) -> int | None:
         return self._read(PostgresReader.run_status, run_id, workspace)
 
+    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
+        return self._read(PostgresReader.other_metrics, run_id)
+
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(PostgresReader.read_logs, query)
 

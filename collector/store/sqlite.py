@@ -149,6 +149,9 @@ class SqliteStore(PagedSeriesReads, Store):
         return self._read(SqliteReader.metric_summaries, list(run_ids),
                           None if names is None else list(names))
 
+    def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
+        return self._read(SqliteReader.other_metrics, run_id)
+
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
         return self._read(SqliteReader.read_logs, query)
 

@@ -127,6 +127,20 @@ def test_rare_metric_kinds_round_trip(store: Store) -> None:
     assert store.get_metrics("r", "t")[0].metric == table
 
 
+def test_other_metrics_are_the_rare_kinds_alone_and_summaries_the_scalars(
+        store: Store) -> None:
+    listed = records_pb2.ValueList(values=[b.value(1), b.value(2)])
+    write(store, b.batch("s", [
+        b.started(1, "r"), *(b.scalar(2 + i, "r", "loss", 1.0 / (i + 1), step=i)
+                             for i in range(5000)),
+        _metric_with(5002, "counts", list=listed), b.scalar(5003, "r", "loss", float("nan"))]))
+    others = store.other_metrics("r")
+    assert [(r.metric.name, r.metric.WhichOneof("data")) for r in others] == [("counts", "list")]
+    summary = store.metric_summaries(["r"])["r"]["loss"]
+    assert (summary.count, summary.min, summary.max) == (5001, 1.0 / 5000, 1.0)
+    assert math.isnan(summary.latest)
+
+
 def _metric_with(seq: int, name: str, description: str = "", **data: Any
                  ) -> records_pb2.Record:
     return b.record(seq, "r", metric=records_pb2.Metric(name=name, description=description,
