@@ -16,14 +16,19 @@ from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     MAX_RUN_PAGE,
     LogQuery,
-    metric_records,
     run_page_after,
 )
 from mltrail.collector.store.chunks import decode_ints
 from mltrail.collector.store.postgres_writer import clean
-from mltrail.collector.store.series import SeriesQuery, SeriesRecord, StoredChunk
+from mltrail.collector.store.series import SeriesQuery, StoredChunk
 from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
-from mltrail.collector.store.sqlite_reader import _artifact_info, _high, _low, _run_info
+from mltrail.collector.store.sqlite_reader import (
+    _artifact_info,
+    _high,
+    _low,
+    _run_info,
+    other_metric_records,
+)
 from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2
@@ -151,14 +156,7 @@ class PostgresReader:
         return [stored_chunk(row) for row in rows]
 
     def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
-        """The run's records of the rare kinds, without touching its scalar chunks."""
-        rows = self._conn.execute(
-            "SELECT n.name, c.first_time, c.data FROM metric_chunks c JOIN runs r ON "
-            "r.run_key = c.run_key JOIN metric_names n ON n.name_key = c.name_key WHERE "
-            f"r.run_id = %s AND c.kind = {CHUNK_ENCODED} ORDER BY n.name, c.id",
-            (run_id,)).fetchall()
-        return list(metric_records(SeriesRecord(name, int(time_ns), bytes(data))
-                                   for name, time_ns, data in rows))
+        return other_metric_records(self._conn, clean(run_id), "%s", "c.id")
 
     def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
         """Whether the series has a record of another kind in the query's ranges."""

@@ -164,14 +164,7 @@ class SqliteReader:
         return [stored_chunk(row) for row in rows]
 
     def other_metrics(self, run_id: str) -> list[collector_pb2.MetricRecord]:
-        """The run's records of the rare kinds, without touching its scalar chunks."""
-        rows = self._conn.execute(
-            "SELECT n.name, c.first_time, c.data FROM metric_chunks c JOIN runs r ON "
-            "r.run_key = c.run_key JOIN metric_names n ON n.name_key = c.name_key WHERE "
-            f"r.run_id = ? AND c.kind = {CHUNK_ENCODED} ORDER BY n.name, c.rowid",
-            (run_id,)).fetchall()
-        return list(metric_records(SeriesRecord(name, int(time_ns), bytes(data))
-                                   for name, time_ns, data in rows))
+        return other_metric_records(self._conn, run_id)
 
     def has_records(self, run_key: int, name_key: int, query: SeriesQuery) -> bool:
         """Whether the series has a record of another kind in the query's ranges."""
@@ -283,6 +276,19 @@ class SqliteReader:
             "JOIN runs r ON r.run_key = a.run_key WHERE r.run_id = ? AND a.path = ?",
             (run_id, path)).fetchone()
         return None if row is None else _artifact_info(row)
+
+
+def other_metric_records(conn: Any, run_id: str, mark: str = "?", order: str = "c.rowid"
+                         ) -> list[collector_pb2.MetricRecord]:
+    """The run's records of the rare kinds, without touching its scalar chunks (both
+    stores: ``mark`` is the driver's placeholder, ``order`` the logged order)."""
+    rows = conn.execute(
+        "SELECT n.name, c.first_time, c.data FROM metric_chunks c JOIN runs r ON "
+        "r.run_key = c.run_key JOIN metric_names n ON n.name_key = c.name_key WHERE "
+        f"r.run_id = {mark} AND c.kind = {CHUNK_ENCODED} ORDER BY n.name, {order}",
+        (run_id,)).fetchall()
+    return list(metric_records(SeriesRecord(name, int(time_ns), bytes(data))
+                               for name, time_ns, data in rows))
 
 
 def _run_info(row: tuple[Any, ...]) -> collector_pb2.RunInfo:
