@@ -37,14 +37,16 @@ def record(seq: int, run_id: str, t: int | None = None, **body: Any) -> records_
     )
 
 
-def started(seq: int, run_id: str, experiment: str = "exp", **fields: Any) -> records_pb2.Record:
-    return record(seq, run_id, run_event=records_pb2.RunEvent(
+def started(seq: int, run_id: str, experiment: str = "exp", t: int | None = None,
+            **fields: Any) -> records_pb2.Record:
+    return record(seq, run_id, t, run_event=records_pb2.RunEvent(
         started=records_pb2.RunStarted(experiment=experiment, **fields)))
 
 
 def ended(seq: int, run_id: str, status: int = records_pb2.COMPLETED,
-          error: records_pb2.ErrorDetails | None = None) -> records_pb2.Record:
-    return record(seq, run_id, run_event=records_pb2.RunEvent(
+          error: records_pb2.ErrorDetails | None = None, t: int | None = None
+          ) -> records_pb2.Record:
+    return record(seq, run_id, t, run_event=records_pb2.RunEvent(
         ended=records_pb2.RunEnded(status=status, error=error)))
 
 

@@ -17,7 +17,8 @@ same seqs, so the collector skips whatever it already has (checkpoint.py).
 
 Rotation: a file whose path no longer matches is *detached*: read to its
 end through the open descriptor, kept ``rotate_wait`` seconds after its last
-growth (a writer may still flush to it), then its partial last line is sent
+growth (a writer may still flush to it; a deleted file too, since a writer
+that holds it open can go on appending), then its partial last line is sent
 and it is let go. A rename to a name the globs still match is just a new
 path. A rotation is counted when a new file takes a path a tracked file
 held. Files of one group are read oldest first, and a line in pieces that
@@ -389,7 +390,7 @@ class TailSource(Component):
         """A detached file that stopped growing: send its partial line, then let go."""
         if f.detached_since is None or size != f.seen_size:
             return False
-        return f.nlink == 0 or time.monotonic() - f.detached_since >= self.config.rotate_wait
+        return time.monotonic() - f.detached_since >= self.config.rotate_wait
 
     def _same_content(self, f: TailedFile, size: int) -> bool:
         cp = f.cp

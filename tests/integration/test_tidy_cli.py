@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ CM = json.dumps({"schema_type": "confusion_matrix", "schema_version": "1.0.0",
 
 def feed(svc: Service, run_id: str, accuracy: list[float], team: str, **extra: str) -> None:
     v = b.value
-    recs = [b.started(1, run_id, experiment="tidy", tags={"team": team, **extra},
+    t0 = time.time_ns()
+    recs = [b.started(1, run_id, experiment="tidy", t=t0, tags={"team": team, **extra},
                       properties={"git": "abc"})]
     recs += [b.scalar(2 + i, run_id, "accuracy", a, step=i) for i, a in enumerate(accuracy)]
     n = len(recs) + 1
@@ -37,7 +39,8 @@ def feed(svc: Service, run_id: str, accuracy: list[float], team: str, **extra: s
         b.log(n + 4, run_id, b"oops\n", stream="stderr"),
         *b.artifact(n + 5, run_id, "outputs/model.bin", os.urandom(3000)),
     ]
-    recs.append(b.ended(len(recs) + 1, run_id))
+    # Every run lasts exactly a minute, so "duration" differs only when a test says so.
+    recs.append(b.ended(len(recs) + 1, run_id, t=t0 + 60 * 10**9))
     with b.IngestClient(svc.grpc) as ingest:
         result = ingest.write([b.batch(b.new_stream_id(), recs)]).results[0]
         assert result.code == 0, result.message

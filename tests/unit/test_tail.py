@@ -49,9 +49,10 @@ def collected(spool: Spool, run_id: str | None = None) -> dict[str, list[bytes]]
 
 
 def make_source(tmp: Path, spool: Spool, paths: list[str], **extra: object) -> TailSource:
+    settings: dict[str, object] = {"poll_interval": 0.02, "rescan_interval": 0.1,
+                                   "rotate_wait": 0.1, **extra}
     config = SourceConfig(type="file", name="t", paths=tuple(paths), run_id="run-1",
-                          stream="app", poll_interval=0.02, rescan_interval=0.1,
-                          rotate_wait=0.1, **extra)  # type: ignore[arg-type]
+                          stream="app", **settings)  # type: ignore[arg-type]
     return TailSource(config, FileRouter(config), spool, tmp / "checkpoints", fsync=False)
 
 
@@ -148,12 +149,15 @@ async def test_copytruncate_and_truncation_restart_at_zero(tmp_path: Path,
 async def test_deleted_while_open_is_read_to_the_end(tmp_path: Path, spool: Spool) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(lines(0, 10))
-    source = make_source(tmp_path, spool, [str(log)])
+    # A writer that holds the file open goes on appending after the name is gone;
+    # rotate_wait is what the source gives it, long enough here for a loaded machine.
+    source = make_source(tmp_path, spool, [str(log)], rotate_wait=2.0)
     await source.start()
     try:
         await wait_for(lambda: len(collected(spool).get("app", [])) == 10)
         with open(log, "ab") as fh:
             os.unlink(log)
+            await asyncio.sleep(0.3)  # the source sees the name gone before the next write
             fh.write(lines(10, 20) + b"tail")
             fh.flush()
         await wait_for(lambda: len(collected(spool)["app"]) == 21)
