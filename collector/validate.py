@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from mltrail.collector.store.base import DEFAULT_WORKSPACE, ScalarPoint, ValidBatch
 from mltrail.proto import records_pb2
@@ -175,6 +175,14 @@ def _check_run_event(rec: records_pb2.Record) -> None:
                             ("parent_run_id", started.parent_run_id)):
             if text:
                 _check_name(text, field)
+        _check_keys(started.tags, "tag")
+        _check_keys(started.properties, "property")
+    elif kind == "tags":
+        _check_keys(event.tags.tags, "tag")
+        for key in event.tags.removed:
+            _check_name(key, "removed tag")
+    elif kind == "properties":
+        _check_keys(event.properties.properties, "property")
     if kind is None:
         raise _RecordProblem("unknown run event (none of started, tags, properties, ended)",
                              "unknown_run_event")
@@ -182,6 +190,12 @@ def _check_run_event(rec: records_pb2.Record) -> None:
         raise _RecordProblem(
             f"run ended with status {records_pb2.RunStatus.Name(event.ended.status)}; expected "
             "COMPLETED, FAILED or CANCELED", "bad_run_event")
+
+
+def _check_keys(pairs: Mapping[str, str], what: str) -> None:
+    """Tag and property keys are names, as the SDK checks them (values are free text)."""
+    for key in pairs:
+        _check_name(key, f"{what} key")
 
 
 def _check_metric(rec: records_pb2.Record) -> None:
@@ -195,6 +209,12 @@ def _check_metric(rec: records_pb2.Record) -> None:
             raise _RecordProblem(f"scalar metric {metric.name!r} has no value", "bad_metric")
     elif kind == "json":
         _check_json(metric.name, metric.json.json)
+    elif kind == "row":
+        for cell in metric.row.cells:
+            _check_name(cell.column, "column name")
+    elif kind == "table":
+        for column in metric.table.columns:
+            _check_name(column.name, "column name")
     elif kind is None:
         raise _RecordProblem(f"metric {metric.name!r} has no data (unknown metric kind)",
                              "bad_metric")
@@ -230,6 +250,10 @@ def _check_artifact(rec: records_pb2.Record) -> None:
     chunk = rec.artifact
     if not chunk.path:
         raise _RecordProblem("artifact chunk has no path", "bad_artifact")
+    _check_name(chunk.path, "artifact path", MAX_PATH_CHARS)
+    if chunk.path.startswith("/") or any(p in ("", ".", "..") for p in chunk.path.split("/")):
+        raise _RecordProblem(f"artifact path {chunk.path[:80]!r} is not a relative path without "
+                             "'.', '..' or empty parts", "bad_artifact")
     if chunk.last and (len(chunk.sha256) != 64 or not set(chunk.sha256) <= _HEX):
         raise _RecordProblem(f"last chunk of artifact {chunk.path!r} has no valid sha256 "
                              f"(got {chunk.sha256!r})", "bad_artifact")

@@ -106,6 +106,19 @@ def test_largest_storable_seq_is_accepted() -> None:
     ("log stream", lambda bad: b.batch("s", [b.log(1, "r", b"x\n", stream=bad)])),
     ("experiment", lambda bad: b.batch("s", [b.started(1, "r", experiment=bad)])),
     ("stream_id", lambda bad: b.batch(bad, [b.scalar(1, "r", "loss", 1.0)])),
+    ("tag key", lambda bad: b.batch("s", [b.started(1, "r", tags={bad: "v"})])),
+    ("property key", lambda bad: b.batch("s", [b.started(1, "r", properties={bad: "v"})])),
+    ("tag key", lambda bad: b.batch("s", [b.record(1, "r", run_event=records_pb2.RunEvent(
+        tags=records_pb2.TagsSet(tags={bad: "v"})))])),
+    ("removed tag", lambda bad: b.batch("s", [b.record(1, "r", run_event=records_pb2.RunEvent(
+        tags=records_pb2.TagsSet(removed=[bad])))])),
+    ("property key", lambda bad: b.batch("s", [b.record(1, "r", run_event=records_pb2.RunEvent(
+        properties=records_pb2.PropertiesAdded(properties={bad: "v"})))])),
+    ("column name", lambda bad: b.batch("s", [b.record(1, "r", metric=records_pb2.Metric(
+        name="row", row=records_pb2.Row(cells=[records_pb2.Cell(column=bad)])))])),
+    ("column name", lambda bad: b.batch("s", [b.record(1, "r", metric=records_pb2.Metric(
+        name="t", table=records_pb2.Table(columns=[records_pb2.Column(name=bad)])))])),
+    ("artifact path", lambda bad: b.batch("s", b.artifact(1, "r", f"outputs/{bad}", b"x"))),
 ])
 @pytest.mark.parametrize("bad", ["nul\x00here", "esc\x1b[31mred", "line\r\nbreak"])
 def test_names_with_control_characters_are_refused_naming_the_field(
@@ -118,3 +131,16 @@ def test_names_with_control_characters_are_refused_naming_the_field(
 def test_a_run_id_of_ten_thousand_characters_is_refused() -> None:
     with pytest.raises(BatchRejected, match=r"run_id .* is 10000 characters long, over 255"):
         validate_batch(b.batch("s", [b.scalar(1, "r" * 10_000, "loss", 1.0)]))
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "outputs/../../x", "outputs//x", "./x", "x/"])
+def test_artifact_paths_must_be_relative_inside_the_run(path: str) -> None:
+    with pytest.raises(BatchRejected, match="not a relative path") as refused:
+        validate_batch(b.batch("s", b.artifact(1, "r", path, b"x")))
+    assert refused.value.reason == "bad_artifact"
+
+
+def test_tag_values_are_free_text() -> None:
+    """The SDK lets a tag's value hold any text (a commit message, a command line)."""
+    valid = validate_batch(b.batch("s", [b.started(1, "r", tags={"msg": "fix\r\nbug\x1b"})]))
+    assert valid.count == 1
