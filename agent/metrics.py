@@ -74,6 +74,9 @@ class AgentMetrics(ForwardListener):
                                       ["source"], registry=r)
         self.refused = Counter("mltrail_agent_refused_batches",
                                "Appends refused (bad request, disk full)", ["reason"], registry=r)
+        self.bad_requests = Counter("mltrail_agent_bad_requests",
+                                    "gRPC requests refused: their bytes do not decode as the "
+                                    "method's message", ["method"], registry=r)
         self.sent_records = Counter("mltrail_agent_sent_records",
                                     "Records the collector acknowledged", registry=r)
         self.sent_bytes = Counter("mltrail_agent_sent_bytes", "Batch bytes acknowledged",
@@ -110,6 +113,9 @@ class AgentMetrics(ForwardListener):
 
     def refused_batch(self, reason: str) -> None:
         self.refused.labels(reason).inc()
+
+    def bad_request(self, method: str) -> None:
+        self.bad_requests.labels(method).inc()
 
     # ---- ForwardListener -------------------------------------------------
 
