@@ -40,6 +40,9 @@ class _SpoolCollector(Collector):
                                   "Batches dropped by drop_newest", value=c.dropped_batches)
         yield CounterMetricFamily("mltrail_agent_spool_cut_bytes",
                                   "Corrupt or torn spool bytes cut", value=c.cut_bytes)
+        yield CounterMetricFamily("mltrail_agent_spool_cut_records",
+                                  "Records in the corrupt or torn spool bytes cut",
+                                  value=c.cut_records)
         yield CounterMetricFamily("mltrail_agent_spool_corrupt_frames",
                                   "Corrupt frames skipped", value=c.corrupt_frames)
         yield CounterMetricFamily("mltrail_agent_spool_disk_full_errors",

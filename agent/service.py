@@ -165,8 +165,9 @@ class AgentService(Component):
             raise AgentStartError(f"cannot open the spool at {s.spool_dir}: {exc}") from None
         self.spool = spool
         report = spool.scan_report
-        log.info("spool %s: %d frames (%d bytes) to forward, %d bytes cut",
-                 s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes)
+        log.info("spool %s: %d frames (%d bytes) to forward, %d bytes (%d records) cut",
+                 s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes,
+                 report.cut_records)
         self.metrics = AgentMetrics(spool, s.unhealthy_after_seconds)
         tracker = ForwardTracker(report.streams)
         listener = _Fanout([self.metrics, tracker, self.send_log])
