@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.descriptor import FileDescriptor
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from mltrail.proto import agent_pb2, collector_pb2
@@ -85,6 +85,10 @@ def test_every_collector_method_refuses_garbage_clearly_and_counts_it(
                                   request_serializer=collector_pb2.GetRunRequest.SerializeToString,
                                   response_deserializer=collector_pb2.RunInfo.FromString)
     assert get_run(collector_pb2.GetRunRequest(run_id="r1"), timeout=30).run_id == "r1"
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(),
+                                                      timeout=30)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # a writing stream
+    watch.cancel()
     channel.close()
 
 
