@@ -113,6 +113,22 @@ def find_next_frame(data: bytes, offset: int, segment: int = 0) -> int | None:
         probe = candidate + 1
 
 
+def damaged_headers(data: bytes, start: int, end: int) -> list[tuple[str, int, int]]:
+    """(stream id, first seq, last seq) of each frame in the damaged ``data[start:end]``
+    whose payload header can still be read (its CRC fails: the seqs are a best reading)."""
+    found = []
+    hit = data.find(MAGIC, start + FRAME_HEAD.size, end)
+    while hit >= 0:
+        if hit + PAYLOAD_HEAD.size <= len(data):
+            _, _, sid_len, first, last = PAYLOAD_HEAD.unpack_from(data, hit)
+            sid_end = hit + PAYLOAD_HEAD.size + sid_len
+            if sid_len and 1 <= first <= last < first + (1 << 40) and sid_end <= len(data):
+                sid = data[hit + PAYLOAD_HEAD.size : sid_end].decode(errors="replace")
+                found.append((sid, first, last))
+        hit = data.find(MAGIC, hit + 1, end)
+    return found
+
+
 def shift_frame(frame: SpoolFrame, start: Position) -> SpoolFrame:
     """``frame`` parsed at offset 0 of a buffer, placed at ``start`` in the spool."""
     length = frame.end.offset - frame.start.offset

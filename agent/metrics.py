@@ -40,6 +40,9 @@ class _SpoolCollector(Collector):
                                   "Batches dropped by drop_newest", value=c.dropped_batches)
         yield CounterMetricFamily("mltrail_agent_spool_cut_bytes",
                                   "Corrupt or torn spool bytes cut", value=c.cut_bytes)
+        yield CounterMetricFamily("mltrail_agent_spool_cut_records",
+                                  "Records in the corrupt or torn spool bytes cut",
+                                  value=c.cut_records)
         yield CounterMetricFamily("mltrail_agent_spool_corrupt_frames",
                                   "Corrupt frames skipped", value=c.corrupt_frames)
         yield CounterMetricFamily("mltrail_agent_spool_disk_full_errors",
@@ -74,6 +77,9 @@ class AgentMetrics(ForwardListener):
                                       ["source"], registry=r)
         self.refused = Counter("mltrail_agent_refused_batches",
                                "Appends refused (bad request, disk full)", ["reason"], registry=r)
+        self.bad_requests = Counter("mltrail_agent_bad_requests",
+                                    "gRPC requests refused: their bytes do not decode as the "
+                                    "method's message", ["method"], registry=r)
         self.sent_records = Counter("mltrail_agent_sent_records",
                                     "Records the collector acknowledged", registry=r)
         self.sent_bytes = Counter("mltrail_agent_sent_bytes", "Batch bytes acknowledged",
@@ -110,6 +116,9 @@ class AgentMetrics(ForwardListener):
 
     def refused_batch(self, reason: str) -> None:
         self.refused.labels(reason).inc()
+
+    def bad_request(self, method: str) -> None:
+        self.bad_requests.labels(method).inc()
 
     # ---- ForwardListener -------------------------------------------------
 

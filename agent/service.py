@@ -47,6 +47,7 @@ from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
+from mltrail.common.request_decode import DecodeCheck
 from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
 from mltrail.common.service_bundle import support_route
 from mltrail.proto import agent_pb2, agent_pb2_grpc
@@ -164,8 +165,9 @@ class AgentService(Component):
             raise AgentStartError(f"cannot open the spool at {s.spool_dir}: {exc}") from None
         self.spool = spool
         report = spool.scan_report
-        log.info("spool %s: %d frames (%d bytes) to forward, %d bytes cut",
-                 s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes)
+        log.info("spool %s: %d frames (%d bytes) to forward, %d bytes (%d records) cut",
+                 s.spool_dir, report.frames, spool.pending_bytes, report.cut_bytes,
+                 report.cut_records)
         self.metrics = AgentMetrics(spool, s.unhealthy_after_seconds)
         tracker = ForwardTracker(report.streams)
         listener = _Fanout([self.metrics, tracker, self.send_log])
@@ -235,7 +237,8 @@ class AgentService(Component):
             self.spool, tracker, self._append_pool, self.info,
             on_received=self.metrics.received, on_refused=self.metrics.refused_batch,
         )
-        self._server = grpc.aio.server(options=MESSAGE_LIMITS + BULK_READS)
+        self._server = grpc.aio.server(options=MESSAGE_LIMITS + BULK_READS,
+                                       interceptors=[DecodeCheck(self.metrics.bad_request)])
         agent_pb2_grpc.add_AgentServicer_to_server(receiver, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         old_umask = os.umask(0o177)  # the socket is never open to others, even briefly

@@ -70,6 +70,7 @@ from mltrail.agent.frames import (
     Position,
     SpoolFrame,
     append_dead_index,
+    damaged_headers,
     encode_frame,
     find_next_frame,
     fsync_dir,
@@ -129,6 +130,7 @@ class SpoolCounters:
     dropped_records: int = 0
     dropped_batches: int = 0
     cut_bytes: int = 0
+    cut_records: int = 0
     corrupt_frames: int = 0
     disk_full_errors: int = 0
     blocked_appends: int = 0
@@ -186,6 +188,7 @@ class Spool:
         self._ack = self._ledger_pos = recovered.ack
         self.scan_report = recovered.report
         self.counters.cut_bytes += recovered.report.cut_bytes
+        self.counters.cut_records += recovered.report.cut_records
         self.counters.corrupt_frames += recovered.report.corrupt_frames
         self._write_index = max(self._sizes)
         self.dead: dict[Position, str] = read_dead_index(self._dead_dir, self._ack)
@@ -427,10 +430,16 @@ class Spool:
         resume = find_next_frame(data, 0)
         target = end if resume is None else pos.offset + resume
         self._holes[pos] = target
+        held = damaged_headers(data, 0, target - pos.offset)
+        records = sum(last - first + 1 for _, first, last in held)
         self.counters.corrupt_frames += 1
         self.counters.cut_bytes += target - pos.offset
-        log.error("spool segment %d: corrupt frame at offset %d; skipped %d bytes",
-                  pos.segment, pos.offset, target - pos.offset)
+        self.counters.cut_records += records
+        log.error("spool segment %d: corrupt frame at offset %d; skipped %d bytes holding "
+                  "%d records (%s); their seqs go to the collector as a gap record; check "
+                  "the disk under %s", pos.segment, pos.offset, target - pos.offset, records,
+                  ", ".join(f"stream {sid} seqs {a}-{b}" for sid, a, b in held)
+                  or "no header readable", self.directory)
 
     def _read_fd(self, segment: int) -> int:
         fd = self._read_fds.get(segment)

@@ -111,6 +111,7 @@ class IngestPipeline:
 
     def count_undecodable(self) -> None:
         self._metrics.rejected.labels("undecodable").inc()
+        self._metrics.bad_request("/mltrail.v1.Ingest/Write")
 
     def count_internal(self) -> None:
         self._metrics.rejected.labels("internal").inc()
@@ -188,7 +189,8 @@ class IngestService:
                 self._pipeline.count_undecodable()
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request {number} on this stream is not an IngestRequest ({exc}); nothing "
+                    f"request {number} on this /mltrail.v1.Ingest/Write stream is not an "
+                    f"IngestRequest (its bytes do not decode: {exc}); nothing "
                     "of it was stored; the stream is closed")
             except Exception as exc:  # a bug: UNKNOWN would be retried by the agent forever
                 log.exception("request %d failed unexpectedly; refusing it", number)

@@ -93,6 +93,9 @@ class CollectorMetrics:
         self.out_of_order = Counter("mltrail_collector_out_of_order_batches",
                                     "Batches refused (retryable) for starting beyond the "
                                     "stream's high-water mark + 1", registry=r)
+        self.bad_requests = Counter("mltrail_collector_bad_requests",
+                                    "gRPC requests refused: their bytes do not decode as the "
+                                    "method's message", ["method"], registry=r)
         self.retryable = Counter("mltrail_collector_retryable_failures",
                                  "Requests answered with a retryable code", registry=r)
         self.store_seconds = Histogram("mltrail_collector_store_seconds",
@@ -102,3 +105,6 @@ class CollectorMetrics:
                                       registry=r)
         self.latest = LatestValues(max_series, self.series_dropped)
         r.register(self.latest)
+
+    def bad_request(self, method: str) -> None:
+        self.bad_requests.labels(method).inc()

@@ -58,6 +58,7 @@ from mltrail.common.health import Health
 from mltrail.common.http import HttpEndpoint
 from mltrail.common.lifecycle import Component
 from mltrail.common.net import parse_hostport
+from mltrail.common.request_decode import DecodeCheck
 from mltrail.common.rpc import BULK_READS, MESSAGE_LIMITS
 from mltrail.common.service_bundle import support_route
 from mltrail.proto import collector_pb2_grpc
@@ -135,7 +136,7 @@ class CollectorServer(Component):
             # port would silently take half the streams instead of failing to start.
             ("grpc.so_reuseport", 0),
             *_connection_age(self.settings),
-        ])
+        ], interceptors=[DecodeCheck(self.metrics.bad_request)])
         notifier = LogNotifier()
         self._notifier = notifier
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,

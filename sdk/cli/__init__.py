@@ -88,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except MltrailError as exc:
-        print(f"mltrail: error: {exc}", file=sys.stderr)
+        from mltrail.cli.table import printable
+
+        print("mltrail: error: " + printable(str(exc), "\n"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

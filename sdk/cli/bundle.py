@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.cli.connection import add_security_flags, security_from_args
+from mltrail.cli.table import printable
 from mltrail.common.bundle_writer import read_bundle
 from mltrail.common.errors import PermanentError
 from mltrail.common.service_bundle import MAX_WINDOW_SECONDS
@@ -76,7 +77,7 @@ def _inspect(path: str, as_json: bool) -> int:
             with open(path, "rb") as fh:
                 print(json.dumps(read_bundle(fh.read())[1], indent=2))
             return 0
-        print("\n".join(summary_lines(path)))
+        print(printable("\n".join(summary_lines(path)), "\n"))
     except (ValueError, OSError) as exc:
         raise PermanentError(f"{path}: {exc}") from None
     return 0

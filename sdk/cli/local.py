@@ -184,6 +184,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         text = _read(path)
         for line in text.splitlines()[-args.lines:] if args.lines else []:
             line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            line = table.printable(line, "\t")
             print(f"[{name}] {line}" if prefix else line)
         positions[name] = len(text.encode("utf-8", "surrogateescape"))
     sys.stdout.flush()
@@ -193,6 +194,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             new = _read_from(path, positions[name])
             positions[name] += len(new)
             for line in new.decode("utf-8", "replace").splitlines():
+                line = table.printable(line, "\t")
                 print(f"[{name}] {line}" if prefix else line, flush=True)
     return 0
 

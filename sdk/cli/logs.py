@@ -144,10 +144,15 @@ def _print_batches(batches: Iterable[list[LogLine]], prefix: bool, as_json: bool
 
 def _format_lines(lines: Iterable[LogLine], prefix: bool, as_json: bool) -> str:
     if as_json:
-        return "".join(_JSON_LINE.encode(_line_json(line)) + "\n" for line in lines)
+        return table.printable("".join(_JSON_LINE.encode(_line_json(line)) + "\n"
+                                       for line in lines), json_text=True)
     if prefix:
-        return "".join(f"[{line.stream}] {_text(line)}\n" for line in lines)
-    return "".join(_text(line) + "\n" for line in lines)
+        text = "".join(f"[{line.stream}] {_text(line)}\n" for line in lines)
+    else:
+        text = "".join(_text(line) + "\n" for line in lines)
+    # Control characters but tab written visibly, in one pass over the page: a stored
+    # line holds no line break of its own (the store splits lines at them).
+    return table.printable(text, "\n\t")
 
 
 def _text(line: LogLine) -> str:

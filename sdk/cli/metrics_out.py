@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from itertools import repeat
 from typing import IO, Any
 
-from mltrail.cli.table import compact_json
+from mltrail.cli.table import compact_json, printable
 from mltrail.common import packed
 from mltrail.proto import collector_pb2
 from mltrail.query.metrics_view import fold_series, metric_to_python
@@ -26,7 +26,17 @@ CSV_HEADER = ("name", "step", "time_unix_nano", "value")
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return printable(json.dumps(value, ensure_ascii=False, default=str), json_text=True)
+
+
+class _Printable:
+    """A CSV writer's file: every control character but the row breaks written visibly."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(printable(text, "\n"))
 
 
 class _JsonWriter:
@@ -66,8 +76,8 @@ class _JsonWriter:
             return
         if self.mixed is not None:
             value = fold_series(self.mixed)[self.name]
-            self.out.write(json.dumps(value, indent=2, ensure_ascii=False,
-                                      default=str).replace("\n", "\n  "))
+            text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+            self.out.write(printable(text, json_text=True).replace("\n", "\n  "))
         elif self.opened:
             self.out.write("]")
         else:
@@ -88,7 +98,7 @@ def write_json(pages: Iterable[collector_pb2.ReadSeriesResponse], out: IO[str]) 
 
 def write_csv(pages: Iterable[collector_pb2.ReadSeriesResponse], out: IO[str]) -> int:
     """One CSV row per logged value; returns the number of rows."""
-    rows = csv.writer(out, lineterminator="\n")
+    rows = csv.writer(_Printable(out), lineterminator="\n")
     rows.writerow(CSV_HEADER)
     count = 0
     for page in pages:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,8 @@ def _quiet_pipe(command: Command) -> Command:
 
 
 def _print_json(doc: Any) -> None:
-    _out().write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    _out().write(table.printable(json.dumps(doc, indent=2, ensure_ascii=False, default=str),
+                                 json_text=True) + "\n")
 
 
 # ---- runs and show ----------------------------------------------------------------
@@ -210,10 +211,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         _print_json([run_to_json(r, counted=False) for r in runs])
         return 0
     if args.quiet:
-        _out().write("".join(r.run_id + "\n" for r in runs))
+        _out().write(table.printable("".join(r.run_id + "\n" for r in runs), "\n"))
         return 0
     if args.format == "csv":
-        _out().write(columns.runs_csv(runs, args.columns))
+        _out().write(table.printable(columns.runs_csv(runs, args.columns), "\n"))
         return 0
     if not runs:
         print("no runs match", file=sys.stderr)
@@ -263,6 +264,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _lines(items: Iterable[str]) -> str | None:
+    """One line per item, a line break inside one shown as ``\\n`` (not a line of its own)."""
+    return "\n".join(table.printable(item) for item in items) or None
+
+
 def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
     fields: list[tuple[str, Any]] = [
         ("Run", run.run_id), ("Experiment", run.experiment),
@@ -273,9 +279,9 @@ def run_fields(run: RunInfo) -> list[tuple[str, Any]]:
         ("Duration", table.run_duration(run.start_time_unix_nano, run.end_time_unix_nano)),
         ("Delivered", _last_delivery(run)),  # last record stored
         ("Parent", run.parent_run_id or None),
-        ("Children", "\n".join(run.child_run_ids) or None),
-        ("Tags", "\n".join(f"{k}={v}" for k, v in sorted(run.tags.items())) or None),
-        ("Properties", "\n".join(f"{k}={v}" for k, v in sorted(run.properties.items())) or None),
+        ("Children", _lines(run.child_run_ids)),
+        ("Tags", _lines(f"{k}={v}" for k, v in sorted(run.tags.items()))),
+        ("Properties", _lines(f"{k}={v}" for k, v in sorted(run.properties.items()))),
         ("Records", f"{_count(run.metric_records, 'metric record')}, "
                     f"{_count(run.log_lines, 'log line')}, {_count(run.artifacts, 'artifact')}"),
     ]
@@ -351,7 +357,8 @@ def _metric_detail(records: list[Any]) -> str:
         columns = list(value)
         cols = [v if isinstance(v, list) else [v] for v in value.values()]
         return table.render_table(columns, [list(r) for r in zip(*cols, strict=False)])
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return table.printable(json.dumps(value, indent=2, ensure_ascii=False, default=str),
+                           json_text=True)
 
 
 # ---- artifacts ------------------------------------------------------------------------
@@ -384,7 +391,7 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
 def _download(client: QueryClient, args: argparse.Namespace) -> int:
     dest = Path(args.output) if args.output else Path(Path(args.download).name)
-    progress = Progress(f"downloading {args.download}")
+    progress = Progress(f"downloading {table.printable(args.download)}")
 
     def advance(info: ArtifactInfo, n: int) -> None:
         progress.total = info.size
@@ -396,8 +403,8 @@ def _download(client: QueryClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**artifact_to_json(info), "output": str(written)})
     else:
-        _out().write(f"downloaded {info.path} ({table.human_size(info.size)}, sha256 "
-                     f"{info.sha256[:12]}) to {written}\n")
+        _out().write(f"downloaded {table.printable(info.path)} ({table.human_size(info.size)}, "
+                     f"sha256 {info.sha256[:12]}) to {table.printable(str(written))}\n")
     return 0
 
 

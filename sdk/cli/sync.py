@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mltrail.cli.connection import add_security_flags, security_from_args
+from mltrail.cli.table import printable
 from mltrail.common.credentials import ClientSecurity
 from mltrail.common.errors import MltrailError
 
@@ -89,7 +90,7 @@ def _sync_one(directory: Path, address: str, timeout: float,
 
     try:
         for run_id in end_abandoned_runs(directory):
-            print(f"{directory}: run {run_id} was never ended (its process was killed); "
+            print(f"{directory}: run {printable(run_id)} was never ended (its process was killed); "
                   "recorded as failed")
         result = asyncio.run(drain_spool(directory, address, timeout, security,
                                          on_progress=advance))

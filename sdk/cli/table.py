@@ -1,17 +1,51 @@
-"""Plain-text output for the read commands: aligned tables, local times, durations."""
+"""Plain-text output for the read commands: aligned tables, local times, durations, and
+``printable``, the one escape of stored text before a terminal sees it."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+_RAW_IN_JSON = re.compile(r"[\x7f-\x9f]")  # what json.dumps leaves raw in a string
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: str, keep: str = "", *, json_text: bool = False) -> str:
+    """``text`` with every control character (C0, DEL, C1) but those in ``keep`` written
+    out visibly (``\\x1b``, ``\\r``, ``\\x00``), so stored bytes never drive the terminal
+    (an escape sequence shows as ``\\x1b[2J``, not a cleared screen). ``json_text``: the
+    text is JSON from ``json.dumps(ensure_ascii=False)``, which escapes C0 itself; DEL and
+    C1 become ``\\u007f``..``\\u009f``, so the JSON stays valid and means the same."""
+    if json_text:
+        if _RAW_IN_JSON.search(text) is None:
+            return text
+        return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    pattern = _controls_but(keep)
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_escaped, text)
+
+
+@functools.cache
+def _controls_but(keep: str) -> re.Pattern[str]:
+    """The control characters not in ``keep`` (a kept line break costs no callback)."""
+    wanted = "".join(chr(c) for c in [*range(0x20), *range(0x7f, 0xa0)] if chr(c) not in keep)
+    return re.compile(f"[{re.escape(wanted)}]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns padded to their widest cell, two spaces apart; the last is not padded."""
-    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
+    cells = [[printable(str(h)) for h in headers]] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -26,7 +60,7 @@ def render_fields(pairs: Sequence[tuple[str, Any]]) -> str:
     lines = []
     for key, value in pairs:
         text = _cell(value, one_line=False).splitlines() or [""]
-        lines.append(f"{key + ':':<{width}}{text[0]}".rstrip())
+        lines.append(f"{printable(key) + ':':<{width}}{text[0]}".rstrip())
         lines.extend(f"{'':<{width}}{more}".rstrip() for more in text[1:])
     return "\n".join(lines)
 
@@ -35,7 +69,7 @@ def _cell(value: Any, one_line: bool = True) -> str:
     if value is None:
         return "-"
     text = value if isinstance(value, str) else compact_json(value)
-    return text.replace("\n", " ") if one_line else text
+    return printable(text, "" if one_line else "\n")
 
 
 def compact_json(value: Any) -> str:

@@ -112,7 +112,8 @@ def test_damaged_spools_start_cleanly_and_keep_every_intact_record(
             steps = scalar_steps(collector.grpc, run_id)
             assert len(steps) == intact * 100 and steps == sorted(set(steps))
             assert metric(agent, "mltrail_agent_spool_cut_bytes_total") > 0
-            assert "cut" in agent.output()
+            assert metric(agent, "mltrail_agent_spool_cut_records_total") == 100
+            assert "cut 100 records" in agent.output() and sid in agent.output()
         finally:
             assert agent.terminate() == 0
 

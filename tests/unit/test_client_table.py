@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from mltrail.cli.table import (
@@ -9,6 +10,7 @@ from mltrail.cli.table import (
     human_size,
     iso_time,
     local_time,
+    printable,
     render_fields,
     render_table,
     run_duration,
@@ -27,7 +29,20 @@ def test_table_columns_are_aligned_and_none_is_a_dash() -> None:
 
 def test_table_cells_stay_on_one_line() -> None:
     assert render_table(["A"], [["x\ny"], [{"k": [1, 2]}]]).splitlines() == [
-        "A", "x y", '{"k": [1, 2]}']
+        "A", "x\\ny", '{"k": [1, 2]}']
+
+
+def test_control_characters_are_written_out_visibly() -> None:
+    stored = "a\x00b\x1b[2Jc\rd\te\x7ff\x9bg\u2028h\u00e9"
+    assert printable(stored) == "a\\x00b\\x1b[2Jc\\rd\\te\\x7ff\\x9bg\u2028h\u00e9"
+    assert printable(stored, "\t") == "a\\x00b\\x1b[2Jc\\rd\te\\x7ff\\x9bg\u2028h\u00e9"
+    assert printable("plain text", "\n") == "plain text"
+    as_json = json.dumps({"k": stored}, ensure_ascii=False)
+    assert json.loads(printable(as_json, json_text=True)) == {"k": stored}
+    assert not any(0x7f <= ord(c) <= 0x9f or ord(c) < 0x20
+                   for c in printable(as_json, json_text=True))
+    assert render_fields([("Tags", "a=\x1b[31mred\nb=2")]).splitlines() == [
+        "Tags: a=\\x1b[31mred", "      b=2"]
 
 
 def test_fields_indent_multi_line_values() -> None:

@@ -119,6 +119,49 @@ def test_flipped_byte_mid_segment_keeps_every_intact_frame(tmp_path: Path) -> No
     reopened.close()
 
 
+def test_records_cut_at_open_are_counted_in_the_middle_and_at_the_end(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spool = Spool(tmp_path, fsync="always")
+    starts = []
+    for i in range(10):  # one-record frames of s1 between ten-record frames of s2
+        for sid, first, last in (("s1", i + 1, i + 1), ("s2", 10 * i + 1, 10 * i + 10)):
+            starts.append(spool.bytes)
+            spool.append(sid, first, last, bytes([i]) * 100)
+    spool.close()
+    seg = segment_files(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    data[starts[3] + 60] ^= 0xFF  # in the batch of s2 11-20: its header still reads
+    data[starts[6] + FRAME_HEAD.size] ^= 0xFF  # the magic of s1 seq 4: no header to read
+    seg.write_bytes(bytes(data[:-7]))  # and a torn tail: s2 91-100
+    caplog.set_level("WARNING", logger="mltrail.agent.spool")
+    reopened = Spool(tmp_path)
+    report = reopened.scan_report
+    assert report.cut_seqs == {"s2": [(11, 20), (91, 100)], "s1": [(4, 4)]}
+    assert report.cut_records == reopened.counters.cut_records == 21
+    assert report.corrupt_frames == 2 and len(report.cuts) == 3
+    assert "stream s2 seqs 11-20" in report.cuts[0]
+    assert "no frame header in it could be read" in report.cuts[1]
+    assert "stream s2 seqs 91-100" in report.cuts[2]
+    summary = [r.getMessage() for r in caplog.records if "cut 21 records" in r.getMessage()]
+    assert len(summary) == 1 and "not_in_spool" in summary[0] and "check the disk" in summary[0]
+    kept = [(f.stream_id, f.first_seq) for f in reopened.read(reopened.ack_position, 1 << 30)]
+    assert kept == [(sid, first) for sid, first in
+                    [(s, f) for i in range(10) for s, f in (("s1", i + 1), ("s2", 10 * i + 1))]
+                    if (sid, first) not in {("s2", 11), ("s1", 4), ("s2", 91)}]
+    reopened.close()
+
+
+def test_seqs_skipped_without_damage_are_not_counted_as_cut(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    fill(spool, 2)
+    fill(spool, 2, first=7)  # a jump (the collector asks for 3-6 later), then a resend
+    fill(spool, 3, first=5)
+    spool.close()
+    reopened = Spool(tmp_path)
+    assert reopened.scan_report.cut_records == 0 and reopened.scan_report.cut_seqs == {}
+    reopened.close()
+
+
 def test_garbage_length_at_tail_does_not_stop_opening(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     fill(spool, 3)
