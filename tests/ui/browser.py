@@ -84,7 +84,11 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text(self, css: str) -> str:
-        return str(self.find(css).text)
+        """The element's rendered text ("" while there is none), read in one script: an
+        element found first and read after is stale if the view redraws in between, as it
+        does while a wait polls."""
+        return str(self.js("const e = document.querySelector(arguments[0]);"
+                           "return e === null ? '' : e.innerText", css))
 
     def errors(self) -> list[str]:
         """SEVERE browser log entries and the page's own, but for the API's 401 and 403
