@@ -1,8 +1,8 @@
 """QueryClient against a real collector process, fed over Ingest as an agent would.
 
 A small scripted Query service remains only for what a real collector cannot be made
-to do on demand: replay lines it already sent on a reconnect, break a finished tail in
-the middle, or serve bytes that do not match their sha256 (each says so at its test).
+to do on demand: replay lines it already sent on a reconnect, or break a finished tail
+in the middle (each says so at its test).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import pytest
 
-from mltrail.common import packed
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from mltrail.query.client import (
     ArtifactCorrupt,
@@ -41,63 +40,22 @@ def line(stream: str, n: int, text: str) -> collector_pb2.LogLine:
 
 
 class ScriptedQuery(collector_pb2_grpc.QueryServicer):
-    """Knows one run, "r1"; records requests; its TailLogs follows a script."""
+    """Knows one run, "r1"; its TailLogs follows a script per call (responses, or a
+    status code to fail with)."""
 
     def __init__(self) -> None:
-        self.requests: list[Any] = []
         self.tail_calls = 0
-        self.tail_script: list[list[Any]] = []  # per call: responses, or an exception code
-        self.artifact = b"model bytes " * 1000
-        self.artifact_sha = hashlib.sha256(self.artifact).hexdigest()
-
-    def _run(self, run_id: str, context: grpc.ServicerContext) -> collector_pb2.RunInfo:
-        if run_id != "r1":
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id}")
-        return collector_pb2.RunInfo(
-            run_id="r1", experiment="exp", status=records_pb2.FAILED, tags={"a": "1"},
-            start_time_unix_nano=1, end_time_unix_nano=2, child_run_ids=["c1", "c2"],
-            error=records_pb2.ErrorDetails(code="UserError", message="boom", type="ValueError",
-                                           exit_code=3))
-
-    def ListRuns(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        return collector_pb2.ListRunsResponse(runs=[self._run("r1", context)])
-
-    def GetRun(self, request: Any, context: Any) -> Any:
-        return self._run(request.run_id, context)
-
-    def ReadSeries(self, request: Any, context: Any) -> Iterator[Any]:
-        self._run(request.run_id, context)
-        for v in (3.0, 2.0):  # two pages of one point each
-            yield collector_pb2.ReadSeriesResponse(
-                name="loss", points=packed.pack([None], [0], [packed.KIND_NUMBER], [v]))
+        self.tail_script: list[list[Any]] = []
 
     def TailLogs(self, request: Any, context: Any) -> Iterator[Any]:
-        self.requests.append(request)
-        self._run(request.run_id, context)
+        if request.run_id != "r1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id}")
         script = self.tail_script[min(self.tail_calls, len(self.tail_script) - 1)]
         self.tail_calls += 1
         for step in script:
             if isinstance(step, grpc.StatusCode):
                 context.abort(step, "scripted failure")
-            if isinstance(step, float):
-                time.sleep(step)
-                continue
             yield step
-
-    def ListArtifacts(self, request: Any, context: Any) -> Any:
-        self._run(request.run_id, context)
-        return collector_pb2.ListArtifactsResponse(artifacts=[collector_pb2.ArtifactInfo(
-            path="outputs/model.bin", size=len(self.artifact), sha256=self.artifact_sha)])
-
-    def DownloadArtifact(self, request: Any, context: Any) -> Iterator[Any]:
-        self._run(request.run_id, context)
-        if request.path != "outputs/model.bin":
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no such path {request.path}")
-        info = collector_pb2.ArtifactInfo(path=request.path, size=len(self.artifact),
-                                          sha256=self.artifact_sha)
-        yield collector_pb2.ArtifactData(data=self.artifact[:5000], info=info)
-        yield collector_pb2.ArtifactData(data=self.artifact[5000:])
 
 
 @pytest.fixture
@@ -112,19 +70,27 @@ def query() -> Iterator[tuple[ScriptedQuery, str]]:
 
 
 ARTIFACT = b"model bytes " * 1000
+DAMAGED = b"to be damaged on disk " * 500
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def collector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("collector")
+
+
+@pytest.fixture(scope="module")
+def real(collector_dir: Path) -> Iterator[str]:
     """A collector holding run r1 (failed, tagged, two children, metrics, console lines,
-    one artifact) and r-live (still running); the tests only read it."""
-    svc = collector_service(tmp_path_factory.mktemp("collector")).start()
+    two artifacts) and r-live (still running); the tests only read it (one damages the
+    file of outputs/damaged.bin, which no other reads)."""
+    svc = collector_service(collector_dir).start()
     error = records_pb2.ErrorDetails(code="UserError", message="boom", type="ValueError",
                                      exit_code=3)
     r1 = [b.started(1, "r1", tags={"a": "1"}), b.scalar(2, "r1", "loss", 3.0, step=0),
           b.scalar(3, "r1", "loss", 2.0, step=1), b.log(4, "r1", b"a\nb\n"),
           b.log(5, "r1", b"c\n", stream="stderr"),
           *b.artifact(6, "r1", "outputs/model.bin", ARTIFACT, piece=5000)]
+    r1 += b.artifact(len(r1) + 1, "r1", "outputs/damaged.bin", DAMAGED)
     r1.append(b.ended(len(r1) + 1, "r1", status=records_pb2.FAILED, error=error))
     with svc_stopped_after(svc), b.IngestClient(svc.grpc) as ingest:
         for stream, records in (
@@ -312,13 +278,15 @@ def test_download_writes_the_file_and_checks_it(real: str, tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "model.bin"]
 
 
-def test_a_damaged_download_leaves_nothing(query: Any, tmp_path: Path) -> None:
-    # Scripted: a real collector checks what it stores, so it does not serve bytes
-    # that differ from their sha256.
-    servicer, address = query
-    servicer.artifact_sha = "0" * 64
-    with QueryClient(address) as client, pytest.raises(ArtifactCorrupt, match="damaged"):
-        client.download_artifact("r1", "outputs/model.bin", tmp_path / "m.bin")
+def test_a_damaged_download_leaves_nothing(real: str, collector_dir: Path,
+                                          tmp_path: Path) -> None:
+    # The stored file is damaged on disk (same size, other bytes): the collector serves
+    # it as it is; the client checks it against its sha256 and keeps nothing.
+    sha = hashlib.sha256(DAMAGED).hexdigest()
+    stored = collector_dir / "artifacts" / "sha256" / sha[:2] / sha
+    stored.write_bytes(DAMAGED.replace(b"damaged", b"DAMAGED"))
+    with QueryClient(real) as client, pytest.raises(ArtifactCorrupt, match="damaged"):
+        client.download_artifact("r1", "outputs/damaged.bin", tmp_path / "m.bin")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -328,7 +296,8 @@ def test_missing_artifact_and_missing_run_are_told_apart(real: str, tmp_path: Pa
             client.download_artifact("r1", "x.txt", tmp_path / "x")
         with pytest.raises(RunNotFound):
             client.download_artifact("nope", "x.txt", tmp_path / "x")
-        assert [a.path for a in client.list_artifacts("r1")] == ["outputs/model.bin"]
+        assert sorted(a.path for a in client.list_artifacts("r1")) == [
+            "outputs/damaged.bin", "outputs/model.bin"]
     assert list(tmp_path.iterdir()) == []
 
 
