@@ -17,9 +17,12 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from mltrail.agent.spool import Spool
 from mltrail.pipeline.offline import SpoolOverflow, read_records
@@ -27,18 +30,38 @@ from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.pipeline.values import RUN_EVENT, SCALAR
 from mltrail.proto import records_pb2
 from tests.agent_client import agent_service, scalar_steps
-from tests.procs import Service
-
-RUN = "run-1"
+from tests.procs import Service, collector_service
 
 
-def started() -> tuple[object, ...]:
+@pytest.fixture(scope="module")
+def shared_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One collector for the module: each test writes its own run."""
+    svc = collector_service(tmp_path_factory.mktemp("collector")).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory: pytest.TempPathFactory,
+                 shared_collector: Service) -> Iterator[Service]:
+    """One agent for the tests that leave it as they found it (stopped ones are resumed)."""
+    svc = agent_service(tmp_path_factory.mktemp("agent"), shared_collector.grpc).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def started(run_id: str) -> tuple[object, ...]:
     event = records_pb2.RunEvent(started=records_pb2.RunStarted(experiment="sender"))
-    return (RUN_EVENT, RUN, time.time_ns(), event)
+    return (RUN_EVENT, run_id, time.time_ns(), event)
 
 
-def scalar(i: int, value: object = None) -> tuple[object, ...]:
-    return (SCALAR, RUN, time.time_ns(), "loss", "", float(i) if value is None else value, i)
+def scalar(run_id: str, i: int, value: object = None) -> tuple[object, ...]:
+    return (SCALAR, run_id, time.time_ns(), "loss", "", float(i) if value is None else value, i)
 
 
 def wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
@@ -49,12 +72,12 @@ def wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def stored_steps(collector: Service, count: int) -> list[int]:
+def stored_steps(collector: Service, run_id: str, count: int) -> list[int]:
     """The run's stored steps, once ``count`` of them arrived (or the deadline passed)."""
     steps: list[int] = []
 
     def arrived() -> bool:
-        steps[:] = scalar_steps(collector.grpc, RUN)
+        steps[:] = scalar_steps(collector.grpc, run_id)
         return len(steps) >= count
 
     wait_until(arrived, f"{count} steps in the collector")
@@ -74,60 +97,61 @@ def stopped(proc: Service) -> Iterator[None]:
 
 
 def test_batches_reach_the_collector_and_the_agent_answers_info(
-        tmp_path: Path, collector: Service, agent: Service) -> None:
-    sink = AgentSink(agent.info["socket"])
+        shared_collector: Service, shared_agent: Service, run_id: str) -> None:
+    sink = AgentSink(shared_agent.info["socket"])
     sender = Sender(sink, interval=0.01)
     try:
-        sender.enqueue(started())
+        sender.enqueue(started(run_id))
         for i in range(7000):
-            sender.enqueue(scalar(i))
+            sender.enqueue(scalar(run_id, i))
         assert sender.flush(60) == 0
-        assert sink.info().collector == collector.grpc
+        assert sink.info().collector == shared_collector.grpc
         done = sink.wait_forwarded(sender.stream_id, 7001, 60.0)
         assert done.done and done.forwarded_seq >= 7001
-        assert scalar_steps(collector.grpc, RUN) == list(range(7000))
+        assert scalar_steps(shared_collector.grpc, run_id) == list(range(7000))
     finally:
         sender.close(1)
 
 
 def test_a_restarted_agent_gets_what_it_had_not_acknowledged(
-        tmp_path: Path, collector: Service) -> None:
-    agent = agent_service(tmp_path, collector.grpc).start()
+        tmp_path: Path, shared_collector: Service, run_id: str) -> None:
+    agent = agent_service(tmp_path, shared_collector.grpc).start()
     sender = Sender(AgentSink(agent.info["socket"]), interval=0.01)
     try:
-        sender.enqueue(started())
-        sender.enqueue(scalar(0))
+        sender.enqueue(started(run_id))
+        sender.enqueue(scalar(run_id, 0))
         assert sender.flush(60) == 0
         agent.kill()  # SIGKILL: what it acknowledged is in its spool
         for i in range(1, 500):
-            sender.enqueue(scalar(i))  # never blocks while the agent is gone
+            sender.enqueue(scalar(run_id, i))  # never blocks while the agent is gone
         assert sender.flush(0.5) == 499  # nobody can acknowledge them
         agent.start()  # the same socket, the same spool
         assert sender.flush(60) == 0
         assert sender.stats.send_failures >= 1
         # re-sent in order, and nothing the first agent acknowledged is stored twice
-        assert stored_steps(collector, 500) == list(range(500))
+        assert stored_steps(shared_collector, run_id, 500) == list(range(500))
     finally:
         sender.close(1)
         agent.stop()
 
 
-def test_a_refused_batch_is_counted_not_retried(tmp_path: Path, collector: Service) -> None:
+def test_a_refused_batch_is_counted_not_retried(tmp_path: Path, shared_collector: Service,
+                                                run_id: str) -> None:
     # The agent refuses for good a batch that can never fit in its spool (SpoolRefusedError).
-    agent = agent_service(tmp_path, collector.grpc)
+    agent = agent_service(tmp_path, shared_collector.grpc)
     agent.env = {"MLTRAIL_AGENT_MAX_SPOOL_BYTES": "100000"}
     agent.start()
     sender = Sender(AgentSink(agent.info["socket"]), interval=0.01)
     try:
-        sender.enqueue(started())
+        sender.enqueue(started(run_id))
         assert sender.flush(60) == 0
-        sender.enqueue(scalar(0, "x" * 200_000))  # one record, twice the whole spool
+        sender.enqueue(scalar(run_id, 0, "x" * 200_000))  # one record, twice the whole spool
         assert sender.flush(60) == 0
         assert sender.stats.records_refused == 1
-        sender.enqueue(scalar(1))
+        sender.enqueue(scalar(run_id, 1))
         assert sender.flush(60) == 0
         assert sender.stats.records_refused == 1  # refused once, never sent again
-        assert stored_steps(collector, 1) == [1]
+        assert stored_steps(shared_collector, run_id, 1) == [1]
         with urllib.request.urlopen(f"http://{agent.http}/metrics", timeout=30) as page:
             metrics = page.read().decode()
         assert 'mltrail_agent_refused_batches_total{reason="invalid"} 1.0' in metrics
@@ -137,14 +161,14 @@ def test_a_refused_batch_is_counted_not_retried(tmp_path: Path, collector: Servi
 
 
 def test_close_cancels_a_send_the_agent_blocks_and_spills_it(
-        tmp_path: Path, collector: Service, agent: Service) -> None:
-    sender = Sender(AgentSink(agent.info["socket"]),
+        tmp_path: Path, shared_agent: Service, run_id: str) -> None:
+    sender = Sender(AgentSink(shared_agent.info["socket"]),
                     overflow=SpoolOverflow(tmp_path / "spill"), interval=0.01)
-    sender.enqueue(started())
+    sender.enqueue(started(run_id))
     assert sender.flush(60) == 0  # connected: the next send goes to a live stream
-    with stopped(agent):
+    with stopped(shared_agent):
         for i in range(10):
-            sender.enqueue(scalar(i))
+            sender.enqueue(scalar(run_id, i))
         # built into a request, which the same cycle sends to the frozen agent
         wait_until(lambda: sender.stats.records_built == 11, "the request to be built")
         assert sender.close(0.1) == 10
@@ -172,7 +196,8 @@ FLUSH_AGAINST_A_FROZEN_AGENT = textwrap.dedent("""
 
 
 def test_flush_against_a_stopped_agent_returns_at_its_timeout_and_loses_nothing(
-        tmp_path: Path, collector: Service, agent: Service) -> None:
+        tmp_path: Path, shared_collector: Service, shared_agent: Service) -> None:
+    agent, collector = shared_agent, shared_collector
     script = tmp_path / "frozen.py"
     script.write_text(FLUSH_AGAINST_A_FROZEN_AGENT)
     env = {**os.environ, "MLTRAIL_AGENT": agent.info["socket"],
