@@ -30,7 +30,7 @@ from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.pipeline.values import RUN_EVENT, SCALAR
 from mltrail.proto import records_pb2
 from tests.agent_client import agent_service, scalar_steps
-from tests.procs import Service, collector_service
+from tests.procs import Service, collector_service, mltrail_cli
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,51 @@ def test_flush_against_a_stopped_agent_returns_at_its_timeout_and_loses_nothing(
         run_id = out.split("RUN_ID=")[1].split()[0]
         wait_until(lambda: len(scalar_steps(collector.grpc, run_id)) >= 101, "101 steps")
         assert scalar_steps(collector.grpc, run_id) == list(range(101))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+EXIT_WHILE_THE_AGENT_IS_STOPPED = textwrap.dedent("""
+    import sys
+    from mltrail import Experiment
+    run = Experiment("frozen-exit").start_logging()
+    run.log("loss", 0.0, step=0)
+    run.flush(timeout_seconds=60)
+    print("RUN_ID=" + run.id, flush=True)
+    sys.stdin.readline()  # the agent is stopped
+    for i in range(1, 101):
+        run.log("loss", float(i), step=i)
+    # the interpreter exits: the run is completed, then MLTRAIL_EXIT_TIMEOUT bounds the wait
+""")
+
+
+def test_exit_against_a_stopped_agent_keeps_to_its_timeout_and_keeps_the_records(
+        tmp_path: Path, shared_collector: Service, shared_agent: Service) -> None:
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_WHILE_THE_AGENT_IS_STOPPED)
+    env = {**os.environ, "MLTRAIL_AGENT": shared_agent.info["socket"],
+           "MLTRAIL_HOME": str(tmp_path / "home"), "MLTRAIL_EXIT_TIMEOUT": "2"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        run_id = proc.stdout.readline().strip().removeprefix("RUN_ID=")
+        with stopped(shared_agent):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            # it exits although the agent never answers (the deadline is a generous bound
+            # on that exit, far past the 2 s it keeps to)
+            _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "records were not delivered before exit" in err, err
+        kept = err.split("upload them with `mltrail sync ")[1].split("`")[0]
+        synced = mltrail_cli("sync", kept, "--collector", shared_collector.grpc,
+                             env={"MLTRAIL_HOME": str(tmp_path / "home")})
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        # every point once: what the resumed agent still had in its socket is deduplicated
+        assert stored_steps(shared_collector, run_id, 101) == list(range(101))
     finally:
         if proc.poll() is None:
             proc.kill()
