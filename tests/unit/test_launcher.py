@@ -197,15 +197,24 @@ def test_held_lines_keep_the_time_they_were_read() -> None:
     assert before < middle + launcher.DELIVER_SECONDS * 1e9
 
 
-def test_lines_of_one_record_keep_the_time_of_the_read_that_brought_them() -> None:
-    # Three writes 20 ms apart are read separately and handed on as one record
-    # (within DELIVER_SECONDS): each line keeps its own read's time, so a stderr
-    # line written between them sorts between them.
+def test_lines_of_one_record_keep_the_time_of_the_read_that_brought_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three writes are read separately and handed on as one record (within
+    # DELIVER_SECONDS, long here): each line keeps its own read's time, so a stderr
+    # line written between them sorts between them. The child writes the next line
+    # only once the pump has read the last one (its pipe is empty) and 0.1 s later,
+    # so the order of the reads is the order of the writes however loaded the machine.
+    monkeypatch.setattr(launcher, "DELIVER_SECONDS", 2.0)
     code = (
-        "import sys, time\n"
+        "import fcntl, struct, sys, termios, time\n"
+        "def read_by_the_pump(stream):\n"
+        "    while struct.unpack('i', fcntl.ioctl(stream.fileno(), termios.FIONREAD,\n"
+        "                                         b'\\0' * 4))[0]:\n"
+        "        time.sleep(0.001)\n"
+        "    time.sleep(0.1)\n"
         "for i in range(3):\n"
-        "    print(f'tick {i}', flush=True); time.sleep(0.02)\n"
-        "    print(f'err {i}', file=sys.stderr, flush=True); time.sleep(0.005)\n"
+        "    print(f'tick {i}', flush=True); read_by_the_pump(sys.stdout)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True); read_by_the_pump(sys.stderr)\n"
     )
     sink = ListSink()
     assert ProcessLauncher(py(code), sink, echo=False).run().exit_code == 0
