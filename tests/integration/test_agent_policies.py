@@ -66,10 +66,9 @@ def test_collector_down_spool_grows_then_drains(tmp_path: Path) -> None:
         assert metric(agent, "mltrail_agent_spool_pending_bytes") > 100_000
         assert metric(agent, "mltrail_agent_collector_connected") == 0
         client = AgentClient(str(tmp_path / "agent.sock"))
-        asked = time.monotonic()
+        # answers at its own timeout (the call's gRPC deadline is 10 s later), not done
         waited = client.wait_forwarded(sid, 20_001, timeout=0.5)
         assert not waited.done and waited.forwarded_seq < 20_001
-        assert time.monotonic() - asked < 5
         collector.start()
         assert client.wait_forwarded(sid, 20_001, timeout=30).done
         client.close()
@@ -131,9 +130,8 @@ def test_full_spool_blocks_the_sender_and_loses_nothing(tmp_path: Path) -> None:
     thread = threading.Thread(target=sender.run, args=(time.monotonic() + 40,))
     try:
         thread.start()
-        time.sleep(1.5)
+        assert wait_until(lambda: metric(agent, "mltrail_agent_spool_blocked_waits_total") >= 1)
         assert thread.is_alive() and sender.next_index < len(sender.requests)  # blocked
-        assert metric(agent, "mltrail_agent_spool_blocked_waits_total") >= 1
         collector.start()
         thread.join(40)
         assert sender.acked_seq == 20_001 and sender.errors == []
@@ -195,7 +193,10 @@ def test_drop_newest_drops_console_output_only_and_counts_it(tmp_path: Path) -> 
             assert client.get_run("flood-1").status == "Completed"
             steps = [r.metric.scalar.step for r in client.get_metric_records("flood-1", "loss")]
             assert steps == list(range(2000))  # no metric dropped
-            numbers = [int(line.text.split()[1]) for line in client.tail_logs("flood-1")]
+            # stdout only: on a loaded machine the script's flush also prints its progress
+            # line ("mltrail: waiting for ...") to its stderr, which is the run's too
+            numbers = [int(line.text.split()[1])
+                       for line in client.tail_logs("flood-1", streams=["stdout"])]
         assert numbers == sorted(numbers) and 0 < len(numbers) < 200_000
 
         def explained() -> int:
@@ -264,9 +265,8 @@ def test_sigterm_with_collector_down_keeps_the_spool_for_next_start(tmp_path: Pa
     run_id, sid = uuid.uuid4().hex, uuid.uuid4().hex
     try:
         assert send_all(tmp_path / "agent.sock", scalar_requests(run_id, sid, 5000)) == [""] * 6
-        started = time.monotonic()
-        assert agent.terminate(timeout=20) == 0
-        assert time.monotonic() - started < 8
+        # --drain-timeout 1 ends the drain: the default (30 s) would outlast this wait
+        assert agent.terminate(timeout=25) == 0
         assert "stay in" in agent.output()
         collector.start()
         agent.start()
@@ -300,9 +300,9 @@ def test_sigterm_while_a_sender_waits_on_a_full_spool(tmp_path: Path) -> None:
     try:
         thread.start()
         assert wait_until(lambda: metric(agent, "mltrail_agent_spool_blocked_waits_total") >= 1)
-        started = time.monotonic()
-        assert agent.terminate(timeout=20) == 0
-        assert time.monotonic() - started < 8
+        # the blocked append does not hold the exit: the default drain (30 s) would
+        assert agent.terminate(timeout=25) == 0
+        assert "stay in" in agent.output()
     finally:
         stop.set()
         sender.client.close()

@@ -205,7 +205,8 @@ def test_refused_writes_are_kept_not_dead_lettered(team: Team) -> None:
     client.close()
     first.stop()
     for name, token in (("as-reader", reader_a), ("into-a-from-b", writer_b)):
-        agent = team.agent(name, token)
+        # its spool cannot drain: stopping waits one second for it, not the default 30
+        agent = team.agent(name, token, "--drain-timeout", "1")
         try:
             sender = AgentClient(agent.info["socket"])
             requests = scalar_requests(run_id, uuid.uuid4().hex, 100, started=False)

@@ -98,6 +98,8 @@ def test_replicas_killed_in_turn_and_postgres_restarted_lose_and_double_nothing(
             _chaos(replicas, server, threads, probe)
         finally:
             probe.close()
+        for sender in senders:  # paced only to be still sending while the chaos lasts
+            sender.pace = 0.0
         for thread in threads:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))
         for sender in senders:

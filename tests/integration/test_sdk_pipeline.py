@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,17 +181,16 @@ def test_python_logging_records_arrive_as_log_lines(pipeline: Pipeline) -> None:
     assert [line.text.rstrip("\n") for line in lines] == ["first line", "second line"]
 
 
-def test_logging_through_a_collector_outage_runs_at_full_speed(pipeline: Pipeline) -> None:
+def test_logging_through_a_collector_outage_loses_nothing(pipeline: Pipeline) -> None:
+    # How fast run.log is, is a figure for bench/sdk_log.py, not a check here: a log call
+    # never touches the network, so the outage does not change it (invariant 1).
     run = Experiment("outage").start_logging()
     run.log("warmup", 0)
     run.flush()
     pipeline.collector.kill()
-    started = time.perf_counter()
     for i in range(20_000):
         run.log("loss", float(i), step=i)
-    loop_seconds = time.perf_counter() - started
     run.complete()  # the agent holds the records in its spool: complete returns
-    assert loop_seconds < 2.0, loop_seconds
     pipeline.collector.start()
     metrics = run.get_metrics()
     assert metrics["loss"] == [float(i) for i in range(20_000)]
@@ -205,10 +203,8 @@ def test_an_agent_killed_and_restarted_gets_everything_once(pipeline: Pipeline) 
         run.log("loss", float(i), step=i)
     run.flush()
     pipeline.agent.kill()
-    started = time.perf_counter()
     for i in range(1000, 3000):
-        run.log("loss", float(i), step=i)
-    assert time.perf_counter() - started < 1.0  # logging does not wait for the agent
+        run.log("loss", float(i), step=i)  # returns although nobody can take it
     pipeline.agent.start()
     run.complete()
     assert run.get_metrics()["loss"] == [float(i) for i in range(3000)]

@@ -126,7 +126,9 @@ def test_containers_found_by_label_lose_and_repeat_nothing_across_a_kill(
         after = run_container(engine, containers, f"mlt-{test}-after",
                               {"mltrail.test": test, "mltrail.run": f"run-{test}-b"})
         run_container(engine, containers, f"mlt-{test}-other", {"mltrail.test": "not-this"})
-        time.sleep(1.2)
+        # killed once it delivered lines of both (not after a fixed sleep)
+        assert wait_until(lambda: all(stored(collector, f"run-{test}-{x}", f"mlt-{test}-{n}/stdout")
+                                      for x, n in (("a", "before"), ("b", "after"))), 60)
         agent.kill()
         agent.start()
         _wait_exited([before, after])
@@ -147,7 +149,8 @@ def test_unreadable_log_files_fall_back_to_the_engine_stream(
     try:
         container = run_container(engine, containers, f"mlt-{test}-engine",
                                   {"mltrail.test": test, "mltrail.run": f"run-{test}"})
-        time.sleep(1.2)
+        assert wait_until(lambda: stored(collector, f"run-{test}", f"mlt-{test}-engine/stdout"),
+                          60)  # killed once it delivered lines (not after a fixed sleep)
         agent.kill()
         agent.start()
         _wait_exited([container])
@@ -158,18 +161,39 @@ def test_unreadable_log_files_fall_back_to_the_engine_stream(
 
 
 ROTATING = 2000
-# stdout and stderr lines over ~4 s (~80 KB/s of json-file), three lines over 16 KiB
+KILLED_AT, RESTARTED_AT = 700, 1000
+# stdout and stderr lines (~80 KB/s of json-file), a line over 16 KiB every 500. The
+# script waits at two gates the test opens: the agent is killed once lines up to
+# KILLED_AT are written, the lines up to RESTARTED_AT are written (and rotated: about
+# four rotations) while it is down, and it is started again before the rest. So the
+# engine never deletes a file the agent had no chance to read (8 files of 24k are kept),
+# however slowly a loaded machine starts the agent again.
 ROTATING_SCRIPT = f"""
-i=0
-while [ $i -lt {ROTATING} ]; do
-  echo "out $i"; echo "err $i" >&2
-  if [ $((i % 500)) -eq 250 ]; then
-    printf "long-out $i "; head -c {LONG_OUT} /dev/zero | tr '\\0' a; echo
-  fi
-  i=$((i+1))
-  if [ $((i % 100)) -eq 0 ]; then sleep 0.2; fi
-done
+write() {{
+  i=$1
+  while [ $i -lt $2 ]; do
+    echo "out $i"; echo "err $i" >&2
+    if [ $((i % 500)) -eq 250 ]; then
+      printf "long-out $i "; head -c {LONG_OUT} /dev/zero | tr '\\0' a; echo
+    fi
+    i=$((i+1))
+    if [ $((i % 100)) -eq 0 ]; then sleep 0.2; fi
+  done
+}}
+gate() {{ touch /gate/$1; while [ ! -e /gate/$2 ]; do sleep 0.05; done; }}
+write 0 {KILLED_AT}
+gate before-kill killed
+write {KILLED_AT} {RESTARTED_AT}
+gate while-down restarted
+write {RESTARTED_AT} {ROTATING}
 """
+
+
+def wait_for_file(path: Path, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {timeout} s"
+        time.sleep(0.05)
 
 
 def rotating_expected(std: str) -> list[str]:
@@ -191,19 +215,27 @@ def test_json_file_rotation_by_the_engine_loses_and_repeats_nothing_across_a_kil
 
     test = uuid.uuid4().hex[:10]
     name, run_id = f"mlt-{test}-rotating", f"run-{test}"
+    gate = tmp_path / "gate"
+    gate.mkdir()
     agent = docker_agent(tmp_path, collector, f"mltrail.test={test}",
                          run_id_from="env:MLTRAIL_RUN_ID").start()
     try:
         container = engine.containers.run(
             docker_env.IMAGE, ["sh", "-c", ROTATING_SCRIPT], name=name, network_mode="none",
             labels={"mltrail.test": test}, environment={"MLTRAIL_RUN_ID": run_id},
+            volumes={str(gate): {"bind": "/gate", "mode": "rw"}},
             detach=True, log_config=docker.types.LogConfig(
                 type="json-file", config={"max-size": "24k", "max-file": "8"}))
         containers.append(container)
-        time.sleep(1.5)
+        wait_for_file(gate / "before-kill", "the first lines")
+        assert wait_until(lambda: metric(scrape(agent), "rotations_total", kind="rename") >= 1,
+                          60), "the agent saw no rotation before the kill"
         agent.kill()
+        (gate / "killed").touch()
+        wait_for_file(gate / "while-down", "the lines written while the agent is down")
         agent.start()
-        container.wait(timeout=60)
+        (gate / "restarted").touch()
+        container.wait(timeout=120)
         for std in ("stdout", "stderr"):
             want = rotating_expected(std)
             wait_until(lambda s=std, w=want: len(stored(collector, run_id,

@@ -1,7 +1,13 @@
-"""QueryClient against a real gRPC server on port 0 serving a small scripted Query service."""
+"""QueryClient against a real collector process, fed over Ingest as an agent would.
+
+A small scripted Query service remains only for what a real collector cannot be made
+to do on demand: replay lines it already sent on a reconnect, or break a finished tail
+in the middle (each says so at its test).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -15,7 +21,6 @@ from typing import Any
 import grpc
 import pytest
 
-from mltrail.common import packed
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from mltrail.query.client import (
     ArtifactCorrupt,
@@ -26,6 +31,8 @@ from mltrail.query.client import (
     resolve_collector_address,
     status_number,
 )
+from tests import builders as b
+from tests.procs import Service, collector_service
 
 
 def line(stream: str, n: int, text: str) -> collector_pb2.LogLine:
@@ -33,63 +40,22 @@ def line(stream: str, n: int, text: str) -> collector_pb2.LogLine:
 
 
 class ScriptedQuery(collector_pb2_grpc.QueryServicer):
-    """Knows one run, "r1"; records requests; its TailLogs follows a script."""
+    """Knows one run, "r1"; its TailLogs follows a script per call (responses, or a
+    status code to fail with)."""
 
     def __init__(self) -> None:
-        self.requests: list[Any] = []
         self.tail_calls = 0
-        self.tail_script: list[list[Any]] = []  # per call: responses, or an exception code
-        self.artifact = b"model bytes " * 1000
-        self.artifact_sha = hashlib.sha256(self.artifact).hexdigest()
-
-    def _run(self, run_id: str, context: grpc.ServicerContext) -> collector_pb2.RunInfo:
-        if run_id != "r1":
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id}")
-        return collector_pb2.RunInfo(
-            run_id="r1", experiment="exp", status=records_pb2.FAILED, tags={"a": "1"},
-            start_time_unix_nano=1, end_time_unix_nano=2, child_run_ids=["c1", "c2"],
-            error=records_pb2.ErrorDetails(code="UserError", message="boom", type="ValueError",
-                                           exit_code=3))
-
-    def ListRuns(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        return collector_pb2.ListRunsResponse(runs=[self._run("r1", context)])
-
-    def GetRun(self, request: Any, context: Any) -> Any:
-        return self._run(request.run_id, context)
-
-    def ReadSeries(self, request: Any, context: Any) -> Iterator[Any]:
-        self._run(request.run_id, context)
-        for v in (3.0, 2.0):  # two pages of one point each
-            yield collector_pb2.ReadSeriesResponse(
-                name="loss", points=packed.pack([None], [0], [packed.KIND_NUMBER], [v]))
+        self.tail_script: list[list[Any]] = []
 
     def TailLogs(self, request: Any, context: Any) -> Iterator[Any]:
-        self.requests.append(request)
-        self._run(request.run_id, context)
+        if request.run_id != "r1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id}")
         script = self.tail_script[min(self.tail_calls, len(self.tail_script) - 1)]
         self.tail_calls += 1
         for step in script:
             if isinstance(step, grpc.StatusCode):
                 context.abort(step, "scripted failure")
-            if isinstance(step, float):
-                time.sleep(step)
-                continue
             yield step
-
-    def ListArtifacts(self, request: Any, context: Any) -> Any:
-        self._run(request.run_id, context)
-        return collector_pb2.ListArtifactsResponse(artifacts=[collector_pb2.ArtifactInfo(
-            path="outputs/model.bin", size=len(self.artifact), sha256=self.artifact_sha)])
-
-    def DownloadArtifact(self, request: Any, context: Any) -> Iterator[Any]:
-        self._run(request.run_id, context)
-        if request.path != "outputs/model.bin":
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no such path {request.path}")
-        info = collector_pb2.ArtifactInfo(path=request.path, size=len(self.artifact),
-                                          sha256=self.artifact_sha)
-        yield collector_pb2.ArtifactData(data=self.artifact[:5000], info=info)
-        yield collector_pb2.ArtifactData(data=self.artifact[5000:])
 
 
 @pytest.fixture
@@ -101,6 +67,49 @@ def query() -> Iterator[tuple[ScriptedQuery, str]]:
     server.start()
     yield servicer, f"127.0.0.1:{port}"
     server.stop(grace=None)
+
+
+ARTIFACT = b"model bytes " * 1000
+DAMAGED = b"to be damaged on disk " * 500
+
+
+@pytest.fixture(scope="module")
+def collector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("collector")
+
+
+@pytest.fixture(scope="module")
+def real(collector_dir: Path) -> Iterator[str]:
+    """A collector holding run r1 (failed, tagged, two children, metrics, console lines,
+    two artifacts) and r-live (still running); the tests only read it (one damages the
+    file of outputs/damaged.bin, which no other reads)."""
+    svc = collector_service(collector_dir).start()
+    error = records_pb2.ErrorDetails(code="UserError", message="boom", type="ValueError",
+                                     exit_code=3)
+    r1 = [b.started(1, "r1", tags={"a": "1"}), b.scalar(2, "r1", "loss", 3.0, step=0),
+          b.scalar(3, "r1", "loss", 2.0, step=1), b.log(4, "r1", b"a\nb\n"),
+          b.log(5, "r1", b"c\n", stream="stderr"),
+          *b.artifact(6, "r1", "outputs/model.bin", ARTIFACT, piece=5000)]
+    r1 += b.artifact(len(r1) + 1, "r1", "outputs/damaged.bin", DAMAGED)
+    r1.append(b.ended(len(r1) + 1, "r1", status=records_pb2.FAILED, error=error))
+    with svc_stopped_after(svc), b.IngestClient(svc.grpc) as ingest:
+        for stream, records in (
+                ("s-r1", r1),
+                ("s-c1", [b.started(1, "c1", parent_run_id="r1")]),
+                ("s-c2", [b.started(1, "c2", parent_run_id="r1")]),
+                ("s-other", [b.started(1, "other", experiment="else")]),
+                ("s-live", [b.started(1, "r-live"), b.log(2, "r-live", b"a\n")])):
+            response = ingest.write([b.batch(stream, records)])
+            assert [r.code for r in response.results] == [0], response
+        yield svc.grpc
+
+
+@contextlib.contextmanager
+def svc_stopped_after(svc: Service) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        svc.stop()
 
 
 # ---- addresses --------------------------------------------------------------------------
@@ -155,16 +164,16 @@ def test_status_names_parse_in_any_case() -> None:
 # ---- runs and metrics -------------------------------------------------------------------
 
 
-def test_list_runs_sends_every_filter_and_types_the_answer(query: Any) -> None:
-    servicer, address = query
-    with QueryClient(address) as client:
-        runs = client.list_runs(experiment="exp", status="failed", tags={"a": "1"}, limit=5,
-                                parent_run_id="p")
-    req = servicer.requests[0]
-    assert (req.experiment, req.status, dict(req.tags), req.limit, req.parent_run_id) == (
-        "exp", records_pb2.FAILED, {"a": "1"}, 5, "p")
+def test_list_runs_applies_every_filter_and_types_the_answer(real: str) -> None:
+    with QueryClient(real) as client:
+        runs = client.list_runs(experiment="exp", status="failed", tags={"a": "1"}, limit=5)
+        running = client.list_runs(experiment="exp", status="running")
+        assert sorted(r.run_id for r in running) == ["c1", "c2", "r-live"]  # not r1, not "other"
+        assert sorted(r.run_id for r in client.list_runs(parent_run_id="r1")) == ["c1", "c2"]
+        assert client.list_runs(experiment="exp", tags={"a": "2"}) == []
+    assert len(runs) == 1
     run = runs[0]
-    assert (run.run_id, run.status, run.tags, run.child_run_ids) == (
+    assert (run.run_id, run.status, run.tags, sorted(run.child_run_ids)) == (
         "r1", "Failed", {"a": "1"}, ["c1", "c2"])
     assert run.is_terminal
     assert run.error is not None
@@ -172,18 +181,16 @@ def test_list_runs_sends_every_filter_and_types_the_answer(query: Any) -> None:
     assert run.to_dict()["error"]["exit_code"] == 3
 
 
-def test_get_metrics_folds_to_azure_shape(query: Any) -> None:
-    _, address = query
-    with QueryClient(address) as client:
+def test_get_metrics_folds_to_azure_shape(real: str) -> None:
+    with QueryClient(real) as client:
         assert client.get_metrics("r1") == {"loss": [3.0, 2.0]}
 
 
-def test_unknown_run_is_run_not_found_naming_run_and_collector(query: Any) -> None:
-    _, address = query
-    with QueryClient(address) as client, pytest.raises(RunNotFound) as info:
+def test_unknown_run_is_run_not_found_naming_run_and_collector(real: str) -> None:
+    with QueryClient(real) as client, pytest.raises(RunNotFound) as info:
         client.get_run("nope")
-    assert str(info.value) == (f"run 'nope' not found at collector {address}; "
-                               f"list runs with `mltrail runs --collector {address}`")
+    assert str(info.value) == (f"run 'nope' not found at collector {real}; "
+                               f"list runs with `mltrail runs --collector {real}`")
 
 
 def test_no_collector_is_collector_unreachable() -> None:
@@ -198,23 +205,18 @@ def test_no_collector_is_collector_unreachable() -> None:
 # ---- logs ---------------------------------------------------------------------------------
 
 
-def test_tail_yields_lines_then_reports_the_final_status(query: Any) -> None:
-    servicer, address = query
-    servicer.tail_script = [[
-        collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a"), line("stdout", 1, "b")]),
-        collector_pb2.TailLogsResponse(lines=[line("stderr", 0, "c")]),
-        collector_pb2.TailLogsResponse(end=True, run_status=records_pb2.COMPLETED),
-    ]]
-    with QueryClient(address) as client:
+def test_tail_yields_lines_then_reports_the_final_status(real: str) -> None:
+    with QueryClient(real) as client:
         tail = client.tail_logs("r1", streams=["stdout", "stderr"], from_line=0, follow=True)
         texts = [(ln.stream, ln.line, ln.text) for ln in tail]
-    assert texts == [("stdout", 0, "a"), ("stdout", 1, "b"), ("stderr", 0, "c")]
-    assert tail.run_status == "Completed"
-    assert servicer.requests[-1].follow is True
-    assert list(servicer.requests[-1].streams) == ["stdout", "stderr"]
+    assert sorted(texts) == [("stderr", 0, "c"), ("stdout", 0, "a"), ("stdout", 1, "b")]
+    assert [t for t in texts if t[0] == "stdout"] == [("stdout", 0, "a"), ("stdout", 1, "b")]
+    assert tail.run_status == "Failed"  # the follow ended with the run
 
 
 def test_a_dropped_follow_reconnects_without_repeating_or_losing_lines(query: Any) -> None:
+    # Scripted: a real collector resumes at the line asked for; this server answers the
+    # reconnect from line 0 again, so the client's own skip of seen lines is what is tested.
     servicer, address = query
     first = [collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a"), line("stdout", 1, "b")]),
              grpc.StatusCode.UNAVAILABLE]
@@ -235,75 +237,72 @@ def test_a_dropped_follow_reconnects_without_repeating_or_losing_lines(query: An
 
 
 def test_a_dropped_tail_without_follow_is_an_error(query: Any) -> None:
+    # Scripted: a real collector's finished tail cannot be broken at a chosen point.
     servicer, address = query
     servicer.tail_script = [[grpc.StatusCode.UNAVAILABLE]]
     with QueryClient(address) as client, pytest.raises(CollectorUnreachable):
         list(client.tail_logs("r1"))
 
 
-def test_close_ends_a_blocked_follow_at_once(query: Any) -> None:
-    servicer, address = query
-    servicer.tail_script = [[collector_pb2.TailLogsResponse(lines=[line("stdout", 0, "a")]),
-                             30.0]]
+def test_close_ends_a_blocked_follow(real: str) -> None:
     got: list[str] = []
-    with QueryClient(address) as client:
-        tail = client.tail_logs("r1", follow=True)
+    with QueryClient(real) as client:
+        tail = client.tail_logs("r-live", follow=True)  # the run goes on: the follow waits
         reader = threading.Thread(target=lambda: got.extend(ln.text for ln in tail))
         reader.start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while not got and time.monotonic() < deadline:
             time.sleep(0.01)
-        started = time.monotonic()
         tail.close()
-        reader.join(timeout=5)
+        reader.join(timeout=60)  # without close it would wait for the run's end
     assert not reader.is_alive()
-    assert time.monotonic() - started < 2
     assert got == ["a"]
     assert tail.run_status is None
 
 
-def test_tail_of_unknown_run_is_run_not_found(query: Any) -> None:
-    _, address = query
-    with QueryClient(address) as client, pytest.raises(RunNotFound):
+def test_tail_of_unknown_run_is_run_not_found(real: str) -> None:
+    with QueryClient(real) as client, pytest.raises(RunNotFound):
         list(client.tail_logs("nope", follow=True))
 
 
 # ---- artifacts ------------------------------------------------------------------------------
 
 
-def test_download_writes_the_file_and_checks_it(query: Any, tmp_path: Path) -> None:
-    servicer, address = query
-    with QueryClient(address) as client:
+def test_download_writes_the_file_and_checks_it(real: str, tmp_path: Path) -> None:
+    with QueryClient(real) as client:
         info = client.download_artifact("r1", "outputs/model.bin", tmp_path / "m.bin")
         into_dir = client.download_artifact("r1", "outputs/model.bin", tmp_path)
-    assert (tmp_path / "m.bin").read_bytes() == servicer.artifact
-    assert (tmp_path / "model.bin").read_bytes() == servicer.artifact
-    assert info.sha256 == servicer.artifact_sha == into_dir.sha256
+    assert (tmp_path / "m.bin").read_bytes() == ARTIFACT
+    assert (tmp_path / "model.bin").read_bytes() == ARTIFACT
+    assert info.sha256 == hashlib.sha256(ARTIFACT).hexdigest() == into_dir.sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "model.bin"]
 
 
-def test_a_damaged_download_leaves_nothing(query: Any, tmp_path: Path) -> None:
-    servicer, address = query
-    servicer.artifact_sha = "0" * 64
-    with QueryClient(address) as client, pytest.raises(ArtifactCorrupt, match="damaged"):
-        client.download_artifact("r1", "outputs/model.bin", tmp_path / "m.bin")
+def test_a_damaged_download_leaves_nothing(real: str, collector_dir: Path,
+                                          tmp_path: Path) -> None:
+    # The stored file is damaged on disk (same size, other bytes): the collector serves
+    # it as it is; the client checks it against its sha256 and keeps nothing.
+    sha = hashlib.sha256(DAMAGED).hexdigest()
+    stored = collector_dir / "artifacts" / "sha256" / sha[:2] / sha
+    stored.write_bytes(DAMAGED.replace(b"damaged", b"DAMAGED"))
+    with QueryClient(real) as client, pytest.raises(ArtifactCorrupt, match="damaged"):
+        client.download_artifact("r1", "outputs/damaged.bin", tmp_path / "m.bin")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_artifact_and_missing_run_are_told_apart(query: Any, tmp_path: Path) -> None:
-    _, address = query
-    with QueryClient(address) as client:
+def test_missing_artifact_and_missing_run_are_told_apart(real: str, tmp_path: Path) -> None:
+    with QueryClient(real) as client:
         with pytest.raises(ArtifactNotFound, match=re.escape("run 'r1' has no artifact 'x.txt'")):
             client.download_artifact("r1", "x.txt", tmp_path / "x")
         with pytest.raises(RunNotFound):
             client.download_artifact("nope", "x.txt", tmp_path / "x")
-        assert [a.path for a in client.list_artifacts("r1")] == ["outputs/model.bin"]
+        assert sorted(a.path for a in client.list_artifacts("r1")) == [
+            "outputs/damaged.bin", "outputs/model.bin"]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_one_client_serves_several_with_blocks(query: Any) -> None:
-    _, address = query
-    client = QueryClient(address)
+def test_one_client_serves_several_with_blocks(real: str) -> None:
+    client = QueryClient(real)
     with client:
         assert client.get_run("r1").run_id == "r1"
     with client:

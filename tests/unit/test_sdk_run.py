@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import statistics
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,16 +183,6 @@ def test_log_handler_sends_records_beside_basic_config(run: Run, sink: MemorySin
         ("log", "DEBUG", "unit.handler", b"debug 1\n"),
         ("log", "ERROR", "unit.handler", b"multi\n  line\n")]
     assert console.getvalue().startswith("debug 1\nmulti\nline\n")
-
-
-def test_a_log_call_is_a_few_microseconds(run: Run) -> None:
-    samples = []
-    for _ in range(200):
-        started = time.perf_counter_ns()
-        for i in range(100):
-            run.log("loss", 0.5, step=i)
-        samples.append((time.perf_counter_ns() - started) / 100)
-    assert statistics.median(samples) < 5_000  # ns; the benchmark reports the real figure
 
 
 def test_an_offline_run_reads_its_own_spool(tmp_path: Path,

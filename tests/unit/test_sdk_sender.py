@@ -46,10 +46,8 @@ def test_unreachable_sink_never_blocks_and_everything_is_resent_later() -> None:
     sink = MemorySink()
     sink.down = True
     sender = Sender(sink, interval=0.01)
-    started = time.perf_counter()
     for i in range(1000):
-        sender.enqueue(scalar(i))
-    assert time.perf_counter() - started < 0.5
+        sender.enqueue(scalar(i))  # returns with the sink down (its cost: bench/sdk_log.py)
     assert sender.flush(0.3) == 1000  # nothing acknowledged while it is down
     assert sink.calls >= 1
     sink.down = False
@@ -185,9 +183,7 @@ def test_close_cancels_a_blocked_send_before_spilling(tmp_path: Path,
         sender.enqueue(scalar(i))
     assert sink.entered.wait(5)
     threading.Timer(6.0, sink.release.set).start()  # the agent answers after close gave up
-    started = time.monotonic()
-    assert sender.close(0.2) == 100
-    assert time.monotonic() - started < 4.0
+    assert sender.close(0.2) == 100  # had it waited for the sink's answer, none would be left
     assert not sender._thread.is_alive()  # nothing runs on after close returned
     with Spool(tmp_path / "spill") as spool:
         assert [r.seq for r in read_records(spool)] == list(range(1, 101))
@@ -223,7 +219,12 @@ def test_console_output_waits_for_room_instead_of_filling_memory() -> None:
 
     writer = threading.Thread(target=console)
     writer.start()
-    time.sleep(1.0)
+    # both bounds reached: building stopped and the console queue is full, so the writer
+    # waits (had it not, it would be done with all 32 pieces)
+    deadline = time.monotonic() + 60
+    while not (sender._unacked_bytes >= 1 << 20 and sender._waiting_bytes >= 1 << 20):
+        assert time.monotonic() < deadline and writer.is_alive(), "the console never waited"
+        time.sleep(0.01)
     assert writer.is_alive(), "the console never waited"
     assert len(sent) <= 16  # about 1 MiB built and 1 MiB queued, in 256 KiB pieces
     sender.enqueue(scalar(1))  # other records never wait

@@ -157,7 +157,9 @@ async def test_deleted_while_open_is_read_to_the_end(tmp_path: Path, spool: Spoo
         await wait_for(lambda: len(collected(spool).get("app", [])) == 10)
         with open(log, "ab") as fh:
             os.unlink(log)
-            await asyncio.sleep(0.3)  # the source sees the name gone before the next write
+            # the source sees the name gone before the next write
+            await wait_for(lambda: all(f.detached_since is not None
+                                       for f in source._files.values()))
             fh.write(lines(10, 20) + b"tail")
             fh.flush()
         await wait_for(lambda: len(collected(spool)["app"]) == 21)
