@@ -165,16 +165,22 @@ def _linear(numbers: Sequence[int], narrower_than: int
 
 def skip_ints(count: int, header: bytes | memoryview, pos: int) -> int:
     """The header position after an int column's fields."""
+    return int_column_size(count, header, pos)[1]
+
+
+def int_column_size(count: int, header: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """An int column's size in the column bytes, and the header position after it."""
     if count == 0:
-        return pos
+        return 0, pos
     _, pos = read_varint(header, pos)
     if count == 1:
-        return pos
+        return 0, pos
     _, pos = read_varint(header, pos)
     code, pos = read_varint(header, pos)
     if code > _LINEAR:
         _, pos = read_varint(header, pos)
-    return pos
+        return (code - _LINEAR) * count, pos
+    return (8 * count if code == _RAW else code * (count - 2)), pos
 
 
 def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes
@@ -262,21 +268,29 @@ def unpack_floats(count: int, header: bytes | memoryview, pos: int, column: byte
                   with_mode: bool = True) -> tuple[array[float], int, bytes]:
     """The doubles as an array; ``with_mode`` False reads a version-1 column (XOR, no
     mode number)."""
+    raw, width, pos, column = float_bytes(count, header, pos, column, with_mode)
+    if width == 4:
+        return array("d", _native("f", raw).tolist()), pos, column
+    return _native("d", raw), pos, column
+
+
+def float_bytes(count: int, header: bytes | memoryview, pos: int, column: bytes,
+                with_mode: bool = True) -> tuple[bytes, int, int, bytes]:
+    """The values as little-endian floats of the column's width (4: float32, 8: doubles),
+    the width, the header position after them and the rest of the column bytes."""
     mode = FLOATS_XOR
     if with_mode:
         mode, pos = read_varint(header, pos)
-    width = 4 if mode == FLOATS_32 else 8
     if mode not in (FLOATS_XOR, FLOATS_32):
         raise ColumnError(f"chunk has a float column of unknown mode {mode}")
+    width = 4 if mode == FLOATS_32 else 8
     size = width * count
     if len(column) < size:
         raise ColumnError("chunk column is shorter than its count")
-    if not count:
-        return array("d"), pos, column[size:]
     raw = unshuffle(column[:size], width, count)
-    if mode == FLOATS_32:
-        return array("d", _native("f", raw).tolist()), pos, column[size:]
-    return _native("d", _unxor_floats(raw)), pos, column[size:]
+    if mode == FLOATS_XOR and count:
+        raw = _unxor_floats(raw)
+    return raw, width, pos, column[size:]
 
 
 def _xor_floats(raw: bytes) -> bytes:

@@ -338,15 +338,21 @@ class Columns:
     numbers: array[float]
 
 
+def _opened(blob: bytes) -> tuple[memoryview, bytes, int, int, int]:
+    """A chunk's header, column bytes, count, step mode and the header position after."""
+    header, column = _unframe(memoryview(blob)[1:])
+    count, pos = _read_varint(header, 0)
+    step_mode, pos = _read_varint(header, pos)
+    return header, column, count, step_mode, pos
+
+
 def decode_columns(blob: bytes) -> Columns | None:
     """The chunk as arrays when every value is a number and every point or none has a
     step (the common case); None otherwise (use ``decode``)."""
     if not blob or blob[0] not in _VERSIONS:
         return None
     try:
-        header, column = _unframe(memoryview(blob)[1:])
-        count, pos = _read_varint(header, 0)
-        step_mode, pos = _read_varint(header, pos)
+        header, column, count, step_mode, pos = _opened(blob)
         if step_mode == _STEPS_SOME:
             return None
         present_count, pos = _read_varint(header, pos)
@@ -359,3 +365,26 @@ def decode_columns(blob: bytes) -> Columns | None:
     except (IndexError, ValueError):
         return None  # decode() says what is wrong
     return Columns(count, steps if step_mode == _STEPS_ALL else None, times, numbers)
+
+
+def decode_values(blob: bytes) -> tuple[int, bytes, int] | None:
+    """A chunk of numbers' values alone, undecoded: (count, little-endian floats, their
+    width: 4 for float32, 8 for doubles), steps and times skipped unread (get_metrics
+    wants values only). None when not every value is a number (use ``decode``)."""
+    if not blob or blob[0] not in _VERSIONS:
+        return None
+    try:
+        header, column, count, step_mode, pos = _opened(blob)
+        skip = count if step_mode == _STEPS_SOME else 0
+        present_count, pos = _read_varint(header, pos)
+        size, pos = columns.int_column_size(present_count, header, pos)
+        skip += size
+        size, pos = columns.int_column_size(count, header, pos)
+        value_mode, pos = _read_varint(header, pos)
+        if value_mode != KIND_NUMBER:
+            return None
+        raw, width, _, _ = columns.float_bytes(count, header, pos, column[skip + size:],
+                                               blob[0] > 1)
+    except (IndexError, ValueError):
+        return None
+    return count, raw, width

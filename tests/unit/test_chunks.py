@@ -249,3 +249,25 @@ def test_int_columns_of_every_shape_round_trip(seed: int) -> None:
             list(numbers), list(numbers), [KIND_NUMBER] * n, [float(i) for i in range(n)])))
         assert columns is not None and columns.steps is not None
         assert columns.steps.tolist() == numbers and columns.times.tolist() == numbers
+
+
+def test_values_alone_skip_steps_and_times_of_every_shape() -> None:
+    rng = random.Random(8)
+    loss = _loss_curve(500, 1)
+    shapes = [loss, _numbers(EDGE_DOUBLES),
+              Points([None] * 50, [rng.randint(0, 10 ** 18) for _ in range(50)],
+                     [KIND_NUMBER] * 50, [rng.random() for _ in range(50)]),
+              Points([1, None, 3], [5, 6, 7], [KIND_NUMBER] * 3, [0.5, -0.0, math.inf]),
+              V1_POINTS["numbers"]]
+    blobs = [chunks.encode(p) for p in shapes] + [base64.b64decode(V1_CHUNKS["numbers"])]
+    for points, blob in zip([*shapes, V1_POINTS["numbers"]], blobs, strict=True):
+        got = chunks.decode_values(blob)
+        assert got is not None
+        count, data, width = got
+        values = array("f" if width == 4 else "d", data).tolist()
+        assert count == len(points) and [_bits(v) for v in values] == [
+            _bits(v) for v in points.values]
+    assert (chunks.decode_values(chunks.encode(loss)) or (0, b"", 0))[2] == 4
+    mixed = chunks.encode(Points([1, 2], [1, 2], [KIND_NUMBER, KIND_INTEGER], [1.0, 2]))
+    assert chunks.decode_values(mixed) is None
+    assert chunks.decode_values(base64.b64decode(V1_CHUNKS["mixed"])) is None
