@@ -256,6 +256,8 @@ def _extremes(numbers: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _merge(group: Sequence[Bucket]) -> Bucket:
+    if len(group) == 1:
+        return group[0]
     valued = [b for b in group if b.first is not None]
     lows = [b.min for b in valued if b.min is not None and not math.isnan(b.min)]
     highs = [b.max for b in valued if b.max is not None and not math.isnan(b.max)]

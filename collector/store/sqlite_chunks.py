@@ -73,7 +73,8 @@ def summary_of(row: Sequence[Any]) -> ChunkSummary:
     """A summary back from the 14 SUMMARY_COLUMNS (NULL values are NaN with numbers)."""
     (count, first_step, last_step, min_step, max_step, first_time, last_time, min_time,
      max_time, first_value, last_value, min_value, max_value, flags) = row
-    if flags & FLAG_HAS_NUMBERS:
+    if flags & FLAG_HAS_NUMBERS and (first_value is None or last_value is None
+                                     or min_value is None or max_value is None):
         first_value, last_value, min_value, max_value = (
             _NAN if v is None else v for v in (first_value, last_value, min_value, max_value))
     return ChunkSummary(
