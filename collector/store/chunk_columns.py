@@ -124,9 +124,10 @@ def pack_ints(numbers: Sequence[int], header: bytearray) -> bytes:
     if count == 1:
         return b""
     deltas = list(map(sub, numbers[1:], numbers))
-    # zigzag inline: exact for int64 deltas of deltas; a larger one shows as >= 2**64
-    dods = [(d << 1) ^ (d >> 63) for d in map(sub, deltas[1:], deltas)]
-    width = _width(max(dods, default=0)) if min(dods, default=0) >= 0 else None
+    raw_dods = list(map(sub, deltas[1:], deltas))
+    low, high = min(raw_dods, default=0), max(raw_dods, default=0)
+    width = (_width(max(2 * high, -2 * low - 1))  # the largest zigzag number
+             if low >= -(2 ** 63) and high < 2 ** 63 else None)
     if width is not None and width > 1 and count > 2:
         linear = _linear(numbers, width)
         if linear is not None:
@@ -140,6 +141,7 @@ def pack_ints(numbers: Sequence[int], header: bytearray) -> bytes:
         varint(header, _RAW)
         return _wire("q", numbers)
     varint(header, width)
+    dods = [(d << 1) ^ (d >> 63) for d in raw_dods]  # zigzag, exact for int64 values
     return shuffle(_wire(_WIDTHS[width], dods), width)
 
 
@@ -256,7 +258,7 @@ def _unpack_linear(count: int, stride: int, width: int, header: bytes | memoryvi
 def pack_floats(values: Sequence[float], header: bytearray) -> bytes:
     """The float mode appended to ``header``, the column returned (see module doc)."""
     doubles = array("d", values)
-    narrow = array("f", doubles.tolist())  # out of float32 range: inf, caught below
+    narrow = array("f", values)  # out of float32 range: inf, caught below
     if array("d", narrow.tolist()).tobytes() == doubles.tobytes():
         varint(header, FLOATS_32)
         return shuffle(_wire("f", narrow), 4)
