@@ -21,6 +21,7 @@ from mltrail.collector.store.series import (
     SeriesQuery,
     SeriesRecord,
     SeriesStart,
+    SeriesValues,
 )
 from mltrail.common import packed
 from mltrail.common.errors import PermanentError
@@ -39,7 +40,7 @@ def series_query(request: collector_pb2.ReadSeriesRequest) -> SeriesQuery:
 
     query = SeriesQuery(request.run_id, request.name, field("step_min"), field("step_max"),
                         field("time_min_unix_nano"), field("time_max_unix_nano"),
-                        request.buckets)
+                        request.buckets, request.values_only)
     if query.buckets > MAX_BUCKETS:
         raise PermanentError(f"buckets {query.buckets} is over the limit of {MAX_BUCKETS:,}; "
                              "ask for fewer (a chart needs about one per pixel)")
@@ -57,17 +58,28 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
     size = 0
     start: list[bool] = []  # has_records, until the metric's first message is out
     columns: list[Columns] = []
+    values: list[SeriesValues] = []
     for part in parts:
+        if values and (part.name != name or not isinstance(part, SeriesValues)
+                       or part.width != values[0].width):
+            yield _values_page(name, values, start)
+            values = []
         if columns and (part.name != name or not isinstance(part, SeriesColumns) or (
                 (part.columns.steps is None) != (columns[0].steps is None))):
             yield _columns_page(name, columns, start)
             columns = []
-        if part.name != name or (isinstance(part, SeriesPoints | SeriesColumns) and records) or (
+        if part.name != name or (isinstance(part, SeriesPoints | SeriesColumns | SeriesValues)
+                                 and records) or (
                 not isinstance(part, SeriesPoints) and len(points)):
             yield from _flush(name, points, records, start)
             points, records, size = Points.empty(), [], 0
             name = part.name
-        if isinstance(part, SeriesColumns):
+        if isinstance(part, SeriesValues):
+            values.append(part)
+            if sum(v.count for v in values) >= PAGE_POINTS:
+                yield _values_page(name, values, start)
+                values = []
+        elif isinstance(part, SeriesColumns):
             columns.append(part.columns)
             if sum(c.count for c in columns) >= PAGE_POINTS:
                 yield _columns_page(name, columns, start)
@@ -90,6 +102,8 @@ def pages(parts: Iterator[SeriesPart]) -> Iterator[collector_pb2.ReadSeriesRespo
         elif isinstance(part, SeriesBuckets):
             yield collector_pb2.ReadSeriesResponse(
                 name=part.name, buckets=[_bucket(b) for b in part.buckets])
+    if values:
+        yield _values_page(name, values, start)
     if columns:
         yield _columns_page(name, columns, start)
     yield from _flush(name, points, records, start)
@@ -107,6 +121,21 @@ def _columns_page(name: str, columns: list[Columns], start: list[bool]
     if columns[0].steps is not None:
         out.steps = b"".join(packed.little_endian(c.steps) for c in columns
                              if c.steps is not None)
+    return page
+
+
+def _values_page(name: str, values: list[SeriesValues], start: list[bool]
+                 ) -> collector_pb2.ReadSeriesResponse:
+    """Values of whole chunks of numbers, of one width, as they are stored: float32s go as
+    ``floats`` (the SDK widens them), doubles as ``numbers``; no steps, no times."""
+    page = collector_pb2.ReadSeriesResponse(name=name, has_records=any(start))
+    start.clear()
+    page.points.count = sum(v.count for v in values)
+    data = b"".join(v.data for v in values)
+    if values[0].width == 4:
+        page.points.floats = data
+    else:
+        page.points.numbers = data
     return page
 
 

@@ -75,7 +75,8 @@ class Unpacked:
 def unpack(packed: collector_pb2.PackedPoints) -> Unpacked:
     """The columns back as Python lists; ValueError if their lengths disagree."""
     count = packed.count
-    times = _numbers("q", packed.times)
+    # a values_only read may leave times out: 0 then (get_metrics folds values only)
+    times = _numbers("q", packed.times) if packed.times or not count else [0] * count
     steps: list[int | None] | None = None
     if packed.steps:
         steps = _numbers("q", packed.steps)
@@ -83,7 +84,7 @@ def unpack(packed: collector_pb2.PackedPoints) -> Unpacked:
             steps = [s if flag else None
                      for s, flag in zip(steps, packed.step_present, strict=True)]
     if not packed.kinds:
-        values = _numbers("d", packed.numbers)
+        values = values_of(packed)
     else:
         columns = {KIND_NUMBER: iter(_numbers("d", packed.numbers)),
                    KIND_INTEGER: iter(_numbers("q", packed.integers)),
@@ -97,3 +98,12 @@ def unpack(packed: collector_pb2.PackedPoints) -> Unpacked:
                                                         and len(steps) != count):
         raise ValueError(f"packed points: columns disagree with the count {count}")
     return Unpacked(steps, times, packed.kinds, values)
+
+
+def values_of(packed: collector_pb2.PackedPoints) -> list[Any]:
+    """The values alone, as Python values (float32s of a values_only read widened)."""
+    if packed.floats:
+        return _numbers("f", packed.floats)
+    if not packed.kinds:
+        return _numbers("d", packed.numbers)
+    return unpack(packed).values

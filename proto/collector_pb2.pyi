@@ -192,7 +192,7 @@ class GetMetricsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[MetricRecord, _Mapping]]] = ...) -> None: ...
 
 class ReadSeriesRequest(_message.Message):
-    __slots__ = ("run_id", "name", "step_min", "step_max", "time_min_unix_nano", "time_max_unix_nano", "buckets")
+    __slots__ = ("run_id", "name", "step_min", "step_max", "time_min_unix_nano", "time_max_unix_nano", "buckets", "values_only")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_MIN_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class ReadSeriesRequest(_message.Message):
     TIME_MIN_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     TIME_MAX_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_ONLY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     name: str
     step_min: int
@@ -207,10 +208,11 @@ class ReadSeriesRequest(_message.Message):
     time_min_unix_nano: int
     time_max_unix_nano: int
     buckets: int
-    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., step_min: _Optional[int] = ..., step_max: _Optional[int] = ..., time_min_unix_nano: _Optional[int] = ..., time_max_unix_nano: _Optional[int] = ..., buckets: _Optional[int] = ...) -> None: ...
+    values_only: bool
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., step_min: _Optional[int] = ..., step_max: _Optional[int] = ..., time_min_unix_nano: _Optional[int] = ..., time_max_unix_nano: _Optional[int] = ..., buckets: _Optional[int] = ..., values_only: _Optional[bool] = ...) -> None: ...
 
 class PackedPoints(_message.Message):
-    __slots__ = ("count", "steps", "step_present", "times", "kinds", "numbers", "integers", "texts", "flags")
+    __slots__ = ("count", "steps", "step_present", "times", "kinds", "numbers", "integers", "texts", "flags", "floats")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STEP_PRESENT_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +222,7 @@ class PackedPoints(_message.Message):
     INTEGERS_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    FLOATS_FIELD_NUMBER: _ClassVar[int]
     count: int
     steps: bytes
     step_present: bytes
@@ -229,7 +232,8 @@ class PackedPoints(_message.Message):
     integers: bytes
     texts: _containers.RepeatedScalarFieldContainer[str]
     flags: bytes
-    def __init__(self, count: _Optional[int] = ..., steps: _Optional[bytes] = ..., step_present: _Optional[bytes] = ..., times: _Optional[bytes] = ..., kinds: _Optional[bytes] = ..., numbers: _Optional[bytes] = ..., integers: _Optional[bytes] = ..., texts: _Optional[_Iterable[str]] = ..., flags: _Optional[bytes] = ...) -> None: ...
+    floats: bytes
+    def __init__(self, count: _Optional[int] = ..., steps: _Optional[bytes] = ..., step_present: _Optional[bytes] = ..., times: _Optional[bytes] = ..., kinds: _Optional[bytes] = ..., numbers: _Optional[bytes] = ..., integers: _Optional[bytes] = ..., texts: _Optional[_Iterable[str]] = ..., flags: _Optional[bytes] = ..., floats: _Optional[bytes] = ...) -> None: ...
 
 class SeriesBucket(_message.Message):
     __slots__ = ("count", "first_step", "last_step", "first_time_unix_nano", "last_time_unix_nano", "has_values", "first", "last", "min", "max")

@@ -6,15 +6,19 @@ four kinds (number, integer, text, flag). The encoding is columnar, as in
 Prometheus' TSDB and the Gorilla paper, built from the standard library only
 (stdlib C loops, no per-bit Python work):
 
-    chunk  = VERSION | varint count | varint step_mode | varint value_mode
-             | columns header (varints) | zlib(column bytes)
-    ints   = first value and first delta as zigzag varints in the header; the
-             deltas of deltas as zigzag numbers in the narrowest of 1, 2, 4 or
-             8 bytes, byte-shuffled (all first bytes, then all second bytes...)
-    floats = IEEE doubles XOR-ed with the previous one (Gorilla: equal leading
-             bits become zero bytes), byte-shuffled
+    chunk  = VERSION | varint header length | header (varints: count,
+             step_mode, value_mode, each column's fields) | zlib(column bytes)
+    ints   = delta of deltas or linear residuals, whichever is narrower
+             (chunk_columns.py), byte-shuffled
+    floats = a mode in the header, then float32s when every value is one
+             widened (as a float32 loss is), else IEEE doubles XOR-ed with the
+             previous one (Gorilla), byte-shuffled (chunk_columns.py)
     texts  = lengths as ints, then the UTF-8 bytes
     flags  = one byte each
+
+Version 1 chunks (ints as deltas of deltas only, floats always XOR-ed, no
+float mode in the header) stay readable: the version byte says which, so a
+store written before needs no migration.
 
 Steps: all absent, all present, or a presence byte per point plus the
 present ones. Values of one kind are one column; mixed kinds add a kind byte
@@ -32,20 +36,22 @@ import zlib
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
-from operator import le, sub
+from operator import le
 from typing import cast
+
+from mltrail.collector.store import chunk_columns as columns
+from mltrail.collector.store.chunk_columns import read_varint, varint
 
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG = 1, 2, 3, 4
 VALUE_KINDS = (KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG)
 CHUNK_POINTS = 4096
-VERSION = 1
+VERSION = 2  # written; 1 and 2 are read
+_VERSIONS = (1, 2)
 ZLIB_LEVEL = 6
 
 _STEPS_NONE, _STEPS_ALL, _STEPS_SOME = 0, 1, 2
 _MIXED = 0  # value_mode: a kind byte per point; otherwise the one kind's number
-_WIDTHS = ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
-_RAW = 0  # int column width code: raw int64 (a delta of deltas past 64 bits)
+_varint, _read_varint = varint, read_varint
 
 Value = float | int | str | bool
 
@@ -115,100 +121,19 @@ class ChunkSummary:
 FLAG_STEPS_SORTED, FLAG_HAS_NAN, FLAG_ALL_STEPS, FLAG_ALL_NUMERIC = 1, 2, 4, 8
 
 
-# ---- integers -----------------------------------------------------------------
-
-
-def _varint(out: bytearray, number: int) -> None:
-    while number > 0x7F:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-
-
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    number = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ChunkError("chunk ends inside a number")
-        byte = data[pos]
-        pos += 1
-        number |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return number, pos
-        shift += 7
-
-
-def _zigzag(number: int) -> int:
-    return number * 2 if number >= 0 else -2 * number - 1
-
-
-def _unzigzag(number: int) -> int:
-    return number >> 1 if not number & 1 else -((number + 1) >> 1)
-
-
-def _shuffle(raw: bytes, width: int) -> bytes:
-    if width == 1:
-        return raw
-    return b"".join(raw[lane::width] for lane in range(width))
-
-
-def _unshuffle(data: bytes, width: int, count: int) -> bytes:
-    if width == 1:
-        return data
-    out = bytearray(count * width)
-    for lane in range(width):
-        out[lane::width] = data[lane * count:(lane + 1) * count]
-    return bytes(out)
+# ---- integer columns (chunk_columns.py) ------------------------------------------
 
 
 def pack_ints(numbers: Sequence[int], header: bytearray) -> bytes:
-    """Delta-of-delta pack: header fields appended to ``header``, the column returned."""
-    count = len(numbers)
-    if count == 0:
-        return b""
-    _varint(header, _zigzag(numbers[0]))
-    if count == 1:
-        return b""
-    deltas = list(map(sub, numbers[1:], numbers))
-    _varint(header, _zigzag(deltas[0]))
-    # zigzag inline: exact for int64 deltas of deltas; a larger one shows as >= 2**64
-    dods = [(d << 1) ^ (d >> 63) for d in map(sub, deltas[1:], deltas)]
-    top = max(dods, default=0)
-    for width, code in _WIDTHS:
-        if top < 1 << (8 * width) and (width < 8 or min(dods, default=0) >= 0):
-            _varint(header, width)
-            return _shuffle(array(code, dods).tobytes(), width)
-    _varint(header, _RAW)
-    return array("q", numbers).tobytes()
+    """Delta-of-delta or linear pack: header fields appended to ``header``, the column
+    returned (chunk_columns.py)."""
+    return columns.pack_ints(numbers, header)
 
 
 def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes
                 ) -> tuple[list[int], int, bytes]:
     """The numbers, the header position after them, and the rest of the column bytes."""
-    if count == 0:
-        return [], pos, column
-    first, pos = _read_varint(header, pos)
-    if count == 1:
-        return [_unzigzag(first)], pos, column
-    delta, pos = _read_varint(header, pos)
-    width, pos = _read_varint(header, pos)
-    if width == _RAW:
-        size = 8 * count
-        return array("q", column[:size]).tolist(), pos, column[size:]
-    code = dict(_WIDTHS).get(width)
-    if code is None:
-        raise ChunkError(f"chunk has an integer column of unknown width {width}")
-    size = width * (count - 2)
-    if len(column) < size:
-        raise ChunkError("chunk column is shorter than its count")
-    raw = column[:size]
-    start, step = _unzigzag(first), _unzigzag(delta)
-    if raw.count(0) == size:  # a constant stride (steps 0, 1, 2...): no sums needed
-        return list(range(start, start + step * count, step)) if step else [start] * count, \
-            pos, column[size:]
-    dods = array(code, _unshuffle(raw, width, count - 2))
-    deltas = accumulate([(z >> 1) ^ -(z & 1) for z in dods], initial=step)
-    return list(accumulate(deltas, initial=start)), pos, column[size:]
+    return columns.unpack_ints(count, header, pos, column)
 
 
 def encode_ints(numbers: Sequence[int]) -> bytes:
@@ -220,9 +145,12 @@ def encode_ints(numbers: Sequence[int]) -> bytes:
 
 
 def decode_ints(blob: bytes) -> list[int]:
-    header, column = _unframe(blob)
-    count, pos = _read_varint(header, 0)
-    return unpack_ints(count, header, pos, column)[0]
+    try:
+        header, column = _unframe(blob)
+        count, pos = _read_varint(header, 0)
+        return unpack_ints(count, header, pos, column)[0]
+    except (IndexError, ValueError) as exc:
+        raise ChunkError(f"int column is damaged ({exc})") from None
 
 
 def _frame(header: bytearray, column: bytes) -> bytes:
@@ -247,36 +175,12 @@ def _inflate(data: bytes) -> bytes:
         raise ChunkError(f"chunk does not decompress ({exc})") from None
 
 
-# ---- floats --------------------------------------------------------------------
-
-
-def _xor_floats(values: Sequence[float]) -> bytes:
-    raw = array("d", values).tobytes()
-    size = len(raw)
-    if size <= 8:
-        return raw
-    current = int.from_bytes(raw, "little")
-    return (current ^ (current << 64)).to_bytes(size + 8, "little")[:size]
-
-
-def _unxor_floats(data: bytes) -> array[float]:
-    """Prefix XOR in log2(n) big-integer steps (C loops, not a Python loop per value)."""
-    size = len(data)
-    current = int.from_bytes(data, "little")
-    mask = (1 << (8 * size)) - 1
-    shift = 64
-    while shift < 8 * size:
-        current ^= (current << shift) & mask
-        shift *= 2
-    return array("d", current.to_bytes(size, "little"))
-
-
 # ---- values ---------------------------------------------------------------------
 
 
 def _pack_values(kind: int, values: Sequence[Value], header: bytearray) -> bytes:
     if kind == KIND_NUMBER:
-        return _shuffle(_xor_floats(values), 8)  # type: ignore[arg-type]
+        return columns.pack_floats(values, header)
     if kind == KIND_INTEGER:
         return pack_ints(values, header)  # type: ignore[arg-type]
     if kind == KIND_FLAG:
@@ -290,11 +194,10 @@ def _pack_values(kind: int, values: Sequence[Value], header: bytearray) -> bytes
 
 
 def _unpack_values(kind: int, count: int, header: bytes | memoryview, pos: int,
-                   column: bytes) -> tuple[list[Value], int, bytes]:
+                   column: bytes, version: int) -> tuple[list[Value], int, bytes]:
     if kind == KIND_NUMBER:
-        size = 8 * count
-        floats = _unxor_floats(_unshuffle(column[:size], 8, count)) if count else array("d")
-        return list(floats.tolist()), pos, column[size:]
+        floats, pos, column = columns.unpack_floats(count, header, pos, column, version > 1)
+        return list(floats.tolist()), pos, column
     if kind == KIND_INTEGER:
         numbers, pos, column = unpack_ints(count, header, pos, column)
         return list(numbers), pos, column
@@ -302,8 +205,7 @@ def _unpack_values(kind: int, count: int, header: bytes | memoryview, pos: int,
         return [b != 0 for b in column[:count]], pos, column[count:]
     if kind == KIND_TEXT:
         lengths_at = pos
-        for _ in range(min(count, 1) + 2 * (count >= 2)):  # skip the lengths' header
-            _, pos = _read_varint(header, pos)
+        pos = columns.skip_ints(count, header, pos)
         size, pos = _read_varint(header, pos)
         lengths = unpack_ints(count, header, lengths_at, column[:size])[0]
         texts: list[Value] = []
@@ -323,46 +225,51 @@ def encode(points: Points) -> bytes:
     count = len(points)
     header = bytearray()
     _varint(header, count)
-    columns: list[bytes] = []
+    parts: list[bytes] = []
     present = [s for s in points.steps if s is not None]
     step_mode = (_STEPS_NONE if not present else
                  _STEPS_ALL if len(present) == count else _STEPS_SOME)
     _varint(header, step_mode)
     if step_mode == _STEPS_SOME:
-        columns.append(bytes(0 if s is None else 1 for s in points.steps))
+        parts.append(bytes(0 if s is None else 1 for s in points.steps))
     _varint(header, len(present))
-    columns.append(pack_ints(present, header))
-    columns.append(pack_ints(points.times, header))
+    parts.append(pack_ints(present, header))
+    parts.append(pack_ints(points.times, header))
     kinds = set(points.kinds)
     if len(kinds) <= 1:
         kind = kinds.pop() if kinds else KIND_NUMBER
         _varint(header, kind)
-        columns.append(_pack_values(kind, points.values, header))
+        parts.append(_pack_values(kind, points.values, header))
     else:
         _varint(header, _MIXED)
-        columns.append(bytes(points.kinds))
+        parts.append(bytes(points.kinds))
         for kind in VALUE_KINDS:
             if kind in kinds:
                 part = [v for k, v in zip(points.kinds, points.values, strict=True)
                         if k == kind]
-                columns.append(_pack_values(kind, part, header))
-    return bytes([VERSION]) + _frame(header, b"".join(columns))
+                parts.append(_pack_values(kind, part, header))
+    return bytes([VERSION]) + _frame(header, b"".join(parts))
+
+
+def _version(blob: bytes) -> int:
+    if not blob or blob[0] not in _VERSIONS:
+        raise ChunkError(f"chunk of unknown version {blob[0] if blob else 'empty'}; "
+                         "written by a newer mltrail?")
+    return blob[0]
 
 
 def decode(blob: bytes) -> Points:
     """The points of a chunk, in logged order; ChunkError for bytes that are not one."""
-    if not blob or blob[0] != VERSION:
-        raise ChunkError(f"chunk of unknown version {blob[0] if blob else 'empty'}; "
-                         "written by a newer mltrail?")
+    version = _version(blob)
     try:
-        return _decode(*_unframe(memoryview(blob)[1:]))
+        return _decode(*_unframe(memoryview(blob)[1:]), version)
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ChunkError):
             raise
         raise ChunkError(f"chunk is damaged ({exc})") from None
 
 
-def _decode(header: memoryview, column: bytes) -> Points:
+def _decode(header: memoryview, column: bytes, version: int) -> Points:
     count, pos = _read_varint(header, 0)
     step_mode, pos = _read_varint(header, pos)
     presence = None
@@ -381,14 +288,14 @@ def _decode(header: memoryview, column: bytes) -> Points:
         steps = [next(it) if flag else None for flag in presence]
     value_mode, pos = _read_varint(header, pos)
     if value_mode != _MIXED:
-        values, pos, column = _unpack_values(value_mode, count, header, pos, column)
+        values, pos, column = _unpack_values(value_mode, count, header, pos, column, version)
         return Points(steps, times, [value_mode] * count, values)
     kinds, column = list(column[:count]), column[count:]
     iters = {}
     for kind in VALUE_KINDS:
         wanted = kinds.count(kind)
         if wanted:
-            values, pos, column = _unpack_values(kind, wanted, header, pos, column)
+            values, pos, column = _unpack_values(kind, wanted, header, pos, column, version)
             iters[kind] = iter(values)
     return Points(steps, times, kinds, [next(iters[k]) for k in kinds])
 
@@ -431,52 +338,53 @@ class Columns:
     numbers: array[float]
 
 
+def _opened(blob: bytes) -> tuple[memoryview, bytes, int, int, int]:
+    """A chunk's header, column bytes, count, step mode and the header position after."""
+    header, column = _unframe(memoryview(blob)[1:])
+    count, pos = _read_varint(header, 0)
+    step_mode, pos = _read_varint(header, pos)
+    return header, column, count, step_mode, pos
+
+
 def decode_columns(blob: bytes) -> Columns | None:
     """The chunk as arrays when every value is a number and every point or none has a
     step (the common case); None otherwise (use ``decode``)."""
-    if not blob or blob[0] != VERSION:
+    if not blob or blob[0] not in _VERSIONS:
         return None
     try:
-        header, column = _unframe(memoryview(blob)[1:])
-        count, pos = _read_varint(header, 0)
-        step_mode, pos = _read_varint(header, pos)
+        header, column, count, step_mode, pos = _opened(blob)
         if step_mode == _STEPS_SOME:
             return None
         present_count, pos = _read_varint(header, pos)
-        steps, pos, column = _int_array(present_count, header, pos, column)
-        times, pos, column = _int_array(count, header, pos, column)
+        steps, pos, column = columns.int_array(present_count, header, pos, column)
+        times, pos, column = columns.int_array(count, header, pos, column)
         value_mode, pos = _read_varint(header, pos)
         if value_mode != KIND_NUMBER:
             return None
-        size = 8 * count
-        numbers = (_unxor_floats(_unshuffle(column[:size], 8, count)) if count
-                   else array("d"))
+        numbers = columns.unpack_floats(count, header, pos, column, blob[0] > 1)[0]
     except (IndexError, ValueError):
         return None  # decode() says what is wrong
     return Columns(count, steps if step_mode == _STEPS_ALL else None, times, numbers)
 
 
-def _int_array(count: int, header: bytes | memoryview, pos: int, column: bytes
-               ) -> tuple[array[int], int, bytes]:
-    """``unpack_ints`` into an array, without a list in between."""
-    if count <= 1:
-        numbers, pos, column = unpack_ints(count, header, pos, column)
-        return array("q", numbers), pos, column
-    first, probe = _read_varint(header, pos)
-    delta, probe = _read_varint(header, probe)
-    width, probe = _read_varint(header, probe)
-    code = dict(_WIDTHS).get(width)
-    size = width * (count - 2)
-    if code is None or len(column) < size:
-        numbers, pos, column = unpack_ints(count, header, pos, column)
-        return array("q", numbers), pos, column
-    raw = column[:size]
-    start, step = _unzigzag(first), _unzigzag(delta)
-    if raw.count(0) == size:
-        out = array("q", list(range(start, start + step * count, step))) if step else array(
-            "q", [start]) * count
-        return out, probe, column[size:]
-    dods = array(code, _unshuffle(raw, width, count - 2))
-    deltas = accumulate([(z >> 1) ^ -(z & 1) for z in dods], initial=step)
-    # through a list: array() appends from an iterator one item at a time
-    return array("q", list(accumulate(deltas, initial=start))), probe, column[size:]
+def decode_values(blob: bytes) -> tuple[int, bytes, int] | None:
+    """A chunk of numbers' values alone, undecoded: (count, little-endian floats, their
+    width: 4 for float32, 8 for doubles), steps and times skipped unread (get_metrics
+    wants values only). None when not every value is a number (use ``decode``)."""
+    if not blob or blob[0] not in _VERSIONS:
+        return None
+    try:
+        header, column, count, step_mode, pos = _opened(blob)
+        skip = count if step_mode == _STEPS_SOME else 0
+        present_count, pos = _read_varint(header, pos)
+        size, pos = columns.int_column_size(present_count, header, pos)
+        skip += size
+        size, pos = columns.int_column_size(count, header, pos)
+        value_mode, pos = _read_varint(header, pos)
+        if value_mode != KIND_NUMBER:
+            return None
+        raw, width, _, _ = columns.float_bytes(count, header, pos, column[skip + size:],
+                                               blob[0] > 1)
+    except (IndexError, ValueError):
+        return None
+    return count, raw, width

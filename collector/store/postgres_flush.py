@@ -18,6 +18,7 @@ from mltrail.collector.store import chunks
 from mltrail.collector.store.chunks import CHUNK_POINTS, Points
 from mltrail.collector.store.sqlite_chunks import (
     LogPiece,
+    closed,
     compress_text,
     encode_times,
     extends,
@@ -123,13 +124,16 @@ def flush_logs(conn: Any, logs: list[LogLines], log_runs: dict[int, str]) -> Non
         if head_row is not None and extends(head_row, next_line):
             head, first = open_piece(head_row)
         plan = plan_append(head, first, pending[key])
+        values = [_log_values(piece, closed(index, plan))
+                  for index, (_, piece) in enumerate(plan)]
         if head is not None:
-            line, piece = plan.pop(0)
             conn.execute("UPDATE log_chunks SET line_count = %s, first_time = %s, "
                          "last_time = %s, data = %s, line_times = %s, level = %s, "
                          "logger = %s WHERE stream_key = %s AND first_line = %s",
-                         (*_log_values(piece), stream_key, line))
-        rows.extend((stream_key, line, *_log_values(piece)) for line, piece in plan)
+                         (*values[0], stream_key, plan[0][0]))
+            plan, values = plan[1:], values[1:]
+        rows.extend((stream_key, line, *value)
+                    for (line, _), value in zip(plan, values, strict=True))
         streams[key][1] = next_line + sum(piece.count for piece in pending[key])
     _copy(conn, _LOG_COPY, _LOG_TYPES, rows)
     positions = [streams[key] for key in keys]
@@ -158,8 +162,8 @@ def _chunk_rows(key: tuple[int, int], pieces: list[SeriesPiece]) -> list[tuple[A
     return rows
 
 
-def _log_values(piece: LogPiece) -> tuple[Any, ...]:
-    return (piece.count, piece.first_time, piece.last_time, compress_text(piece.text),
+def _log_values(piece: LogPiece, closed: bool) -> tuple[Any, ...]:
+    return (piece.count, piece.first_time, piece.last_time, compress_text(piece.text, closed),
             encode_times(piece.times), piece.level, piece.logger)
 
 

@@ -37,6 +37,7 @@ from mltrail.collector.store.chunks import (
     Columns,
     Points,
     decode_columns,
+    decode_values,
 )
 
 SKIP, WHOLE, PARTIAL = 0, 1, 2
@@ -53,6 +54,7 @@ class SeriesQuery:
     time_min: int | None = None
     time_max: int | None = None
     buckets: int = 0  # > 0: a downsample of at most this many buckets per metric
+    values_only: bool = False  # whole chunks of numbers may come as SeriesValues
 
     @property
     def ranged(self) -> bool:
@@ -138,14 +140,17 @@ def chunk_points(chunk: StoredChunk, load: Callable[[StoredChunk], Points],
 
 
 def chunk_part(name: str, chunk: StoredChunk, load: Callable[[StoredChunk], Points],
-               query: SeriesQuery) -> SeriesPoints | SeriesColumns | None:
+               query: SeriesQuery) -> SeriesPoints | SeriesColumns | SeriesValues | None:
     """The chunk's points in range as a part: arrays for a whole chunk of numbers (its
-    bytes in ``chunk.data``), lists otherwise; None when no point is in range."""
+    bytes in ``chunk.data``; its values alone for a ``values_only`` query), lists
+    otherwise; None when no point is in range."""
     summary = chunk.summary
     if summary is None:
         raise ValueError("chunk_part of a record of another kind")
     if (chunk.data is not None and summary.all_numeric
             and select(summary, query) == WHOLE):
+        if query.values_only and (values := decode_values(chunk.data)) is not None:
+            return SeriesValues(name, *values)
         columns = decode_columns(chunk.data)
         if columns is not None:
             return SeriesColumns(name, columns)
@@ -251,6 +256,8 @@ def _extremes(numbers: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _merge(group: Sequence[Bucket]) -> Bucket:
+    if len(group) == 1:
+        return group[0]
     valued = [b for b in group if b.first is not None]
     lows = [b.min for b in valued if b.min is not None and not math.isnan(b.min)]
     highs = [b.max for b in valued if b.max is not None and not math.isnan(b.max)]
@@ -295,6 +302,17 @@ class SeriesColumns:
 
 
 @dataclass(frozen=True)
+class SeriesValues:
+    """The values alone of a whole chunk of numbers: ``count`` little-endian floats of
+    ``width`` bytes (4: float32, 8: doubles) in ``data``, in logged order."""
+
+    name: str
+    count: int
+    data: bytes
+    width: int
+
+
+@dataclass(frozen=True)
 class SeriesRecord:
     """One record of another kind (list, row, table, image, JSON, described scalar)."""
 
@@ -309,4 +327,5 @@ class SeriesBuckets:
     buckets: list[Bucket]
 
 
-SeriesPart = SeriesStart | SeriesPoints | SeriesColumns | SeriesRecord | SeriesBuckets
+SeriesPart = (SeriesStart | SeriesPoints | SeriesColumns | SeriesValues | SeriesRecord
+              | SeriesBuckets)

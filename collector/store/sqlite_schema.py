@@ -71,7 +71,8 @@ CREATE TABLE artifacts (
 # CHUNK_ENCODED hold one encoded Metric (the other kinds), in logged order by rowid.
 # NaN summary values are stored as NULL by SQLite: with FLAG_ALL_NUMERIC or a
 # count of numeric values the reader knows NULL means NaN (see sqlite_series).
-# Log chunks hold zlib-compressed UTF-8 text and compressed line times.
+# Log chunks hold zstd-compressed UTF-8 text (zlib, written before, is read too) and
+# compressed line times.
 SERIES_TABLES = """
 CREATE TABLE IF NOT EXISTS metric_chunks (
   run_key INTEGER NOT NULL,

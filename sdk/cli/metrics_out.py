@@ -63,7 +63,7 @@ class _JsonWriter:
             return
         if not page.HasField("points"):
             return
-        values = packed.unpack(page.points).values
+        values = packed.values_of(page.points)
         if not self.opened and len(self.held) + len(values) <= 1:
             self.held.extend(values)
             return

@@ -304,7 +304,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     form = "json" if args.json else args.format
     with connect(args.collector, security=security_from_args(args)) as client:
         client.get_run(args.run_id)  # an unknown run is an error, not "no metrics"
-        pages = client.read_series(args.run_id, args.name)
+        pages = client.read_series(args.run_id, args.name, values_only=form == "json")
         first = next(pages, None)
         if args.name and first is None:
             names = [page.name for page in client.read_series(args.run_id, buckets=1)]

@@ -307,13 +307,15 @@ class QueryClient:
     def read_series(self, run_id: str, name: str | None = None, *,
                     step_min: int | None = None, step_max: int | None = None,
                     time_min: int | None = None, time_max: int | None = None,
-                    buckets: int = 0) -> Iterator[collector_pb2.ReadSeriesResponse]:
+                    buckets: int = 0, values_only: bool = False
+                    ) -> Iterator[collector_pb2.ReadSeriesResponse]:
         """ReadSeries pages as they arrive (packed points, other records, or buckets):
         a series of any length, never whole in memory here or in the collector. The
         stream has no overall deadline (a long series takes long); a collector that is
-        down fails at once."""
+        down fails at once. ``values_only``: pages may leave steps and times out (what
+        ``get_metrics`` and ``--json`` need), so long series decode and travel faster."""
         request = collector_pb2.ReadSeriesRequest(run_id=run_id, name=name or "",
-                                                  buckets=buckets)
+                                                  buckets=buckets, values_only=values_only)
         for field_name, value in (("step_min", step_min), ("step_max", step_max),
                                   ("time_min_unix_nano", time_min),
                                   ("time_max_unix_nano", time_max)):
@@ -338,7 +340,7 @@ class QueryClient:
 
     def get_metrics(self, run_id: str, name: str | None = None) -> dict[str, Any]:
         """Metrics in the shape of Azure ML v1 ``Run.get_metrics()``, from packed pages."""
-        return fold_series(self.read_series(run_id, name))
+        return fold_series(self.read_series(run_id, name, values_only=True))
 
     # -- changes (mltrail cancel, rename, tag, delete) --------------------------
 

@@ -127,7 +127,7 @@ class _SeriesFold:
     def add(self, page: collector_pb2.ReadSeriesResponse) -> None:
         if self.fold is None and not page.records:
             if page.HasField("points"):
-                self.values.extend(packed.unpack(page.points).values)
+                self.values.extend(packed.values_of(page.points))
             return
         if self.fold is None:
             self.fold = _NameFold()

@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import math
+import struct
+from array import array
 from typing import Any
 
 import pytest
@@ -120,3 +122,22 @@ def test_pages_keep_the_logged_order_across_columns_points_and_records() -> None
     steps = [r.metric.scalar.step if r.metric.scalar.HasField("step") else None
              for p in out for r in page_records(p) if r.metric.HasField("scalar")]
     assert steps == [0, 1, 2, 3, 4, None, None, 7, 8]
+
+
+def test_values_only_pages_of_float32s_and_doubles_fold_and_stream_alike() -> None:
+    """A values_only read: float32s in ``floats``, doubles in ``numbers``, no times; the
+    JSON and get_metrics' fold both give the widened values in order, bit for bit."""
+    f32 = array("f", [0.1, -0.0, math.inf, 3.5e38, 1e-45])
+    doubles = array("d", [0.1, math.nan, -1.5])
+    pages = [collector_pb2.ReadSeriesResponse(name="loss", points=collector_pb2.PackedPoints(
+                 count=len(f32), floats=f32.tobytes())),
+             collector_pb2.ReadSeriesResponse(name="loss", points=collector_pb2.PackedPoints(
+                 count=len(doubles), numbers=doubles.tobytes()))]
+    want = f32.tolist() + doubles.tolist()
+    got = fold_series(pages)["loss"]
+    assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in want]
+    out = io.StringIO()
+    write_json(pages, out)
+    assert json.dumps(json.loads(out.getvalue())["loss"]) == json.dumps(want)
+    assert packed.unpack(pages[0].points).times == [0] * len(f32)  # left out: shown as 0
+    assert packed.values_of(pages[0].points) == f32.tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
+from mltrail.collector.series_pages import pages
 from mltrail.collector.store import Store, open_store
 from mltrail.collector.store.chunks import CHUNK_POINTS, KIND_INTEGER, KIND_NUMBER
 from mltrail.collector.store.series import (
@@ -20,9 +22,11 @@ from mltrail.collector.store.series import (
     SeriesPoints,
     SeriesQuery,
     SeriesRecord,
+    SeriesValues,
 )
 from mltrail.collector.validate import validate_batch
 from mltrail.proto import records_pb2
+from mltrail.query.metrics_view import fold_series
 from tests import builders as b
 
 Point = tuple[int | None, int, Any]  # step, time, value
@@ -248,5 +252,41 @@ def test_downsample_of_few_number_chunks_cut_as_arrays_matches_brute_force(
                 assert all(_same(a, e) for a, e in zip(actual, expected, strict=True)), (
                     query, at, actual, expected)
                 at += bk.count
+    finally:
+        store.close()
+
+
+def test_values_only_reads_match_brute_force(tmp_path: Path, store_url: str) -> None:
+    """get_metrics' read: whole chunks of numbers travel as their values alone (float32s
+    as float32s), the rest as points; folded, every value in logged order, bit for bit."""
+    rng = random.Random(3)
+    store = open_store(store_url, ArtifactStore(tmp_path / "a"))
+    try:
+        want: dict[str, list[Any]] = {"f32": [], "f64": [], "mixed": []}
+        records = []
+        for i in range(2 * CHUNK_POINTS + 300):
+            f32 = float(array("f", [rng.gauss(1, 0.5)])[0]) if i % 501 else math.nan
+            for name, value in (("f32", f32), ("f64", rng.random() if i % 7 else -0.0),
+                                ("mixed", i if i % 300 == 0 else rng.random())):
+                records.append(b.scalar(len(records) + 1, "r", name, value, step=i % 4000,
+                                        t=10 ** 18 + 1_000_000 * i + rng.randrange(50_000)))
+                want[name].append(value)
+        for first in range(0, len(records), 5000):  # batches end mid-chunk
+            store.write_batch([validate_batch(b.batch("s", records[first:first + 5000]))])
+        parts = list(store.read_series(SeriesQuery("r", values_only=True)))
+        widths = {(p.name, p.width) for p in parts if isinstance(p, SeriesValues)}
+        assert widths == {("f32", 4), ("f64", 8)}
+        assert any(isinstance(p, SeriesPoints | SeriesColumns) and p.name == "mixed"
+                   for p in parts)
+        got = fold_series(pages(iter(parts)))
+        for name, values in want.items():
+            assert len(got[name]) == len(values)
+            assert all(_same(a, e) or (a == e and math.copysign(1, a) == math.copysign(1, e))
+                       for a, e in zip(got[name], values, strict=True)), name
+        ranged = SeriesQuery("r", "f32", step_min=10, step_max=3000, values_only=True)
+        assert [v for _, _, v in _selected(list(zip(
+            [i % 4000 for i in range(len(want["f32"]))], range(len(want["f32"])),
+            want["f32"], strict=True)), ranged)] == pytest.approx(
+            fold_series(pages(store.read_series(ranged)))["f32"], nan_ok=True)
     finally:
         store.close()

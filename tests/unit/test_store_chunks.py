@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ import pytest
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store, sqlite_migrate
 from mltrail.collector.store.chunks import CHUNK_POINTS
-from mltrail.collector.store.sqlite_chunks import LOG_CHUNK_BYTES
+from mltrail.collector.store.sqlite_chunks import (
+    _ZSTD_MAGIC as ZSTD_MAGIC,
+)
+from mltrail.collector.store.sqlite_chunks import (
+    LOG_CHUNK_BYTES,
+    compress_text,
+    decompress_text,
+)
 from mltrail.collector.store.sqlite_schema import SCHEMA_VERSION
 from mltrail.collector.validate import validate_batch
 from mltrail.proto import records_pb2
@@ -222,3 +230,32 @@ def test_an_interrupted_migration_goes_on_at_the_next_start(
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
     monkeypatch.setattr(sqlite_migrate, "_metric_step", real_step)
     _check_migrated(path, expected, logs)
+
+
+def test_closed_log_chunks_are_zstd_and_zlib_chunks_written_before_still_read(
+        store: Store, tmp_path: Path) -> None:
+    rng = random.Random(9)
+    lines = [f"step {i:6d} loss={rng.uniform(0, 2):.5f} acc={rng.uniform(0.5, 1):.4f} é ∑"
+             for i in range(6000)]
+    for seq, start in enumerate(range(0, len(lines), 100), start=1):
+        text = ("\n".join(lines[start:start + 100]) + "\n").encode()
+        write(store, b.batch("s", [b.log(seq, "r", text)]))
+    db = tmp_path / "store.db"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT rowid, data FROM log_chunks ORDER BY first_line").fetchall()
+        assert len(rows) >= 3 and all(bytes(d)[:4] == ZSTD_MAGIC for _, d in rows)
+        # the last chunk is still open (compressed fast); the others hard, once
+        assert [closed_size(bytes(d)) for _, d in rows[:-1]] == [len(d) for _, d in rows[:-1]]
+        assert closed_size(bytes(rows[-1][1])) < len(rows[-1][1])
+        # a chunk as the collector wrote it before zstd: zlib, read as it is
+        rowid, data = rows[1]
+        text = decompress_text(bytes(data))
+        conn.execute("UPDATE log_chunks SET data = ? WHERE rowid = ?",
+                     (zlib.compress(text.encode(), 6), rowid))
+    read = store.read_logs(LogQuery("r", limit=10_000, max_bytes=1 << 30))
+    assert [line.text for line in read] == lines
+
+
+def closed_size(data: bytes) -> int:
+    """The size of a chunk's text compressed as a closed chunk is."""
+    return len(compress_text(decompress_text(data), closed=True))
