@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 BASES = ("collector", "training-job", "cri-daemonset", "monitoring")
 # Overlays whose Secrets are made from files a user provides (in overlays/*/secrets/)
-OVERLAYS = ("overlays/postgres", "overlays/tls", "overlays/training-job-tls")
+OVERLAYS = ("overlays/postgres", "overlays/tls", "overlays/training-job-tls",
+            "overlays/cri-daemonset-tls")
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 

@@ -18,7 +18,8 @@ from tests.conftest import require
 
 DEPLOY = deploy_env.ROOT / "deploy" / "docker"
 COMBINATIONS = (("compose.postgres.yaml",), ("compose.tls.yaml",),
-                ("compose.postgres.yaml", "compose.tls.yaml"))
+                ("compose.postgres.yaml", "compose.tls.yaml"),
+                ("compose.logs.yaml", "compose.tls.yaml", "compose.logs.tls.yaml"))
 
 
 def merged(files: tuple[str, ...], secrets: Path) -> tuple[dict[str, Any], str]:
@@ -84,11 +85,15 @@ def test_every_combination_of_overrides_merges_into_a_working_collector(
                      "MLTRAIL_TLS_CA"):
             assert Path(mounted(collector, env[name])).parent == secrets, name
         assert mounted(collector, env["MLTRAIL_COLLECTOR_ADMIN_TOKEN_FILE"]) == "collector-data"
-        agent_env = agent["environment"]
-        assert Path(mounted(agent, agent_env["MLTRAIL_AGENT_TLS_CA"])).parent == secrets
-        assert mounted(agent, agent_env["MLTRAIL_AGENT_TOKEN_FILE"]) == "agent-token"
-        assert agent["depends_on"]["agent-token"]["condition"] == (
-            "service_completed_successfully")
+        for sender in (agent, services.get("log-agent")):
+            if sender is None:
+                continue
+            sent = sender["environment"]
+            assert sent["MLTRAIL_AGENT_TLS"] == "true"
+            assert Path(mounted(sender, sent["MLTRAIL_AGENT_TLS_CA"])).parent == secrets
+            assert mounted(sender, sent["MLTRAIL_AGENT_TOKEN_FILE"]) == "agent-token"
+            assert sender["depends_on"]["agent-token"]["condition"] == (
+                "service_completed_successfully")
         maker = services["agent-token"]
         assert mounted(maker, maker["environment"]["MLTRAIL_TOKEN_FILE"]) == "collector-data"
         assert mounted(maker, "/run/mltrail/agent.token") == "agent-token"

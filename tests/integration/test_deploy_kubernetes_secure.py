@@ -38,8 +38,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "tls/secrets/tls.key": server.key.read_text(),
             "tls/secrets/auth.key": secrets.token_hex(16),
             "tls/secrets/admin.token": new_token()[0] + "\n",
-            "training-job-tls/secrets/ca.crt": ca.cert.read_text(),
-            "training-job-tls/secrets/agent.token": new_token()[0] + "\n"}
+            **{f"{agents}/secrets/{name}": content
+               for agents in ("training-job-tls", "cri-daemonset-tls")
+               for name, content in (("ca.crt", ca.cert.read_text()),
+                                     ("agent.token", new_token()[0] + "\n"))}}
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +139,13 @@ def test_probes_use_https_on_the_collectors_http_port(
     assert plain["livenessProbe"]["httpGet"].get("scheme", "HTTP") == "HTTP"
 
 
-def test_the_jobs_agent_sends_by_tls_with_its_token(
-        rendered: dict[str, list[dict[str, Any]]], made: dict[str, str]) -> None:
-    docs = rendered["overlays/training-job-tls"]
-    spec, agent = container(docs, "Job", "mltrail-agent")
+@pytest.mark.parametrize(("overlay", "kind", "name"), [
+    ("training-job-tls", "Job", "mltrail-agent"), ("cri-daemonset-tls", "DaemonSet", "agent")])
+def test_agents_send_by_tls_with_their_token(
+        rendered: dict[str, list[dict[str, Any]]], made: dict[str, str], overlay: str,
+        kind: str, name: str) -> None:
+    docs = rendered[f"overlays/{overlay}"]
+    spec, agent = container(docs, kind, name)
     env = k8s.env_of(agent, FIELDS, k8s.secret_data(docs))
     parsed = build_parser().parse_args(k8s.mltrail_args(agent, env))
     flags = {"collector": parsed.collector, "socket": parsed.socket, "spool_dir": parsed.spool_dir,
@@ -148,10 +153,11 @@ def test_the_jobs_agent_sends_by_tls_with_its_token(
     settings = load_agent_settings(None, flags, environ=env)
     security = settings.security
     assert security.uses_tls(settings.collector), settings.collector
-    assert secret_file(spec, agent, docs, security.tls_ca) == made[
-        "training-job-tls/secrets/ca.crt"]
+    assert secret_file(spec, agent, docs, security.tls_ca) == made[f"{overlay}/secrets/ca.crt"]
     assert secret_file(spec, agent, docs, security.token_file) == made[
-        "training-job-tls/secrets/agent.token"]
+        f"{overlay}/secrets/agent.token"]
+    if kind != "Job":
+        return
     # The sidecar is still one: the overlay kept its shape and the trainer's socket.
     _, trainer = container(docs, "Job", "trainer")
     assert agent["restartPolicy"] == "Always" and agent["startupProbe"]
