@@ -277,6 +277,8 @@ def test_postgres_and_tls_deployment_keeps_its_runs_across_down_and_up(
     assert [ln for ln in lines if ln.startswith("step ")] == [
         f"step {i}/60 loss={2.0 * math.exp(-i / 30.0):.4f}" for i in range(1, 61)]
     assert "outputs/model.txt" in [a.path for a in client.list_artifacts(run.run_id)]
+    listed = job("exec", "-T", "collector", "mltrail", "runs", "--experiment", experiment)
+    assert run.run_id in listed.stdout and "Completed" in listed.stdout, listed.stdout
 
     # TLS and tokens are in force: plaintext, or TLS without a token, gets nothing.
     for where, security, code in (

@@ -36,6 +36,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"postgres/secrets/postgres-password": secrets.token_urlsafe(18),
             "tls/secrets/tls.crt": server.cert.read_text(),
             "tls/secrets/tls.key": server.key.read_text(),
+            "tls/secrets/ca.crt": ca.cert.read_text(),
             "tls/secrets/auth.key": secrets.token_hex(16),
             "tls/secrets/admin.token": new_token()[0] + "\n",
             **{f"{agents}/secrets/{name}": content
@@ -96,7 +97,7 @@ def test_the_collector_loads_postgres_tls_and_tokens_from_its_secrets(
     docs = rendered["overlays/tls"]
     spec, collector = container(docs, "Deployment", "collector")
     [tls] = [d for d in docs if d["kind"] == "Secret" and d["type"] == "kubernetes.io/tls"]
-    assert set(tls["data"]) == {"tls.crt", "tls.key"}
+    assert set(tls["data"]) == {"tls.crt", "tls.key", "ca.crt"}
     env = k8s.env_of(collector, FIELDS, k8s.secret_data(docs))
     assert env["PGPASSWORD"] == made["postgres/secrets/postgres-password"]
     assert env["MLTRAIL_ADMIN_TOKEN"] == made["tls/secrets/admin.token"]
@@ -110,7 +111,8 @@ def test_the_collector_loads_postgres_tls_and_tokens_from_its_secrets(
     for path, made_as in ((settings.tls_cert, "tls/secrets/tls.crt"),
                           (settings.tls_key, "tls/secrets/tls.key"),
                           (settings.auth_key_file, "tls/secrets/auth.key"),
-                          (env["MLTRAIL_TOKEN_FILE"], "tls/secrets/admin.token")):
+                          (env["MLTRAIL_TOKEN_FILE"], "tls/secrets/admin.token"),
+                          (env["MLTRAIL_TLS_CA"], "tls/secrets/ca.crt")):
         assert secret_file(spec, collector, docs, path) == made[made_as], path
     # A CLI exec'd in the container reaches this collector by TLS under a name it holds.
     assert env["MLTRAIL_COLLECTOR"].startswith("https://")
