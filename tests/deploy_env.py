@@ -9,6 +9,10 @@
 - ``ensure_image()``: ``deploy/docker/Dockerfile`` built from a context holding
   the sources and those wheels, tagged by a hash of both (rebuilt only when
   the sources change).
+- ``ensure_postgres_image()``: ``mltrail-deploy-postgres:15-<hash>``, Debian's
+  postgresql-15 (mmdebstrap, ``docker import``) with ``tests/postgres_image``'s
+  entrypoint, which takes the official postgres image's variables; built once per
+  engine and entrypoint, kept between runs.
 - ``compose_command()``: ``docker compose`` (v2) when present, else Debian's
   ``docker-compose`` 1.29; ``.ci/run`` installs one.
 """
@@ -16,10 +20,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tomllib
 from pathlib import Path
@@ -32,6 +38,7 @@ SOURCES = ("pyproject.toml", "README.md", ".dockerignore", "sdk", "agent", "coll
            "common", "proto", "deploy")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mltrail-deploy"
 BUILD_DEPENDENCIES = ("setuptools>=77", "wheel")
+IMAGE_EXTRAS = ("postgres",)  # what deploy/docker/Dockerfile installs beside mltrail
 
 
 def docker(*args: str, timeout: float = 600, check: bool = True,
@@ -51,21 +58,60 @@ def image_exists(tag: str) -> bool:
 def ensure_base_image() -> str:
     if image_exists(BASE_IMAGE):
         return BASE_IMAGE
-    mmdebstrap = shutil.which("mmdebstrap")
-    if mmdebstrap is None:
-        raise RuntimeError("mmdebstrap is missing (apt-get install mmdebstrap); it builds the "
-                           "base image from Debian's packages")
     with tempfile.TemporaryDirectory() as tmp:
-        rootfs = Path(tmp) / "rootfs.tar"
-        subprocess.run([mmdebstrap, "--variant=minbase", f"--include={BASE_PACKAGES}",
-                        "--quiet", "bookworm", str(rootfs)], check=True, timeout=900)
+        rootfs = debian_rootfs(Path(tmp), "base", BASE_PACKAGES)
         docker("import", str(rootfs), BASE_IMAGE)
     return BASE_IMAGE
 
 
+def debian_rootfs(directory: Path, what: str, packages: str, *options: str) -> Path:
+    """Debian bookworm (minbase and ``packages``) as a tarball in ``directory``."""
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise RuntimeError("mmdebstrap is missing (apt-get install mmdebstrap); it builds the "
+                           f"{what} image from Debian's packages")
+    rootfs = directory / "rootfs.tar"
+    subprocess.run([mmdebstrap, "--variant=minbase", f"--include={packages}", *options,
+                    "--quiet", "bookworm", str(rootfs)], check=True, timeout=900)
+    return rootfs
+
+
+POSTGRES_REPO = "mltrail-deploy-postgres"
+POSTGRES_ENTRYPOINT = ROOT / "tests" / "postgres_image" / "docker-entrypoint.sh"
+# Neither documentation nor translations in the image; the cluster Debian's package makes
+# is removed (the entrypoint makes its own in PGDATA, as the official image does).
+_LEAN = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")]
+
+
+def ensure_postgres_image() -> str:
+    """A PostgreSQL 15 image compatible with the official one, built offline."""
+    script = POSTGRES_ENTRYPOINT.read_bytes()
+    tag = f"{POSTGRES_REPO}:15-{hashlib.sha256(script).hexdigest()[:12]}"
+    if image_exists(tag):
+        return tag
+    with tempfile.TemporaryDirectory() as tmp:
+        rootfs = debian_rootfs(Path(tmp), "PostgreSQL", "postgresql-15", *_LEAN,
+                               "--customize-hook=rm -rf \"$1/var/lib/postgresql/15\" "
+                               "\"$1/etc/postgresql/15\"")
+        with tarfile.open(rootfs, "a") as tar:
+            entry = tarfile.TarInfo("./usr/local/bin/docker-entrypoint.sh")
+            entry.size, entry.mode = len(script), 0o755
+            tar.addfile(entry, io.BytesIO(script))
+        docker("import", "--change", "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:"
+               "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "--change", "ENV PGDATA=/var/lib/postgresql/data",
+               "--change", "VOLUME /var/lib/postgresql/data",
+               "--change", "EXPOSE 5432",
+               "--change", 'ENTRYPOINT ["docker-entrypoint.sh"]',
+               "--change", 'CMD ["postgres"]', str(rootfs), tag)
+    _remove_older(tag, POSTGRES_REPO)
+    return tag
+
+
 def _dependencies() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *BUILD_DEPENDENCIES]
+    extras = [d for e in IMAGE_EXTRAS for d in project["optional-dependencies"][e]]
+    return [*project["dependencies"], *extras, *BUILD_DEPENDENCIES]
 
 
 def wheel_dir() -> Path:
@@ -122,13 +168,13 @@ def ensure_image() -> str:
                "--build-arg", f"BASE={base}",
                "--build-arg", "PIP_OPTIONS=--no-index --find-links=/src/wheels",
                "--label", "mltrail.test=deploy", "--tag", tag, str(context), timeout=900)
-    _remove_older(tag)
+    _remove_older(tag, IMAGE_REPO)
     return tag
 
 
-def _remove_older(keep: str) -> None:
+def _remove_older(keep: str, repository: str) -> None:
     """Drop images of earlier sources (not forced: one a container still uses stays)."""
-    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO,
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository,
                     check=False).stdout.split()
     for old in listed:
         if old != keep:

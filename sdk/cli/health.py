@@ -7,11 +7,15 @@ came back. ADDRESS is
 - ``HOST:PORT``: a collector's gRPC port (``grpc.health.v1``);
 - ``unix:PATH`` or a path: an agent's socket (``grpc.health.v1``);
 - ``http://HOST:PORT``: ``/readyz`` (``/healthz`` for liveness), whose body
-  says why a service is not ready.
+  says why a service is not ready; ``https://`` checks the certificate against
+  ``$MLTRAIL_TLS_CA`` (else the system's roots).
 
 Without ADDRESS, the service this container runs: the ready file named by
 ``$MLTRAIL_READY_FILE``, which ``mltrail agent`` and ``mltrail collector``
-write once they listen (the image sets it).
+write once they listen (the image sets it). A collector serving TLS is asked
+on its HTTPS port over loopback without checking its certificate: the probe
+sends no credentials and only reads a status, and a certificate made for the
+service's public name need not name 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,17 +51,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_health(args: argparse.Namespace) -> int:
-    address = args.address or address_from_ready_file()
+    address, local = (args.address, False) if args.address else address_from_ready_file()
     service = "liveness" if args.liveness else "readiness"
     if address.startswith(("http://", "https://")):
-        ok, answer = _ask_http(address, args.liveness, args.timeout)
+        ok, answer = _ask_http(address, args.liveness, args.timeout, local)
     else:
         ok, answer = _ask_grpc(_grpc_target(address), service, args.timeout)
     print(f"{address} {service}: {answer}")
     return 0 if ok else 1
 
 
-def address_from_ready_file() -> str:
+def address_from_ready_file() -> tuple[str, bool]:
+    """The address of the service that wrote the ready file, and whether it is that
+    container's own TLS port (asked without checking the certificate)."""
     path = os.environ.get(READY_FILE_ENV)
     if not path:
         raise MltrailError("no ADDRESS given and $MLTRAIL_READY_FILE is not set; pass the "
@@ -69,10 +76,13 @@ def address_from_ready_file() -> str:
     except (OSError, ValueError) as exc:
         raise MltrailError(f"cannot read the ready file {path} ({exc})") from None
     if info.get("socket"):
-        return f"unix:{info['socket']}"
+        return f"unix:{info['socket']}", False
+    if info.get("tls") and info.get("http"):
+        host, _, port = str(info["http"]).rpartition(":")
+        return f"https://{_LISTEN_ANY.get(host, host)}:{port}", True
     if info.get("grpc"):
         host, _, port = str(info["grpc"]).rpartition(":")
-        return f"{_LISTEN_ANY.get(host, host)}:{port}"
+        return f"{_LISTEN_ANY.get(host, host)}:{port}", False
     raise MltrailError(f"the ready file {path} names no gRPC address or socket")
 
 
@@ -102,12 +112,23 @@ def _ask_grpc(target: str, service: str, timeout: float) -> tuple[bool, str]:
     return reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
-def _ask_http(address: str, liveness: bool, timeout: float) -> tuple[bool, str]:
+def _ask_http(address: str, liveness: bool, timeout: float, local: bool = False
+              ) -> tuple[bool, str]:
     url = address.rstrip("/")
     if not url.endswith(("/healthz", "/readyz")):
         url += "/healthz" if liveness else "/readyz"
+    context = None
+    if url.startswith("https://"):
+        cafile = os.environ.get("MLTRAIL_TLS_CA") or None
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            return False, f"cannot use the CA in $MLTRAIL_TLS_CA ({cafile}: {exc})"
+        if local:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return True, f"{response.status} {response.read().decode(errors='replace').strip()}"
     except urllib.error.HTTPError as exc:
         return False, f"{exc.code} {exc.read().decode(errors='replace').strip()}"

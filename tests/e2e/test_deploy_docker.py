@@ -6,6 +6,11 @@ deployments started as a user would (on the host network: this engine has no bri
   again mid-run; ``compose down`` keeps the collector's volume.
 - Trainer that knows nothing: the log agent records the labelled container's console
   as a run with the container's metadata.
+- PostgreSQL and TLS (compose.postgres.yaml, compose.tls.yaml): the store is a postgres
+  container (an image made offline like the base, compatible with the official one), the
+  agent sends by TLS with a token made at the first start; the run is read back through
+  TLS with the admin token, and is still there after ``down`` and ``up``, when the same
+  agent token still writes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from tests.integration.test_agent_chaos import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 DEPLOY = deploy_env.ROOT / "deploy" / "docker"
-HOSTNET = {"compose.yaml": "compose.hostnet.yaml", "compose.logs.yaml": "compose.logs.hostnet.yaml"}
+HOSTNET = {"compose.yaml": "compose.hostnet.yaml", "compose.logs.yaml": "compose.logs.hostnet.yaml",
+           "compose.postgres.yaml": "compose.postgres.hostnet.yaml",
+           "compose.tls.yaml": "compose.tls.hostnet.yaml"}
 
 
 @dataclass
@@ -61,14 +68,19 @@ class Compose:
         return self("logs", "--no-color", check=False).stdout[-6000:]
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
+def built(what: str, make: Callable[[], str]) -> str:
+    """An image made on the engine by ``make`` (once: later calls find it)."""
     require(docker_env.ensure_engine(), "a Docker engine")
     try:
-        return deploy_env.ensure_image()
+        return make()
     except (RuntimeError, subprocess.SubprocessError) as exc:
-        require(False, f"the mltrail image ({exc})")
+        require(False, f"{what} ({exc})")
         raise
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return built("the mltrail image", deploy_env.ensure_image)
 
 
 @pytest.fixture
@@ -203,4 +215,105 @@ def test_trainer_that_knows_nothing_is_recorded_from_its_container_log(
     assert props["docker.image"] == job.env["MLTRAIL_IMAGE"], props
     assert props["docker.container.name"].startswith(job.project), props
     assert props["docker.label.mltrail.run_id"] == run_id, props
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_image() -> str:
+    return built("the PostgreSQL image", deploy_env.ensure_postgres_image)
+
+
+def user_secrets(directory: Path) -> tuple[Path, str]:
+    """The files the README has a user make for compose.postgres.yaml and compose.tls.yaml
+    (a CA-signed certificate, a password), readable by the containers' uid 10001 in a
+    directory only its owner opens; the CA's certificate and the password."""
+    from tests.certs import ThrowawayCA
+
+    directory.mkdir(mode=0o700)
+    ca = ThrowawayCA(directory / "ca")
+    server = ca.issue("collector", hosts=("collector", "localhost", "127.0.0.1"))
+    password = uuid.uuid4().hex
+    for name, content in (("tls.crt", server.cert.read_bytes()),
+                          ("tls.key", server.key.read_bytes()),
+                          ("ca.crt", ca.cert.read_bytes()),
+                          ("postgres-password", f"{password}\n".encode())):
+        (directory / name).write_bytes(content)
+        (directory / name).chmod(0o644)
+    return directory / "ca.crt", password
+
+
+def test_postgres_and_tls_deployment_keeps_its_runs_across_down_and_up(
+        compose: Callable[..., Compose], postgres_image: str, tmp_path: Path) -> None:
+    import grpc
+
+    from mltrail.common.credentials import ClientSecurity
+    from mltrail.common.errors import PermanentError, RetryableError
+
+    ca, password = user_secrets(tmp_path / "secrets")
+    experiment = f"secure-{uuid.uuid4().hex[:8]}"
+    job = compose("compose.yaml", "compose.postgres.yaml", "compose.tls.yaml")
+    pg_port = free_port()
+    job.env.update(MLTRAIL_SECRETS=str(tmp_path / "secrets"), POSTGRES_IMAGE=postgres_image,
+                   MLTRAIL_POSTGRES_PORT=str(pg_port), MLTRAIL_POSTGRES=f"127.0.0.1:{pg_port}",
+                   MLTRAIL_EXPERIMENT=experiment, TRAIN_STEPS="60", TRAIN_DELAY="0.02")
+
+    def train() -> None:
+        job("up", "-d", "agent")  # postgres, collector, the agent's token, the agent
+        job("up", "-d", "--no-recreate", "trainer")
+        assert deploy_env.docker("wait", job.container("trainer"), timeout=300
+                                 ).stdout.strip() == "0", job.logs()
+        job("rm", "-f", "trainer")  # the next `up trainer` is a new run
+
+    train()
+    admin = job("exec", "-T", "collector", "cat", "/data/admin.token").stdout.strip()
+    address = f"https://{job.env['MLTRAIL_COLLECTOR']}"
+    client = QueryClient(address, timeout=10,
+                         security=ClientSecurity(token=admin, tls_ca=str(ca)))
+    run = wait_for(lambda: only_run(client, experiment), "the run", context=job.logs)
+    wait_for(lambda: client.get_run(run.run_id).status == "Completed" and
+             len(steps(client, run.run_id, "loss")) == 60, "all of the run", context=job.logs)
+    assert steps(client, run.run_id, "accuracy") == list(range(1, 61))
+    lines = stdout_lines(client, run.run_id)
+    assert [ln for ln in lines if ln.startswith("step ")] == [
+        f"step {i}/60 loss={2.0 * math.exp(-i / 30.0):.4f}" for i in range(1, 61)]
+    assert "outputs/model.txt" in [a.path for a in client.list_artifacts(run.run_id)]
+    listed = job("exec", "-T", "collector", "mltrail", "runs", "--experiment", experiment)
+    assert run.run_id in listed.stdout and "Completed" in listed.stdout, listed.stdout
+
+    # TLS and tokens are in force: plaintext, or TLS without a token, gets nothing.
+    for where, security, code in (
+            (job.env["MLTRAIL_COLLECTOR"], ClientSecurity(), grpc.StatusCode.UNAVAILABLE),
+            (address, ClientSecurity(tls_ca=str(ca)), grpc.StatusCode.UNAUTHENTICATED)):
+        stranger = QueryClient(where, timeout=10, security=security)
+        with pytest.raises((PermanentError, RetryableError)) as refused:
+            stranger.get_run(run.run_id)
+        stranger.close()
+        assert refused.value.code == code, refused.value
+    # The runs are in PostgreSQL, whose password is in no command line, environment or log.
+    ready = job("exec", "-T", "collector", "cat", "/tmp/mltrail-ready.json").stdout
+    assert f'"store": "postgresql://mltrail@127.0.0.1:{pg_port}/mltrail"' in ready, ready
+    counted = job("exec", "-T", "postgres", "psql", "--username", "mltrail", "--dbname",
+                  "mltrail", "--tuples-only", "--command",
+                  f"SELECT count(*) FROM runs WHERE run_id = '{run.run_id}'")
+    assert counted.stdout.strip() == "1", counted.stdout
+    inspected = deploy_env.docker("inspect", job.container("collector")).stdout
+    for secret in (password, admin):
+        assert secret not in inspected and secret not in job.logs()
+
+    # down keeps the volumes; up again: the runs are there, and the agent's token (kept in
+    # its volume, hashed with the key in the collector's) still writes the next run.
+    job("down", "--timeout", "30")
+    client.close()
+    volumes = deploy_env.docker("volume", "ls", "-q").stdout.split()
+    assert {f"{job.project}_{v}" for v in ("postgres-data", "agent-token")} <= set(volumes)
+    job.env.update(TRAIN_STEPS="10")
+    train()
+    again = wait_for(lambda: client.get_run(run.run_id), "the run after down and up",
+                     context=job.logs)
+    assert again.status == "Completed"
+    assert steps(client, run.run_id, "loss") == list(range(1, 61))
+    [second] = wait_for(lambda: [r for r in client.list_runs(experiment=experiment)
+                                 if r.run_id != run.run_id], "the second run", context=job.logs)
+    wait_for(lambda: steps(client, second.run_id, "loss") == list(range(1, 11)),
+             "the second run's steps", context=job.logs)
     client.close()

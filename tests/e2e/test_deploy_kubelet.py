@@ -30,6 +30,7 @@ from tests.pod_on_docker import Cluster, DockerPod
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 DRAIN = "3"  # the test's overlay: a short drain, so the collector-down case is quick
+STEP_DELAY = "0.005"  # and quick steps: the 200 of each run in 1 s, not the example's 10 s
 
 
 @pytest.fixture
@@ -54,6 +55,8 @@ def job_pod(cluster: Cluster, job: dict[str, Any], image: str, name: str) -> Doc
     spec = copy.deepcopy(k8s.pod_spec(job))
     [agent] = spec["initContainers"]
     agent["args"][agent["args"].index("--drain-timeout") + 1] = DRAIN
+    [trainer] = spec["containers"]
+    trainer["command"] += ["--delay", STEP_DELAY]
     fields = {"metadata.name": name,
               "metadata.labels['batch.kubernetes.io/job-name']": job["metadata"]["name"],
               "metadata.annotations['batch.kubernetes.io/job-completion-index']": "0"}

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -125,18 +126,49 @@ def test_health_command_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_ready_file_from_the_environment_is_what_health_asks(tmp_path: Path) -> None:
-    """As the image runs a service: no --ready-file, $MLTRAIL_READY_FILE names it."""
+@contextlib.contextmanager
+def collector_as_the_image_runs_it(tmp_path: Path, *extra: str) -> Iterator[Path]:
+    """A collector told of its ready file only by $MLTRAIL_READY_FILE; yields that file."""
     ready = tmp_path / "ready.json"
     env = {**os.environ, "MLTRAIL_READY_FILE": str(ready), "MLTRAIL_HOME": str(tmp_path)}
-    args = collector_service(tmp_path).args
+    args = [*collector_service(tmp_path).args, *extra]
     with open(tmp_path / "collector.log", "wb") as log:
         proc = subprocess.Popen([*MLTRAIL, "collector", *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: ready.exists() or proc.poll() is not None, "the ready file")
-        done = mltrail_cli("health", env={"MLTRAIL_READY_FILE": str(ready)})
-        assert done.returncode == 0 and "readiness: SERVING" in done.stdout, done
+        yield ready
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_ready_file_from_the_environment_is_what_health_asks(tmp_path: Path) -> None:
+    """As the image runs a service: no --ready-file, $MLTRAIL_READY_FILE names it."""
+    with collector_as_the_image_runs_it(tmp_path) as ready:
+        done = mltrail_cli("health", env={"MLTRAIL_READY_FILE": str(ready)})
+        assert done.returncode == 0 and "readiness: SERVING" in done.stdout, done
+
+
+def test_health_of_a_tls_collector_with_tokens(tmp_path: Path) -> None:
+    """As the TLS deployments run it: the image's `mltrail health` (ready file) asks the
+    collector's own HTTPS port; an https:// ADDRESS is checked against $MLTRAIL_TLS_CA."""
+    from tests.certs import ThrowawayCA
+
+    ca = ThrowawayCA(tmp_path / "ca")
+    server = ca.issue("collector", hosts=("localhost",))  # no 127.0.0.1 in its names
+    with collector_as_the_image_runs_it(tmp_path, "--auth", "token", "--tls-cert",
+                                        str(server.cert), "--tls-key", str(server.key)
+                                        ) as ready:
+        own = mltrail_cli("health", env={"MLTRAIL_READY_FILE": str(ready)})
+        assert own.returncode == 0 and "readiness: 200" in own.stdout, own
+        assert own.stdout.startswith("https://127.0.0.1:"), own.stdout
+        address = own.stdout.split()[0]
+        by_name = address.replace("127.0.0.1", "localhost")
+        checked = mltrail_cli("health", by_name, env={"MLTRAIL_TLS_CA": str(ca.cert)})
+        assert checked.returncode == 0 and "readiness: 200" in checked.stdout, checked
+        unchecked = mltrail_cli("health", address, "--liveness", env={"MLTRAIL_TLS_CA": ""})
+        assert unchecked.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in unchecked.stdout
+        missing = mltrail_cli("health", address, env={"MLTRAIL_TLS_CA": str(tmp_path / "no")})
+        assert missing.returncode == 1 and "MLTRAIL_TLS_CA" in missing.stdout, missing
+        assert "Traceback" not in missing.stderr
