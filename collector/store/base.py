@@ -73,6 +73,21 @@ ScalarPoint = tuple[int, str, str, int, int | None, str, float | int | str | boo
 
 DEFAULT_WORKSPACE = "default"
 
+# The error code of a run end inferred for a run whose process vanished without a word
+# (the agent's run watch, or mltrail sync for an offline run).
+INFERRED_END = "ProcessExited"
+
+
+def corrects_inferred_end(stored_error: bytes | None, ended: records_pb2.RunEnded) -> bool:
+    """Whether ``ended``, arriving for a run already ended, replaces its stored end.
+
+    The first end wins (Azure ML v1: a terminal status is final), but for an inferred
+    one: a process that exited while its agent was stopped spilled its own end to disk,
+    and that end, delivered later by ``mltrail sync``, says what really happened."""
+    if ended.error.code == INFERRED_END or not stored_error:
+        return False
+    return records_pb2.ErrorDetails.FromString(stored_error).code == INFERRED_END
+
 
 @dataclass(frozen=True)
 class ValidBatch:

@@ -44,6 +44,7 @@ from mltrail.collector.store.base import (
     ScalarPoint,
     ValidBatch,
     WriteSummary,
+    corrects_inferred_end,
 )
 from mltrail.collector.store.chunks import Points
 from mltrail.collector.store.postgres_flush import (
@@ -365,10 +366,16 @@ class PostgresWriter:
         elif kind == "ended":
             ended = event.ended
             error = ended.error.SerializeToString() if ended.HasField("error") else None
-            # The first end wins: a terminal status is final (Azure ML v1).
-            self._conn.execute("UPDATE runs SET status = %s, end_time = %s, error = %s "
-                               f"WHERE run_key = %s AND status NOT IN {_TERMINAL}",
-                               (ended.status, rec.time_unix_nano, error, run_key))
+            values = (ended.status, rec.time_unix_nano, error, run_key)
+            if self._conn.execute("UPDATE runs SET status = %s, end_time = %s, error = %s "
+                                  f"WHERE run_key = %s AND status NOT IN {_TERMINAL}",
+                                  values).rowcount == 0:
+                row = self._conn.execute("SELECT error FROM runs WHERE run_key = %s",
+                                         (run_key,)).fetchone()
+                if row is not None and corrects_inferred_end(
+                        bytes(row[0]) if row[0] is not None else None, ended):
+                    self._conn.execute("UPDATE runs SET status = %s, end_time = %s, "
+                                       "error = %s WHERE run_key = %s", values)
             work.ended_runs.add(rec.run_id)
         else:
             raise PermanentError(f"record seq {rec.seq}: unknown run event {kind!r}")

@@ -37,6 +37,7 @@ from mltrail.collector.store.base import (
     ScalarPoint,
     ValidBatch,
     WriteSummary,
+    corrects_inferred_end,
 )
 from mltrail.collector.store.chunks import Points
 from mltrail.collector.store.run_delete import delete_run_rows, unreferenced
@@ -374,10 +375,15 @@ class SqliteWriter:
         elif kind == "ended":
             ended = event.ended
             error = ended.error.SerializeToString() if ended.HasField("error") else None
-            # The first end wins: a terminal status is final (Azure ML v1).
-            conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? "
-                         f"WHERE run_key = ? AND status NOT IN {_TERMINAL}",
-                         (ended.status, rec.time_unix_nano, error, run_key))
+            values = (ended.status, rec.time_unix_nano, error, run_key)
+            if conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? "
+                            f"WHERE run_key = ? AND status NOT IN {_TERMINAL}",
+                            values).rowcount == 0:
+                row = conn.execute("SELECT error FROM runs WHERE run_key = ?",
+                                   (run_key,)).fetchone()
+                if row is not None and corrects_inferred_end(row[0], ended):
+                    conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? "
+                                 "WHERE run_key = ?", values)
             work.ended_runs.add(rec.run_id)
         else:
             raise PermanentError(f"record seq {rec.seq}: unknown run event {kind!r}")

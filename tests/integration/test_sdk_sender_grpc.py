@@ -29,6 +29,7 @@ from mltrail.pipeline.offline import SpoolOverflow, read_records
 from mltrail.pipeline.sender import AgentSink, Sender
 from mltrail.pipeline.values import RUN_EVENT, SCALAR
 from mltrail.proto import records_pb2
+from mltrail.query.client import QueryClient
 from tests.agent_client import agent_service, scalar_steps
 from tests.procs import Service, collector_service, mltrail_cli
 
@@ -265,6 +266,11 @@ def test_exit_against_a_stopped_agent_keeps_to_its_timeout_and_keeps_the_records
         assert synced.returncode == 0, synced.stdout + synced.stderr
         # every point once: what the resumed agent still had in its socket is deduplicated
         assert stored_steps(shared_collector, run_id, 101) == list(range(101))
+        # the resumed agent found the process gone and inferred a failure; the process's
+        # own end, kept on disk and delivered by sync, corrects it
+        with QueryClient(shared_collector.grpc) as query:
+            wait_until(lambda: query.get_run(run_id, counts=False).status == "Completed",
+                       "the run completed by its own end")
     finally:
         if proc.poll() is None:
             proc.kill()
