@@ -36,13 +36,14 @@ from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 
 # Every batch that extends a stream's open chunk compresses it again (fast, zstd level
 # 1: about 0.2 ms for 64 KiB); a closed chunk is compressed once with zstd's optimal
-# parser (training output, lines of numbers: 13 bytes a 93-byte line against zlib's 17
-# at level 6 and 16 at level 9, for 3 to 4 times zlib's CPU time, once a line).
+# parser, its search kept short (training output, lines of numbers: 13.9 bytes a 93-byte
+# line for 5 us, against zlib's 17.1 at level 6 for 1.7 us; a longer search, 12.9 bytes
+# for 11 us, was measured not to be worth its CPU on the one writer thread).
 LOG_CHUNK_LINES = 4096
 LOG_CHUNK_BYTES = 64 * 1024
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # zlib data (chunks written before) starts otherwise
 _CLOSED_PARAMS = zstandard.ZstdCompressionParameters(
-    window_log=17, chain_log=14, hash_log=14, search_log=2, min_match=4, target_length=32,
+    window_log=17, chain_log=8, hash_log=13, search_log=1, min_match=4, target_length=24,
     strategy=zstandard.STRATEGY_BTOPT)
 _codecs = threading.local()  # zstandard's (de)compressor objects are one thread's each
 
@@ -54,6 +55,8 @@ def _zstd() -> tuple[Any, Any, Any]:
         codecs = _codecs.zstd = (zstandard.ZstdCompressor(level=1), zstandard.ZstdCompressor(
             compression_params=_CLOSED_PARAMS), zstandard.ZstdDecompressor())
     return codecs
+
+
 FLAG_HAS_NUMBERS = 16  # beside chunks' flags: a NULL summary value is then a NaN
 
 SUMMARY_COLUMNS = ("count, first_step, last_step, min_step, max_step, first_time, "
