@@ -1,0 +1,107 @@
+"""PreparePool: worker processes that decode and validate Ingest requests.
+
+Decoding and validating a request (``prepare.prepare_request``) costs more
+CPU than writing it, and it needs nothing of the store, so it runs here, on
+other cores, and the store's single writer thread only writes. Requests of
+one stream are still written in order: the Ingest service awaits their
+preparations in the order it read them.
+
+    event loop --raw bytes--> [at most 2 x workers in the pool] --PreparedRequest-->
+        writer thread (marks, dedupe, one transaction) --> response
+
+Workers start from a forkserver (never a fork of the collector, whose gRPC
+threads a fork would copy in an unusable state) with the preparation code
+imported, so a replacement starts in milliseconds. When a worker dies (an
+out-of-memory kill, a SIGKILL) the executor breaks and every preparation in
+it fails; nothing of those requests was written or acknowledged, so each is
+prepared again in a fresh pool (counted in
+``mltrail_collector_prepare_retries_total``). A request on which workers
+died ``ATTEMPTS`` times is prepared on the writer thread, as before this
+pool existed. A worker exits by itself once the collector is gone.
+``workers = 0`` prepares every request on the writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from mltrail.collector.metrics import CollectorMetrics
+from mltrail.collector.prepare import PreparedRequest, prepare_request
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+PARENT_POLL_SECONDS = 1.0
+
+
+class PreparePool:
+    def __init__(self, workers: int, writer: Executor, metrics: CollectorMetrics) -> None:
+        if workers < 0:
+            raise ValueError(f"ingest_workers must be 0 or more, not {workers}")
+        self.workers = workers
+        self._writer = writer
+        self._metrics = metrics
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._slots = asyncio.Semaphore(max(2 * workers, 1))  # the bounded queue in front
+
+    def start(self) -> None:
+        if self.workers:
+            self._executor = self._new_executor()
+
+    async def prepare(self, raw: bytes) -> PreparedRequest:
+        """The prepared request (``DecodeError``: not an IngestRequest)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(ATTEMPTS):
+            executor = self._executor
+            if executor is None:
+                break
+            try:
+                async with self._slots:
+                    return await loop.run_in_executor(executor, prepare_request, raw)
+            except BrokenProcessPool:
+                self._metrics.prepare_retries.inc()
+                log.warning("an ingest worker process died while preparing a request "
+                            "(attempt %d of %d); nothing of it was written; preparing it "
+                            "again in new worker processes", attempt + 1, ATTEMPTS)
+                self._replace(executor)
+        return await loop.run_in_executor(self._writer, prepare_request, raw)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:  # once per broken executor, however many requests it failed
+            if self._executor is broken:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["mltrail.collector.prepare"])
+        return ProcessPoolExecutor(self.workers, mp_context=context,
+                                   initializer=_exit_with_parent)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with_parent() -> None:
+    """In a worker: exit once the process that started it (the forkserver, which ends
+    with the collector) is gone, even if the collector died by SIGKILL."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="mltrail-parent-watch", daemon=True).start()
