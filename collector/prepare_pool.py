@@ -17,7 +17,8 @@ it fails; nothing of those requests was written or acknowledged, so each is
 prepared again in a fresh pool (counted in
 ``mltrail_collector_prepare_retries_total``). A request on which workers
 died ``ATTEMPTS`` times is prepared on the writer thread, as before this
-pool existed. A worker exits by itself once the collector is gone.
+pool existed. A worker exits by itself once the collector is gone (then the
+forkserver too).
 ``workers = 0`` prepares every request on the writer thread.
 """
 
@@ -31,6 +32,7 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.prepare import PreparedRequest, prepare_request
@@ -83,8 +85,12 @@ class PreparePool:
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["mltrail.collector.prepare"])
-        return ProcessPoolExecutor(self.workers, mp_context=context,
-                                   initializer=_exit_with_parent)
+        me = os.getpid()
+        executor = ProcessPoolExecutor(self.workers, mp_context=context,
+                                       initializer=_exit_with, initargs=(me, _start_time(me)))
+        for _ in range(self.workers):  # start them now, not at the first requests
+            executor.submit(os.getpid)
+        return executor
 
     def shutdown(self) -> None:
         with self._lock:
@@ -93,15 +99,33 @@ class PreparePool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _exit_with_parent() -> None:
-    """In a worker: exit once the process that started it (the forkserver, which ends
-    with the collector) is gone, even if the collector died by SIGKILL."""
-    parent = os.getppid()
+def _exit_with(collector: int, started: str | None) -> None:
+    """In a worker: exit once the collector (pid ``collector``, started at ``started``)
+    is gone, even if it died by SIGKILL. Not the parent: that is the forkserver, which
+    lives as long as any of its children does."""
 
     def watch() -> None:
-        while True:
+        while _alive(collector, started):
             time.sleep(PARENT_POLL_SECONDS)
-            if os.getppid() != parent:
-                os._exit(0)
+        os._exit(0)
 
-    threading.Thread(target=watch, name="mltrail-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="mltrail-collector-watch", daemon=True).start()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time from /proc (None without /proc): a reused pid differs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return "" if fields[0] == "Z" else fields[19]  # a zombie is gone too
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    if started is not None:
+        return _start_time(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

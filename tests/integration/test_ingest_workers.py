@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -109,16 +110,18 @@ def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(collector: Service
     sender.start()
     killed = 0
     try:
-        while killed < 3 and sender.is_alive():
-            wait_for("ingest workers", lambda: bool(workers(collector)))
+        # Kill while many requests are still to be prepared, so that some preparation
+        # is cut short or refused by the broken pool and must be done again.
+        while killed < 3 and len(answers) < total // per_batch - 20:
+            wait_for("ingest workers", lambda: bool(workers(collector)), timeout=300)
             acked = len(answers)
 
             def progressed(acked: int = acked) -> bool:
                 return len(answers) > acked or not sender.is_alive()
 
-            wait_for("a request acknowledged since the last kill", progressed)
+            wait_for("a request acknowledged since the last kill", progressed, timeout=300)
             victims = workers(collector)
-            if victims and sender.is_alive():
+            if victims and len(answers) < total // per_batch - 20:
                 os.kill(victims[0], signal.SIGKILL)
                 killed += 1
     finally:
@@ -148,3 +151,18 @@ def test_several_writers_at_once_each_land_once_in_order(collector: Service) -> 
         assert [(r.code, r.stored, r.duplicates) for r in results] == [
             (0, per_batch, 0)] * (per_stream // per_batch)
         assert scalar_values(collector, run_id) == [s * 0.5 for s in range(1, per_stream + 1)]
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_the_workers_end_when_the_collector_is_killed(collector: Service) -> None:
+    wait_for("ingest workers", lambda: len(workers(collector)) == 2)
+    below = children(collector.info["pid"]) + workers(collector)
+    collector.kill()  # SIGKILL: no shutdown runs
+    wait_for("every process the collector started to end", lambda: all(map(gone, below)))
