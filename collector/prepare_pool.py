@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 PARENT_POLL_SECONDS = 1.0
+STARTUP_SECONDS = 60
 
 
 class PreparePool:
@@ -55,8 +56,17 @@ class PreparePool:
         self._slots = asyncio.Semaphore(max(2 * workers, 1))  # the bounded queue in front
 
     def start(self) -> None:
+        """Start the workers and wait until they answer (the collector is ready to serve
+        at speed once it says so)."""
         if self.workers:
-            self._executor = self._new_executor()
+            self._executor = executor = self._new_executor()
+            try:
+                for _ in as_completed([executor.submit(os.getpid)
+                                       for _ in range(self.workers)], timeout=STARTUP_SECONDS):
+                    pass
+            except TimeoutError:
+                log.warning("the ingest worker processes did not start within %ds; "
+                            "requests wait for them", STARTUP_SECONDS)
 
     async def prepare(self, raw: bytes) -> PreparedRequest:
         """The prepared request (``DecodeError``: not an IngestRequest)."""
