@@ -33,6 +33,7 @@ from operator import add
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from mltrail.collector.store.base import ScalarRun, ValidBatch
 from mltrail.collector.store.chunks import KIND_NUMBER, Points
@@ -151,6 +152,15 @@ def _agree(lengths: list[bytes], seqs: list[bytes], times: list[bytes],
 def _valid(stream: bytes, seqs: Sequence[bytes], times: Sequence[bytes],
            runs: Sequence[bytes], names: Sequence[bytes], values: Sequence[bytes],
            steps: Sequence[bytes]) -> ValidBatch | None:
+    try:
+        return _columns(stream, seqs, times, runs, names, values, steps)
+    except DecodeError:  # a varint protobuf will not take: it says so on the general path
+        return None
+
+
+def _columns(stream: bytes, seqs: Sequence[bytes], times: Sequence[bytes],
+             runs: Sequence[bytes], names: Sequence[bytes], values: Sequence[bytes],
+             steps: Sequence[bytes]) -> ValidBatch | None:
     count = len(seqs)
     numbers = _ints(seqs)
     first = numbers[0]
