@@ -4,10 +4,11 @@ Starts ``mltrail collector`` on a temporary store, pushes N scalar records
 (pre-encoded, so the client's cost stays out of the figure) in batches on one
 Ingest.Write stream with a few requests in flight, and prints plain lines
 ``name: value unit``. ``throughput_per_cpu_second`` divides by the
-collector's own CPU time, so it holds on a machine shared with other work.
+CPU time of the collector and its ingest worker processes, so it holds on a
+machine shared with other work.
 
     python bench/collector_ingest.py [--records 500000] [--batch 10000] [--in-flight 4]
-                                     [--writers 1]
+                                     [--writers 1] [--ingest-workers N]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mltrail.proto import collector_pb2
 from tests import builders
-from tests.procs import Service, cpu_seconds, vm_kib
+from tests.procs import Service, descendants, tree_cpu_seconds, vm_kib
 
 
 def encoded_requests(count: int, per_batch: int) -> list[bytes]:
@@ -87,22 +88,30 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--writers", type=int, default=1,
                         help="streams sent at once, as several agents do (records split)")
+    parser.add_argument("--ingest-workers", type=int, default=None,
+                        help="the collector's ingest_workers (default: its own default)")
     args = parser.parse_args()
     streams = [encoded_requests(args.records // args.writers, args.batch)
                for _ in range(args.writers)]
     wire_bytes = sum(len(r) for requests in streams for r in requests)
+    workers_env = ({} if args.ingest_workers is None
+                   else {"MLTRAIL_COLLECTOR_INGEST_WORKERS": str(args.ingest_workers)})
     with tempfile.TemporaryDirectory(prefix="mltrail-bench-") as tmp:
         workdir = Path(tmp)
         svc = Service("collector", ["--store", f"sqlite:///{workdir / 'store.db'}",
                                     "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                                    "--artifacts", str(workdir / "artifacts")], workdir)
+                                    "--artifacts", str(workdir / "artifacts")], workdir,
+                      env=workers_env)
         svc.start()
         try:
             pid = svc.info["pid"]
-            cpu_before = cpu_seconds(pid)
+            cpu_before = tree_cpu_seconds(pid)
+            client_before = time.process_time()
             seconds, stored = push_all(svc.grpc, streams, args.in_flight)
-            cpu = cpu_seconds(pid) - cpu_before
+            cpu = tree_cpu_seconds(pid) - cpu_before
+            client_cpu = time.process_time() - client_before
             rss = vm_kib(pid)
+            workers_rss = sum(vm_kib(p) for p in descendants(pid))
         finally:
             svc.stop()
     print(f"records: {stored} records")
@@ -110,8 +119,10 @@ def main() -> int:
     print(f"throughput: {stored / seconds:.0f} records/s")
     print(f"wire: {wire_bytes / seconds / 1e6:.2f} MB/s")
     print(f"collector_cpu: {cpu:.2f} s")
+    print(f"client_cpu: {client_cpu:.2f} s (this process, on the same machine)")
     print(f"throughput_per_cpu_second: {stored / cpu:.0f} records/s")
     print(f"collector_peak_rss: {rss / 1024:.1f} MiB")
+    print(f"ingest_workers_peak_rss: {workers_rss / 1024:.1f} MiB (sum over the processes)")
     return 0
 
 

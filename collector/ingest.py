@@ -2,9 +2,13 @@
 
 The stream's requests arrive as raw bytes (an identity deserializer), so
 bytes that do not decode get a clear INVALID_ARGUMENT instead of gRPC's
-INTERNAL. Decoding, validation, the store transaction and encoding the
-response all run on the store's single writer thread (``IngestPipeline``);
-the event loop only moves bytes, so queries and followers stay responsive.
+INTERNAL, and so that decoding happens where we choose: in the ingest worker
+processes (``prepare_pool.PreparePool``: decode, validate, points gathered
+per series), a few requests of a stream ahead of the one being written. The
+store transaction and encoding the response run on the store's single writer
+thread (``IngestPipeline.write``), one request at a time, in each stream's
+order; the event loop only moves bytes, so queries and followers stay
+responsive.
 
 Per request: every batch is validated; invalid ones are answered code 3 and
 contribute nothing; the valid ones go to ``Store.write_batch`` in one
@@ -31,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -40,6 +45,8 @@ from google.protobuf.message import DecodeError
 from mltrail.collector.auth import WRITE, Authenticator, Principal, authorize
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
+from mltrail.collector.prepare import PreparedRequest, prepare_request
+from mltrail.collector.prepare_pool import PreparePool
 from mltrail.collector.store import (
     DEFAULT_WORKSPACE,
     BatchOutcome,
@@ -47,7 +54,6 @@ from mltrail.collector.store import (
     ValidBatch,
     WriteSummary,
 )
-from mltrail.collector.validate import BatchRejected, validate_batch
 from mltrail.common.credentials import AUTH_OK_HEADER
 from mltrail.common.errors import MltrailError, RetryableError, code_number
 from mltrail.proto import collector_pb2
@@ -62,28 +68,32 @@ DEFAULT_RETRY_AFTER_MS = 500
 
 
 class IngestPipeline:
-    """One request in, one encoded response out; runs on the store writer thread."""
+    """One prepared request in, one encoded response out; runs on the store writer thread."""
 
     def __init__(self, store: Store, metrics: CollectorMetrics) -> None:
         self._store = store
         self._metrics = metrics
 
+    @property
+    def metrics(self) -> CollectorMetrics:
+        return self._metrics
+
     def handle(self, raw: bytes, workspace: str = DEFAULT_WORKSPACE
                ) -> tuple[bytes, WriteSummary | None, bool]:
+        """``write`` of the request of ``raw``, prepared here (DecodeError: caller aborts)."""
+        return self.write(prepare_request(raw), workspace)
+
+    def write(self, request: PreparedRequest, workspace: str = DEFAULT_WORKSPACE
+              ) -> tuple[bytes, WriteSummary | None, bool]:
         """The encoded response, what was written, and whether the store failed
         (every valid batch answered retryable)."""
-        request = collector_pb2.IngestRequest.FromString(raw)  # DecodeError: caller aborts
-        results: list[collector_pb2.BatchResult | None] = [None] * len(request.batches)
-        valid: list[ValidBatch] = []
-        positions: list[int] = []
-        for index, batch in enumerate(request.batches):
-            try:
-                valid.append(validate_batch(batch, workspace))
-                positions.append(index)
-            except BatchRejected as exc:
-                self._metrics.rejected.labels(exc.reason).inc()
-                results[index] = collector_pb2.BatchResult(
-                    stream_id=batch.stream_id, code=_INVALID, message=str(exc))
+        results: list[collector_pb2.BatchResult | None] = [None] * request.size
+        for refusal in request.refused:
+            self._metrics.rejected.labels(refusal.reason).inc()
+            results[refusal.position] = collector_pb2.BatchResult(
+                stream_id=refusal.stream_id, code=_INVALID, message=refusal.message)
+        valid = request.batches(workspace)
+        positions = [position for position, _ in request.valid]
         summary = self._write(valid, positions, results) if valid else None
         response = collector_pb2.IngestResponse(request_id=request.request_id, results=results)
         return response.SerializeToString(), summary, bool(valid) and summary is None
@@ -160,13 +170,14 @@ class IngestService:
 
     def __init__(self, pipeline: IngestPipeline, writer: Executor, notifier: LogNotifier,
                  closing: asyncio.Event, auth: Authenticator | None = None,
-                 readers: Executor | None = None) -> None:
+                 readers: Executor | None = None, pool: PreparePool | None = None) -> None:
         self._pipeline = pipeline
         self._writer = writer
         self._notifier = notifier
         self._closing = closing
         self._auth = auth or Authenticator(None)
         self._readers = readers or writer
+        self._pool = pool or PreparePool(0, writer, pipeline.metrics)
 
     def handler(self) -> grpc.GenericRpcHandler:
         write = grpc.stream_stream_rpc_method_handler(
@@ -179,12 +190,15 @@ class IngestService:
         number = 0
         caller = await self._caller(context)
         await context.send_initial_metadata(((AUTH_OK_HEADER, "ok"),))
-        async for raw in _until_closing(requests, self._closing, context):
+        depth = max(self._pool.workers, 1)
+        async for preparing in _prepared_in_order(requests, self._closing, context,
+                                                  self._pool.prepare, depth):
             number += 1
             caller = await self._caller(context)
             try:
+                prepared = await preparing
                 response, summary, store_failed = await loop.run_in_executor(
-                    self._writer, self._pipeline.handle, raw, caller.workspace)
+                    self._writer, self._pipeline.write, prepared, caller.workspace)
             except DecodeError as exc:
                 self._pipeline.count_undecodable()
                 await context.abort(
@@ -209,14 +223,49 @@ class IngestService:
                     f"the store failed on request {number}; requests after it on this stream "
                     "were not processed; reconnect and resend from the first unacknowledged one")
 
-
     async def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
         return await authorize(self._auth, context, WRITE, self._readers)
 
 
-async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-    """The stream's requests until it ends, or until shutdown begins between requests."""
+_END, _CLOSING = object(), object()  # markers in a stream's queue of preparations
+
+
+async def _prepared_in_order(
+        requests: AsyncIterator[bytes], closing: asyncio.Event,
+        context: grpc.aio.ServicerContext,
+        prepare: Callable[[bytes], Awaitable[PreparedRequest]], depth: int,
+) -> AsyncIterator[asyncio.Future[PreparedRequest]]:
+    """The stream's requests in order, each as its preparation under way: up to ``depth``
+    are read and prepared while the one before them is written (the queue is the
+    stream's share of memory; full, it stops reading, and gRPC's flow control holds the
+    sender). Ends with the stream, or when shutdown begins (after the requests read
+    before it, which are stored and acknowledged)."""
+    ahead: asyncio.Queue[object] = asyncio.Queue(depth)
+    reader = asyncio.ensure_future(_read_ahead(requests, closing, prepare, ahead))
+    try:
+        while True:
+            item = await ahead.get()
+            if item is _END:
+                return
+            if item is _CLOSING:
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    "collector is shutting down; every acknowledged batch is "
+                                    "stored; resend the rest to another replica or later")
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        reader.cancel()
+        while not ahead.empty():  # read ahead, never written nor acknowledged
+            left = ahead.get_nowait()
+            if isinstance(left, asyncio.Future):
+                left.cancel()
+                left.add_done_callback(_retrieve)
+
+
+async def _read_ahead(requests: AsyncIterator[bytes], closing: asyncio.Event,
+                      prepare: Callable[[bytes], Awaitable[PreparedRequest]],
+                      ahead: asyncio.Queue[object]) -> None:
     iterator = requests.__aiter__()
     closed = asyncio.ensure_future(closing.wait())
     pending: asyncio.Future[bytes] | None = None
@@ -225,14 +274,18 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
             pending = asyncio.ensure_future(iterator.__anext__())
             await asyncio.wait({pending, closed}, return_when=asyncio.FIRST_COMPLETED)
             if not pending.done():
-                pending.cancel()
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    "collector is shutting down; every acknowledged batch is "
-                                    "stored; resend the rest to another replica or later")
-            try:
-                yield pending.result()
-            except StopAsyncIteration:
+                await ahead.put(_CLOSING)
                 return
+            done, pending = pending, None
+            try:
+                raw = done.result()
+            except StopAsyncIteration:
+                await ahead.put(_END)
+                return
+            except Exception as exc:  # the stream failed: the writer side raises it
+                await ahead.put(exc)
+                return
+            await ahead.put(asyncio.ensure_future(prepare(raw)))
     finally:
         closed.cancel()
         if pending is not None:  # the RPC was cancelled (the client went) mid-wait
@@ -240,7 +293,7 @@ async def _until_closing(requests: AsyncIterator[bytes], closing: asyncio.Event,
             pending.add_done_callback(_retrieve)
 
 
-def _retrieve(future: asyncio.Future[bytes]) -> None:
-    """Collect the outcome of a read nobody waits for any more (no 'never retrieved')."""
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Collect the outcome of a future nobody waits for any more (no 'never retrieved')."""
     if not future.cancelled():
         future.exception()

@@ -98,6 +98,9 @@ class CollectorMetrics:
                                     "method's message", ["method"], registry=r)
         self.retryable = Counter("mltrail_collector_retryable_failures",
                                  "Requests answered with a retryable code", registry=r)
+        self.prepare_retries = Counter("mltrail_collector_prepare_retries",
+                                       "Requests prepared again because an ingest worker "
+                                       "process died while preparing them", registry=r)
         self.store_seconds = Histogram("mltrail_collector_store_seconds",
                                        "Time of one store write transaction", registry=r)
         self.series_dropped = Counter("mltrail_run_metric_series_dropped",

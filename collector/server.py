@@ -1,7 +1,8 @@
 """CollectorServer: the gRPC server (Ingest + Query), the HTTP endpoint and the store.
 
 Threads: the event loop (gRPC), one store writer thread (every write, so
-SQLite has one writer connection), a few store reader threads, and the HTTP
+SQLite has one writer connection; ingest requests reach it decoded and
+validated by ``ingest_workers`` processes), a few store reader threads, and the HTTP
 threads (/metrics, /healthz, /readyz, the web UI and its JSON API, whose store
 calls go to the reader threads). Health (``common.health``): alive while the
 event loop turns; ready while the store passes its check (``Store.check``
@@ -47,6 +48,7 @@ from mltrail.collector.bundle import RunBundles, collector_bundle
 from mltrail.collector.ingest import IngestPipeline, IngestService
 from mltrail.collector.metrics import CollectorMetrics
 from mltrail.collector.notify import LogNotifier
+from mltrail.collector.prepare_pool import PreparePool
 from mltrail.collector.query import ManageService, QueryService
 from mltrail.collector.settings import CollectorSettings
 from mltrail.collector.store import Store, open_store, redact_url
@@ -78,6 +80,8 @@ class CollectorServer(Component):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mltrail-store-writer")
         self._readers = ThreadPoolExecutor(self.settings.reader_threads,
                                            thread_name_prefix="mltrail-store-reader")
+        self._prepare = PreparePool(max(self.settings.ingest_workers, 0), self._writer,
+                                    self.metrics)
         self._closing = asyncio.Event()
         self._stopped = False
         self.auth = Authenticator(None)
@@ -99,6 +103,9 @@ class CollectorServer(Component):
         elif s.tls_client_ca:
             raise PermanentError("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS "
                                  "first; nothing was started")
+        if s.ingest_workers < 0:
+            raise PermanentError(f"ingest_workers must be 0 or more, not {s.ingest_workers}; "
+                                 "nothing was started")
         artifacts = open_artifacts(s.artifacts)
         artifacts.prepare()
         self._store = open_store(s.store, artifacts)
@@ -139,8 +146,9 @@ class CollectorServer(Component):
         ], interceptors=[DecodeCheck(self.metrics.bad_request)])
         notifier = LogNotifier()
         self._notifier = notifier
+        self._prepare.start()
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,
-                               self._closing, self.auth, self._readers)
+                               self._closing, self.auth, self._readers, self._prepare)
         server.add_generic_rpc_handlers((ingest.handler(),))
         query = QueryService(store, self._readers, notifier, self._closing, self.auth,
                              self._bundles)
@@ -176,6 +184,7 @@ class CollectorServer(Component):
         if self._server is not None:
             self._notifier.wake_all()
             await self._server.stop(grace=min(timeout, self.settings.shutdown_grace))
+        self._prepare.shutdown()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self._bundles.close()

@@ -34,6 +34,8 @@ class CollectorSettings:
     max_metric_series: int = 10_000  # mltrail_run_metric series exported at most
     shutdown_grace: float = 10.0  # seconds in-flight requests get at SIGTERM
     reader_threads: int = 4
+    # processes that decode and validate ingest requests; 0: on the store's writer thread
+    ingest_workers: int = 2
     nice: int = 0  # CPU priority below normal, 0-19 (the embedded default uses 10)
     auth: str = "none"  # or "token": bearer tokens with a workspace and a role
     insecure: bool = False  # allow auth = "none" on an address that is not loopback

@@ -18,7 +18,14 @@ import json
 import re
 from collections.abc import Callable, Mapping
 
-from mltrail.collector.store.base import DEFAULT_WORKSPACE, ScalarPoint, ValidBatch
+from mltrail.collector.store.base import DEFAULT_WORKSPACE, ScalarRun, ValidBatch
+from mltrail.collector.store.chunks import (
+    KIND_FLAG,
+    KIND_INTEGER,
+    KIND_NUMBER,
+    KIND_TEXT,
+    Points,
+)
 from mltrail.proto import records_pb2
 
 _ENDED_STATUSES = frozenset({records_pb2.COMPLETED, records_pb2.FAILED, records_pb2.CANCELED})
@@ -95,12 +102,13 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
                             "stored", "range")
     if records[0].WhichOneof("body") == "gap":
         return _gap_batch(batch)
-    scalars: list[ScalarPoint] = []
+    runs: list[ScalarRun] = []
+    open_runs: dict[tuple[str, str], ScalarRun] = {}  # the series' run being gathered
     others: list[records_pb2.Record] = []
     expected = first
     for index, rec in enumerate(records):
         # The common case inline (a call per record is a tenth of the budget):
-        # a valid plain scalar becomes a ScalarPoint.
+        # a valid plain scalar joins its series' run of points.
         if rec.seq == expected and rec.WhichOneof("body") == "metric":
             metric = rec.metric
             name, run_id = metric.name, rec.run_id
@@ -111,9 +119,17 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
                 value = scalar.value
                 kind = value.WhichOneof("kind")
                 if kind is not None:
-                    scalars.append((expected, run_id, name, rec.time_unix_nano,
-                                    scalar.step if scalar.HasField("step") else None, kind,
-                                    getattr(value, kind)))
+                    run = open_runs.get((run_id, name))
+                    if run is None:
+                        run = open_runs[(run_id, name)] = ScalarRun(run_id, name, [],
+                                                                    Points.empty())
+                        runs.append(run)
+                    points = run.points
+                    run.seqs.append(expected)
+                    points.steps.append(scalar.step if scalar.HasField("step") else None)
+                    points.times.append(rec.time_unix_nano)
+                    points.kinds.append(KIND_CODES[kind])
+                    points.values.append(getattr(value, kind))
                     expected += 1
                     continue
         try:
@@ -122,9 +138,24 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
             raise BatchRejected(
                 f"batch for stream {stream!r} rejected: record seq {rec.seq} (index "
                 f"{index}): {exc}; nothing of this batch was stored", exc.reason) from None
+        if open_runs and rec.WhichOneof("body") == "metric":
+            open_runs.clear()  # points after it start new runs (logged order, per name)
         others.append(rec)
         expected += 1
-    return ValidBatch(stream, first, expected - 1, scalars, others, workspace)
+    return ValidBatch(stream, first, expected - 1, [compact(r) for r in runs], others,
+                      workspace)
+
+
+KIND_CODES = {"number": KIND_NUMBER, "integer": KIND_INTEGER, "text": KIND_TEXT,
+              "flag": KIND_FLAG}
+
+
+def compact(run: ScalarRun) -> ScalarRun:
+    """Contiguous seqs as a range: moved between processes in a few bytes."""
+    seqs = run.seqs
+    if seqs[-1] - seqs[0] + 1 == len(seqs):
+        run.seqs = range(seqs[0], seqs[-1] + 1)
+    return run
 
 
 def _gap_batch(batch: records_pb2.Batch) -> ValidBatch:

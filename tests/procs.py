@@ -138,3 +138,36 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process (every thread), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread or process ended meanwhile
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children first, then theirs)."""
+    found: list[int] = []
+    level = children(pid)
+    while level:
+        found += level
+        level = [c for parent in level for c in children(parent)]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` of a process and of every live process below it (a collector's
+    ingest workers)."""
+    total = 0.0
+    for one in [pid, *descendants(pid)]:
+        try:
+            total += cpu_seconds(one)
+        except OSError:
+            continue
+    return total

@@ -17,7 +17,7 @@ from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     BatchOutcome,
     LogQuery,
-    ScalarPoint,
+    ScalarRun,
     Store,
     TokenRecord,
     ValidBatch,
@@ -28,7 +28,7 @@ from mltrail.common.errors import PermanentError
 log = logging.getLogger("mltrail.collector.store")
 
 __all__ = [
-    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "ScalarPoint", "Store",
+    "DEFAULT_WORKSPACE", "BatchOutcome", "LogQuery", "ScalarRun", "Store",
     "TokenRecord", "ValidBatch", "WriteSummary", "open_store", "redact_url",
 ]
 

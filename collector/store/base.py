@@ -47,13 +47,20 @@ Every implementation (SQLite, PostgreSQL) keeps the same contract:
 from __future__ import annotations
 
 import abc
+import bisect
 import math
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
-from mltrail.collector.store.chunks import KIND_FLAG, KIND_INTEGER, KIND_NUMBER, KIND_TEXT
+from mltrail.collector.store.chunks import (
+    KIND_FLAG,
+    KIND_INTEGER,
+    KIND_NUMBER,
+    KIND_TEXT,
+    Points,
+)
 from mltrail.collector.store.series import (
     Bucket,
     SeriesBuckets,
@@ -65,11 +72,6 @@ from mltrail.collector.store.series import (
 )
 from mltrail.common.errors import PermanentError
 from mltrail.proto import collector_pb2, records_pb2
-
-# A scalar metric value as validation read it, so the store does not walk the
-# protobuf again: (seq, run_id, name, time_unix_nano, step or None,
-# value kind ("number", "integer", "text", "flag"), value).
-ScalarPoint = tuple[int, str, str, int, int | None, str, float | int | str | bool]
 
 DEFAULT_WORKSPACE = "default"
 
@@ -89,19 +91,58 @@ def corrects_inferred_end(stored_error: bytes | None, ended: records_pb2.RunEnde
     return records_pb2.ErrorDetails.FromString(stored_error).code == INFERRED_END
 
 
+@dataclass
+class ScalarRun:
+    """Plain scalar points of one series (run, metric name) of a batch, as validation
+    read them, so the store does not walk the protobuf again: ``seqs`` and ``points``
+    (value kinds as ``chunks`` codes) in seq order. A run never spans another metric
+    record of the batch (of any name), so runs and those records merged by first seq
+    keep every name's logged order. Built where the batch is prepared (a worker
+    process); the store only looks up keys and appends."""
+
+    run_id: str
+    name: str
+    seqs: Sequence[int]  # a range when contiguous (the common case: cheap to move)
+    points: Points
+
+    @property
+    def seq(self) -> int:
+        return self.seqs[0]
+
+    def above(self, hwm: int) -> ScalarRun | None:
+        """The points with a seq above ``hwm`` (None: none; self: all)."""
+        seqs = self.seqs
+        if seqs[-1] <= hwm:
+            return None
+        if seqs[0] > hwm:
+            return self
+        start = bisect.bisect_right(seqs, hwm)
+        return ScalarRun(self.run_id, self.name, seqs[start:],
+                         self.points.slice(start, len(seqs)))
+
+    def latest(self) -> float | int | None:
+        """The last number or integer (None: the run has neither)."""
+        points = self.points
+        for index in range(len(points) - 1, -1, -1):
+            if points.kinds[index] <= KIND_INTEGER:
+                return points.values[index]
+        return None
+
+
 @dataclass(frozen=True)
 class ValidBatch:
     """A batch that passed ingest validation: contiguous seqs first..last.
 
-    Plain scalar metrics (no description) are in ``scalars``; every other
-    record is in ``others``; both in seq order. A store keeps the values of
-    one metric name in seq order across the two (design.md invariant 6).
+    Plain scalar metrics (no description) are in ``scalars``, as ``ScalarRun``s
+    by first seq; every other record is in ``others``, in seq order. A store
+    keeps the values of one metric name in seq order across the two (design.md
+    invariant 6).
     """
 
     stream_id: str
     first_seq: int
     last_seq: int
-    scalars: Sequence[ScalarPoint]
+    scalars: Sequence[ScalarRun]
     others: Sequence[records_pb2.Record]
     workspace: str = DEFAULT_WORKSPACE  # from the credentials it arrived with
 

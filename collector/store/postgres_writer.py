@@ -37,11 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mltrail.collector.artifacts import ArtifactStore, contiguous
-from mltrail.collector.store import chunks
 from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     BatchOutcome,
-    ScalarPoint,
+    ScalarRun,
     ValidBatch,
     WriteSummary,
     corrects_inferred_end,
@@ -66,8 +65,7 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import records_pb2
 
-_VALUE_KINDS = {"number": chunks.KIND_NUMBER, "integer": chunks.KIND_INTEGER,
-                "text": chunks.KIND_TEXT, "flag": chunks.KIND_FLAG}
+
 def clean(text: str) -> str:
     """PostgreSQL text cannot hold NUL: it is kept as U+FFFD, like undecodable bytes."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
@@ -189,16 +187,14 @@ class PostgresWriter:
         _merge(work, total)
         return outcome
 
-    def _new_runs(self, points: Sequence[ScalarPoint]) -> bool:
-        """Whether a point names a run not cached as one of this batch's workspace."""
-        runs, workspace, last = self._runs, self._workspace, None
-        for point in points:
-            run_id = point[1]
-            if run_id != last:
-                entry = runs.get(run_id)
-                if entry is None or entry[1] != workspace:
-                    return True
-                last = run_id
+    def _new_runs(self, runs: Sequence[ScalarRun]) -> bool:
+        """Whether a run of points names a run not cached as one of this batch's
+        workspace."""
+        cached, workspace = self._runs, self._workspace
+        for run in runs:
+            entry = cached.get(run.run_id)
+            if entry is None or entry[1] != workspace:
+                return True
         return False
 
     def _gather(self, batch: ValidBatch, hwm: int, work: _Work) -> None:
@@ -206,7 +202,7 @@ class PostgresWriter:
         stored = 0
         if scalars and any(rec.WhichOneof("body") == "metric" for rec in others):
             for item in heapq.merge(scalars, others, key=_seq_of):  # invariant 6
-                if isinstance(item, tuple):
+                if isinstance(item, ScalarRun):
                     stored += self._scalar_rows((item,), hwm, work)
                 else:
                     self._other_rows(item, hwm, work)
@@ -227,34 +223,25 @@ class PostgresWriter:
         handler(rec, work)
         work.kinds[kind] = work.kinds.get(kind, 0) + 1
 
-    def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _Work) -> int:
-        """Gather the points above ``hwm`` per series; the hot loop, kept minimal."""
-        series, latest = work.series, work.latest
-        runs, names, codes = self._runs, self._names, _VALUE_KINDS
-        workspace = self._workspace
+    def _scalar_rows(self, runs: Sequence[ScalarRun], hwm: int, work: _Work) -> int:
+        """Gather the points above ``hwm`` per series: a few lookups per run of points."""
+        series, latest, touched = work.series, work.latest, self._touched
         stored = 0
-        last_key: tuple[int, int] | None = None
-        target = Points.empty()
-        touched = self._touched
-        for seq, run_id, name, time_ns, step, kind, value in points:
-            if seq <= hwm:
+        for run in runs:
+            above = run.above(hwm)
+            if above is None:
                 continue
-            entry = runs.get(run_id)
-            key = (entry[0] if entry and entry[1] == workspace
-                   else self._run_key(run_id, time_ns),
-                   names.get(name) or self._name_key(name))
-            if key != last_key:
-                target = _open_points(series.setdefault(key, []))
-                touched.add(key[0])
-                last_key = key
-            code = codes[kind]
-            target.steps.append(step)
-            target.times.append(time_ns)
-            target.kinds.append(code)
-            target.values.append(value)
-            stored += 1
-            if code <= chunks.KIND_INTEGER:
-                latest[(run_id, name)] = value
+            points = above.points
+            entry = self._runs.get(run.run_id)
+            key = (entry[0] if entry and entry[1] == self._workspace
+                   else self._run_key(run.run_id, points.times[0]),
+                   self._names.get(run.name) or self._name_key(run.name))
+            _open_points(series.setdefault(key, [])).extend(points)  # a copy: see sqlite
+            touched.add(key[0])
+            stored += len(points)
+            value = above.latest()
+            if value is not None:
+                latest[(run.run_id, run.name)] = value
         return stored
 
     # ---- keys ---------------------------------------------------------------

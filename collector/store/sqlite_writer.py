@@ -34,7 +34,7 @@ from mltrail.collector.store import sqlite_schema as schema
 from mltrail.collector.store.base import (
     DEFAULT_WORKSPACE,
     BatchOutcome,
-    ScalarPoint,
+    ScalarRun,
     ValidBatch,
     WriteSummary,
     corrects_inferred_end,
@@ -46,8 +46,6 @@ from mltrail.common.errors import PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES, split_long_lines
 from mltrail.proto import collector_pb2, records_pb2
 
-_VALUE_KINDS = {"number": schema.KIND_NUMBER, "integer": schema.KIND_INTEGER,
-                "text": schema.KIND_TEXT, "flag": schema.KIND_FLAG}
 DISPLAY_NAME_TAG = "mltrail.display_name"  # records.proto, TagsSet: renames the run
 _TERMINAL = f"({records_pb2.COMPLETED}, {records_pb2.FAILED}, {records_pb2.CANCELED})"
 
@@ -204,14 +202,15 @@ class SqliteWriter:
         work.logs.clear()
         work.log_streams.clear()
 
-    def _merged_rows(self, scalars: Sequence[ScalarPoint], others: Sequence[records_pb2.Record],
+    def _merged_rows(self, scalars: Sequence[ScalarRun], others: Sequence[records_pb2.Record],
                      hwm: int, work: _BatchWork) -> int:
-        """Both sources in seq order: metric rows keep their logged order as rowid order,
-        so a name logged as a plain scalar and as another kind keeps its order
-        (invariant 6). Only a batch with both kinds of metric pays for this."""
+        """Both sources by seq: metric rows keep their logged order as rowid order, so a
+        name logged as a plain scalar and as another kind keeps its order (invariant 6;
+        no ScalarRun spans another metric record). Only a batch with both kinds of metric
+        pays for this."""
         stored = 0
         for item in heapq.merge(scalars, others, key=_seq_of):
-            if isinstance(item, tuple):
+            if isinstance(item, ScalarRun):
                 stored += self._scalar_rows((item,), hwm, work)
             else:
                 self._other_rows(item, hwm, work)
@@ -227,34 +226,28 @@ class SqliteWriter:
         handler(rec, work)
         work.kinds[kind] = work.kinds.get(kind, 0) + 1
 
-    def _scalar_rows(self, points: Sequence[ScalarPoint], hwm: int, work: _BatchWork) -> int:
-        """Gather the points above ``hwm`` per series; the hot loop, kept minimal."""
-        series, latest = work.series, work.latest
-        runs, names, codes = self._runs, self._names, _VALUE_KINDS
-        workspace = self._workspace
+    def _scalar_rows(self, runs: Sequence[ScalarRun], hwm: int, work: _BatchWork) -> int:
+        """Gather the points above ``hwm`` per series: a few lookups per run of points."""
+        series, latest, touched = work.series, work.latest, self._touched
         stored = 0
-        last_key: tuple[int, int] | None = None
-        target = Points.empty()
-        touched = self._touched
-        for seq, run_id, name, time_ns, step, kind, value in points:
-            if seq <= hwm:
+        for run in runs:
+            above = run.above(hwm)
+            if above is None:
                 continue
-            entry = runs.get(run_id)
-            key = (entry[0] if entry and entry[2] == workspace
-                   else self._run_key(run_id, time_ns),
-                   names.get(name) or self._name_key(name))
-            if key != last_key:
-                target = series.get(key) or series.setdefault(key, Points.empty())
-                touched.add(key[0])
-                last_key = key
-            code = codes[kind]
-            target.steps.append(step)
-            target.times.append(time_ns)
-            target.kinds.append(code)
-            target.values.append(value)
-            stored += 1
-            if code <= schema.KIND_INTEGER:
-                latest[(run_id, name)] = value
+            points = above.points
+            entry = self._runs.get(run.run_id)
+            key = (entry[0] if entry and entry[2] == self._workspace
+                   else self._run_key(run.run_id, points.times[0]),
+                   self._names.get(run.name) or self._name_key(run.name))
+            target = series.get(key)
+            if target is None:  # a copy: the batch stays as it came (a retry may reuse it)
+                target = series[key] = Points.empty()
+            target.extend(points)
+            touched.add(key[0])
+            stored += len(points)
+            value = above.latest()
+            if value is not None:
+                latest[(run.run_id, run.name)] = value
         return stored
 
     @staticmethod
@@ -452,8 +445,8 @@ class SqliteWriter:
                      "AND path = ?", key)
 
 
-def _seq_of(item: ScalarPoint | records_pb2.Record) -> int:
-    return item[0] if isinstance(item, tuple) else item.seq
+def _seq_of(item: ScalarRun | records_pb2.Record) -> int:
+    return item.seq
 
 
 def _line_times(chunk: records_pb2.LogChunk, splits: dict[int, int]) -> array[int]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
-from mltrail.collector.store import ValidBatch, open_store
+from mltrail.collector.store import ScalarRun, ValidBatch, open_store
+from mltrail.collector.store.chunks import KIND_NUMBER, Points
 from mltrail.query.client import QueryClient
 from tests.procs import Service, collector_service, mltrail_cli, vm_kib
 
@@ -27,9 +28,11 @@ def _fill(path: Path) -> None:
         per = 200_000
         for first in range(1, POINTS + 1, per):
             last = min(first + per - 1, POINTS)
-            scalars = [(s, RUN, "loss", 1_000 * s, s, "number", s * 0.5)
-                       for s in range(first, last + 1)]
-            store.write_batch([ValidBatch("s", first, last, scalars, ())])
+            seqs = range(first, last + 1)
+            points = Points(list(seqs), [1_000 * s for s in seqs], [KIND_NUMBER] * len(seqs),
+                            [s * 0.5 for s in seqs])
+            store.write_batch([ValidBatch("s", first, last, [ScalarRun(RUN, "loss", seqs,
+                                                                       points)], ())])
     finally:
         store.close()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mltrail.collector.store.chunks import KIND_INTEGER, KIND_NUMBER
 from mltrail.collector.validate import BatchRejected, validate_batch
 from mltrail.proto import records_pb2
 from tests import builders as b
@@ -23,10 +24,11 @@ def test_valid_batch_separates_scalars_from_other_records() -> None:
         b.started(1, "r"), b.scalar(2, "r", "loss", 0.5, step=3), b.log(3, "r", b"x\n"),
         b.scalar(4, "r", "acc", 7)]))
     assert (valid.first_seq, valid.last_seq, valid.count) == (1, 4, 4)
-    assert [p[0] for p in valid.scalars] == [2, 4]
-    assert valid.scalars[0][1:3] == ("r", "loss")
-    assert valid.scalars[0][4:] == (3, "number", 0.5)
-    assert valid.scalars[1][4:] == (None, "integer", 7)
+    assert [(run.run_id, run.name, list(run.seqs)) for run in valid.scalars] == [
+        ("r", "loss", [2]), ("r", "acc", [4])]
+    loss, acc = (run.points for run in valid.scalars)
+    assert (loss.steps, loss.kinds, loss.values) == ([3], [KIND_NUMBER], [0.5])
+    assert (acc.steps, acc.kinds, acc.values) == ([None], [KIND_INTEGER], [7])
     assert [r.seq for r in valid.others] == [1, 3]
 
 
@@ -54,7 +56,7 @@ def test_nan_in_json_metric_is_refused_but_nan_scalar_is_accepted() -> None:
     exc = rejected(b.batch("s", [b.record(1, "r", metric=json_metric)]))
     assert "not strict JSON" in str(exc) and "NaN" in str(exc)
     valid = validate_batch(b.batch("s", [b.scalar(1, "r", "loss", math.nan)]))
-    assert math.isnan(valid.scalars[0][6])  # type: ignore[arg-type]
+    assert math.isnan(valid.scalars[0].points.values[0])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("batch", "expected"), [
