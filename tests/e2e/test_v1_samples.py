@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from mltrail.query.client import QueryClient
+from tests import docker_env
+from tests.conftest import require
 from tests.procs import Service
 
 SAMPLES = Path(__file__).resolve().parents[1] / "v1_samples"
@@ -160,6 +162,8 @@ TRAIN_ON_LOCAL_CHECKS = """
 
 
 def test_train_on_local_notebook(agent: Service, collector: Service, tmp_path: Path) -> None:
+    # the notebook submits in Docker only if `docker system info` answers
+    require(docker_env.ensure_engine(), "a Docker engine (dockerd from docker.io)")
     out = run_notebook("train-on-local", "train-on-local.ipynb", TRAIN_ON_LOCAL_CHECKS, agent,
                        collector, tmp_path)
     assert "alpha is 0.95, and mse is" in out  # show_output printed the script's console
