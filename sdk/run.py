@@ -415,8 +415,9 @@ class Run(RunFiles, RunReads):
         instead of filling memory. ``line_times``: one per line, when they differ."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial,
                                      line_times_unix_nano=line_times)
-        self._link.sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
-                                          CONSOLE_BACKLOG_BYTES)
+        sender = self._link.sender  # a quarter of its memory bound at most
+        sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
+                               min(CONSOLE_BACKLOG_BYTES, sender.memory_limit // 4))
 
     def _capture_console(self) -> None:
         self._capture = ConsoleCapture(self._record_console).start()

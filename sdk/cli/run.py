@@ -21,7 +21,7 @@ from mltrail.cli.target import program
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.common.tuning import keep_large_buffers
-from mltrail.pipeline.launcher import LaunchResult, ProcessLauncher
+from mltrail.pipeline.launcher import BURST_HOLD_BYTES, LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
 SWITCH_INTERVAL = 0.0005
@@ -90,8 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mltrail: run {run.id} (experiment {experiment.name}); follow it with "
               f"`{program()} logs {run.id} --follow`", file=sys.stderr, flush=True)
+    sender = run._link.sender  # held lines count in its memory bound: a quarter per stream
     launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
-                               max_line=args.max_line, notices=not args.quiet)
+                               max_line=args.max_line, notices=not args.quiet,
+                               hold_bytes=min(BURST_HOLD_BYTES, sender.memory_limit // 4),
+                               on_held=sender.count_held)
     watcher = CancelWatcher(run, launcher, quiet=args.quiet)
     try:
         watcher.start()

@@ -2,7 +2,7 @@
 
 One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
 
-    run.log() --append--> queue (collections.deque of small tuples; never blocks)
+    run.log() --append--> queue (collections.deque of (size, item); never waits on the network)
                             |  sender thread: build Records, number them, encode each Batch once
                             v
                           unacked (AppendRequests in memory, oldest first)
@@ -17,12 +17,22 @@ One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
 
 A failed cycle leaves ``unacked`` as it is; the next cycle (after a backoff
 with full jitter) sends all of it again, and the collector skips what it
-already has by (stream_id, seq). If the sink stays unreachable and
-``unacked`` grows past ``memory_limit`` bytes, all of it moves to an
-``Overflow`` (a spool directory on disk), so memory stays bounded. The disk
-then holds the oldest pending requests and memory the newest; the next
-sends read the disk first, so the order of the stream holds. What is left
-at exit is moved to disk too, for ``mltrail sync DIR``.
+already has by (stream_id, seq).
+
+One bound: ``memory_limit`` (``MLTRAIL_MEMORY_MIB``) covers everything the
+sender holds: queued items (sized by ``values.held_size``: strings, lists,
+tables, console and file chunks at what they take in memory), encoded
+requests, spilled requests read back for sending, and requests a send still
+holds. A log call that takes it past the bound moves the oldest records to
+an ``Overflow`` (a spool directory on disk) itself, until 3/4 of the bound
+is held: encoded requests first, then queued items built a batch at a time.
+That is local work (encoding and a disk write of about a quarter of the
+bound); the lock it takes is never held over a send, so a log call never
+waits on the network. The disk then holds the oldest pending requests and
+memory the newest; the next sends read the disk first, so the order of the
+stream holds. A request spilled while a send held it and then acknowledged
+is skipped when the disk is read back, so nothing is sent twice. What is
+left at exit is moved to disk too, for ``mltrail sync DIR``.
 ``flush`` puts a marker in the queue; once the thread reaches it, it knows
 the seq to wait for.
 """
@@ -50,7 +60,14 @@ from mltrail.common.errors import (
     from_rpc_error,
 )
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
-from mltrail.pipeline.values import CONSOLE, RUN_EVENT, QueueItem, add_record, item_size
+from mltrail.pipeline.values import (
+    CONSOLE,
+    RUN_EVENT,
+    QueueItem,
+    add_record,
+    held_size,
+    item_size,
+)
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 
 log = logging.getLogger("mltrail.sdk")
@@ -63,6 +80,7 @@ MAX_REQUESTS_PER_CYCLE = 64
 # alone: within the agent's MAX_APPEND_BYTES. A larger item would be refused
 # by the agent (or by gRPC, and retried forever); it is refused here.
 MAX_ITEM_BYTES = MAX_RECORD_BYTES
+DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024  # MLTRAIL_MEMORY_MIB's default
 
 
 class BatchSink(Protocol):
@@ -84,19 +102,37 @@ class Overflow(Protocol):
 
     directory: Path
 
-    def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
+    def spill(self, requests: Sequence[PendingBatch]) -> str:
         """Keep ``requests`` on disk after those already there; returns the directory."""
         ...
 
     def has_pending(self) -> bool: ...
 
-    def read(self, max_frames: int) -> list[agent_pb2.AppendRequest]:
+    def read(self, max_frames: int, max_bytes: int) -> list[PendingBatch]:
         """The oldest spilled requests not yet confirmed by ``ack_read``."""
         ...
 
     def ack_read(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """An encoded batch not yet acknowledged: the fields of its AppendRequest,
+    kept without the copy of ``batch`` a protobuf message makes (and makes again
+    on every read of the field); ``request()`` builds the message for a send."""
+
+    stream_id: str
+    first_seq: int
+    last_seq: int
+    batch: bytes
+    droppable: bool = False
+
+    def request(self) -> agent_pb2.AppendRequest:
+        return agent_pb2.AppendRequest(stream_id=self.stream_id, first_seq=self.first_seq,
+                                       last_seq=self.last_seq, batch=self.batch,
+                                       droppable=self.droppable)
 
 
 @dataclass
@@ -131,13 +167,17 @@ class Backoff:
 
 
 class Sender:
-    """Batches queued items and delivers them to ``sink`` on a daemon thread."""
+    """Batches queued items and delivers them to ``sink`` on a daemon thread.
+
+    ``memory_limit`` bounds the bytes the sender holds (module doc, "One
+    bound"); ``overflow`` is where it spills past it.
+    """
 
     def __init__(
         self,
         sink: BatchSink,
         overflow: Overflow | None = None,
-        memory_limit: int = 64 * 1024 * 1024,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
         interval: float = 0.05,
         stream_id: str | None = None,
     ) -> None:
@@ -146,14 +186,29 @@ class Sender:
         self.memory_limit = memory_limit
         self.interval = interval
         self.stream_id = stream_id or uuid.uuid4().hex
-        self.queue: deque[QueueItem | FlushMarker] = deque()
-        self.enqueue: Callable[[QueueItem], None] = self.queue.append
+        # (held bytes, item): the size travels with the item, so taking it off costs nothing
+        self.queue: deque[tuple[int, QueueItem | FlushMarker]] = deque()
         self.stats = SenderStats()
-        self._unacked: deque[agent_pb2.AppendRequest] = deque()
+        self._lock = threading.RLock()  # the stream's order: building, spilling, unacked
+        self._count = threading.Lock()  # _queued_bytes only, held for an addition
+        self._queued_bytes = 0
+        self._held_elsewhere = 0  # console lines `mltrail run` holds back (count_held)
+        self._unacked: deque[PendingBatch] = deque()
         self._unacked_bytes = 0
+        self._reading_bytes = 0  # spilled batches read back, and their requests
+        self._sending_bytes = 0  # the requests (copies) of a send of unacked batches
+        self._detached_bytes = 0  # requests spilled while a send still holds them
+        self._inflight: set[int] = set()  # id() of the requests the current send holds
+        # A batch being built, encoded and written costs a few times its size (and
+        # leaves as much to the C allocator's heaps): 1/64 of the bound, at most
+        # MAX_BATCH_BYTES, keeps that small.
+        self._batch_bytes = min(MAX_BATCH_BYTES, max(256 << 10, memory_limit // 64))
+        # what one send may hold (a first request always goes): an eighth of the bound
+        self._send_budget = max(1 << 20, min(16 << 20, memory_limit // 8))
+        self._spill_retry_at = 0.0
+        self._builder = 0  # the thread in _build_batch
         self._built_seq = 0
         self._acked_seq = 0
-        self._markers: list[FlushMarker] = []
         self._backoff = Backoff()
         self._retry_at = 0.0
         self._failing = False  # the last send failed; cleared by the next success
@@ -173,6 +228,16 @@ class Sender:
 
     # ---- called from user threads ----------------------------------------
 
+    def enqueue(self, item: QueueItem) -> None:
+        """Queue ``item``; never waits on the network. Past the memory bound the call
+        itself moves the oldest records to the overflow directory (a local write)."""
+        size = held_size(item)
+        with self._count:
+            self.queue.append((size, item))
+            self._queued_bytes += size
+        if self.held_bytes() > self.memory_limit:
+            self._relieve()
+
     def enqueue_waiting(self, item: QueueItem, size: int, backlog: int) -> None:
         """Queue ``item`` (about ``size`` bytes) once fewer than ``backlog`` bytes
         queued this way wait to be built into batches.
@@ -186,13 +251,27 @@ class Sender:
                 self._changed.wait(0.5)
             self._waiting_bytes += size
             self._waiting[id(item)] = size
-        self.queue.append(item)
+        self.enqueue(item)
         self._wake.set()
+
+    def held_bytes(self) -> int:
+        """What the sender holds in memory: queued items, encoded batches, spilled
+        batches read back for sending or still held by a send."""
+        return (self._queued_bytes + self._held_elsewhere + self._unacked_bytes
+                + self._reading_bytes + self._sending_bytes + self._detached_bytes)
+
+    def count_held(self, delta: int) -> None:
+        """Bytes held for this sender elsewhere (console lines the launcher holds
+        back during a flood) count in the bound too; past it, the sender spills."""
+        with self._count:
+            self._held_elsewhere += delta
+        if delta > 0 and self.held_bytes() > self.memory_limit:
+            self._relieve()
 
     def flush(self, timeout: float, progress: Callable[[int, float], None] | None = None) -> int:
         """Wait until everything queued so far is acknowledged; returns records still pending."""
         marker = FlushMarker()
-        self.queue.append(marker)
+        self.queue.append((0, marker))
         self._wake.set()
         deadline = time.monotonic() + timeout
         started = time.monotonic()
@@ -227,6 +306,8 @@ class Sender:
         self.flush(timeout)
         self._stopping = True
         self._wake.set()
+        with self._changed:
+            self._changed.notify_all()  # a log call waiting for a local sink
         self._thread.join(timeout=1.0)  # a cycle ends at once unless a send is blocked
         if self._thread.is_alive():
             # An Append may block for a minute (the agent's spool full under `block`):
@@ -234,15 +315,36 @@ class Sender:
             # is counted and spilled, or its late ack would pop what was spilled.
             self.sink.close()
             self._thread.join()
-        while self.queue:  # count what is left exactly: every item gets its seq
-            self._build_batch()
-        remaining = self._built_seq - self._acked_seq
-        if remaining and self.overflow is not None:
-            self._spill_all()
+        with self._lock:
+            if self.overflow is not None:
+                self._spill_down(0, final=True)  # a batch at a time: within the bound
+            while self.queue:  # count what is left exactly: every item gets its seq
+                self._build_batch()
+            remaining = self._built_seq - self._acked_seq
         if self.overflow is not None:
             self.overflow.close()
         self.sink.close()
         return remaining
+
+    def _relieve(self) -> None:
+        """Past the bound: spill the oldest records until 3/4 of it is held.
+
+        Local work only (encoding, a disk write; the lock is never held over a
+        send). Without an overflow, a local sink (an offline spool) is waited
+        for, since its writes are local too."""
+        if self.overflow is None:
+            if getattr(self.sink, "local", False):
+                with self._changed:
+                    while self.held_bytes() > self.memory_limit and not self._stopping:
+                        self._wake.set()
+                        self._changed.wait(0.5)
+            return
+        if time.monotonic() < self._spill_retry_at:  # its disk failed a moment ago
+            return
+        if self._builder == threading.get_ident():
+            return  # a record logged while this thread builds (a logging handler): later
+        with self._lock:
+            self._spill_down(self.memory_limit - self.memory_limit // 16)
 
     # ---- the sender thread ------------------------------------------------
 
@@ -259,38 +361,51 @@ class Sender:
                 self._changed.notify_all()
 
     def _cycle(self) -> None:
-        while self.queue and self._unacked_bytes < self.memory_limit:
-            self._build_batch()
+        # Encoded only what the next send takes: a batch encoded here and spilled and
+        # freed by a log call's thread would grow the C allocator's heaps of both.
+        while self.queue and self._unacked_bytes < self._send_budget:
+            with self._lock:  # a batch at a time: a log call past the bound waits little
+                self._build_batch()
         if time.monotonic() >= self._retry_at:
             if self.overflow is not None and self.overflow.has_pending():
                 self._send_spilled()
             elif self._unacked:
                 self._send_unacked()
-        if self._unacked_bytes >= self.memory_limit and self._failing:
-            self._spill_all()
+        if self.overflow is not None and self.held_bytes() > self.memory_limit:
+            self._relieve()
         if (self.queue or self._unacked) and time.monotonic() >= self._retry_at:
             self._wake.set()  # more to do now: no idle wait
 
     def _build_batch(self) -> None:
-        """Turn up to one batch worth of queued items into one AppendRequest."""
+        """Turn up to one batch worth of queued items into one AppendRequest (lock held)."""
+        self._builder = threading.get_ident()
+        try:
+            self._build_one()
+        finally:
+            self._builder = 0
+
+    def _build_one(self) -> None:
         batch = records_pb2.Batch(stream_id=self.stream_id)
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
+        held = 0
         console = False  # a batch of console output only: the agent may drop it
-        while queue and seq < end and size < MAX_BATCH_BYTES:
-            item = queue[0]
+        limit = self._batch_bytes
+        while queue and seq < end and size < limit:
+            item_held, item = queue[0]
             if isinstance(item, FlushMarker):
                 queue.popleft()
                 item.target_seq = seq - 1
                 item.event.set()
                 continue
             item_bytes = item_size(item)
-            if seq > first and (size + item_bytes > MAX_BATCH_BYTES
+            if seq > first and (size + item_bytes > limit
                                 or (item[0] == CONSOLE) != console):
                 break  # it goes first in the next batch
             console = item[0] == CONSOLE
             queue.popleft()
+            held += item_held
             if self._waiting:
                 self._built_waiting(item)
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
@@ -308,6 +423,8 @@ class Sender:
             size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
+        with self._count:  # after the request is counted: the sum never dips below real
+            self._queued_bytes -= held
 
     def _note_run_event(self, seq: int, item: QueueItem) -> None:
         kind = item[3].WhichOneof("event")
@@ -334,40 +451,75 @@ class Sender:
     def _add_request(self, batch: records_pb2.Batch, first: int, last: int,
                      droppable: bool = False) -> None:
         data = batch.SerializeToString()
-        self._unacked.append(agent_pb2.AppendRequest(
-            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data,
-            droppable=droppable))
+        self._unacked.append(PendingBatch(self.stream_id, first, last, data, droppable))
         self._unacked_bytes += len(data)
         self._built_seq = last
         self.stats.records_built += last - first + 1
 
     def _send_unacked(self) -> None:
-        requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
+        with self._lock:  # the oldest requests, up to the send budget
+            pending: list[PendingBatch] = []
+            size = 0
+            for batch in self._unacked:
+                if len(pending) == self._requests_per_send() or (
+                        pending and size + len(batch.batch) > self._send_budget):
+                    break
+                pending.append(batch)
+                size += len(batch.batch)
+            self._inflight = {id(p) for p in pending}
+            self._sending_bytes = size
         try:
-            for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)  # raises on "not now": the rest stays
-                self._unacked.popleft()
-                self._unacked_bytes -= len(request.batch)
+            requests = [p.request() for p in pending]  # copies: _sending_bytes
+            for batch, ack in zip(pending, self.sink.append(requests), strict=False):
+                with self._lock:
+                    self._on_ack(batch, ack)  # raises on "not now": the rest stays
+                    if self._unacked and self._unacked[0] is batch:
+                        self._unacked.popleft()
+                        self._unacked_bytes -= len(batch.batch)
+                    # else a log call spilled it meanwhile: _send_spilled skips it
+                self._tell_run_acked()
         except (MltrailError, OSError) as exc:
             self._on_failure(exc)
             return
+        finally:
+            with self._lock:
+                self._inflight = set()
+                self._sending_bytes = self._detached_bytes = 0
         self._on_success()
 
     def _send_spilled(self) -> None:
         """The disk holds the oldest pending requests: they go first."""
         assert self.overflow is not None  # checked by the caller
-        requests = self.overflow.read(MAX_REQUESTS_PER_CYCLE)
+        with self._lock:
+            read = self.overflow.read(self._requests_per_send(), self._send_budget)
+            # those a send acknowledged after a log call had spilled them are done
+            requests = [r for r in read if r.last_seq > self._acked_seq]
+            if not requests:
+                self.overflow.ack_read()
+                return
+            self._reading_bytes = 2 * sum(len(r.batch) for r in requests)  # and each request
         acked = 0
         try:
-            for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)
+            messages = [r.request() for r in requests]
+            for request, ack in zip(requests, self.sink.append(messages), strict=False):
+                with self._lock:
+                    self._on_ack(request, ack)
+                self._tell_run_acked()
                 acked += 1
         except (MltrailError, OSError) as exc:
             self._on_failure(exc)
             return
+        finally:
+            self._reading_bytes = 0
         if acked == len(requests):
-            self.overflow.ack_read()
+            with self._lock:
+                self.overflow.ack_read()
         self._on_success()
+
+    def _requests_per_send(self) -> int:
+        """While the sink fails, one request finds out whether it is back (and
+        reading more of the disk back into memory would be in vain)."""
+        return 1 if self._failing else MAX_REQUESTS_PER_CYCLE
 
     def _on_success(self) -> None:
         self._backoff.reset()
@@ -375,7 +527,7 @@ class Sender:
             self._failing = False
             log.warning("mltrail: %s is reachable again; delivery resumed", self.sink.description)
 
-    def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
+    def _on_ack(self, request: PendingBatch, ack: agent_pb2.AppendAck) -> None:
         count = request.last_seq - request.first_seq + 1
         if ack.code and code_from_number(ack.code) in RETRYABLE_CODES:
             raise RetryableError(f"{self.sink.description} cannot take records now: {ack.error}",
@@ -389,6 +541,9 @@ class Sender:
         else:
             self.stats.records_acked += count
         self._acked_seq = max(self._acked_seq, request.last_seq)
+
+    def _tell_run_acked(self) -> None:
+        """Run starts and ends the sink acknowledged (outside the lock: a callback)."""
         events = self._run_events
         while events and events[0][0] <= self._acked_seq and self.on_run_acked is not None:
             _, run_id, started = events.popleft()
@@ -408,34 +563,48 @@ class Sender:
                 "mltrail: cannot deliver to %s (%s); %d records kept in memory, retrying",
                 self.sink.description, exc, self.pending())
 
-    def _spill_all(self) -> None:
-        """Move every unacked request (and the queue) to disk; continue on a new stream."""
-        if self.overflow is None:
+    def _spill_down(self, target: int, final: bool = False) -> None:
+        """Move the oldest records in memory to the overflow until at most ``target``
+        bytes are held (lock held): encoded batches first, then queued items, built
+        and written a batch at a time, so the stream's order holds on disk."""
+        assert self.overflow is not None  # checked by the callers
+        spilled, where = 0, str(self.overflow.directory)
+        while self.held_bytes() > target:
+            if not self._unacked:
+                if not self.queue:
+                    break
+                self._build_batch()
+                continue
+            request = self._unacked[0]
+            try:
+                where = self.overflow.spill([request])
+            except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
+                self._spill_failed(exc, final)
+                break
+            self._unacked.popleft()
+            self._unacked_bytes -= len(request.batch)
+            if id(request) in self._inflight:  # a send holds it until it returns
+                self._detached_bytes += len(request.batch)
+            spilled += request.last_seq - request.first_seq + 1
+        if not spilled:
             return
-        while self.queue:
-            self._build_batch()
-        if not self._unacked:
-            return
-        requests = list(self._unacked)
-        try:
-            where = self.overflow.spill(requests)
-        except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
-            now = time.monotonic()
-            if now - self._last_spill_warning > 60.0:
-                self._last_spill_warning = now
-                log.error("mltrail: cannot move records to %s (%s); %d records stay in "
-                          "memory", self.overflow.directory, exc, self.pending())
-            return
-        spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
         self.stats.records_spilled += spilled
         now = time.monotonic()
         if now - self._last_spill_warning > 60.0:  # once a minute, however often it spills
             self._last_spill_warning = now
-            log.warning("mltrail: %s unreachable; %d records moved from memory to %s so "
-                        "far; they are sent from there once it is back",
-                        self.sink.description, self.stats.records_spilled, where)
-        self._unacked.clear()
-        self._unacked_bytes = 0
+            log.warning("mltrail: %s takes records slower than they come or is unreachable; "
+                        "%d records moved from memory to %s so far (memory bound %d MiB); "
+                        "they are sent from there", self.sink.description,
+                        self.stats.records_spilled, where, self.memory_limit >> 20)
+
+    def _spill_failed(self, exc: Exception, final: bool) -> None:
+        self._spill_retry_at = time.monotonic() + 1.0
+        now = time.monotonic()
+        if final or now - self._last_spill_warning > 60.0:
+            self._last_spill_warning = now
+            assert self.overflow is not None
+            log.error("mltrail: cannot move records to %s (%s); %d records stay in memory, "
+                      "over the memory bound", self.overflow.directory, exc, self.pending())
 
 
 class AgentSink:
@@ -447,6 +616,10 @@ class AgentSink:
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix:{socket_path}", options=[
             *MESSAGE_LIMITS,
+            # A local socket is cheap to try: an agent that is back is found within
+            # seconds (gRPC's own default backs off to two minutes), as the spill waits.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ])
         self.stub = agent_pb2_grpc.AgentStub(self.channel)
 
