@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mltrail.agent.spool import Position, Spool
 from mltrail.common.settings import mltrail_home
-from mltrail.pipeline.sender import PendingBatch, iter_acks
+from mltrail.pipeline.delivery import PendingBatch, iter_acks
 from mltrail.proto import agent_pb2, records_pb2
 
 OFFLINE_DIR = "offline"
