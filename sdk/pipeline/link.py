@@ -85,8 +85,9 @@ class Link:
         remaining = self.sender.flush(timeout, printer)
         if remaining:
             print(f"mltrail: {remaining} records are still on the way to "
-                  f"{self.sender.sink.description} after {timeout:g} s; they stay in memory and "
-                  f"are retried; if this process exits first they are written to {self.where} "
+                  f"{self.sender.sink.description} after {timeout:g} s; they are kept (in "
+                  f"memory, past MLTRAIL_MEMORY_MIB in {self.where}) and retried; if this "
+                  f"process exits first they are all written to {self.where} "
                   f"(upload them later with `mltrail sync {self.where}`)",
                   file=sys.stderr, flush=True)
         return remaining
