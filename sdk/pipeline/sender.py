@@ -69,6 +69,8 @@ from mltrail.pipeline.delivery import (
 from mltrail.pipeline.values import (
     CONSOLE,
     RUN_EVENT,
+    SCALAR,
+    SCALAR_HELD,
     QueueItem,
     add_record,
     held_size,
@@ -113,9 +115,14 @@ class Sender:
         self.queue: deque[tuple[int, QueueItem | FlushMarker]] = deque()
         self.stats = SenderStats()
         self._lock = threading.RLock()  # the stream's order: building, spilling, unacked
-        self._count = threading.Lock()  # _queued_bytes only, held for an addition
-        self._queued_bytes = 0
+        # Queued bytes = what log calls added - what the builder took. Each counter has
+        # one kind of writer, and an int += on an attribute is not interrupted by another
+        # thread under the GIL (no call or jump inside it), so no lock: one costs more
+        # than the rest of a log call.
+        self._enqueued_bytes = 0  # written by log calls only
+        self._dequeued_bytes = 0  # written by the builder only (under _lock)
         self._held_elsewhere = 0  # console lines `mltrail run` holds back (count_held)
+        self._spill_at = memory_limit  # a log call spills once _enqueued_bytes passes it
         self._unacked: deque[PendingBatch] = deque()
         self._unacked_bytes = 0
         self._reading_bytes = 0  # spilled batches read back, and their requests
@@ -154,11 +161,15 @@ class Sender:
     def enqueue(self, item: QueueItem) -> None:
         """Queue ``item``; never waits on the network. Past the memory bound the call
         itself moves the oldest records to the overflow directory (a local write)."""
-        size = held_size(item)
-        with self._count:
-            self.queue.append((size, item))
-            self._queued_bytes += size
-        if self.held_bytes() > self.memory_limit:
+        if item[0] is SCALAR and type(item[5]) is not str and not item[4]:
+            # run.log of a number: held_size, inlined (the name at 4 bytes a character,
+            # UTF-8's most, rather than a call to measure it)
+            size = SCALAR_HELD + 4 * len(item[3])
+        else:
+            size = held_size(item)
+        self.queue.append((size, item))
+        self._enqueued_bytes += size
+        if self._enqueued_bytes > self._spill_at:  # held_bytes() > memory_limit
             self._relieve()
 
     def enqueue_waiting(self, item: QueueItem, size: int, backlog: int) -> None:
@@ -180,14 +191,19 @@ class Sender:
     def held_bytes(self) -> int:
         """What the sender holds in memory: queued items, encoded batches, spilled
         batches read back for sending or still held by a send."""
-        return (self._queued_bytes + self._held_elsewhere + self._unacked_bytes
-                + self._reading_bytes + self._sending_bytes + self._detached_bytes)
+        return (self._enqueued_bytes - self._dequeued_bytes + self._unacked_bytes
+                + self._held_elsewhere + self._reading_bytes + self._sending_bytes
+                + self._detached_bytes)
+
+    def _rebound(self) -> None:
+        """After a change to what is held besides the queue: where log calls spill."""
+        self._spill_at = self.memory_limit - (self.held_bytes() - self._enqueued_bytes)
 
     def count_held(self, delta: int) -> None:
         """Bytes held for this sender elsewhere (console lines the launcher holds
         back during a flood) count in the bound too; past it, the sender spills."""
-        with self._count:
-            self._held_elsewhere += delta
+        self._held_elsewhere += delta
+        self._rebound()
         if delta > 0 and self.held_bytes() > self.memory_limit:
             self._relieve()
 
@@ -346,8 +362,8 @@ class Sender:
             size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
-        with self._count:  # after the request is counted: the sum never dips below real
-            self._queued_bytes -= held
+        self._dequeued_bytes += held  # after the request is counted: never below real
+        self._rebound()
 
     def _note_run_event(self, seq: int, item: QueueItem) -> None:
         kind = item[3].WhichOneof("event")
@@ -391,6 +407,7 @@ class Sender:
                 size += len(batch.batch)
             self._inflight = {id(p) for p in pending}
             self._sending_bytes = size
+            self._rebound()
         try:
             requests = [p.request() for p in pending]  # copies: _sending_bytes
             for batch, ack in zip(pending, self.sink.append(requests), strict=False):
@@ -399,6 +416,7 @@ class Sender:
                     if self._unacked and self._unacked[0] is batch:
                         self._unacked.popleft()
                         self._unacked_bytes -= len(batch.batch)
+                        self._rebound()
                     # else a log call spilled it meanwhile: _send_spilled skips it
                 self._tell_run_acked()
         except (MltrailError, OSError) as exc:
@@ -408,6 +426,7 @@ class Sender:
             with self._lock:
                 self._inflight = set()
                 self._sending_bytes = self._detached_bytes = 0
+                self._rebound()
         self._on_success()
 
     def _send_spilled(self) -> None:
@@ -421,6 +440,7 @@ class Sender:
                 self.overflow.ack_read()
                 return
             self._reading_bytes = 2 * sum(len(r.batch) for r in requests)  # and each request
+            self._rebound()
         acked = 0
         try:
             messages = [r.request() for r in requests]
@@ -434,6 +454,7 @@ class Sender:
             return
         finally:
             self._reading_bytes = 0
+            self._rebound()
         if acked == len(requests):
             with self._lock:
                 self.overflow.ack_read()
@@ -509,6 +530,7 @@ class Sender:
             if id(request) in self._inflight:  # a send holds it until it returns
                 self._detached_bytes += len(request.batch)
             spilled += request.last_seq - request.first_seq + 1
+        self._rebound()
         if not spilled:
             return
         self.stats.records_spilled += spilled

@@ -152,3 +152,14 @@ def test_the_bound_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("MLTRAIL_MEMORY_MIB", bad)
         with pytest.raises(MltrailError, match=f"MLTRAIL_MEMORY_MIB .*{bad!r}"):
             memory_limit()
+
+
+def test_the_log_call_counts_a_number_as_held_size_does() -> None:
+    sender = Sender(MemorySink(), interval=10)
+    items = [(SCALAR, "run-1", 1, "loss", "", 0.5, 3), (SCALAR, "run-1", 1, "é-loss", "", 2, None),
+             (SCALAR, "run-1", 1, "loss", "said", 0.5, 3), (SCALAR, "run-1", 1, "t", "", "a", 1)]
+    for item in items:
+        sender.enqueue(item)
+    assert sender.held_bytes() >= sum(held_size(i) for i in items)
+    assert sender.close(5) == 0
+    assert sender.held_bytes() == 0
