@@ -266,11 +266,13 @@ class Sender:
         return remaining
 
     def _relieve(self) -> None:
-        """Past the bound: spill the oldest records until 3/4 of it is held.
+        """Past the bound: spill the oldest records until 15/16 of it is held.
 
         Local work only (encoding, a disk write; the lock is never held over a
         send). Without an overflow, a local sink (an offline spool) is waited
         for, since its writes are local too."""
+        if threading.current_thread() is self._thread:
+            return  # a record logged by the sender's own thread (a logging handler)
         if self.overflow is None:
             if getattr(self.sink, "local", False):
                 with self._changed:
@@ -282,6 +284,9 @@ class Sender:
             return
         if self._builder == threading.get_ident():
             return  # a record logged while this thread builds (a logging handler): later
+        self._spill_to_target()
+
+    def _spill_to_target(self) -> None:
         with self._lock:
             self._spill_down(self.memory_limit - self.memory_limit // 16)
 
@@ -311,7 +316,7 @@ class Sender:
             elif self._unacked:
                 self._send_unacked()
         if self.overflow is not None and self.held_bytes() > self.memory_limit:
-            self._relieve()
+            self._spill_to_target()
         if (self.queue or self._unacked) and time.monotonic() >= self._retry_at:
             self._wake.set()  # more to do now: no idle wait
 

@@ -163,3 +163,35 @@ def test_the_log_call_counts_a_number_as_held_size_does() -> None:
     assert sender.held_bytes() >= sum(held_size(i) for i in items)
     assert sender.close(5) == 0
     assert sender.held_bytes() == 0
+
+
+class LoggingSink(MemorySink):
+    """A local sink whose sends log a record, as a logging handler on the sender's own
+    warnings would: the sender's thread enqueues while the bound is passed."""
+
+    local = True
+
+    def __init__(self, sender_box: list[Sender]) -> None:
+        super().__init__()
+        self.box = sender_box
+        self.logged = 0
+
+    def append(self, requests: Sequence[agent_pb2.AppendRequest]
+               ) -> Iterator[agent_pb2.AppendAck]:
+        if self.logged < 20:
+            self.logged += 1
+            for i in range(40):  # 2.5 MiB: past the bound, from the sender's thread
+                self.box[0].enqueue(text(10_000 + self.logged * 100 + i))
+        yield from super().append(requests)
+
+
+def test_records_logged_by_the_senders_own_thread_past_the_bound_do_not_stall_it() -> None:
+    box: list[Sender] = []
+    sink = LoggingSink(box)
+    sender = Sender(sink, memory_limit=1 * MIB, interval=0.01)
+    box.append(sender)
+    sender.enqueue(text(0))
+    wait_for(lambda: sink.logged == 20, "the sender's thread stalled")
+    assert sender.flush(60) == 0
+    assert len(sink.records()) == 1 + 20 * 40
+    assert sender.close(5) == 0
