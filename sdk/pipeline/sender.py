@@ -108,7 +108,6 @@ class Sender:
     ) -> None:
         self.sink = sink
         self.overflow = overflow
-        self.memory_limit = memory_limit
         self.interval = interval
         self.stream_id = stream_id or uuid.uuid4().hex
         # (held bytes, item): the size travels with the item, so taking it off costs nothing
@@ -122,19 +121,13 @@ class Sender:
         self._enqueued_bytes = 0  # written by log calls only
         self._dequeued_bytes = 0  # written by the builder only (under _lock)
         self._held_elsewhere = 0  # console lines `mltrail run` holds back (count_held)
-        self._spill_at = memory_limit  # a log call spills once _enqueued_bytes passes it
+        self._spill_at = 0  # a log call spills once _enqueued_bytes passes it (_rebound)
         self._unacked: deque[PendingBatch] = deque()
         self._unacked_bytes = 0
         self._reading_bytes = 0  # spilled batches read back, and their requests
         self._sending_bytes = 0  # the requests (copies) of a send of unacked batches
         self._detached_bytes = 0  # requests spilled while a send still holds them
         self._inflight: set[int] = set()  # id() of the requests the current send holds
-        # A batch being built, encoded and written costs a few times its size (and
-        # leaves as much to the C allocator's heaps): 1/64 of the bound, at most
-        # MAX_BATCH_BYTES, keeps that small.
-        self._batch_bytes = min(MAX_BATCH_BYTES, max(256 << 10, memory_limit // 64))
-        # what one send may hold (a first request always goes): an eighth of the bound
-        self._send_budget = max(1 << 20, min(16 << 20, memory_limit // 8))
         self._spill_retry_at = 0.0
         self._builder = 0  # the thread in _build_batch
         self._built_seq = 0
@@ -153,8 +146,21 @@ class Sender:
         # told (run_id, started) once the sink acknowledged a run's start or end
         self.on_run_acked: Callable[[str, bool], None] | None = None
         self._run_events: deque[tuple[int, str, bool]] = deque()  # (seq, run_id, started)
+        self.set_memory_limit(memory_limit)
         self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
         self._thread.start()
+
+    def set_memory_limit(self, memory_limit: int) -> None:
+        """The bound, and what follows from it (`mltrail run` raises its own: README)."""
+        with self._lock:
+            self.memory_limit = memory_limit
+            # A batch being built, encoded and written costs a few times its size (and
+            # leaves as much to the C allocator's heaps): 1/64 of the bound, at most
+            # MAX_BATCH_BYTES, keeps that small.
+            self._batch_bytes = min(MAX_BATCH_BYTES, max(256 << 10, memory_limit // 64))
+            # what one send may hold (a first request always goes): an eighth of the bound
+            self._send_budget = max(1 << 20, min(16 << 20, memory_limit // 8))
+            self._rebound()
 
     # ---- called from user threads ----------------------------------------
 
@@ -169,6 +175,15 @@ class Sender:
             size = held_size(item)
         self.queue.append((size, item))
         self._enqueued_bytes += size
+        if self._enqueued_bytes > self._spill_at:  # held_bytes() > memory_limit
+            self._relieve()
+
+    def enqueue_scalar(self, item: QueueItem) -> None:
+        """``enqueue`` for `run.log` of a number under a name checked before, with no
+        description: at a fixed size (values.SCALAR_HELD; the name is the shared
+        object validation keeps, counted in no record)."""
+        self.queue.append((SCALAR_HELD, item))
+        self._enqueued_bytes += SCALAR_HELD
         if self._enqueued_bytes > self._spill_at:  # held_bytes() > memory_limit
             self._relieve()
 

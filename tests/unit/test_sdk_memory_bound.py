@@ -195,3 +195,56 @@ def test_records_logged_by_the_senders_own_thread_past_the_bound_do_not_stall_it
     assert sender.flush(60) == 0
     assert len(sink.records()) == 1 + 20 * 40
     assert sender.close(5) == 0
+
+
+def test_a_number_under_a_known_name_is_counted_at_a_fixed_size_that_covers_it() -> None:
+    from mltrail import validation as v
+    from mltrail.pipeline.values import SCALAR_HELD
+
+    name = v.check_name("fixed-size-loss")
+    item = (SCALAR, "run-1", time.time_ns(), v._valid_names["fixed-size-loss"], "", 0.5,
+            123_456)
+    assert item[3] is name  # the records share the name validation keeps
+    # its own objects (the name is shared) and the (size, item) tuple the queue keeps
+    own = (sys.getsizeof(item) + sum(sys.getsizeof(item[i]) for i in (2, 5, 6))
+           + sys.getsizeof((SCALAR_HELD, item)) + 8)
+    assert own <= SCALAR_HELD
+
+
+def test_numbers_counted_at_a_fixed_size_spill_past_the_bound_and_arrive_once(
+        tmp_path: Path) -> None:
+    sink = MemorySink()
+    sink.down = True
+    sender = Sender(sink, overflow=SpoolOverflow(tmp_path / "spill"), memory_limit=1 * MIB,
+                    interval=0.01)
+    count = 20_000  # 6 MiB at the fixed size
+    for i in range(count):
+        sender.enqueue_scalar((SCALAR, "run-1", i, "loss", "", float(i), i))
+        assert sender.held_bytes() <= 1 * MIB
+    assert sender.stats.records_spilled > 0
+    sink.down = False
+    assert sender.flush(60) == 0
+    assert [r.metric.scalar.value.number for r in sink.records()] == [
+        float(i) for i in range(count)]
+    assert sender.close(5) == 0
+
+
+def test_a_raised_bound_moves_where_log_calls_spill(tmp_path: Path) -> None:
+    """`mltrail run` raises its own bound (LAUNCHER_MEMORY_SHARE): what it holds
+    back then stays in memory, as it would past the old bound go to disk."""
+    sink = MemorySink()
+    sink.down = True
+    sender = Sender(sink, overflow=SpoolOverflow(tmp_path / "spill"), memory_limit=1 * MIB,
+                    interval=0.01)
+    sender.set_memory_limit(8 * MIB)
+    for i in range(64):  # 4 MiB: past the first bound, within the second
+        sender.enqueue(text(i))
+    sender.count_held(2 * MIB)  # console lines held by the launcher count too
+    assert sender.stats.records_spilled == 0
+    sender.count_held(4 * MIB)  # 10 MiB held: the queue goes to disk
+    assert sender.stats.records_spilled > 0 and sender.held_bytes() <= 8 * MIB
+    sender.count_held(-6 * MIB)
+    sink.down = False
+    assert sender.flush(60) == 0
+    assert seqs(sink) == list(range(1, 65))
+    assert sender.close(5) == 0
