@@ -59,9 +59,9 @@ CALLS = textwrap.dedent("""
 
     bound, plain = [], []
     for _ in range(4):  # alternating, so load hits both alike
-        run._enqueue = sender.enqueue
+        run._enqueue_scalar = sender.enqueue_scalar
         bound.append(timed())
-        run._enqueue = deque().append  # what the call did before the bound
+        run._enqueue_scalar = deque().append  # what the call did before the bound
         plain.append(timed())
     print(json.dumps({"bound": statistics.median(bound), "plain": statistics.median(plain)}))
 """)

@@ -205,7 +205,10 @@ def table_size(columns: Mapping[str, Sequence[Scalar]]) -> int:
 # holds at most its UTF-8 size plus a header; a value in a list, row or
 # table also takes its slot and its own object (a float: 8 + 24 bytes).
 HELD_ITEM_OVERHEAD = 256  # the tuple, its number and message objects, the queue slot
-SCALAR_HELD = HELD_ITEM_OVERHEAD + 64  # + the name: a number logged without a description
+# a number logged without a description: its tuple (and the one the queue keeps
+# it in), time, value, step and slot take about 250 bytes; + 64 for the name
+# (none when the name is the shared object validation keeps: Sender.enqueue_scalar)
+SCALAR_HELD = HELD_ITEM_OVERHEAD + 64
 HELD_VALUE_OVERHEAD = 48  # per value beyond item_size's 16: slot, object (a str: its header)
 
 
