@@ -2,7 +2,7 @@
 memory bound under test (tests/integration/test_sdk_memory_bound.py) and in
 bench/sdk_memory.py.
 
-    python tests/log_strings.py COUNT KIB MODE
+    python tests/log_strings.py COUNT KIB MODE [NAMES]
 
 Logs COUNT strings of KIB KiB to a run, each a new object as real values are,
 then prints one JSON line: RSS before the first call, peak RSS, call times,
@@ -10,7 +10,8 @@ records spilled. MODE ``sync`` first waits until the agent took the run's
 start, says so, and waits for a line on stdin (the test stops the agent);
 ``bench`` then exits; otherwise it waits for a line on stdin (the test
 brings the agent back), completes the run and prints what is left and the
-peak RSS again.
+peak RSS again. With NAMES > 1, string i is logged as ``text{i % NAMES}``
+(default: all as ``text``), each with step i.
 """
 
 import json
@@ -31,6 +32,7 @@ def vm(field: str) -> int:
 
 def main() -> None:
     count, kib, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    names = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     run = Experiment("memory-bound").start_logging()
     run.log("warm", 1.0)
     if mode == "sync":  # the start is in the agent before it is stopped
@@ -43,7 +45,7 @@ def main() -> None:
     for i in range(count):
         text = f"{i:016d}{block}"
         started = time.perf_counter_ns()
-        run.log("text", text, step=i)
+        run.log("text" if names == 1 else f"text{i % names}", text, step=i)
         times.append(time.perf_counter_ns() - started)
     del text
     sender = run._link.sender
