@@ -48,12 +48,18 @@ WRITER = (
 )
 
 
+def script_line(stderr: bytes) -> list[str]:
+    """The writer's last line (after it, `mltrail run` may say it waits for the agent)."""
+    lines = [x for x in stderr.decode().strip().splitlines() if not x.startswith("mltrail:")]
+    return lines[-1].split()
+
+
 def script_seconds(stderr: bytes) -> float:
-    return float(stderr.decode().strip().splitlines()[-1].split()[0])
+    return float(script_line(stderr)[0])
 
 
 def script_cpu(stderr: bytes) -> float:
-    return float(stderr.decode().strip().splitlines()[-1].split()[1])
+    return float(script_line(stderr)[1])
 
 
 def children_cpu() -> float:

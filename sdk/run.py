@@ -91,6 +91,7 @@ class Run(RunFiles, RunReads):
         self._capture: ConsoleCapture | None = None
         self._link = _link or process_link(agent_socket(experiment.workspace.connection))
         self._enqueue = self._link.sender.enqueue
+        self._enqueue_scalar = self._link.sender.enqueue_scalar
         self._parent = _parent
         self._local = False  # state read from the collector (see the module docstring)
         self._managed = False  # a launcher ends this run
@@ -284,14 +285,19 @@ class Run(RunFiles, RunReads):
 
     def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
         """A scalar: a number, bool or string (numpy scalars accepted)."""
-        if name not in v._valid_names:
+        shared = v._valid_names.get(name)  # the name checked before, as first given
+        if shared is None:
             v.check_name(name)
         if type(value) is not float:
             value = v.check_value(value)
-        if description:
-            description = v.check_description(description)
         if step is not None:
             step = v.check_step(step)
+        if shared is not None and not description and type(value) is not str:
+            # a number under a known name: the sender counts it at a fixed size
+            self._enqueue_scalar((SCALAR, self._id, time.time_ns(), shared, "", value, step))
+            return
+        if description:
+            description = v.check_description(description)
         self._enqueue((SCALAR, self._id, time.time_ns(), name, description, value, step))
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
@@ -415,8 +421,9 @@ class Run(RunFiles, RunReads):
         instead of filling memory. ``line_times``: one per line, when they differ."""
         chunk = records_pb2.LogChunk(stream=stream, data=data, partial_tail=partial,
                                      line_times_unix_nano=line_times)
-        self._link.sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
-                                          CONSOLE_BACKLOG_BYTES)
+        sender = self._link.sender  # a quarter of its memory bound at most
+        sender.enqueue_waiting((CONSOLE, self._id, time_ns, chunk), len(data),
+                               min(CONSOLE_BACKLOG_BYTES, sender.memory_limit // 4))
 
     def _capture_console(self) -> None:
         self._capture = ConsoleCapture(self._record_console).start()

@@ -47,8 +47,10 @@ _SCALAR_TYPES = (bool, int, float, str)
 JSON_SCHEMA_TYPES = ("confusion_matrix", "accuracy_table", "residuals", "predictions")
 
 # Names already checked: a training loop logs the same few names millions of
-# times, and a set lookup keeps `run.log` within its few-microsecond budget.
-_valid_names: set[str] = set()
+# times, and a lookup keeps `run.log` within its few-microsecond budget. Each
+# maps to the object first checked, which `run.log` queues in its place: its
+# records share that one string, so the memory bound counts none per record.
+_valid_names: dict[str, str] = {}
 
 
 def check_name(name: Any, what: str = "name") -> str:
@@ -67,7 +69,7 @@ def check_name(name: Any, what: str = "name") -> str:
     if not name.isascii():
         utf8_size(name, what)
     if len(_valid_names) < 100_000:
-        _valid_names.add(name)
+        _valid_names[name] = name
     return name
 
 

@@ -21,10 +21,16 @@ from mltrail.cli.target import program
 from mltrail.common.errors import MltrailError, PermanentError
 from mltrail.common.lines import MAX_LINE_BYTES
 from mltrail.common.tuning import keep_large_buffers
-from mltrail.pipeline.launcher import LaunchResult, ProcessLauncher
+from mltrail.pipeline.launcher import BURST_HOLD_BYTES, LaunchResult, ProcessLauncher
 from mltrail.proto import records_pb2
 
 SWITCH_INTERVAL = 0.0005
+# This process, not the user's, holds a flooding command's console (a quarter
+# of its bound per stream) so that the command is not slowed: it takes this
+# many times MLTRAIL_MEMORY_MIB (512 MiB by default, as much as it held before
+# the bound: 128 MiB per stream). Under 64 MiB a 95 MiB flood, held 16 MiB at
+# a time, took 4.75 to 12.5 times as long (README, Benchmarks).
+LAUNCHER_MEMORY_SHARE = 8
 CANCEL_POLL_SECONDS = 1.0  # how often `mltrail run` asks whether it was canceled
 
 
@@ -90,8 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"mltrail: run {run.id} (experiment {experiment.name}); follow it with "
               f"`{program()} logs {run.id} --follow`", file=sys.stderr, flush=True)
+    sender = run._link.sender  # held lines count in its memory bound: a quarter per stream
+    sender.set_memory_limit(LAUNCHER_MEMORY_SHARE * sender.memory_limit)
     launcher = ProcessLauncher(command, run._record_console_waiting, env=env, grace=args.grace,
-                               max_line=args.max_line, notices=not args.quiet)
+                               max_line=args.max_line, notices=not args.quiet,
+                               hold_bytes=min(BURST_HOLD_BYTES, sender.memory_limit // 4),
+                               on_held=sender.count_held)
     watcher = CancelWatcher(run, launcher, quiet=args.quiet)
     try:
         watcher.start()

@@ -28,7 +28,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
@@ -124,8 +124,12 @@ class _Pump(threading.Thread):
     """Copies one pipe to our own fd and hands whole lines to the sink."""
 
     def __init__(self, stream: str, fd: int, echo_fd: int | None, sink: Sink,
-                 max_line: int, exited: threading.Event, keep_tail: bool) -> None:
+                 max_line: int, exited: threading.Event, keep_tail: bool,
+                 hold_bytes: int | None = None,
+                 on_held: Callable[[int], None] | None = None) -> None:
         super().__init__(name=f"mltrail-pump-{stream}", daemon=True)
+        self.hold_bytes = BURST_HOLD_BYTES if hold_bytes is None else hold_bytes
+        self.on_held = on_held  # told each change of the bytes held here (the memory bound)
         self.stream, self.fd, self.echo_fd, self.sink = stream, fd, echo_fd, sink
         self.assembler = LineAssembler(max_line)
         self.exited = exited
@@ -229,8 +233,10 @@ class _Pump(threading.Thread):
             self._held_since = time.monotonic()
         self._held.append((time_ns, lines))
         self._held_bytes += len(lines)
+        if self.on_held is not None:
+            self.on_held(len(lines))
         self.held_peak = max(self.held_peak, self._held_bytes)
-        if self._held_bytes >= (BURST_HOLD_BYTES if self._bursting else DELIVER_BYTES):
+        if self._held_bytes >= (self.hold_bytes if self._bursting else DELIVER_BYTES):
             self._deliver_held()
 
     def _deliver_held(self) -> None:
@@ -244,10 +250,16 @@ class _Pump(threading.Thread):
             size += len(lines)
             if size >= DELIVER_BYTES:
                 self._deliver_group(group)
+                self._delivered(size)
                 group, size = [], 0
         if group:
             self._deliver_group(group)
+            self._delivered(size)
         self._held, self._held_bytes = [], 0
+
+    def _delivered(self, size: int) -> None:
+        if self.on_held is not None:
+            self.on_held(-size)
 
     def _deliver_group(self, group: list[tuple[int, bytes]]) -> None:
         """One record of several reads: each line keeps the time of the read that
@@ -288,13 +300,17 @@ class ProcessLauncher:
     def __init__(self, argv: Sequence[str], sink: Sink, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, echo: bool = True,
                  grace: float = 10.0, max_line: int = MAX_LINE_BYTES,
-                 after_exit: float = AFTER_EXIT_SECONDS, notices: bool = True) -> None:
+                 after_exit: float = AFTER_EXIT_SECONDS, notices: bool = True,
+                 hold_bytes: int | None = None,
+                 on_held: Callable[[int], None] | None = None) -> None:
         if not argv:
             raise ValueError("no command given: use `mltrail run -- COMMAND [ARGS...]`")
         self.argv, self.sink, self.cwd, self.env = list(argv), sink, cwd, env
         self.echo, self.grace, self.max_line = echo, grace, max_line
         self.after_exit = after_exit
         self.notices = notices  # say on stderr that a stopped command is about to be killed
+        # a flood's lines held per stream (default BURST_HOLD_BYTES), and who counts them
+        self.hold_bytes, self.on_held = hold_bytes, on_held
         self.canceled = False
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -320,9 +336,9 @@ class ProcessLauncher:
         exited = threading.Event()
         self.pumps = pumps = [
             _Pump("stdout", out_r, 1 if self.echo else None, self.sink, self.max_line, exited,
-                  keep_tail=False),
+                  keep_tail=False, hold_bytes=self.hold_bytes, on_held=self.on_held),
             _Pump("stderr", err_r, 2 if self.echo else None, self.sink, self.max_line, exited,
-                  keep_tail=True),
+                  keep_tail=True, hold_bytes=self.hold_bytes, on_held=self.on_held),
         ]
         for pump in pumps:
             pump.start()

@@ -28,7 +28,7 @@ from mltrail.common.errors import MltrailError
 from mltrail.pipeline.embedded import agent_socket_from_env, ensure_embedded
 from mltrail.pipeline.offline import SpoolOverflow, SpoolSink, offline_dir, read_records
 from mltrail.pipeline.run_watch import AgentRunWatch
-from mltrail.pipeline.sender import AgentSink, Sender
+from mltrail.pipeline.sender import DEFAULT_MEMORY_LIMIT, AgentSink, Sender
 from mltrail.proto import records_pb2
 from mltrail.query.details import fold_run_info, v1_details
 from mltrail.query.metrics_view import fold_metrics
@@ -85,8 +85,9 @@ class Link:
         remaining = self.sender.flush(timeout, printer)
         if remaining:
             print(f"mltrail: {remaining} records are still on the way to "
-                  f"{self.sender.sink.description} after {timeout:g} s; they stay in memory and "
-                  f"are retried; if this process exits first they are written to {self.where} "
+                  f"{self.sender.sink.description} after {timeout:g} s; they are kept (in "
+                  f"memory, past MLTRAIL_MEMORY_MIB in {self.where}) and retried; if this "
+                  f"process exits first they are all written to {self.where} "
                   f"(upload them later with `mltrail sync {self.where}`)",
                   file=sys.stderr, flush=True)
         return remaining
@@ -194,6 +195,18 @@ def read_timeout() -> float:
     return value
 
 
+def memory_limit() -> int:
+    """The bytes a sender may hold before it spills to disk (MLTRAIL_MEMORY_MIB, MiB)."""
+    text = os.environ.get("MLTRAIL_MEMORY_MIB", str(DEFAULT_MEMORY_LIMIT >> 20))
+    try:
+        value = float(text)
+    except ValueError:
+        raise MltrailError(f"MLTRAIL_MEMORY_MIB must be a number of MiB, not {text!r}") from None
+    if not value >= 1:  # also NaN
+        raise MltrailError(f"MLTRAIL_MEMORY_MIB must be at least 1 (MiB), not {text!r}")
+    return int(value * (1 << 20))
+
+
 _links: dict[str, Link] = {}
 _embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
@@ -209,7 +222,8 @@ def process_link(socket_path: str | None = None) -> Link:
         if link is None:
             agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
             overflow = SpoolOverflow(offline_dir(stream_id))
-            sender = Sender(agent, overflow=overflow, stream_id=stream_id)
+            sender = Sender(agent, overflow=overflow, stream_id=stream_id,
+                            memory_limit=memory_limit())
             watch = AgentRunWatch(socket_path)
             sender.on_run_acked = watch.update
             link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent,
@@ -225,7 +239,8 @@ def _embedded() -> str:
 
 def offline_link(run_id: str) -> Link:
     sink = SpoolSink(offline_dir(run_id))
-    return Link(Sender(sink), str(sink.directory), spool_sink=sink)
+    return Link(Sender(sink, memory_limit=memory_limit()), str(sink.directory),
+                spool_sink=sink)
 
 
 class CollectorReader:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mltrail.agent.spool import Position, Spool
 from mltrail.common.settings import mltrail_home
-from mltrail.pipeline.sender import iter_acks
+from mltrail.pipeline.delivery import PendingBatch, iter_acks
 from mltrail.proto import agent_pb2, records_pb2
 
 OFFLINE_DIR = "offline"
@@ -36,6 +36,8 @@ def offline_dir(name: str) -> Path:
 
 class SpoolSink:
     """Appends each batch to a spool directory; an append is its own ack."""
+
+    local = True  # its writes are local: a log call past the memory bound waits for them
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -61,7 +63,7 @@ class SpoolOverflow:
         self._spool: Spool | None = None
         self._read_end: Position | None = None
 
-    def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
+    def spill(self, requests: Sequence[PendingBatch]) -> str:
         spool = self._open()
         for request in requests:
             spool.append(request.stream_id, request.first_seq, request.last_seq, request.batch,
@@ -71,14 +73,14 @@ class SpoolOverflow:
     def has_pending(self) -> bool:
         return self._spool is not None and not self._spool.empty()
 
-    def read(self, max_frames: int) -> list[agent_pb2.AppendRequest]:
-        """The oldest spilled batches not yet acknowledged; ``ack_read`` confirms them."""
+    def read(self, max_frames: int, max_bytes: int) -> list[PendingBatch]:
+        """The oldest spilled batches not yet acknowledged (at least one, then up to
+        ``max_bytes``); ``ack_read`` confirms them."""
         spool = self._open()
-        frames = spool.read(spool.ack_position, 32 * 1024 * 1024, max_frames)
+        frames = spool.read(spool.ack_position, max_bytes, max_frames)
         self._read_end = frames[-1].end if frames else None
-        return [agent_pb2.AppendRequest(stream_id=f.stream_id, first_seq=f.first_seq,
-                                        last_seq=f.last_seq, batch=f.batch,
-                                        droppable=f.droppable) for f in frames]
+        return [PendingBatch(f.stream_id, f.first_seq, f.last_seq, f.batch, f.droppable)
+                for f in frames]
 
     def ack_read(self) -> None:
         if self._spool is not None and self._read_end is not None:

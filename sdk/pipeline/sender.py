@@ -2,7 +2,7 @@
 
 One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
 
-    run.log() --append--> queue (collections.deque of small tuples; never blocks)
+    run.log() --append--> queue (collections.deque of (size, item); never waits on the network)
                             |  sender thread: build Records, number them, encode each Batch once
                             v
                           unacked (AppendRequests in memory, oldest first)
@@ -17,12 +17,22 @@ One ``Sender`` owns one stream (a uuid4 ``stream_id``, seq from 1, no gaps)::
 
 A failed cycle leaves ``unacked`` as it is; the next cycle (after a backoff
 with full jitter) sends all of it again, and the collector skips what it
-already has by (stream_id, seq). If the sink stays unreachable and
-``unacked`` grows past ``memory_limit`` bytes, all of it moves to an
-``Overflow`` (a spool directory on disk), so memory stays bounded. The disk
-then holds the oldest pending requests and memory the newest; the next
-sends read the disk first, so the order of the stream holds. What is left
-at exit is moved to disk too, for ``mltrail sync DIR``.
+already has by (stream_id, seq).
+
+One bound: ``memory_limit`` (``MLTRAIL_MEMORY_MIB``) covers everything the
+sender holds: queued items (sized by ``values.held_size``: strings, lists,
+tables, console and file chunks at what they take in memory), encoded
+requests, spilled requests read back for sending, and requests a send still
+holds. A log call that takes it past the bound moves the oldest records to
+an ``Overflow`` (a spool directory on disk) itself, until 3/4 of the bound
+is held: encoded requests first, then queued items built a batch at a time.
+That is local work (encoding and a disk write of about a quarter of the
+bound); the lock it takes is never held over a send, so a log call never
+waits on the network. The disk then holds the oldest pending requests and
+memory the newest; the next sends read the disk first, so the order of the
+stream holds. A request spilled while a send held it and then acknowledged
+is skipped when the disk is read back, so nothing is sent twice. What is
+left at exit is moved to disk too, for ``mltrail sync DIR``.
 ``flush`` puts a marker in the queue; once the thread reaches it, it knows
 the seq to wait for.
 """
@@ -30,15 +40,11 @@ the seq to wait for.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 
@@ -50,7 +56,26 @@ from mltrail.common.errors import (
     from_rpc_error,
 )
 from mltrail.common.rpc import MAX_RECORD_BYTES, MESSAGE_LIMITS
-from mltrail.pipeline.values import CONSOLE, RUN_EVENT, QueueItem, add_record, item_size
+from mltrail.pipeline.delivery import (
+    Backoff,
+    BatchSink,
+    FlushMarker,
+    MemorySink,
+    Overflow,
+    PendingBatch,
+    SenderStats,
+    iter_acks,
+)
+from mltrail.pipeline.values import (
+    CONSOLE,
+    RUN_EVENT,
+    SCALAR,
+    SCALAR_HELD,
+    QueueItem,
+    add_record,
+    held_size,
+    item_size,
+)
 from mltrail.proto import agent_pb2, agent_pb2_grpc, records_pb2
 
 log = logging.getLogger("mltrail.sdk")
@@ -63,97 +88,50 @@ MAX_REQUESTS_PER_CYCLE = 64
 # alone: within the agent's MAX_APPEND_BYTES. A larger item would be refused
 # by the agent (or by gRPC, and retried forever); it is refused here.
 MAX_ITEM_BYTES = MAX_RECORD_BYTES
-
-
-class BatchSink(Protocol):
-    """Where encoded batches go: the agent, or a spool directory when offline."""
-
-    description: str
-
-    def append(self, requests: Sequence[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:
-        """One ack per request, in order; raises on a transport failure."""
-        ...
-
-    def close(self) -> None:
-        """Idempotent; makes an append blocked in another thread raise."""
-        ...
-
-
-class Overflow(Protocol):
-    """Disk space for the oldest pending requests when memory is full (module doc)."""
-
-    directory: Path
-
-    def spill(self, requests: Sequence[agent_pb2.AppendRequest]) -> str:
-        """Keep ``requests`` on disk after those already there; returns the directory."""
-        ...
-
-    def has_pending(self) -> bool: ...
-
-    def read(self, max_frames: int) -> list[agent_pb2.AppendRequest]:
-        """The oldest spilled requests not yet confirmed by ``ack_read``."""
-        ...
-
-    def ack_read(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class FlushMarker:
-    """Queued by ``flush``; the thread fills in the seq reached at that point."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    target_seq: int = 0
-
-
-@dataclass
-class SenderStats:
-    records_built: int = 0
-    records_acked: int = 0
-    records_refused: int = 0
-    records_spilled: int = 0
-    send_failures: int = 0
-
-
-class Backoff:
-    """Exponential backoff with full jitter, reset by a success."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 16)))
-
-    def reset(self) -> None:
-        self.failures = 0
+DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024  # MLTRAIL_MEMORY_MIB's default
 
 
 class Sender:
-    """Batches queued items and delivers them to ``sink`` on a daemon thread."""
+    """Batches queued items and delivers them to ``sink`` on a daemon thread.
+
+    ``memory_limit`` bounds the bytes the sender holds (module doc, "One
+    bound"); ``overflow`` is where it spills past it.
+    """
 
     def __init__(
         self,
         sink: BatchSink,
         overflow: Overflow | None = None,
-        memory_limit: int = 64 * 1024 * 1024,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
         interval: float = 0.05,
         stream_id: str | None = None,
     ) -> None:
         self.sink = sink
         self.overflow = overflow
-        self.memory_limit = memory_limit
         self.interval = interval
         self.stream_id = stream_id or uuid.uuid4().hex
-        self.queue: deque[QueueItem | FlushMarker] = deque()
-        self.enqueue: Callable[[QueueItem], None] = self.queue.append
+        # (held bytes, item): the size travels with the item, so taking it off costs nothing
+        self.queue: deque[tuple[int, QueueItem | FlushMarker]] = deque()
         self.stats = SenderStats()
-        self._unacked: deque[agent_pb2.AppendRequest] = deque()
+        self._lock = threading.RLock()  # the stream's order: building, spilling, unacked
+        # Queued bytes = what log calls added - what the builder took. Each counter has
+        # one kind of writer, and an int += on an attribute is not interrupted by another
+        # thread under the GIL (no call or jump inside it), so no lock: one costs more
+        # than the rest of a log call.
+        self._enqueued_bytes = 0  # written by log calls only
+        self._dequeued_bytes = 0  # written by the builder only (under _lock)
+        self._held_elsewhere = 0  # console lines `mltrail run` holds back (count_held)
+        self._spill_at = 0  # a log call spills once _enqueued_bytes passes it (_rebound)
+        self._unacked: deque[PendingBatch] = deque()
         self._unacked_bytes = 0
+        self._reading_bytes = 0  # spilled batches read back, and their requests
+        self._sending_bytes = 0  # the requests (copies) of a send of unacked batches
+        self._detached_bytes = 0  # requests spilled while a send still holds them
+        self._inflight: set[int] = set()  # id() of the requests the current send holds
+        self._spill_retry_at = 0.0
+        self._builder = 0  # the thread in _build_batch
         self._built_seq = 0
         self._acked_seq = 0
-        self._markers: list[FlushMarker] = []
         self._backoff = Backoff()
         self._retry_at = 0.0
         self._failing = False  # the last send failed; cleared by the next success
@@ -168,10 +146,46 @@ class Sender:
         # told (run_id, started) once the sink acknowledged a run's start or end
         self.on_run_acked: Callable[[str, bool], None] | None = None
         self._run_events: deque[tuple[int, str, bool]] = deque()  # (seq, run_id, started)
+        self.set_memory_limit(memory_limit)
         self._thread = threading.Thread(target=self._loop, name="mltrail-sender", daemon=True)
         self._thread.start()
 
+    def set_memory_limit(self, memory_limit: int) -> None:
+        """The bound, and what follows from it (`mltrail run` raises its own: README)."""
+        with self._lock:
+            self.memory_limit = memory_limit
+            # A batch being built, encoded and written costs a few times its size (and
+            # leaves as much to the C allocator's heaps): 1/64 of the bound, at most
+            # MAX_BATCH_BYTES, keeps that small.
+            self._batch_bytes = min(MAX_BATCH_BYTES, max(256 << 10, memory_limit // 64))
+            # what one send may hold (a first request always goes): an eighth of the bound
+            self._send_budget = max(1 << 20, min(16 << 20, memory_limit // 8))
+            self._rebound()
+
     # ---- called from user threads ----------------------------------------
+
+    def enqueue(self, item: QueueItem) -> None:
+        """Queue ``item``; never waits on the network. Past the memory bound the call
+        itself moves the oldest records to the overflow directory (a local write)."""
+        if item[0] is SCALAR and type(item[5]) is not str and not item[4]:
+            # run.log of a number: held_size, inlined (the name at 4 bytes a character,
+            # UTF-8's most, rather than a call to measure it)
+            size = SCALAR_HELD + 4 * len(item[3])
+        else:
+            size = held_size(item)
+        self.queue.append((size, item))
+        self._enqueued_bytes += size
+        if self._enqueued_bytes > self._spill_at:  # held_bytes() > memory_limit
+            self._relieve()
+
+    def enqueue_scalar(self, item: QueueItem) -> None:
+        """``enqueue`` for `run.log` of a number under a name checked before, with no
+        description: at a fixed size (values.SCALAR_HELD; the name is the shared
+        object validation keeps, counted in no record)."""
+        self.queue.append((SCALAR_HELD, item))
+        self._enqueued_bytes += SCALAR_HELD
+        if self._enqueued_bytes > self._spill_at:  # held_bytes() > memory_limit
+            self._relieve()
 
     def enqueue_waiting(self, item: QueueItem, size: int, backlog: int) -> None:
         """Queue ``item`` (about ``size`` bytes) once fewer than ``backlog`` bytes
@@ -186,13 +200,32 @@ class Sender:
                 self._changed.wait(0.5)
             self._waiting_bytes += size
             self._waiting[id(item)] = size
-        self.queue.append(item)
+        self.enqueue(item)
         self._wake.set()
+
+    def held_bytes(self) -> int:
+        """What the sender holds in memory: queued items, encoded batches, spilled
+        batches read back for sending or still held by a send."""
+        return (self._enqueued_bytes - self._dequeued_bytes + self._unacked_bytes
+                + self._held_elsewhere + self._reading_bytes + self._sending_bytes
+                + self._detached_bytes)
+
+    def _rebound(self) -> None:
+        """After a change to what is held besides the queue: where log calls spill."""
+        self._spill_at = self.memory_limit - (self.held_bytes() - self._enqueued_bytes)
+
+    def count_held(self, delta: int) -> None:
+        """Bytes held for this sender elsewhere (console lines the launcher holds
+        back during a flood) count in the bound too; past it, the sender spills."""
+        self._held_elsewhere += delta
+        self._rebound()
+        if delta > 0 and self.held_bytes() > self.memory_limit:
+            self._relieve()
 
     def flush(self, timeout: float, progress: Callable[[int, float], None] | None = None) -> int:
         """Wait until everything queued so far is acknowledged; returns records still pending."""
         marker = FlushMarker()
-        self.queue.append(marker)
+        self.queue.append((0, marker))
         self._wake.set()
         deadline = time.monotonic() + timeout
         started = time.monotonic()
@@ -227,6 +260,8 @@ class Sender:
         self.flush(timeout)
         self._stopping = True
         self._wake.set()
+        with self._changed:
+            self._changed.notify_all()  # a log call waiting for a local sink
         self._thread.join(timeout=1.0)  # a cycle ends at once unless a send is blocked
         if self._thread.is_alive():
             # An Append may block for a minute (the agent's spool full under `block`):
@@ -234,15 +269,41 @@ class Sender:
             # is counted and spilled, or its late ack would pop what was spilled.
             self.sink.close()
             self._thread.join()
-        while self.queue:  # count what is left exactly: every item gets its seq
-            self._build_batch()
-        remaining = self._built_seq - self._acked_seq
-        if remaining and self.overflow is not None:
-            self._spill_all()
+        with self._lock:
+            if self.overflow is not None:
+                self._spill_down(0, final=True)  # a batch at a time: within the bound
+            while self.queue:  # count what is left exactly: every item gets its seq
+                self._build_batch()
+            remaining = self._built_seq - self._acked_seq
         if self.overflow is not None:
             self.overflow.close()
         self.sink.close()
         return remaining
+
+    def _relieve(self) -> None:
+        """Past the bound: spill the oldest records until 15/16 of it is held.
+
+        Local work only (encoding, a disk write; the lock is never held over a
+        send). Without an overflow, a local sink (an offline spool) is waited
+        for, since its writes are local too."""
+        if threading.current_thread() is self._thread:
+            return  # a record logged by the sender's own thread (a logging handler)
+        if self.overflow is None:
+            if getattr(self.sink, "local", False):
+                with self._changed:
+                    while self.held_bytes() > self.memory_limit and not self._stopping:
+                        self._wake.set()
+                        self._changed.wait(0.5)
+            return
+        if time.monotonic() < self._spill_retry_at:  # its disk failed a moment ago
+            return
+        if self._builder == threading.get_ident():
+            return  # a record logged while this thread builds (a logging handler): later
+        self._spill_to_target()
+
+    def _spill_to_target(self) -> None:
+        with self._lock:
+            self._spill_down(self.memory_limit - self.memory_limit // 16)
 
     # ---- the sender thread ------------------------------------------------
 
@@ -259,38 +320,51 @@ class Sender:
                 self._changed.notify_all()
 
     def _cycle(self) -> None:
-        while self.queue and self._unacked_bytes < self.memory_limit:
-            self._build_batch()
+        # Encoded only what the next send takes: a batch encoded here and spilled and
+        # freed by a log call's thread would grow the C allocator's heaps of both.
+        while self.queue and self._unacked_bytes < self._send_budget:
+            with self._lock:  # a batch at a time: a log call past the bound waits little
+                self._build_batch()
         if time.monotonic() >= self._retry_at:
             if self.overflow is not None and self.overflow.has_pending():
                 self._send_spilled()
             elif self._unacked:
                 self._send_unacked()
-        if self._unacked_bytes >= self.memory_limit and self._failing:
-            self._spill_all()
+        if self.overflow is not None and self.held_bytes() > self.memory_limit:
+            self._spill_to_target()
         if (self.queue or self._unacked) and time.monotonic() >= self._retry_at:
             self._wake.set()  # more to do now: no idle wait
 
     def _build_batch(self) -> None:
-        """Turn up to one batch worth of queued items into one AppendRequest."""
+        """Turn up to one batch worth of queued items into one AppendRequest (lock held)."""
+        self._builder = threading.get_ident()
+        try:
+            self._build_one()
+        finally:
+            self._builder = 0
+
+    def _build_one(self) -> None:
         batch = records_pb2.Batch(stream_id=self.stream_id)
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
+        held = 0
         console = False  # a batch of console output only: the agent may drop it
-        while queue and seq < end and size < MAX_BATCH_BYTES:
-            item = queue[0]
+        limit = self._batch_bytes
+        while queue and seq < end and size < limit:
+            item_held, item = queue[0]
             if isinstance(item, FlushMarker):
                 queue.popleft()
                 item.target_seq = seq - 1
                 item.event.set()
                 continue
             item_bytes = item_size(item)
-            if seq > first and (size + item_bytes > MAX_BATCH_BYTES
+            if seq > first and (size + item_bytes > limit
                                 or (item[0] == CONSOLE) != console):
                 break  # it goes first in the next batch
             console = item[0] == CONSOLE
             queue.popleft()
+            held += item_held
             if self._waiting:
                 self._built_waiting(item)
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
@@ -308,6 +382,8 @@ class Sender:
             size += item_bytes
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
+        self._dequeued_bytes += held  # after the request is counted: never below real
+        self._rebound()
 
     def _note_run_event(self, seq: int, item: QueueItem) -> None:
         kind = item[3].WhichOneof("event")
@@ -334,40 +410,80 @@ class Sender:
     def _add_request(self, batch: records_pb2.Batch, first: int, last: int,
                      droppable: bool = False) -> None:
         data = batch.SerializeToString()
-        self._unacked.append(agent_pb2.AppendRequest(
-            stream_id=self.stream_id, first_seq=first, last_seq=last, batch=data,
-            droppable=droppable))
+        self._unacked.append(PendingBatch(self.stream_id, first, last, data, droppable))
         self._unacked_bytes += len(data)
         self._built_seq = last
         self.stats.records_built += last - first + 1
 
     def _send_unacked(self) -> None:
-        requests = list(self._unacked)[:MAX_REQUESTS_PER_CYCLE]
+        with self._lock:  # the oldest requests, up to the send budget
+            pending: list[PendingBatch] = []
+            size = 0
+            for batch in self._unacked:
+                if len(pending) == self._requests_per_send() or (
+                        pending and size + len(batch.batch) > self._send_budget):
+                    break
+                pending.append(batch)
+                size += len(batch.batch)
+            self._inflight = {id(p) for p in pending}
+            self._sending_bytes = size
+            self._rebound()
         try:
-            for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)  # raises on "not now": the rest stays
-                self._unacked.popleft()
-                self._unacked_bytes -= len(request.batch)
+            requests = [p.request() for p in pending]  # copies: _sending_bytes
+            for batch, ack in zip(pending, self.sink.append(requests), strict=False):
+                with self._lock:
+                    self._on_ack(batch, ack)  # raises on "not now": the rest stays
+                    if self._unacked and self._unacked[0] is batch:
+                        self._unacked.popleft()
+                        self._unacked_bytes -= len(batch.batch)
+                        self._rebound()
+                    # else a log call spilled it meanwhile: _send_spilled skips it
+                self._tell_run_acked()
         except (MltrailError, OSError) as exc:
             self._on_failure(exc)
             return
+        finally:
+            with self._lock:
+                self._inflight = set()
+                self._sending_bytes = self._detached_bytes = 0
+                self._rebound()
         self._on_success()
 
     def _send_spilled(self) -> None:
         """The disk holds the oldest pending requests: they go first."""
         assert self.overflow is not None  # checked by the caller
-        requests = self.overflow.read(MAX_REQUESTS_PER_CYCLE)
+        with self._lock:
+            read = self.overflow.read(self._requests_per_send(), self._send_budget)
+            # those a send acknowledged after a log call had spilled them are done
+            requests = [r for r in read if r.last_seq > self._acked_seq]
+            if not requests:
+                self.overflow.ack_read()
+                return
+            self._reading_bytes = 2 * sum(len(r.batch) for r in requests)  # and each request
+            self._rebound()
         acked = 0
         try:
-            for request, ack in zip(requests, self.sink.append(requests), strict=False):
-                self._on_ack(request, ack)
+            messages = [r.request() for r in requests]
+            for request, ack in zip(requests, self.sink.append(messages), strict=False):
+                with self._lock:
+                    self._on_ack(request, ack)
+                self._tell_run_acked()
                 acked += 1
         except (MltrailError, OSError) as exc:
             self._on_failure(exc)
             return
+        finally:
+            self._reading_bytes = 0
+            self._rebound()
         if acked == len(requests):
-            self.overflow.ack_read()
+            with self._lock:
+                self.overflow.ack_read()
         self._on_success()
+
+    def _requests_per_send(self) -> int:
+        """While the sink fails, one request finds out whether it is back (and
+        reading more of the disk back into memory would be in vain)."""
+        return 1 if self._failing else MAX_REQUESTS_PER_CYCLE
 
     def _on_success(self) -> None:
         self._backoff.reset()
@@ -375,7 +491,7 @@ class Sender:
             self._failing = False
             log.warning("mltrail: %s is reachable again; delivery resumed", self.sink.description)
 
-    def _on_ack(self, request: agent_pb2.AppendRequest, ack: agent_pb2.AppendAck) -> None:
+    def _on_ack(self, request: PendingBatch, ack: agent_pb2.AppendAck) -> None:
         count = request.last_seq - request.first_seq + 1
         if ack.code and code_from_number(ack.code) in RETRYABLE_CODES:
             raise RetryableError(f"{self.sink.description} cannot take records now: {ack.error}",
@@ -389,6 +505,9 @@ class Sender:
         else:
             self.stats.records_acked += count
         self._acked_seq = max(self._acked_seq, request.last_seq)
+
+    def _tell_run_acked(self) -> None:
+        """Run starts and ends the sink acknowledged (outside the lock: a callback)."""
         events = self._run_events
         while events and events[0][0] <= self._acked_seq and self.on_run_acked is not None:
             _, run_id, started = events.popleft()
@@ -408,34 +527,49 @@ class Sender:
                 "mltrail: cannot deliver to %s (%s); %d records kept in memory, retrying",
                 self.sink.description, exc, self.pending())
 
-    def _spill_all(self) -> None:
-        """Move every unacked request (and the queue) to disk; continue on a new stream."""
-        if self.overflow is None:
+    def _spill_down(self, target: int, final: bool = False) -> None:
+        """Move the oldest records in memory to the overflow until at most ``target``
+        bytes are held (lock held): encoded batches first, then queued items, built
+        and written a batch at a time, so the stream's order holds on disk."""
+        assert self.overflow is not None  # checked by the callers
+        spilled, where = 0, str(self.overflow.directory)
+        while self.held_bytes() > target:
+            if not self._unacked:
+                if not self.queue:
+                    break
+                self._build_batch()
+                continue
+            request = self._unacked[0]
+            try:
+                where = self.overflow.spill([request])
+            except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
+                self._spill_failed(exc, final)
+                break
+            self._unacked.popleft()
+            self._unacked_bytes -= len(request.batch)
+            if id(request) in self._inflight:  # a send holds it until it returns
+                self._detached_bytes += len(request.batch)
+            spilled += request.last_seq - request.first_seq + 1
+        self._rebound()
+        if not spilled:
             return
-        while self.queue:
-            self._build_batch()
-        if not self._unacked:
-            return
-        requests = list(self._unacked)
-        try:
-            where = self.overflow.spill(requests)
-        except (MltrailError, OSError) as exc:  # its disk is full too: keep them in memory
-            now = time.monotonic()
-            if now - self._last_spill_warning > 60.0:
-                self._last_spill_warning = now
-                log.error("mltrail: cannot move records to %s (%s); %d records stay in "
-                          "memory", self.overflow.directory, exc, self.pending())
-            return
-        spilled = sum(r.last_seq - r.first_seq + 1 for r in requests)
         self.stats.records_spilled += spilled
         now = time.monotonic()
         if now - self._last_spill_warning > 60.0:  # once a minute, however often it spills
             self._last_spill_warning = now
-            log.warning("mltrail: %s unreachable; %d records moved from memory to %s so "
-                        "far; they are sent from there once it is back",
-                        self.sink.description, self.stats.records_spilled, where)
-        self._unacked.clear()
-        self._unacked_bytes = 0
+            log.warning("mltrail: %s takes records slower than they come or is unreachable; "
+                        "%d records moved from memory to %s so far (memory bound %d MiB); "
+                        "they are sent from there", self.sink.description,
+                        self.stats.records_spilled, where, self.memory_limit >> 20)
+
+    def _spill_failed(self, exc: Exception, final: bool) -> None:
+        self._spill_retry_at = time.monotonic() + 1.0
+        now = time.monotonic()
+        if final or now - self._last_spill_warning > 60.0:
+            self._last_spill_warning = now
+            assert self.overflow is not None
+            log.error("mltrail: cannot move records to %s (%s); %d records stay in memory, "
+                      "over the memory bound", self.overflow.directory, exc, self.pending())
 
 
 class AgentSink:
@@ -447,6 +581,10 @@ class AgentSink:
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix:{socket_path}", options=[
             *MESSAGE_LIMITS,
+            # A local socket is cheap to try: an agent that is back is found within
+            # seconds (gRPC's own default backs off to two minutes), as the spill waits.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ])
         self.stub = agent_pb2_grpc.AgentStub(self.channel)
 
@@ -477,43 +615,7 @@ class AgentSink:
         self.channel.close()
 
 
-class MemorySink:
-    """A sink that keeps requests in a list: for tests and benchmarks.
-
-    ``down = True`` makes every append fail as an unreachable agent would;
-    a request whose first_seq is in ``refuse`` is acknowledged with an error.
-    """
-
-    description = "an in-memory sink"
-
-    def __init__(self) -> None:
-        self.received: list[agent_pb2.AppendRequest] = []
-        self.down = False
-        self.refuse: set[int] = set()
-        self.calls = 0
-
-    def append(self, requests: Sequence[agent_pb2.AppendRequest]
-               ) -> Iterator[agent_pb2.AppendAck]:
-        self.calls += 1
-        if self.down:
-            raise RetryableError("UNAVAILABLE: the in-memory sink is down")
-        for request in requests:
-            if request.first_seq in self.refuse:
-                yield agent_pb2.AppendAck(stream_id=request.stream_id, error="refused")
-                continue
-            self.received.append(request)
-            yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
-
-    def records(self) -> list[records_pb2.Record]:
-        """Every record received, decoded, in arrival order."""
-        return [r for q in self.received for r in records_pb2.Batch.FromString(q.batch).records]
-
-    def close(self) -> None:
-        pass
 
 
-def iter_acks(requests: Iterable[agent_pb2.AppendRequest]) -> Iterator[agent_pb2.AppendAck]:
-    """Acks for requests accepted as they are (a sink that cannot fail per batch)."""
-    for request in requests:
-        yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
-
+__all__ = ["AgentSink", "Backoff", "BatchSink", "FlushMarker", "MemorySink", "Overflow",
+           "PendingBatch", "Sender", "SenderStats", "iter_acks"]

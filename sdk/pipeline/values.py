@@ -198,3 +198,33 @@ def row_size(cells: Mapping[str, Scalar]) -> int:
 
 def table_size(columns: Mapping[str, Sequence[Scalar]]) -> int:
     return values_size(list(columns)) + sum(values_size(c) for c in columns.values())
+
+
+# What a queued item holds in memory, for the SDK's memory bound (Sender):
+# item_size's encoded estimate plus the Python objects around it. A str
+# holds at most its UTF-8 size plus a header; a value in a list, row or
+# table also takes its slot and its own object (a float: 8 + 24 bytes).
+HELD_ITEM_OVERHEAD = 256  # the tuple, its number and message objects, the queue slot
+# a number logged without a description: its tuple (and the one the queue keeps
+# it in), time, value, step and slot take about 250 bytes; + 64 for the name
+# (none when the name is the shared object validation keeps: Sender.enqueue_scalar)
+SCALAR_HELD = HELD_ITEM_OVERHEAD + 64
+HELD_VALUE_OVERHEAD = 48  # per value beyond item_size's 16: slot, object (a str: its header)
+
+
+def held_size(item: QueueItem) -> int:
+    """An estimate of the memory a queued item holds, at least what it really holds."""
+    kind = item[0]
+    size = item_size(item) + HELD_ITEM_OVERHEAD
+    if kind == SCALAR:
+        return size
+    if kind in (LOG, CONSOLE):  # per-line times: a repeated int64 of 8 bytes each
+        return size + 8 * len(item[3].line_times_unix_nano)
+    if kind == LIST:
+        return size + HELD_VALUE_OVERHEAD * len(item[5])
+    if kind == ROW:  # a dict entry per cell: its key and value
+        return size + 2 * HELD_VALUE_OVERHEAD * len(item[5])
+    if kind == TABLE:
+        columns = item[5]
+        return size + HELD_VALUE_OVERHEAD * (len(columns) + sum(len(c) for c in columns.values()))
+    return size
