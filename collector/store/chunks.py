@@ -45,6 +45,11 @@ from mltrail.collector.store.chunk_columns import read_varint, varint
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG = 1, 2, 3, 4
 VALUE_KINDS = (KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG)
 CHUNK_POINTS = 4096
+# A series' last chunk is extended (decoded, joined, encoded again) while it has fewer
+# than CHUNK_POINTS points and fewer than CHUNK_BYTES bytes. Numbers never reach the
+# bytes (4,096 random doubles with steps and times: about 110 KiB); long strings do,
+# and without it every append re-encoded the whole open chunk (quadratic in its size).
+CHUNK_BYTES = 256 * 1024
 VERSION = 2  # written; 1 and 2 are read
 _VERSIONS = (1, 2)
 ZLIB_LEVEL = 6

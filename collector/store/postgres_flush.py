@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from mltrail.collector.store import chunks
-from mltrail.collector.store.chunks import CHUNK_POINTS, Points
+from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS, Points
 from mltrail.collector.store.sqlite_chunks import (
     LogPiece,
     closed,
@@ -74,7 +74,8 @@ def flush_series(conn: Any, series: dict[tuple[int, int], list[SeriesPiece]]) ->
         f"SELECT u.a, u.b, c.id, c.count, c.data FROM {_KEYS} CROSS JOIN LATERAL (SELECT "
         "id, kind, count, data FROM metric_chunks WHERE run_key = u.a AND name_key = u.b "
         f"ORDER BY id DESC LIMIT 1) c WHERE c.kind = {CHUNK_SCALAR} AND c.count < "
-        f"{CHUNK_POINTS}", ([k[0] for k in keys], [k[1] for k in keys])).fetchall()}
+        f"{CHUNK_POINTS} AND octet_length(c.data) < {CHUNK_BYTES}",
+        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()}
     rows: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     for key in keys:

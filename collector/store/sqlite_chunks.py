@@ -1,9 +1,9 @@
 """Appending to chunked series and log streams inside the writer's transaction.
 
 A series' last row is its open chunk while it holds fewer than
-``chunks.CHUNK_POINTS`` points: new points extend it (decoded, joined,
-re-encoded, the row updated in place), and the rest go to new rows of full
-chunks. All of it happens in the caller's transaction, so a rolled-back
+``chunks.CHUNK_POINTS`` points and ``chunks.CHUNK_BYTES`` bytes: new points
+extend it (decoded, joined, re-encoded, the row updated in place), and the
+rest go to new rows of full chunks. All of it happens in the caller's transaction, so a rolled-back
 batch leaves the open chunk as it was, and a replayed batch (skipped by the
 high-water mark before it gets here) cannot extend a chunk twice. A row of
 kind CHUNK_ENCODED (a non-scalar record) closes the series' open chunk, so
@@ -30,7 +30,7 @@ from typing import Any
 import zstandard
 
 from mltrail.collector.store import chunks
-from mltrail.collector.store.chunks import CHUNK_POINTS, ChunkSummary, Points
+from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS, ChunkSummary, Points
 from mltrail.collector.store.series import StoredChunk
 from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 
@@ -112,7 +112,8 @@ class SeriesAppender:
                            "run_key = ? AND name_key = ? ORDER BY rowid DESC LIMIT 1",
                            (run_key, name_key)).fetchone()
         start = 0
-        if row is not None and row[1] == CHUNK_SCALAR and row[2] < CHUNK_POINTS:
+        if row is not None and row[1] == CHUNK_SCALAR and row[2] < CHUNK_POINTS and len(
+                row[3]) < CHUNK_BYTES:
             head = chunks.decode(row[3])
             start = CHUNK_POINTS - len(head)
             head.extend(points.slice(0, start))

@@ -221,11 +221,12 @@ def test_lines_written_through_one_replica_wake_the_other(stores: list[Store]) -
 
 
 def test_text_with_nul_bytes_is_kept_with_replacement(stores: list[Store]) -> None:
-    write(stores[0], b.batch("s", [b.started(1, "r", tags={"k\x00": "v\x00"}),
+    # (a NUL in a tag key is refused before the store: keys are names)
+    write(stores[0], b.batch("s", [b.started(1, "r", tags={"k": "v\x00"}),
                                    b.log(2, "r", b"a\x00b\n"),
                                    b.scalar(3, "r", "m", "x\x00y")]))
     run = stores[0].get_run("r")
-    assert run is not None and dict(run.tags) == {"k\ufffd": "v\ufffd"}
+    assert run is not None and dict(run.tags) == {"k": "v\ufffd"}
     from mltrail.collector.store import LogQuery
 
     assert [line.text for line in stores[0].read_logs(LogQuery("r"))] == ["a\x00b"]

@@ -14,7 +14,7 @@ import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store, sqlite_migrate
-from mltrail.collector.store.chunks import CHUNK_POINTS
+from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS
 from mltrail.collector.store.sqlite_chunks import (
     _ZSTD_MAGIC as ZSTD_MAGIC,
 )
@@ -259,3 +259,20 @@ def test_closed_log_chunks_are_zstd_and_zlib_chunks_written_before_still_read(
 def closed_size(data: bytes) -> int:
     """The size of a chunk's text compressed as a closed chunk is."""
     return len(compress_text(decompress_text(data), closed=True))
+
+
+def test_a_series_of_long_strings_closes_its_chunk_by_bytes(store: Store, tmp_path: Path
+                                                              ) -> None:
+    """An append re-encodes the open chunk: long strings close it at CHUNK_BYTES, so the
+    work per batch stays bounded (it grew with the chunk, up to 4,096 strings)."""
+    rng = random.Random(7)
+    texts = ["".join(rng.choices("abcdefghij", k=20_000)) for _ in range(120)]
+    for first in range(0, len(texts), 10):  # batches of 10 strings, 200 kB each
+        write(store, b.batch("s", [b.scalar(first + i + 1, "r", "caption", t, step=first + i)
+                                   for i, t in enumerate(texts[first:first + 10])]))
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        sizes = [len(r[0]) for r in conn.execute("SELECT data FROM metric_chunks")]
+    assert len(sizes) > 1 and max(sizes) < CHUNK_BYTES + 300_000  # at most one batch over
+    got = [(r.metric.scalar.step, r.metric.scalar.value.text)
+           for r in store.get_metrics("r", "caption")]
+    assert got == list(enumerate(texts))
