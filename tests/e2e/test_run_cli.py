@@ -58,11 +58,19 @@ def test_show_names_the_error_and_the_last_lines_of_stderr(env: dict[str, str]) 
         "exit code 1); last line of stderr: boom: bad data")
 
 
+# Two pipes have no order of their own: the order is the launcher's reads. Each line is
+# written once the launcher has read the one before (its pipe empty, then a pause for
+# the read to be stamped), so the reads follow the writes however loaded the machine.
 INTERLEAVED = (
-    "import sys, time\n"
+    "import fcntl, struct, sys, termios, time\n"
+    "def read(stream):\n"
+    "    while struct.unpack('i', fcntl.ioctl(stream.fileno(), termios.FIONREAD,\n"
+    "                                         b'\\0' * 4))[0]:\n"
+    "        time.sleep(0.001)\n"
+    "    time.sleep(0.1)\n"
     "for i in range(6):\n"
-    "    print(f'tick {i}', flush=True); time.sleep(0.03)\n"
-    "    if i % 2: print(f'oops {i}', file=sys.stderr, flush=True); time.sleep(0.03)\n"
+    "    print(f'tick {i}', flush=True); read(sys.stdout)\n"
+    "    if i % 2: print(f'oops {i}', file=sys.stderr, flush=True); read(sys.stderr)\n"
 )
 WRITTEN = ["[stdout] tick 0", "[stdout] tick 1", "[stderr] oops 1", "[stdout] tick 2",
            "[stdout] tick 3", "[stderr] oops 3", "[stdout] tick 4", "[stdout] tick 5",
@@ -82,9 +90,8 @@ def test_logs_and_logs_follow_show_lines_in_the_order_they_were_written(
 
 def test_logs_follow_of_a_running_command_keeps_the_written_order(env: dict[str, str]
                                                                    ) -> None:
-    code = ("import sys, time\n"
-            "sys.stdin.readline()\n"  # wait until the follower is attached
-            + INTERLEAVED.split("\n", 1)[1])
+    imports, rest = INTERLEAVED.split("\n", 1)
+    code = f"{imports}\nsys.stdin.readline()\n{rest}"  # waits until the follower is attached
     runner = subprocess.Popen([*MLTRAIL, "run", "--", sys.executable, "-c", code],
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
