@@ -18,10 +18,10 @@ from mltrail.collector.store.base import (
     LogQuery,
     run_page_after,
 )
-from mltrail.collector.store.chunks import decode_ints
+from mltrail.collector.store.log_reads import read_logs
 from mltrail.collector.store.postgres_writer import clean
 from mltrail.collector.store.series import SeriesQuery, StoredChunk
-from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, decompress_text, stored_chunk
+from mltrail.collector.store.sqlite_chunks import SUMMARY_COLUMNS, stored_chunk
 from mltrail.collector.store.sqlite_reader import (
     _artifact_info,
     _high,
@@ -181,45 +181,7 @@ class PostgresReader:
         return {name: int(n) for name, n in rows}
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
-        rows = self._all("SELECT s.stream_key, s.name FROM log_streams s JOIN runs r ON "
-                         "r.run_key = s.run_key WHERE r.run_id = %s ORDER BY s.name",
-                         (clean(query.run_id),))
-        wanted = set(query.streams)
-        out: list[collector_pb2.LogLine] = []
-        size = 0
-        for stream_key, name in rows:
-            if wanted and name not in wanted:
-                continue
-            start = query.positions.get(name, query.from_line)
-            budget = query.limit - len(out)
-            if budget <= 0 or size > query.max_bytes:
-                break
-            for line in self._stream_lines(stream_key, name, start, query.to_line, budget):
-                out.append(line)
-                size += len(line.text)
-                if size > query.max_bytes:
-                    break
-        return out
-
-    def _stream_lines(self, stream_key: int, name: str, start: int, end: int,
-                      budget: int) -> list[collector_pb2.LogLine]:
-        stop = start + budget if not end else min(end, start + budget)
-        if stop <= start:
-            return []
-        rows = self._conn.execute(
-            "SELECT first_line, first_time, data, line_times, level, logger "
-            "FROM log_chunks WHERE stream_key = %s AND first_line >= COALESCE((SELECT "
-            "MAX(first_line) FROM log_chunks WHERE stream_key = %s AND first_line <= %s), 0) "
-            "AND first_line < %s ORDER BY first_line", (stream_key, stream_key, start, stop))
-        out: list[collector_pb2.LogLine] = []
-        for first, first_time, data, line_times, level, logger in rows:
-            times = decode_ints(bytes(line_times)) if line_times else None
-            lines = decompress_text(bytes(data)).split("\n")
-            for index in range(max(start - first, 0), min(stop - first, len(lines))):
-                out.append(collector_pb2.LogLine(
-                    stream=name, line=first + index, text=lines[index], level=level,
-                    logger=logger, time_unix_nano=times[index] if times else first_time))
-        return out
+        return read_logs(self._conn, "%s", query, clean(query.run_id))
 
     # ---- artifacts --------------------------------------------------------------
 

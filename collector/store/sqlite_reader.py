@@ -21,11 +21,10 @@ from mltrail.collector.store.base import (
     metric_records,
     run_page_after,
 )
-from mltrail.collector.store.chunks import decode_ints
+from mltrail.collector.store.log_reads import read_logs
 from mltrail.collector.store.series import Bucket, SeriesQuery, SeriesRecord, StoredChunk
 from mltrail.collector.store.sqlite_chunks import (
     SUMMARY_COLUMNS,
-    decompress_text,
     stored_chunk,
     summary_of,
 )
@@ -219,46 +218,7 @@ class SqliteReader:
         return {name: int(n) for name, n in rows}
 
     def read_logs(self, query: LogQuery) -> list[collector_pb2.LogLine]:
-        rows = self._conn.execute(
-            "SELECT s.stream_key, s.name FROM log_streams s JOIN runs r ON r.run_key = s.run_key "
-            "WHERE r.run_id = ? ORDER BY s.name", (query.run_id,)).fetchall()
-        wanted = set(query.streams)
-        out: list[collector_pb2.LogLine] = []
-        size = 0
-        for stream_key, name in rows:
-            if wanted and name not in wanted:
-                continue
-            start = query.positions.get(name, query.from_line)
-            budget = query.limit - len(out)
-            if budget <= 0 or size > query.max_bytes:
-                break
-            for line in self._stream_lines(stream_key, name, start, query.to_line, budget):
-                out.append(line)
-                size += len(line.text)
-                if size > query.max_bytes:
-                    break
-        return out
-
-    def _stream_lines(self, stream_key: int, name: str, start: int, end: int,
-                      budget: int) -> list[collector_pb2.LogLine]:
-        stop = start + budget if not end else min(end, start + budget)
-        if stop <= start:
-            return []
-        rows = self._conn.execute(
-            "SELECT first_line, line_count, first_time, data, line_times, level, logger "
-            "FROM log_chunks WHERE stream_key = ? AND first_line >= COALESCE((SELECT "
-            "MAX(first_line) FROM log_chunks WHERE stream_key = ? AND first_line <= ?), 0) "
-            "AND first_line < ? ORDER BY first_line", (stream_key, stream_key, start, stop))
-        out: list[collector_pb2.LogLine] = []
-        for first, _count, first_time, data, line_times, level, logger in rows:
-            times = decode_ints(line_times) if line_times else None
-            lines = decompress_text(data).split("\n")
-            for index in range(max(start - first, 0), min(stop - first, len(lines))):
-                line = lines[index]
-                out.append(collector_pb2.LogLine(
-                    stream=name, line=first + index, text=line, level=level, logger=logger,
-                    time_unix_nano=times[index] if times else first_time))
-        return out
+        return read_logs(self._conn, "?", query, query.run_id)
 
     # ---- artifacts --------------------------------------------------------------
 
