@@ -1,5 +1,6 @@
-"""A series past the old one-message limit reads back whole through the SDK and the CLI,
-with the collector's memory flat (real collector process, real SQLite store)."""
+"""A series of 10 million points and a log of 2 million lines (both far past the old
+one-message limit) read back whole through the SDK and the CLI, with the collector's
+memory flat (real collector process, real SQLite store)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import ScalarRun, ValidBatch, open_store
 from mltrail.collector.store.chunks import KIND_NUMBER, Points
 from mltrail.query.client import QueryClient
+from tests import builders as b
 from tests.procs import Service, collector_service, mltrail_cli, vm_kib
 
-POINTS = 2_000_000  # a GetMetrics answer of ~1.8 million points passed the 64 MiB limit
+POINTS = 10_000_000  # one GetMetrics answer of ~1.8 million points passed the 64 MiB limit
+LINES = 2_000_000
 RUN = "big-run"
+
+
+def line(n: int) -> str:
+    return f"epoch {n // 10_000} step {n} loss={n * 0.5}"
 
 
 def _fill(path: Path) -> None:
@@ -33,6 +40,11 @@ def _fill(path: Path) -> None:
                             [s * 0.5 for s in seqs])
             store.write_batch([ValidBatch("s", first, last, [ScalarRun(RUN, "loss", seqs,
                                                                        points)], ())])
+        per_record = 20_000
+        records = [b.log(1 + i, RUN, "".join(f"{line(n)}\n" for n in range(
+            first, first + per_record)).encode()) for i, first in
+            enumerate(range(0, LINES, per_record))]
+        store.write_batch([ValidBatch("logs", 1, len(records), [], records)])
     finally:
         store.close()
 
@@ -95,3 +107,14 @@ def test_a_range_and_a_downsample_through_the_sdk(big: Service) -> None:
     assert sum(bk.count for bk in buckets) == POINTS
     assert buckets[0].first_step == 1 and buckets[-1].last_step == POINTS
     assert all(bk.min == bk.first and bk.max == bk.last for bk in buckets)  # rising series
+
+
+def test_a_two_million_line_log_reads_back_whole_through_the_sdk_and_the_cli(
+        big: Service) -> None:
+    with QueryClient(big.grpc) as client:
+        got = [entry.text for entry in client.tail_logs(RUN)]
+    assert len(got) == LINES
+    assert got == [line(n) for n in range(LINES)]
+    done = mltrail_cli("logs", RUN, "--collector", big.grpc, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == got
