@@ -41,6 +41,7 @@ import pytest
 from mltrail.query.client import QueryClient
 from mltrail.query.metrics_view import page_records
 from tests.agent_client import agent_service
+from tests.conftest import require
 from tests.procs import Service
 
 MIB = 1 << 20
@@ -189,5 +190,4 @@ def test_a_stopped_agent_holding_a_send_costs_no_memory_and_no_log_call_waits_fo
 
 @pytest.fixture(autouse=True)
 def _linux_only() -> None:
-    if not Path("/proc/self/status").exists():
-        pytest.skip("reads the peak RSS from /proc")
+    require(Path("/proc/self/status").exists(), "Linux /proc (the peak RSS is read there)")
