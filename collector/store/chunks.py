@@ -25,6 +25,10 @@ present ones. Values of one kind are one column; mixed kinds add a kind byte
 per point and a column per kind (points of a kind keep their order). Every
 double round-trips bit for bit (NaN payloads, -0.0, infinities).
 
+A series' open tail is kept as pieces (series_tail.py); a piece of plain
+numbers is in the raw form of chunk_raw.py (``encode_piece``), which every
+decoder here reads too.
+
 ``summarize`` gives what a store keeps beside a chunk so that range queries,
 latest/min/max and downsampling read only the chunks they need.
 """
@@ -41,17 +45,18 @@ from typing import cast
 
 from mltrail.collector.store import chunk_columns as columns
 from mltrail.collector.store.chunk_columns import read_varint, varint
+from mltrail.collector.store.chunk_raw import RAW, decode_raw, encode_raw, raw_values
 
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG = 1, 2, 3, 4
 VALUE_KINDS = (KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG)
 CHUNK_POINTS = 4096
-# A series' last chunk is extended (decoded, joined, encoded again) while it has fewer
-# than CHUNK_POINTS points and fewer than CHUNK_BYTES bytes. Numbers never reach the
-# bytes (4,096 random doubles with steps and times: about 110 KiB); long strings do,
-# and without it every append re-encoded the whole open chunk (quadratic in its size).
+# A series' tail (series_tail.py) becomes a chunk at CHUNK_POINTS points or once its
+# pieces hold CHUNK_BYTES. Numbers never reach the bytes (4,096 random doubles with
+# steps and times: about 110 KiB); long strings do, and keep chunks about that size.
 CHUNK_BYTES = 256 * 1024
 VERSION = 2  # written; 1 and 2 are read
 _VERSIONS = (1, 2)
+_RAW = bytes([RAW])  # a series' open piece (chunk_raw.py)
 ZLIB_LEVEL = 6
 
 _STEPS_NONE, _STEPS_ALL, _STEPS_SOME = 0, 1, 2
@@ -256,6 +261,16 @@ def encode(points: Points) -> bytes:
     return bytes([VERSION]) + _frame(header, b"".join(parts))
 
 
+def encode_piece(points: Points) -> bytes:
+    """The bytes of a series' open piece (``series_tail.py``): the raw form for plain
+    numbers (chunk_raw.py, no transform or compression), ``encode`` otherwise."""
+    if points.kinds.count(KIND_NUMBER) == len(points):
+        raw = encode_raw(points.steps, points.times, points.values)
+        if raw is not None:
+            return raw
+    return encode(points)
+
+
 def _version(blob: bytes) -> int:
     if not blob or blob[0] not in _VERSIONS:
         raise ChunkError(f"chunk of unknown version {blob[0] if blob else 'empty'}; "
@@ -265,9 +280,12 @@ def _version(blob: bytes) -> int:
 
 def decode(blob: bytes) -> Points:
     """The points of a chunk, in logged order; ChunkError for bytes that are not one."""
-    version = _version(blob)
     try:
-        return _decode(*_unframe(memoryview(blob)[1:]), version)
+        if blob[:1] == _RAW:
+            count, steps, times, values = decode_raw(blob)
+            return Points(steps.tolist() if steps is not None else [None] * count,
+                          times.tolist(), [KIND_NUMBER] * count, values.tolist())
+        return _decode(*_unframe(memoryview(blob)[1:]), _version(blob))
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ChunkError):
             raise
@@ -354,6 +372,12 @@ def _opened(blob: bytes) -> tuple[memoryview, bytes, int, int, int]:
 def decode_columns(blob: bytes) -> Columns | None:
     """The chunk as arrays when every value is a number and every point or none has a
     step (the common case); None otherwise (use ``decode``)."""
+    if blob[:1] == _RAW:
+        try:
+            count, steps, times, numbers = decode_raw(blob)
+        except ValueError:
+            return None  # decode() says what is wrong
+        return Columns(count, steps, times, numbers)
     if not blob or blob[0] not in _VERSIONS:
         return None
     try:
@@ -376,6 +400,11 @@ def decode_values(blob: bytes) -> tuple[int, bytes, int] | None:
     """A chunk of numbers' values alone, undecoded: (count, little-endian floats, their
     width: 4 for float32, 8 for doubles), steps and times skipped unread (get_metrics
     wants values only). None when not every value is a number (use ``decode``)."""
+    if blob[:1] == _RAW:
+        try:
+            return raw_values(blob)
+        except ValueError:
+            return None
     if not blob or blob[0] not in _VERSIONS:
         return None
     try:

@@ -13,8 +13,9 @@ writing overlapping streams wait for each other instead of deadlocking):
                   at once, inside a savepoint when the batch has such records
                   (an artifact that does not verify rolls back that batch only)
     3. flush:     series and log streams (postgres_flush.py) locked in key
-                  order; each one's open chunk extended in place, new chunks
-                  by COPY; lines numbered; the new marks; pg_notify per log
+                  order; each series' tail (series_tail.py) and each log
+                  stream's open chunk extended, new chunks by COPY; ended runs'
+                  tails closed; lines numbered; the new marks; pg_notify per log
                   stream and ended run for followers on every replica
 
 A record for a run of another workspace raises ``ForeignRun`` (as in SQLite):
@@ -50,6 +51,7 @@ from mltrail.collector.store.postgres_flush import (
     NOTIFY_CHANNEL,
     LogLines,
     SeriesPiece,
+    close_runs,
     flush_logs,
     flush_series,
 )
@@ -83,6 +85,7 @@ class _Work:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: dict[int, str] = field(default_factory=dict)  # run_key -> run_id
     ended_runs: set[str] = field(default_factory=set)
+    ended_keys: set[int] = field(default_factory=set)  # their series' tails close
 
 
 class PostgresWriter:
@@ -364,6 +367,7 @@ class PostgresWriter:
                     self._conn.execute("UPDATE runs SET status = %s, end_time = %s, "
                                        "error = %s WHERE run_key = %s", values)
             work.ended_runs.add(rec.run_id)
+            work.ended_keys.add(run_key)
         else:
             raise PermanentError(f"record seq {rec.seq}: unknown run event {kind!r}")
 
@@ -419,6 +423,8 @@ class PostgresWriter:
         conn = self._conn
         if total.series:
             flush_series(conn, total.series)
+        if total.ended_keys:
+            close_runs(conn, total.ended_keys)
         if total.logs:
             flush_logs(conn, total.logs, total.log_runs)
         if changed:
@@ -457,6 +463,7 @@ def _merge(work: _Work, total: _Work) -> None:
     total.latest.update(work.latest)
     total.log_runs.update(work.log_runs)
     total.ended_runs |= work.ended_runs
+    total.ended_keys |= work.ended_keys
 
 
 def _open_points(pieces: list[SeriesPiece]) -> Points:

@@ -4,8 +4,8 @@
 and ``log_chunks_v2``. Each step here is one transaction that takes up to
 ``STEP_ROWS`` rows of one series (in rowid order: logged order) or one log
 stream (in line order), appends them through the writer's own appenders
-(so a series' open chunk is extended across steps exactly as across
-batches) and deletes them from the old table. A kill at any moment leaves
+(so a series' tail is extended across steps exactly as across batches, and
+closed once every step is done) and deletes them from the old table. A kill at any moment leaves
 every row either still in the old table or already moved, never both, and
 the next start goes on from there. Progress is logged every few seconds.
 """
@@ -19,6 +19,7 @@ import time
 from array import array
 
 from mltrail.collector.store.chunks import Points
+from mltrail.collector.store.series_tail import FLAG_PIECE
 from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
 from mltrail.collector.store.sqlite_schema import (
     KIND_ENCODED,
@@ -62,6 +63,7 @@ def migrate_v2_rows(conn: sqlite3.Connection, where: str) -> None:
     progress = _Progress(where, metric_rows, "metric rows")
     while (moved := _metric_step(conn, where)) is not None:
         progress.add(moved)
+    _close_tails(conn, where)
     progress = _Progress(where, log_rows, "log chunks")
     while (moved := _log_step(conn, where)) is not None:
         progress.add(moved)
@@ -94,6 +96,16 @@ def _metric_step(conn: sqlite3.Connection, where: str) -> int | None:
         conn.execute("DELETE FROM metrics_v2 WHERE run_key = ? AND name_key = ? AND rowid <= ?",
                      (*series, rows[-1][0]))
         return len(rows)
+
+
+def _close_tails(conn: sqlite3.Connection, where: str) -> None:
+    """The series' tails left by the steps become chunks, as if their runs had ended (a
+    run still going starts a new tail)."""
+    with transaction(conn, f"migrating store {where}"):
+        appender = SeriesAppender(conn)
+        for (run_key,) in conn.execute("SELECT DISTINCT run_key FROM metric_chunks WHERE "
+                                       "flags & ?", (FLAG_PIECE,)).fetchall():
+            appender.close_run(run_key)
 
 
 def _value(kind: int, value: object) -> float | int | str | bool:

@@ -10,8 +10,9 @@ whenever a transaction or a batch's savepoint rolls back):
 Per batch: SAVEPOINT, read the stream's high-water mark, skip duplicates,
 dispatch each new record by body kind through ``_handlers``, gather scalar
 points per series and log lines per stream, append them to the series'
-chunks and the streams' log chunks (``sqlite_chunks``: the open chunk is
-extended in place), write the new mark, RELEASE. A
+chunks and the streams' log chunks (``sqlite_chunks``: a series' tail of
+pieces, series_tail.py; a stream's open chunk extended in place), write the new
+mark, RELEASE; a run's end closes its series' tails. A
 ``PermanentError`` (an artifact that does not verify) rolls the savepoint
 back, so that batch contributes nothing while the others commit. A record
 for a run of another workspace raises ``ForeignRun``: the batch is refused
@@ -67,6 +68,7 @@ class _BatchWork:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
+    ended_keys: set[int] = field(default_factory=set)  # their series' tails close
     gaps: int = 0
 
 
@@ -201,6 +203,9 @@ class SqliteWriter:
                                    [(entry[1], key) for key, entry in work.log_streams.items()])
         work.logs.clear()
         work.log_streams.clear()
+        for run_key in work.ended_keys:  # after the points that came with the end
+            self._series.close_run(run_key)
+        work.ended_keys.clear()
 
     def _merged_rows(self, scalars: Sequence[ScalarRun], others: Sequence[records_pb2.Record],
                      hwm: int, work: _BatchWork) -> int:
@@ -378,6 +383,7 @@ class SqliteWriter:
                     conn.execute("UPDATE runs SET status = ?, end_time = ?, error = ? "
                                  "WHERE run_key = ?", values)
             work.ended_runs.add(rec.run_id)
+            work.ended_keys.add(run_key)
         else:
             raise PermanentError(f"record seq {rec.seq}: unknown run event {kind!r}")
 

@@ -8,9 +8,8 @@ before the first call (after imports and the run's start); then a real agent
 is started (or continued) and every record must reach the real collector
 once, in order, with the run completed, and the spill directory left empty.
 The bound is small so that the collector ingests little, and the strings go
-to NAMES series (string i to ``text{i % NAMES}``, step i): the collector
-re-encodes a series' open chunk on each append, so 28 MiB in one series took
-it over 30 s. What is proved holds at any bound.
+to NAMES series (string i to ``text{i % NAMES}``, step i). What is proved
+holds at any bound.
 
 The margin: a log call past the bound spills the oldest 1/16 of it (0.5 MiB
 at 8 MiB); the batch being encoded and written exists up to three times

@@ -275,7 +275,10 @@ def test_values_only_reads_match_brute_force(tmp_path: Path, store_url: str) -> 
             store.write_batch([validate_batch(b.batch("s", records[first:first + 5000]))])
         parts = list(store.read_series(SeriesQuery("r", values_only=True)))
         widths = {(p.name, p.width) for p in parts if isinstance(p, SeriesValues)}
-        assert widths == {("f32", 4), ("f64", 8)}
+        # closed chunks of float32s come as 4 bytes a value; the tail's raw pieces
+        # (series_tail.py) hold doubles, of any series whose tail is all numbers
+        assert {("f32", 4), ("f64", 8)} <= widths <= {("f32", 4), ("f32", 8), ("f64", 8),
+                                                      ("mixed", 8)}
         assert any(isinstance(p, SeriesPoints | SeriesColumns) and p.name == "mixed"
                    for p in parts)
         got = fold_series(pages(iter(parts)))

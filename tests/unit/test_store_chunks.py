@@ -15,6 +15,7 @@ import pytest
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store, sqlite_migrate
 from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS
+from mltrail.collector.store.series_tail import FLAG_PIECE
 from mltrail.collector.store.sqlite_chunks import (
     _ZSTD_MAGIC as ZSTD_MAGIC,
 )
@@ -46,6 +47,13 @@ def chunk_counts(path: Path) -> list[int]:
         return [r[0] for r in conn.execute("SELECT count FROM metric_chunks ORDER BY rowid")]
 
 
+def chunk_rows(path: Path) -> list[tuple[int, bool]]:
+    """(count, whether a piece of the series' tail) of every metric row, in order."""
+    with sqlite3.connect(path) as conn:
+        return [(r[0], bool(r[1] & FLAG_PIECE)) for r in conn.execute(
+            "SELECT count, flags FROM metric_chunks ORDER BY rowid")]
+
+
 def numbers(store: Store, run_id: str, name: str) -> list[tuple[int | None, float]]:
     return [(r.metric.scalar.step if r.metric.scalar.HasField("step") else None,
              r.metric.scalar.value.number) for r in store.get_metrics(run_id, name)]
@@ -59,7 +67,10 @@ def test_batches_ending_mid_chunk_extend_it_and_a_replay_adds_nothing(
         write(store, batch)
     replay = write(store, batches[1], batches[2]).outcomes
     assert [o.stored for o in replay] == [0, 0]
-    assert chunk_counts(tmp_path / "store.db") == [CHUNK_POINTS, CHUNK_POINTS, 1000]
+    # Batches of 3,000: each batch's rest is a piece of the tail; the next batch merges
+    # the tail into a full chunk once there are enough points (3,000 + 3,000: one).
+    assert chunk_rows(tmp_path / "store.db") == [(CHUNK_POINTS, False), (CHUNK_POINTS, False),
+                                                 (808, True), (192, True)]
     assert numbers(store, "r", "loss") == [(s, s * 0.5) for s in range(1, total + 1)]
     info = store.get_run("r")
     assert info is not None and info.metric_records == total
@@ -196,6 +207,8 @@ def test_a_populated_schema_2_store_is_migrated_keeping_every_point_and_line(
     path = tmp_path / "store.db"
     expected, logs = _populate_v2(path)
     _check_migrated(path, expected, logs)
+    # the migration closed every tail; the one piece is the point written after it
+    assert [row for row in chunk_rows(path) if row[1]] == [(1, True)]
 
 
 class _Crash(Exception):
@@ -263,8 +276,8 @@ def closed_size(data: bytes) -> int:
 
 def test_a_series_of_long_strings_closes_its_chunk_by_bytes(store: Store, tmp_path: Path
                                                               ) -> None:
-    """An append re-encodes the open chunk: long strings close it at CHUNK_BYTES, so the
-    work per batch stays bounded (it grew with the chunk, up to 4,096 strings)."""
+    """Long strings close a series' tail at CHUNK_BYTES: chunks stay about that size
+    instead of 4,096 strings each."""
     rng = random.Random(7)
     texts = ["".join(rng.choices("abcdefghij", k=20_000)) for _ in range(120)]
     for first in range(0, len(texts), 10):  # batches of 10 strings, 200 kB each

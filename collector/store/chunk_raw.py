@@ -1,0 +1,94 @@
+"""The raw form of a chunk: a series' open tail, written at memory speed.
+
+A series' last points, until there are ``CHUNK_POINTS`` of them, are kept as
+pieces (``series_tail.py``): one per batch, merged into a compressed chunk
+once they fill one. A piece of plain numbers (every value a number, every
+point or none with a step: what ``run.log`` of a loss gives) is written in
+this form, with no transform and no compression, so that a batch of N points
+costs O(N) C work, never the re-encoding of the points before it:
+
+    RAW | varint count | step mode (0: no step, 1: a step each)
+        | [count int64 steps] | count int64 times | count float64 values
+
+all little-endian. Other pieces (integers, texts, flags, mixed kinds, some
+steps absent) use ``chunks.encode``; the first byte tells the two apart (RAW
+is no version of ``chunks``' encoding).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+from mltrail.collector.store.chunk_columns import read_varint, varint
+
+RAW = 0x80
+_LITTLE = sys.byteorder == "little"
+
+
+def encode_raw(steps: Sequence[int | None], times: Sequence[int], values: Sequence[Any]
+               ) -> bytes | None:
+    """The raw bytes of plain numbers (``values`` all floats), or None when the points
+    have another shape (some steps absent, a number past int64)."""
+    count = len(times)
+    try:
+        if steps and steps[0] is not None:
+            step_bytes = _wire("q", steps)  # TypeError: a None among them
+            mode = 1
+        elif not any(s is not None for s in steps):
+            step_bytes, mode = b"", 0
+        else:
+            return None
+        return b"".join((_header(count, mode), step_bytes, _wire("q", times),
+                         _wire("d", values)))
+    except (TypeError, OverflowError):
+        return None
+
+
+def decode_raw(blob: bytes | memoryview) -> tuple[int, array[int] | None, array[int],
+                                                   array[float]]:
+    """(count, steps or None, times, values) of raw bytes; ValueError if damaged."""
+    count, pos = read_varint(blob, 1)
+    mode = blob[pos] if pos < len(blob) else -1
+    pos += 1
+    if mode not in (0, 1) or len(blob) != pos + 8 * count * (2 + mode):
+        raise ValueError(f"raw chunk of {len(blob)} bytes does not hold {count} points")
+    steps = None
+    if mode:
+        steps, pos = _native("q", blob[pos:pos + 8 * count]), pos + 8 * count
+    times = _native("q", blob[pos:pos + 8 * count])
+    return count, steps, times, _native("d", blob[pos + 8 * count:])
+
+
+def raw_values(blob: bytes | memoryview) -> tuple[int, bytes, int]:
+    """(count, the little-endian doubles, 8) without building the steps and times."""
+    count, pos = read_varint(blob, 1)
+    if pos >= len(blob) or blob[pos] not in (0, 1):
+        raise ValueError("raw chunk has an unknown step mode")
+    size = 8 * count * (2 + blob[pos])
+    if len(blob) != pos + 1 + size:
+        raise ValueError(f"raw chunk of {len(blob)} bytes does not hold {count} points")
+    return count, bytes(blob[len(blob) - 8 * count:]), 8
+
+
+def _header(count: int, mode: int) -> bytes:
+    out = bytearray([RAW])
+    varint(out, count)
+    out.append(mode)
+    return bytes(out)
+
+
+def _wire(code: str, numbers: Sequence[Any]) -> bytes:
+    out = array(code, numbers)
+    if not _LITTLE:
+        out.byteswap()
+    return out.tobytes()
+
+
+def _native(code: str, raw: bytes | memoryview) -> array[Any]:
+    out = array(code, bytes(raw))
+    if not _LITTLE:
+        out.byteswap()
+    return out
