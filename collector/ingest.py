@@ -78,15 +78,13 @@ class IngestPipeline:
     def metrics(self) -> CollectorMetrics:
         return self._metrics
 
-    def handle(self, raw: bytes, workspace: str = DEFAULT_WORKSPACE
-               ) -> tuple[bytes, WriteSummary | None, bool]:
-        """``write`` of the request of ``raw``, prepared here (DecodeError: caller aborts)."""
-        return self.write(prepare_request(raw), workspace)
-
-    def write(self, request: PreparedRequest, workspace: str = DEFAULT_WORKSPACE
+    def write(self, request: PreparedRequest | bytes, workspace: str = DEFAULT_WORKSPACE
               ) -> tuple[bytes, WriteSummary | None, bool]:
         """The encoded response, what was written, and whether the store failed
-        (every valid batch answered retryable)."""
+        (every valid batch answered retryable). A request still in bytes is prepared
+        here first (DecodeError: the caller aborts)."""
+        if isinstance(request, bytes):
+            request = prepare_request(request)
         results: list[collector_pb2.BatchResult | None] = [None] * request.size
         for refusal in request.refused:
             self._metrics.rejected.labels(refusal.reason).inc()
@@ -233,8 +231,8 @@ _END, _CLOSING = object(), object()  # markers in a stream's queue of preparatio
 async def _prepared_in_order(
         requests: AsyncIterator[bytes], closing: asyncio.Event,
         context: grpc.aio.ServicerContext,
-        prepare: Callable[[bytes], Awaitable[PreparedRequest]], depth: int,
-) -> AsyncIterator[asyncio.Future[PreparedRequest]]:
+        prepare: Callable[[bytes], Awaitable[PreparedRequest | bytes]], depth: int,
+) -> AsyncIterator[asyncio.Future[PreparedRequest | bytes]]:
     """The stream's requests in order, each as its preparation under way: up to ``depth``
     are read and prepared while the one before them is written (the queue is the
     stream's share of memory; full, it stops reading, and gRPC's flow control holds the
@@ -264,7 +262,7 @@ async def _prepared_in_order(
 
 
 async def _read_ahead(requests: AsyncIterator[bytes], closing: asyncio.Event,
-                      prepare: Callable[[bytes], Awaitable[PreparedRequest]],
+                      prepare: Callable[[bytes], Awaitable[PreparedRequest | bytes]],
                       ahead: asyncio.Queue[object]) -> None:
     iterator = requests.__aiter__()
     closed = asyncio.ensure_future(closing.wait())

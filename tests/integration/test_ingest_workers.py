@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mltrail.collector.prepare_pool import INLINE_BYTES
 from mltrail.collector.validate import BatchRejected, validate_batch
 from mltrail.proto import collector_pb2, collector_pb2_grpc, records_pb2
 from tests import builders as b
@@ -91,14 +92,17 @@ def test_a_batch_refused_in_a_worker_reads_as_before(collector: Service) -> None
         with pytest.raises(BatchRejected) as info:
             validate_batch(batch)
         expected.append(str(info.value))
-    good = b.batch("s6", [b.scalar(1, "r", "loss", 2.5)])
+    # enough good records that the request goes to a worker (past INLINE_BYTES)
+    good = b.batch("s6", [b.scalar(seq, "r", "loss", seq + 0.5) for seq in range(1, 501)])
+    request = collector_pb2.IngestRequest(request_id=1, batches=[bad[0], good, *bad[1:]])
+    assert request.ByteSize() > INLINE_BYTES
     with b.IngestClient(collector.grpc) as client:
         response = client.write([bad[0], good, *bad[1:]])
     results = list(response.results)
     assert [(r.code, r.message) for r in results[:1] + results[2:]] == [
         (INVALID, message) for message in expected]
-    assert (results[1].code, results[1].stored) == (0, 1)
-    assert scalar_values(collector, "r") == [2.5]
+    assert (results[1].code, results[1].stored) == (0, 500)
+    assert scalar_values(collector, "r") == [seq + 0.5 for seq in range(1, 501)]
 
 
 def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(collector: Service) -> None:

@@ -34,7 +34,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def handle(pipeline: IngestPipeline, *batches: records_pb2.Batch) -> collector_pb2.IngestResponse:
     raw = collector_pb2.IngestRequest(request_id=7, batches=batches).SerializeToString()
-    encoded, _, _ = pipeline.handle(raw)
+    encoded, _, _ = pipeline.write(raw)
     return collector_pb2.IngestResponse.FromString(encoded)
 
 
@@ -88,7 +88,7 @@ def test_busy_store_answers_unavailable_with_retry_delay(tmp_path: Path) -> None
 
 def test_undecodable_request_raises_decode_error(store: Store) -> None:
     with pytest.raises(DecodeError):
-        IngestPipeline(store, CollectorMetrics()).handle(b"\xff\xff\xff\xff")
+        IngestPipeline(store, CollectorMetrics()).write(b"\xff\xff\xff\xff")
 
 
 def test_latest_values_follow_the_experiment_and_cap_series() -> None:
