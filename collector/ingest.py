@@ -175,7 +175,7 @@ class IngestService:
         self._closing = closing
         self._auth = auth or Authenticator(None)
         self._readers = readers or writer
-        self._pool = pool or PreparePool(0, writer, pipeline.metrics)
+        self._pool = pool or PreparePool(0, pipeline.metrics)
 
     def handler(self) -> grpc.GenericRpcHandler:
         write = grpc.stream_stream_rpc_method_handler(

@@ -80,8 +80,7 @@ class CollectorServer(Component):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mltrail-store-writer")
         self._readers = ThreadPoolExecutor(self.settings.reader_threads,
                                            thread_name_prefix="mltrail-store-reader")
-        self._prepare = PreparePool(max(self.settings.ingest_workers, 0), self._writer,
-                                    self.metrics)
+        self._prepare = PreparePool(max(self.settings.ingest_workers, 0), self.metrics)
         self._closing = asyncio.Event()
         self._stopped = False
         self.auth = Authenticator(None)
@@ -146,7 +145,6 @@ class CollectorServer(Component):
         ], interceptors=[DecodeCheck(self.metrics.bad_request)])
         notifier = LogNotifier()
         self._notifier = notifier
-        self._prepare.start()
         ingest = IngestService(IngestPipeline(store, self.metrics), self._writer, notifier,
                                self._closing, self.auth, self._readers, self._prepare)
         server.add_generic_rpc_handlers((ingest.handler(),))

@@ -165,8 +165,16 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
-def test_the_workers_end_when_the_collector_is_killed(collector: Service) -> None:
+def test_the_workers_start_with_a_large_request_and_end_when_the_collector_is_killed(
+        collector: Service) -> None:
+    run_id, answers = b.new_stream_id(), []
+    small = requests(run_id, b.new_stream_id(), 100, 100)
+    assert small[0].ByteSize() < INLINE_BYTES
+    push(collector, small, answers)  # prepared on the writer thread: no worker started
+    assert workers(collector) == []
+    push(collector, requests(run_id, b.new_stream_id(), 20_000, 5_000), answers)
     wait_for("ingest workers", lambda: len(workers(collector)) == 2)
+    assert [(r.code, r.stored) for r in answers] == [(0, 100)] + [(0, 5_000)] * 4
     below = children(collector.info["pid"]) + workers(collector)
     collector.kill()  # SIGKILL: no shutdown runs
     wait_for("every process the collector started to end", lambda: all(map(gone, below)))
