@@ -150,8 +150,12 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
     low, high = min(raw_dods, default=0), max(raw_dods, default=0)
     top = max(2 * high, -2 * low - 1)  # the largest zigzag number
     width = _width(top) if low >= -(2 ** 63) and high < 2 ** 63 else None
-    if width is not None and count > 2 and (width > 1 or top >= _LINEAR_FROM):
-        linear = _linear(numbers, width, top)
+    # as wide, residuals of a smaller range code better, unless the deltas of deltas
+    # are mostly zero (a step function: log lines sharing their record's time)
+    sparse = raw_dods.count(0) * 4 >= len(raw_dods)
+    if width is not None and count > 2 and (width > 1 or (top >= _LINEAR_FROM
+                                                         and not sparse)):
+        linear = _linear(numbers, width, 0 if sparse else top)
         if linear is not None:
             stride, offset, lin_width, residuals = linear
             varint(header, zigzag(stride))
@@ -172,7 +176,8 @@ def _linear(numbers: Sequence[int], dod_width: int, dod_top: int
     """(stride, offset, width, residuals) about the least-squares line, when they are
     narrower than the deltas of deltas (``dod_width`` bytes, the largest ``dod_top``),
     or as wide with a smaller range (fewer bits for the compressor: jitter of J on a grid
-    has residuals within J, zigzag deltas of deltas up to 4 J); None otherwise."""
+    has residuals within J, zigzag deltas of deltas up to 4 J; ``dod_top`` 0: only
+    narrower); None otherwise."""
     count = len(numbers)
     first = numbers[0]
     rel = numbers if first == 0 else list(map(sub, numbers, repeat(first, count)))
