@@ -4,9 +4,9 @@ Built from the standard library only: every pass over a column is a C loop
 (array, map, accumulate, big-integer arithmetic), never Python work per value.
 
 Integers (steps, times, text lengths; ``pack_ints``) are written in whichever
-of two forms is narrower (as wide: the one of the smaller range), with the
-first value and a second number in the caller's header (zigzag varints) and a
-width code:
+of two forms is narrower (as wide: the one of the smaller range, unless most
+deltas of deltas are zero), with the first value and a second number in the
+caller's header (zigzag varints) and a width code:
 
     delta of deltas  second = first delta; code 1, 2, 4 or 8: the deltas of
                      deltas as zigzag numbers of that many bytes (code 0: raw
