@@ -7,7 +7,8 @@ points through the SDK with the collector's peak memory above its memory at
 rest, a 1,000-bucket downsample, bytes per console line for ``--lines``
 lines of training output, and listing 100 runs by a rare tag among
 ``--runs`` runs. The series looks like training: a float32 loss curve with
-noise, one step per point, times 1 ms apart with microsecond jitter.
+noise, one step per point, times 1 ms apart with up to 50 us jitter, to the
+microsecond as the SDK stamps a metric (Azure ML v1's precision).
 
 With ``--other-venv`` (a venv with mlflow, e.g. /work/wt/venv-peers), MLflow's
 SQLite store ingests ``--mlflow-points`` points with log_batch and reads them
@@ -52,8 +53,9 @@ def series_requests(run_id: str, count: int, per_batch: int, stream: str) -> lis
         records = []
         for i in range(first, min(first + per_batch, count)):
             scalar = records_pb2.Scalar(value=records_pb2.Value(number=losses[i]), step=i)
+            at = T0 + i * 1_000_000 + rng.randrange(50_000)
             records.append(records_pb2.Record(
-                seq=seq, run_id=run_id, time_unix_nano=T0 + i * 1_000_000 + rng.randrange(50_000),
+                seq=seq, run_id=run_id, time_unix_nano=at // 1000 * 1000,  # as the SDK sends
                 metric=records_pb2.Metric(name="loss", scalar=scalar)))
             seq += 1
         batch = records_pb2.Batch(stream_id=stream, records=records)

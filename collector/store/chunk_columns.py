@@ -4,7 +4,8 @@ Built from the standard library only: every pass over a column is a C loop
 (array, map, accumulate, big-integer arithmetic), never Python work per value.
 
 Integers (steps, times, text lengths; ``pack_ints``) are written in whichever
-of two forms is narrower, with the first value and a second number in the
+of two forms is narrower (as wide: the one of the smaller range, unless most
+deltas of deltas are zero), with the first value and a second number in the
 caller's header (zigzag varints) and a width code:
 
     delta of deltas  second = first delta; code 1, 2, 4 or 8: the deltas of
@@ -17,7 +18,15 @@ caller's header (zigzag varints) and a width code:
                      delta of deltas needs them three times over.
 
 Either is byte-shuffled (all first bytes, then all second bytes...) so that
-the compressor sees equal high bytes in a row.
+the compressor sees equal high bytes in a row; the packers return the lanes
+(byte planes) apart, and chunks.py compresses each on its own.
+
+From chunk version 3 on (``factor``) a common factor comes next: after the
+first value (of two or more) the header holds g, the greatest common divisor
+of the values less the first, and the column packs (value - first) / g as
+above (g = 1: the values as they are; a raw int64 column holds the quotients).
+Times on a microsecond grid (what the SDK stamps metrics with) have g = 1000:
+their jitter's residuals fit one byte instead of two.
 
 Doubles (``pack_floats``): a mode number in the header, then
 
@@ -30,16 +39,18 @@ Doubles (``pack_floats``): a mode number in the header, then
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import accumulate, repeat
-from operator import add, and_, mul, neg, rshift, sub, xor
+from operator import add, and_, floordiv, mul, neg, rshift, sub, xor
 from typing import Any
 
 _WIDTHS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _RAW = 0  # int column width code: raw int64 (a delta of deltas past 64 bits)
 _LINEAR = 16  # code 16 + width: linear residuals of that width
+_LINEAR_FROM = 16  # deltas of deltas in one byte below this: not worth a line's sums
 FLOATS_XOR, FLOATS_32 = 0, 1
 _LITTLE = sys.byteorder == "little"
 
@@ -76,10 +87,12 @@ def unzigzag(number: int) -> int:
     return number >> 1 if not number & 1 else -((number + 1) >> 1)
 
 
-def shuffle(raw: bytes, width: int) -> bytes:
+def lanes(raw: bytes, width: int) -> list[bytes]:
+    """The byte planes of ``raw``, values ``width`` bytes wide: all first bytes, then all
+    second bytes..."""
     if width == 1:
-        return raw
-    return b"".join(raw[lane::width] for lane in range(width))
+        return [raw]
+    return [raw[lane::width] for lane in range(width)]
 
 
 def unshuffle(data: bytes, width: int, count: int) -> bytes:
@@ -115,43 +128,59 @@ def _width(top: int) -> int | None:
 # ---- integers -----------------------------------------------------------------
 
 
-def pack_ints(numbers: Sequence[int], header: bytearray) -> bytes:
-    """Header fields appended to ``header``, the column returned (see module doc)."""
+def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
+              ) -> list[bytes]:
+    """Header fields appended to ``header``, the column's byte planes returned (see
+    module doc); ``factor``: with the common factor of version 3."""
     count = len(numbers)
     if count == 0:
-        return b""
-    varint(header, zigzag(numbers[0]))
+        return []
+    first = numbers[0]
+    varint(header, zigzag(first))
     if count == 1:
-        return b""
+        return []
     deltas = list(map(sub, numbers[1:], numbers))
+    if factor:
+        common = math.gcd(*deltas) or 1  # that of the values less the first; all equal: 1
+        varint(header, common)
+        if common > 1:
+            numbers = list(map(floordiv, map(sub, numbers, repeat(first)), repeat(common)))
+            deltas = list(map(floordiv, deltas, repeat(common)))
     raw_dods = list(map(sub, deltas[1:], deltas))
     low, high = min(raw_dods, default=0), max(raw_dods, default=0)
-    width = (_width(max(2 * high, -2 * low - 1))  # the largest zigzag number
-             if low >= -(2 ** 63) and high < 2 ** 63 else None)
-    if width is not None and width > 1 and count > 2:
-        linear = _linear(numbers, width)
+    top = max(2 * high, -2 * low - 1)  # the largest zigzag number
+    width = _width(top) if low >= -(2 ** 63) and high < 2 ** 63 else None
+    # as wide, residuals of a smaller range code better, unless the deltas of deltas
+    # are mostly zero (a step function: log lines sharing their record's time)
+    sparse = raw_dods.count(0) * 4 >= len(raw_dods)
+    if width is not None and count > 2 and (width > 1 or (top >= _LINEAR_FROM
+                                                         and not sparse)):
+        linear = _linear(numbers, width, 0 if sparse else top)
         if linear is not None:
             stride, offset, lin_width, residuals = linear
             varint(header, zigzag(stride))
             varint(header, _LINEAR + lin_width)
             varint(header, zigzag(offset))
-            return shuffle(_wire(_WIDTHS[lin_width], residuals), lin_width)
+            return lanes(_wire(_WIDTHS[lin_width], residuals), lin_width)
     varint(header, zigzag(deltas[0]))
     if width is None:
         varint(header, _RAW)
-        return _wire("q", numbers)
+        return [_wire("q", numbers)]  # int64: a quotient by g > 1 is smaller in size
     varint(header, width)
     dods = [(d << 1) ^ (d >> 63) for d in raw_dods]  # zigzag, exact for int64 values
-    return shuffle(_wire(_WIDTHS[width], dods), width)
+    return lanes(_wire(_WIDTHS[width], dods), width)
 
 
-def _linear(numbers: Sequence[int], narrower_than: int
+def _linear(numbers: Sequence[int], dod_width: int, dod_top: int
             ) -> tuple[int, int, int, list[int]] | None:
-    """(stride, offset, width, residuals) about the least-squares line, when they fit in
-    fewer than ``narrower_than`` bytes; None otherwise."""
+    """(stride, offset, width, residuals) about the least-squares line, when they are
+    narrower than the deltas of deltas (``dod_width`` bytes, the largest ``dod_top``),
+    or as wide with a smaller range (fewer bits for the compressor: jitter of J on a grid
+    has residuals within J, zigzag deltas of deltas up to 4 J; ``dod_top`` 0: only
+    narrower); None otherwise."""
     count = len(numbers)
     first = numbers[0]
-    rel = list(map(sub, numbers, repeat(first, count)))
+    rel = numbers if first == 0 else list(map(sub, numbers, repeat(first, count)))
     sx, sxx = count * (count - 1) // 2, (count - 1) * count * (2 * count - 1) // 6
     num = count * sum(map(mul, range(count), rel)) - sx * sum(rel)
     den = count * sxx - sx * sx
@@ -159,24 +188,29 @@ def _linear(numbers: Sequence[int], narrower_than: int
     line = range(0, stride * count, stride) if stride else repeat(0, count)
     residuals = list(map(sub, rel, line))
     offset = min(residuals)
-    width = _width(max(residuals) - offset)
-    if width is None or width >= narrower_than:
+    span = max(residuals) - offset
+    width = _width(span)
+    if width is None or width > dod_width or (width == dod_width and span >= dod_top):
         return None
     return stride, offset, width, list(map(sub, residuals, repeat(offset, count)))
 
 
-def skip_ints(count: int, header: bytes | memoryview, pos: int) -> int:
+def skip_ints(count: int, header: bytes | memoryview, pos: int, factor: bool = False
+              ) -> int:
     """The header position after an int column's fields."""
-    return int_column_size(count, header, pos)[1]
+    return int_column_size(count, header, pos, factor)[1]
 
 
-def int_column_size(count: int, header: bytes | memoryview, pos: int) -> tuple[int, int]:
+def int_column_size(count: int, header: bytes | memoryview, pos: int, factor: bool = False
+                    ) -> tuple[int, int]:
     """An int column's size in the column bytes, and the header position after it."""
     if count == 0:
         return 0, pos
     _, pos = read_varint(header, pos)
     if count == 1:
         return 0, pos
+    if factor:
+        _, pos = read_varint(header, pos)
     _, pos = read_varint(header, pos)
     code, pos = read_varint(header, pos)
     if code > _LINEAR:
@@ -185,23 +219,23 @@ def int_column_size(count: int, header: bytes | memoryview, pos: int) -> tuple[i
     return (8 * count if code == _RAW else code * (count - 2)), pos
 
 
-def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes
-                ) -> tuple[list[int], int, bytes]:
+def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes,
+                factor: bool = False) -> tuple[list[int], int, bytes]:
     """The numbers, the header position after them, and the rest of the column bytes."""
-    numbers, pos, column = _unpack(count, header, pos, column)
+    numbers, pos, column = _unpack(count, header, pos, column, factor)
     return (numbers if isinstance(numbers, list) else numbers.tolist()), pos, column
 
 
-def int_array(count: int, header: bytes | memoryview, pos: int, column: bytes
-              ) -> tuple[array[int], int, bytes]:
+def int_array(count: int, header: bytes | memoryview, pos: int, column: bytes,
+              factor: bool = False) -> tuple[array[int], int, bytes]:
     """``unpack_ints`` into an int64 array."""
-    numbers, pos, column = _unpack(count, header, pos, column)
+    numbers, pos, column = _unpack(count, header, pos, column, factor)
     if isinstance(numbers, array) and numbers.typecode == "q":
         return numbers, pos, column
     return array("q", numbers), pos, column  # from a list: array() of an iterator is slow
 
 
-def _unpack(count: int, header: bytes | memoryview, pos: int, column: bytes
+def _unpack(count: int, header: bytes | memoryview, pos: int, column: bytes, factor: bool
             ) -> tuple[list[int] | array[int], int, bytes]:
     if count == 0:
         return [], pos, column
@@ -209,35 +243,45 @@ def _unpack(count: int, header: bytes | memoryview, pos: int, column: bytes
     start = unzigzag(first)
     if count == 1:
         return [start], pos, column
+    common = 1
+    if factor:
+        common, pos = read_varint(header, pos)
+        if common == 0:
+            raise ColumnError("chunk has an integer column with a common factor of 0")
     second, pos = read_varint(header, pos)
     code, pos = read_varint(header, pos)
     if code == _RAW:
         size = 8 * count
         if len(column) < size:
             raise ColumnError("chunk column is shorter than its count")
-        return _native("q", column[:size]), pos, column[size:]
+        wide: list[int] | array[int] = _native("q", column[:size])
+        if common > 1:  # the quotients (value - first) / g
+            wide = list(map(add, repeat(start, count), map(mul, wide, repeat(common))))
+        return wide, pos, column[size:]
     if code > _LINEAR:
         return _unpack_linear(count, unzigzag(second), code - _LINEAR, header, pos, column,
-                              start)
+                              start, common)
     typecode = _WIDTHS.get(code)
     if typecode is None:
         raise ColumnError(f"chunk has an integer column of unknown width {code}")
     size = code * (count - 2)
     if len(column) < size:
         raise ColumnError("chunk column is shorter than its count")
-    raw, step = column[:size], unzigzag(second)
+    raw, step = column[:size], unzigzag(second) * common
     if raw.count(0) == size:  # a constant stride (steps 0, 1, 2...): no sums needed
         return (list(range(start, start + step * count, step)) if step
                 else [start] * count), pos, column[size:]
     dods = _native(typecode, unshuffle(raw, code, count - 2))
     # unzigzag as C loops: (z >> 1) ^ -(z & 1)
     signed = map(xor, map(rshift, dods, repeat(1)), map(neg, map(and_, dods, repeat(1))))
+    if common > 1:
+        signed = map(mul, signed, repeat(common))
     deltas = accumulate(signed, initial=step)
     return list(accumulate(deltas, initial=start)), pos, column[size:]
 
 
 def _unpack_linear(count: int, stride: int, width: int, header: bytes | memoryview,
-                   pos: int, column: bytes, start: int
+                   pos: int, column: bytes, start: int, common: int
                    ) -> tuple[list[int], int, bytes]:
     typecode = _WIDTHS.get(width)
     if typecode is None:
@@ -246,8 +290,10 @@ def _unpack_linear(count: int, stride: int, width: int, header: bytes | memoryvi
     size = width * count
     if len(column) < size:
         raise ColumnError("chunk column is shorter than its count")
-    residuals = _native(typecode, unshuffle(column[:size], width, count))
-    base = start + unzigzag(offset)
+    residuals: Iterable[int] = _native(typecode, unshuffle(column[:size], width, count))
+    base, stride = start + unzigzag(offset) * common, stride * common
+    if common > 1:
+        residuals = map(mul, residuals, repeat(common))
     line = range(base, base + stride * count, stride) if stride else repeat(base, count)
     return list(map(add, line, residuals)), pos, column[size:]
 
@@ -255,15 +301,16 @@ def _unpack_linear(count: int, stride: int, width: int, header: bytes | memoryvi
 # ---- doubles --------------------------------------------------------------------
 
 
-def pack_floats(values: Sequence[float], header: bytearray) -> bytes:
-    """The float mode appended to ``header``, the column returned (see module doc)."""
+def pack_floats(values: Sequence[float], header: bytearray) -> list[bytes]:
+    """The float mode appended to ``header``, the column's byte planes returned (see
+    module doc)."""
     doubles = array("d", values)
     narrow = array("f", values)  # out of float32 range: inf, caught below
     if array("d", narrow.tolist()).tobytes() == doubles.tobytes():
         varint(header, FLOATS_32)
-        return shuffle(_wire("f", narrow), 4)
+        return lanes(_wire("f", narrow), 4)
     varint(header, FLOATS_XOR)
-    return shuffle(_xor_floats(_wire("d", doubles)), 8)
+    return lanes(_xor_floats(_wire("d", doubles)), 8)
 
 
 def unpack_floats(count: int, header: bytes | memoryview, pos: int, column: bytes,

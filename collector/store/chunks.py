@@ -3,12 +3,15 @@
 A chunk holds up to ``CHUNK_POINTS`` points of one (run, metric) series in
 logged order: per point an optional step, a time (ns) and a value of one of
 four kinds (number, integer, text, flag). The encoding is columnar, as in
-Prometheus' TSDB and the Gorilla paper, built from the standard library only
-(stdlib C loops, no per-bit Python work):
+Prometheus' TSDB and the Gorilla paper, built from C loops (the standard
+library's, zlib and zstd), no per-bit Python work:
 
     chunk  = VERSION | varint header length | header (varints: count,
-             step_mode, value_mode, each column's fields) | zlib(column bytes)
-    ints   = delta of deltas or linear residuals, whichever is narrower
+             step_mode, value_mode, each column's fields) | the columns' byte
+             planes, each compressed on its own (chunk_planes.py) | CRC32 of
+             all before it, 4 bytes little-endian
+    ints   = a common factor g of the values less the first, then delta of
+             deltas or linear residuals of them over g, whichever is narrower
              (chunk_columns.py), byte-shuffled
     floats = a mode in the header, then float32s when every value is one
              widened (as a float32 loss is), else IEEE doubles XOR-ed with the
@@ -16,9 +19,10 @@ Prometheus' TSDB and the Gorilla paper, built from the standard library only
     texts  = lengths as ints, then the UTF-8 bytes
     flags  = one byte each
 
-Version 1 chunks (ints as deltas of deltas only, floats always XOR-ed, no
-float mode in the header) stay readable: the version byte says which, so a
-store written before needs no migration.
+Versions 1 and 2 stay readable: the version byte says which, so a store
+written before needs no migration. Both are ``zlib(column bytes)`` after the
+header, all columns joined, and neither has the common factor; version 1 also
+has ints as deltas of deltas only and floats always XOR-ed (no float mode).
 
 Steps: all absent, all present, or a presence byte per point plus the
 present ones. Values of one kind are one column; mixed kinds add a kind byte
@@ -44,6 +48,7 @@ from operator import le
 from typing import cast
 
 from mltrail.collector.store import chunk_columns as columns
+from mltrail.collector.store import chunk_planes
 from mltrail.collector.store.chunk_columns import read_varint, varint
 from mltrail.collector.store.chunk_raw import RAW, decode_raw, encode_raw, raw_values
 
@@ -54,8 +59,9 @@ CHUNK_POINTS = 4096
 # pieces hold CHUNK_BYTES. Numbers never reach the bytes (4,096 random doubles with
 # steps and times: about 110 KiB); long strings do, and keep chunks about that size.
 CHUNK_BYTES = 256 * 1024
-VERSION = 2  # written; 1 and 2 are read
-_VERSIONS = (1, 2)
+VERSION = 3  # written; 1, 2 and 3 are read
+_VERSIONS = (1, 2, 3)
+_PLANES = 3  # the first version with byte planes, a common factor and a CRC
 _RAW = bytes([RAW])  # a series' open piece (chunk_raw.py)
 ZLIB_LEVEL = 6
 
@@ -134,23 +140,26 @@ FLAG_STEPS_SORTED, FLAG_HAS_NAN, FLAG_ALL_STEPS, FLAG_ALL_NUMERIC = 1, 2, 4, 8
 # ---- integer columns (chunk_columns.py) ------------------------------------------
 
 
-def pack_ints(numbers: Sequence[int], header: bytearray) -> bytes:
-    """Delta-of-delta or linear pack: header fields appended to ``header``, the column
-    returned (chunk_columns.py)."""
-    return columns.pack_ints(numbers, header)
+def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = True
+              ) -> list[bytes]:
+    """Delta-of-delta or linear pack: header fields appended to ``header``, the column's
+    byte planes returned (chunk_columns.py); ``factor`` False: without the common
+    factor (before version 3)."""
+    return columns.pack_ints(numbers, header, factor)
 
 
-def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes
-                ) -> tuple[list[int], int, bytes]:
+def unpack_ints(count: int, header: bytes | memoryview, pos: int, column: bytes,
+                factor: bool = True) -> tuple[list[int], int, bytes]:
     """The numbers, the header position after them, and the rest of the column bytes."""
-    return columns.unpack_ints(count, header, pos, column)
+    return columns.unpack_ints(count, header, pos, column, factor)
 
 
 def encode_ints(numbers: Sequence[int]) -> bytes:
-    """A standalone compressed int column (log line times): count, header, zlib."""
+    """A standalone compressed int column (log line times): count, header, zlib. Its
+    form has no version byte to change by, so it stays that of version 2."""
     header = bytearray()
     _varint(header, len(numbers))
-    column = pack_ints(numbers, header)
+    column = b"".join(pack_ints(numbers, header, factor=False))
     return _frame(header, column)
 
 
@@ -158,7 +167,7 @@ def decode_ints(blob: bytes) -> list[int]:
     try:
         header, column = _unframe(blob)
         count, pos = _read_varint(header, 0)
-        return unpack_ints(count, header, pos, column)[0]
+        return unpack_ints(count, header, pos, column, factor=False)[0]
     except (IndexError, ValueError) as exc:
         raise ChunkError(f"int column is damaged ({exc})") from None
 
@@ -170,11 +179,28 @@ def _frame(header: bytearray, column: bytes) -> bytes:
     return bytes(out + header) + zlib.compress(column, ZLIB_LEVEL)
 
 
-def _unframe(blob: bytes | memoryview) -> tuple[memoryview, bytes]:
+def _frame_planes(header: bytearray, planes: Sequence[bytes]) -> bytes:
+    """VERSION | varint header length | header | planes (chunk_planes.py) | CRC32."""
+    out = bytearray([VERSION])
+    _varint(out, len(header))
+    out += header
+    chunk_planes.pack_planes(planes, out)
+    return bytes(out + zlib.crc32(out).to_bytes(4, "little"))
+
+
+def _unframe(blob: bytes | memoryview, version: int = 2) -> tuple[memoryview, bytes]:
+    """The header and the column bytes of a chunk after its version byte (``version``
+    3: of ``blob`` with it) or of an int column."""
     view = memoryview(blob)
-    size, pos = _read_varint(view, 0)
+    start = 1 if version >= _PLANES else 0
+    if start and (len(view) < 5 or zlib.crc32(view[:-4]) != int.from_bytes(view[-4:],
+                                                                            "little")):
+        raise ChunkError("chunk is damaged (its CRC32 does not match)")
+    size, pos = _read_varint(view, start)
     if pos + size > len(view):
         raise ChunkError("chunk ends inside its header")
+    if start:
+        return view[pos:pos + size], chunk_planes.unpack_planes(view[pos + size:-4])
     return view[pos:pos + size], _inflate(bytes(view[pos + size:]))
 
 
@@ -188,36 +214,37 @@ def _inflate(data: bytes) -> bytes:
 # ---- values ---------------------------------------------------------------------
 
 
-def _pack_values(kind: int, values: Sequence[Value], header: bytearray) -> bytes:
+def _pack_values(kind: int, values: Sequence[Value], header: bytearray) -> list[bytes]:
     if kind == KIND_NUMBER:
         return columns.pack_floats(values, header)
     if kind == KIND_INTEGER:
         return pack_ints(values, header)  # type: ignore[arg-type]
     if kind == KIND_FLAG:
-        return bytes(1 if v else 0 for v in values)
+        return [bytes(1 if v else 0 for v in values)]
     if kind == KIND_TEXT:
         encoded = [str(v).encode("utf-8", "surrogatepass") for v in values]
         lengths = pack_ints([len(e) for e in encoded], header)
-        _varint(header, len(lengths))
-        return lengths + b"".join(encoded)
+        _varint(header, sum(map(len, lengths)))
+        return [*lengths, b"".join(encoded)]
     raise ValueError(f"unknown value kind {kind}")
 
 
 def _unpack_values(kind: int, count: int, header: bytes | memoryview, pos: int,
                    column: bytes, version: int) -> tuple[list[Value], int, bytes]:
+    factor = version >= _PLANES
     if kind == KIND_NUMBER:
         floats, pos, column = columns.unpack_floats(count, header, pos, column, version > 1)
         return list(floats.tolist()), pos, column
     if kind == KIND_INTEGER:
-        numbers, pos, column = unpack_ints(count, header, pos, column)
+        numbers, pos, column = unpack_ints(count, header, pos, column, factor)
         return list(numbers), pos, column
     if kind == KIND_FLAG:
         return [b != 0 for b in column[:count]], pos, column[count:]
     if kind == KIND_TEXT:
         lengths_at = pos
-        pos = columns.skip_ints(count, header, pos)
+        pos = columns.skip_ints(count, header, pos, factor)
         size, pos = _read_varint(header, pos)
-        lengths = unpack_ints(count, header, lengths_at, column[:size])[0]
+        lengths = unpack_ints(count, header, lengths_at, column[:size], factor)[0]
         texts: list[Value] = []
         offset = size
         for length in lengths:
@@ -235,7 +262,7 @@ def encode(points: Points) -> bytes:
     count = len(points)
     header = bytearray()
     _varint(header, count)
-    parts: list[bytes] = []
+    parts: list[bytes] = []  # byte planes
     present = [s for s in points.steps if s is not None]
     step_mode = (_STEPS_NONE if not present else
                  _STEPS_ALL if len(present) == count else _STEPS_SOME)
@@ -243,13 +270,13 @@ def encode(points: Points) -> bytes:
     if step_mode == _STEPS_SOME:
         parts.append(bytes(0 if s is None else 1 for s in points.steps))
     _varint(header, len(present))
-    parts.append(pack_ints(present, header))
-    parts.append(pack_ints(points.times, header))
+    parts += pack_ints(present, header)
+    parts += pack_ints(points.times, header)
     kinds = set(points.kinds)
     if len(kinds) <= 1:
         kind = kinds.pop() if kinds else KIND_NUMBER
         _varint(header, kind)
-        parts.append(_pack_values(kind, points.values, header))
+        parts += _pack_values(kind, points.values, header)
     else:
         _varint(header, _MIXED)
         parts.append(bytes(points.kinds))
@@ -257,8 +284,8 @@ def encode(points: Points) -> bytes:
             if kind in kinds:
                 part = [v for k, v in zip(points.kinds, points.values, strict=True)
                         if k == kind]
-                parts.append(_pack_values(kind, part, header))
-    return bytes([VERSION]) + _frame(header, b"".join(parts))
+                parts += _pack_values(kind, part, header)
+    return _frame_planes(header, parts)
 
 
 def encode_piece(points: Points) -> bytes:
@@ -285,22 +312,29 @@ def decode(blob: bytes) -> Points:
             count, steps, times, values = decode_raw(blob)
             return Points(steps.tolist() if steps is not None else [None] * count,
                           times.tolist(), [KIND_NUMBER] * count, values.tolist())
-        return _decode(*_unframe(memoryview(blob)[1:]), _version(blob))
+        version = _version(blob)
+        return _decode(*_opened_frame(blob, version), version)
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ChunkError):
             raise
         raise ChunkError(f"chunk is damaged ({exc})") from None
 
 
+def _opened_frame(blob: bytes, version: int) -> tuple[memoryview, bytes]:
+    view = memoryview(blob)
+    return _unframe(view, version) if version >= _PLANES else _unframe(view[1:])
+
+
 def _decode(header: memoryview, column: bytes, version: int) -> Points:
+    factor = version >= _PLANES
     count, pos = _read_varint(header, 0)
     step_mode, pos = _read_varint(header, pos)
     presence = None
     if step_mode == _STEPS_SOME:
         presence, column = column[:count], column[count:]
     present_count, pos = _read_varint(header, pos)
-    present, pos, column = unpack_ints(present_count, header, pos, column)
-    times, pos, column = unpack_ints(count, header, pos, column)
+    present, pos, column = unpack_ints(present_count, header, pos, column, factor)
+    times, pos, column = unpack_ints(count, header, pos, column, factor)
     steps: list[int | None]
     if step_mode == _STEPS_NONE:
         steps = [None] * count
@@ -363,7 +397,7 @@ class Columns:
 
 def _opened(blob: bytes) -> tuple[memoryview, bytes, int, int, int]:
     """A chunk's header, column bytes, count, step mode and the header position after."""
-    header, column = _unframe(memoryview(blob)[1:])
+    header, column = _opened_frame(blob, blob[0])
     count, pos = _read_varint(header, 0)
     step_mode, pos = _read_varint(header, pos)
     return header, column, count, step_mode, pos
@@ -385,8 +419,9 @@ def decode_columns(blob: bytes) -> Columns | None:
         if step_mode == _STEPS_SOME:
             return None
         present_count, pos = _read_varint(header, pos)
-        steps, pos, column = columns.int_array(present_count, header, pos, column)
-        times, pos, column = columns.int_array(count, header, pos, column)
+        factor = blob[0] >= _PLANES
+        steps, pos, column = columns.int_array(present_count, header, pos, column, factor)
+        times, pos, column = columns.int_array(count, header, pos, column, factor)
         value_mode, pos = _read_varint(header, pos)
         if value_mode != KIND_NUMBER:
             return None
@@ -410,10 +445,11 @@ def decode_values(blob: bytes) -> tuple[int, bytes, int] | None:
     try:
         header, column, count, step_mode, pos = _opened(blob)
         skip = count if step_mode == _STEPS_SOME else 0
+        factor = blob[0] >= _PLANES
         present_count, pos = _read_varint(header, pos)
-        size, pos = columns.int_column_size(present_count, header, pos)
+        size, pos = columns.int_column_size(present_count, header, pos, factor)
         skip += size
-        size, pos = columns.int_column_size(count, header, pos)
+        size, pos = columns.int_column_size(count, header, pos, factor)
         value_mode, pos = _read_varint(header, pos)
         if value_mode != KIND_NUMBER:
             return None

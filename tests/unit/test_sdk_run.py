@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,30 @@ def test_log_image_from_a_figure_is_an_artifact_plus_a_reference(run: Run,
     assert refs == ["images/curve/1.png", "images/curve/2.png"]
     assert chunks[0].data.startswith(b"\x89PNG") and chunks[0].content_type == "image/png"
     assert chunks[0].sha256 == hashlib.sha256(chunks[0].data).hexdigest()
+
+
+def test_metric_times_are_on_a_microsecond_grid_as_in_azure_ml_v1(run: Run,
+                                                                  sink: MemorySink) -> None:
+    # v1 stamps metrics to the microsecond (created_utc '%Y-%m-%dT%H:%M:%S.%fZ'); a
+    # nanosecond clock would give a multiple of 1,000 once in a thousand calls
+    before = time.time_ns() // 1000 * 1000
+    for step in range(3):
+        run.log("loss", 0.5, step=step)  # the first call checks the name, the rest do not
+    run.log("note", "text", description="a description")
+    run.log_list("counts", [1, 2])
+    run.log_row("epochs", epoch=1, loss=0.5)
+    run.log_table("table", {"a": [1, 2]})
+    run.log_confusion_matrix("cm", {"schema_type": "confusion_matrix", "schema_version":
+                                    "1.0.0", "data": {"class_labels": ["a"], "matrix": [[1]]}})
+    fig, ax = plt.subplots()
+    ax.plot([1, 2])
+    run.log_image("curve", plot=fig)
+    plt.close(fig)
+    records = delivered(run, sink)
+    after = time.time_ns()
+    times = [r.time_unix_nano for r in records if r.HasField("metric")]
+    assert len(times) == 9
+    assert all(before <= t <= after and t % 1000 == 0 for t in times), times
 
 
 def test_upload_travels_in_1_mib_chunks_with_the_sha256_last(run: Run, sink: MemorySink,
