@@ -8,9 +8,10 @@ this form, with no transform and no compression, so that a batch of N points
 costs O(N) C work, never the re-encoding of the points before it:
 
     RAW | varint count | step mode (0: no step, 1: a step each)
-        | [count int64 steps] | count int64 times | count float64 values
+        | [count int64 steps] | count int64 times | count float64 values | CRC32
 
-all little-endian. Other pieces (integers, texts, flags, mixed kinds, some
+all little-endian, the CRC32 over everything before it (as a compressed
+chunk's). Other pieces (integers, texts, flags, mixed kinds, some
 steps absent) use ``chunks.encode``; the first byte tells the two apart (RAW
 is no version of ``chunks``' encoding).
 """
@@ -18,6 +19,7 @@ is no version of ``chunks``' encoding).
 from __future__ import annotations
 
 import sys
+import zlib
 from array import array
 from collections.abc import Sequence
 from typing import Any
@@ -41,8 +43,9 @@ def encode_raw(steps: Sequence[int | None], times: Sequence[int], values: Sequen
             step_bytes, mode = b"", 0
         else:
             return None
-        return b"".join((_header(count, mode), step_bytes, _wire("q", times),
+        body = b"".join((_header(count, mode), step_bytes, _wire("q", times),
                          _wire("d", values)))
+        return body + zlib.crc32(body).to_bytes(4, "little")
     except (TypeError, OverflowError):
         return None
 
@@ -50,27 +53,32 @@ def encode_raw(steps: Sequence[int | None], times: Sequence[int], values: Sequen
 def decode_raw(blob: bytes | memoryview) -> tuple[int, array[int] | None, array[int],
                                                    array[float]]:
     """(count, steps or None, times, values) of raw bytes; ValueError if damaged."""
-    count, pos = read_varint(blob, 1)
-    mode = blob[pos] if pos < len(blob) else -1
+    count, pos, mode = _checked(blob)
     pos += 1
-    if mode not in (0, 1) or len(blob) != pos + 8 * count * (2 + mode):
-        raise ValueError(f"raw chunk of {len(blob)} bytes does not hold {count} points")
     steps = None
     if mode:
         steps, pos = _native("q", blob[pos:pos + 8 * count]), pos + 8 * count
     times = _native("q", blob[pos:pos + 8 * count])
-    return count, steps, times, _native("d", blob[pos + 8 * count:])
+    return count, steps, times, _native("d", blob[pos + 8 * count:len(blob) - 4])
 
 
 def raw_values(blob: bytes | memoryview) -> tuple[int, bytes, int]:
     """(count, the little-endian doubles, 8) without building the steps and times."""
+    count, _, _ = _checked(blob)
+    end = len(blob) - 4
+    return count, bytes(blob[end - 8 * count:end]), 8
+
+
+def _checked(blob: bytes | memoryview) -> tuple[int, int, int]:
+    """(count, position of the step mode, step mode) of raw bytes whose size and CRC
+    hold; ValueError otherwise."""
     count, pos = read_varint(blob, 1)
-    if pos >= len(blob) or blob[pos] not in (0, 1):
-        raise ValueError("raw chunk has an unknown step mode")
-    size = 8 * count * (2 + blob[pos])
-    if len(blob) != pos + 1 + size:
+    mode = blob[pos] if pos < len(blob) else -1
+    if mode not in (0, 1) or len(blob) != pos + 1 + 8 * count * (2 + mode) + 4:
         raise ValueError(f"raw chunk of {len(blob)} bytes does not hold {count} points")
-    return count, bytes(blob[len(blob) - 8 * count:]), 8
+    if zlib.crc32(blob[:-4]) != int.from_bytes(blob[-4:], "little"):
+        raise ValueError("raw chunk fails its CRC32")
+    return count, pos, mode
 
 
 def _header(count: int, mode: int) -> bytes:

@@ -180,9 +180,15 @@ def test_pieces_of_other_shapes_use_the_compressed_encoding() -> None:
         assert data[0] != RAW and decode(data) == points
 
 
-@pytest.mark.parametrize("cut", [1, 2, 5, 20])
-def test_damaged_raw_pieces_are_refused_with_a_clear_error(cut: int) -> None:
-    data = encode_piece(numbers_points([1, 2, 3], [1.0, 2.0, 3.0]))
+@pytest.mark.parametrize("damage", ["cut 1", "cut 5", "cut 20", "flip 3", "flip 30",
+                                    "flip -1"])
+def test_damaged_raw_pieces_are_refused_with_a_clear_error(damage: str) -> None:
+    data = bytearray(encode_piece(numbers_points([1, 2, 3], [1.0, 2.0, 3.0])))
+    how, where = damage.split()
+    if how == "cut":
+        del data[-int(where):]
+    else:
+        data[int(where)] ^= 0x10  # one bit: the CRC32 catches it
     with pytest.raises(ChunkError, match="damaged"):
-        decode(data[:-cut])
-    assert decode_columns(data[:-cut]) is None and decode_values(data[:-cut]) is None
+        decode(bytes(data))
+    assert decode_columns(bytes(data)) is None and decode_values(bytes(data)) is None
