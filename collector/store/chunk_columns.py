@@ -44,7 +44,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, repeat
-from operator import add, and_, floordiv, mul, neg, rshift, sub, xor
+from operator import add, and_, floordiv, lshift, mul, neg, rshift, sub, xor
 from typing import Any
 
 _WIDTHS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -167,8 +167,11 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
         varint(header, _RAW)
         return [_wire("q", numbers)]  # int64: a quotient by g > 1 is smaller in size
     varint(header, width)
-    dods = [(d << 1) ^ (d >> 63) for d in raw_dods]  # zigzag, exact for int64 values
-    return lanes(_wire(_WIDTHS[width], dods), width)
+    if sparse and raw_dods.count(0) == len(raw_dods):  # a constant stride (steps 0, 1, 2)
+        return lanes(bytes(width * len(raw_dods)), width)
+    # zigzag as C loops, exact for int64 values: (d << 1) ^ (d >> 63)
+    dods = map(xor, map(lshift, raw_dods, repeat(1)), map(rshift, raw_dods, repeat(63)))
+    return lanes(_wire(_WIDTHS[width], list(dods)), width)
 
 
 def _linear(numbers: Sequence[int], dod_width: int, dod_top: int
