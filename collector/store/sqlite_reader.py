@@ -34,6 +34,9 @@ from mltrail.proto import collector_pb2
 
 _IN_BATCH = 500  # run ids per IN (...) list, under SQLite's variable limit
 _SUMMARY_OF_C = ", ".join(f"c.{column.strip()}" for column in SUMMARY_COLUMNS.split(","))
+# Below this many runs with a tag, listing by it sorts the matches instead of walking
+# every run in start order until a page is full.
+RARE_TAG = 2000
 _RUN_COLUMNS = ("run_key, run_id, experiment, display_name, status, start_time, end_time, "
                 "parent_run_id, run_type, error, workspace, last_write")
 
@@ -54,12 +57,16 @@ class SqliteReader:
     def list_runs(self, request: collector_pb2.ListRunsRequest,
                   workspace: str = DEFAULT_WORKSPACE) -> list[collector_pb2.RunInfo]:
         """One query for the page of ``workspace`` (filters through the experiment and
-        tag indexes), then one each for its tags, properties and children."""
-        where, params = ["workspace = ?"], [workspace]  # type: list[str], list[Any]
+        tag indexes), then one each for its tags, properties and children. A filter by a
+        rare tag (under RARE_TAG runs) drives the query from the tag index: walking the
+        runs in start order would probe every run for it (80 ms among 100,000)."""
+        rare = self._rare_tag(request)
+        plus = "+" if rare else ""  # a unary plus keeps SQLite off that column's index
+        where, params = [f"{plus}workspace = ?"], [workspace]  # type: list[str], list[Any]
         for column, wanted in (("experiment", request.experiment), ("status", request.status),
                                ("parent_run_id", request.parent_run_id)):
             if wanted:
-                where.append(f"{column} = ?")
+                where.append(f"{plus}{column} = ?")
                 params.append(wanted)
         for key, value in sorted(request.tags.items()):
             where.append("run_key IN (SELECT run_key FROM run_tags WHERE key = ?"
@@ -74,6 +81,17 @@ class SqliteReader:
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
             "ORDER BY start_time DESC, run_id DESC LIMIT ?", params).fetchall()
         return self._run_infos(rows)
+
+    def _rare_tag(self, request: collector_pb2.ListRunsRequest) -> bool:
+        """Whether a tag filter of ``request`` matches fewer than RARE_TAG runs (in any
+        workspace: an upper bound, from the tag index alone)."""
+        for key, value in request.tags.items():
+            sql = ("SELECT 1 FROM run_tags WHERE key = ?" + (" AND value = ?" if value else "")
+                   + " LIMIT ?")
+            found = self._conn.execute(sql, [key, *([value] if value else []), RARE_TAG])
+            if len(found.fetchall()) < RARE_TAG:
+                return True
+        return False
 
     def _run_infos(self, rows: list[tuple[Any, ...]]) -> list[collector_pb2.RunInfo]:
         infos = {row[0]: _run_info(row) for row in rows}
@@ -92,7 +110,7 @@ class SqliteReader:
         by_id = {info.run_id: info for info in infos.values()}
         for parent, child in conn.execute(
                 f"SELECT parent_run_id, run_id FROM runs WHERE parent_run_id IN ({marks}) "
-                "AND workspace = ? ORDER BY run_key", [*by_id, rows[0][10]]):
+                "AND +workspace = ? ORDER BY run_key", [*by_id, rows[0][10]]):  # by parent
             by_id[parent].child_run_ids.append(child)
         return list(infos.values())
 

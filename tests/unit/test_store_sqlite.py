@@ -465,3 +465,31 @@ def test_tags_are_removed_and_a_display_name_tag_renames_the_run(store: Store) -
     info = store.get_run("r")
     assert info is not None and info.display_name == "renamed"
     assert dict(info.tags) == {"keep": "1"}
+
+
+def test_a_rare_and_a_common_tag_list_the_same_runs_as_a_scan(store: Store) -> None:
+    """In SQLite a tag under RARE_TAG runs is listed from the tag index, a common one by
+    walking the runs in start order: both give what filtering every run gives, newest
+    first, children included (PostgreSQL plans by its own statistics)."""
+    from mltrail.collector.store.sqlite_reader import RARE_TAG
+
+    total = RARE_TAG + 600
+    records = [b.started(i + 1, f"run-{i:05d}", experiment=f"e{i % 3}",
+                         t=1_000_000 + (i * 7919) % total,  # start order is not seq order
+                         tags={"team": "common", **({"rare": "yes"} if i % 97 == 0 else {})},
+                         **({"parent_run_id": "run-00000"} if i % 500 == 1 else {}))
+               for i in range(total)]
+    for first in range(0, total, 1000):
+        store.write_batch([validate_batch(b.batch("s", records[first:first + 1000]))])
+    for tags, experiment in (({"rare": "yes"}, ""), ({"rare": "yes"}, "e1"),
+                             ({"team": "common"}, ""), ({"team": "common"}, "e2")):
+        want = sorted((r for r in records if all(
+            r.run_event.started.tags.get(k) == v for k, v in tags.items())
+            and (not experiment or r.run_event.started.experiment == experiment)),
+            key=lambda r: (-r.time_unix_nano, [-ord(c) for c in r.run_id]))
+        request = collector_pb2.ListRunsRequest(limit=100, tags=tags, experiment=experiment)
+        got = store.list_runs(request)
+        assert [run.run_id for run in got] == [r.run_id for r in want[:100]], tags
+    parent = next(run for run in store.list_runs(collector_pb2.ListRunsRequest(
+        limit=1000, tags={"rare": "yes"})) if run.run_id == "run-00000")
+    assert parent.child_run_ids == [f"run-{i:05d}" for i in range(total) if i % 500 == 1]
