@@ -2,9 +2,10 @@
 
 The stream's requests arrive as raw bytes (an identity deserializer), so
 bytes that do not decode get a clear INVALID_ARGUMENT instead of gRPC's
-INTERNAL, and so that decoding happens where we choose: in the ingest worker
-processes (``prepare_pool.PreparePool``: decode, validate, points gathered
-per series), a few requests of a stream ahead of the one being written. The
+INTERNAL, and so that decoding happens where we choose: for a large request
+in the ingest worker processes (``prepare_pool.PreparePool``: decode,
+validate, points gathered per series), a few requests of a stream ahead of
+the one being written; a small one on the writer thread with its write. The
 store transaction and encoding the response run on the store's single writer
 thread (``IngestPipeline.write``), one request at a time, in each stream's
 order; the event loop only moves bytes, so queries and followers stay

@@ -4,10 +4,11 @@
 batch (``validate.validate_batch``: the same checks and messages whoever
 runs it) and gathers the plain scalar points per series (``ScalarRun``).
 None of that depends on the store's state, so it is a pure function of the
-bytes: it runs in a worker process (``prepare_pool.PreparePool``), and again
-in another one if a worker dies mid-request. What does depend on the state
-stays with the store's single writer: high-water marks, duplicates, the
-out-of-order refusal, keys, chunks and the one transaction per request.
+bytes: it runs in a worker process (``prepare_pool.PreparePool``) or, for a
+small request and again if a worker dies mid-request, on the writer thread.
+What does depend on the state stays with the store's single writer:
+high-water marks, duplicates, the out-of-order refusal, keys, chunks and the
+one transaction per request.
 
 The result travels between processes pickled; it is compact: per batch a
 few lists per series (a range for contiguous seqs), and the encoded records

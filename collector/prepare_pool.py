@@ -101,8 +101,12 @@ class PreparePool:
                                        initializer=_exit_with, initargs=(me, _start_time(me)))
         try:
             started = [executor.submit(os.getpid) for _ in range(self.workers)]
-        except RuntimeError:  # shut down meanwhile
+        except Exception as exc:  # the forkserver did not start (or we shut down meanwhile)
             started = []
+            if not self._closed:
+                log.warning("the ingest worker processes did not start (%s); requests are "
+                            "prepared on the store's writer thread; trying again with the "
+                            "next large request", exc)
         with self._lock:
             self._booting = False
             if not self._closed and started:

@@ -1,8 +1,9 @@
 """CollectorServer: the gRPC server (Ingest + Query), the HTTP endpoint and the store.
 
 Threads: the event loop (gRPC), one store writer thread (every write, so
-SQLite has one writer connection; ingest requests reach it decoded and
-validated by ``ingest_workers`` processes), a few store reader threads, and the HTTP
+SQLite has one writer connection; large ingest requests reach it decoded and
+validated by ``ingest_workers`` processes, small ones it prepares itself), a
+few store reader threads, and the HTTP
 threads (/metrics, /healthz, /readyz, the web UI and its JSON API, whose store
 calls go to the reader threads). Health (``common.health``): alive while the
 event loop turns; ready while the store passes its check (``Store.check``

@@ -2,8 +2,8 @@
 
 Called by ``PostgresWriter`` once per ``write_batch`` with everything its
 batches gathered. Rows are locked in key order (so two replicas wait for each
-other instead of deadlocking); each series' tail (series_tail.py) and each log
-stream's open chunk is extended under that lock, new rows go in by COPY; log
+other instead of deadlocking); each series' and log stream's open chunk is
+extended in place under that lock (series_tail.py), new rows go in by COPY; log
 lines are numbered from the stream's row, never from a cache (another
 replica may have added lines), and each stream's new position is announced
 by pg_notify for followers on every replica (delivered at commit).
@@ -11,12 +11,13 @@ by pg_notify for followers on every replica (delivered at commit).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from mltrail.collector.store import series_tail
-from mltrail.collector.store.chunks import CHUNK_POINTS, Points
-from mltrail.collector.store.series_tail import FLAG_PIECE, MAX_PIECES, TailRow
+from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS, Points
+from mltrail.collector.store.series_tail import FLAG_RAW
 from mltrail.collector.store.sqlite_chunks import (
     LogPiece,
     closed,
@@ -66,68 +67,58 @@ def lock(conn: Any, table: str, columns: str, keys: list[tuple[Any, Any]],
                  f"t.{b} = u.b ORDER BY t.{a}, t.{b} FOR UPDATE OF t", params).fetchall()
 
 
-def flush_series(conn: Any, series: dict[tuple[int, int], list[SeriesPiece]]) -> None:
-    """Each series' tail (series_tail.py) read under its series lock, so no other replica
-    adds to it meanwhile; merged tails deleted, the new rows added by COPY."""
-    keys = sorted(series)
-    lock(conn, "metric_series", "run_key, name_key", keys)
-    tails = _tails(conn, keys)
-    data = _take(conn, [row.key for key in keys for row in tails.get(key, ())
-                        if not _appends(tails[key], series[key])])
-    rows: list[tuple[Any, ...]] = []
-    for key in keys:
-        taken = [data[row.key] for row in tails.get(key, ()) if row.key in data]
-        rows.extend(_chunk_rows(key, series[key], taken))
-    _copy(conn, _CHUNK_COPY, _CHUNK_TYPES, rows)
-
-
-def close_runs(conn: Any, run_keys: set[int]) -> None:
-    """Runs ended: the tails of their series become chunks (compressed, as the rest)."""
-    keys = sorted(conn.execute(
+def flush_series(conn: Any, series: dict[tuple[int, int], list[SeriesPiece]],
+                 ended: Collection[int] = ()) -> None:
+    """Each series' open chunk extended in place (series_tail.py; under its series lock,
+    so no other replica extends it meanwhile), the rest as new chunk rows by COPY; the
+    open chunks of the ``ended`` runs compressed. Every series lock is taken in one
+    sorted pass, as every lock here is."""
+    closing = set(map(tuple, conn.execute(
         "SELECT DISTINCT run_key, name_key FROM metric_chunks WHERE run_key = ANY(%s) AND "
-        f"flags & {FLAG_PIECE} <> 0", (sorted(run_keys),)).fetchall())
+        f"flags & {FLAG_RAW} <> 0", (sorted(ended),)).fetchall())) if ended else set()
+    keys = sorted(series)
+    closing |= {key for key in keys if key[0] in ended}
+    lock(conn, "metric_series", "run_key, name_key", sorted(set(keys) | closing))
+    heads = {(r, n): (key, data) for r, n, key, data in conn.execute(
+        f"SELECT u.a, u.b, c.id, c.data FROM {_KEYS} CROSS JOIN LATERAL (SELECT "
+        "id, kind, count, data FROM metric_chunks WHERE run_key = u.a AND name_key = u.b "
+        f"ORDER BY id DESC LIMIT 1) c WHERE c.kind = {CHUNK_SCALAR} AND c.count < "
+        f"{CHUNK_POINTS} AND octet_length(c.data) < {CHUNK_BYTES}",
+        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()}
+    rows: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    for key in keys:
+        pieces = series[key]
+        head = heads.get(key)
+        if head is not None and isinstance(pieces[0], Points):
+            new, pieces[0] = series_tail.extend(bytes(head[1]), pieces[0],
+                                                close=len(pieces) > 1)
+            updates.append((*summary_row(new.summary, new.raw), new.data, head[0]))
+        elif head is not None:  # a record of another kind closes the open chunk
+            closing.add(key)
+        rows.extend(_chunk_rows(key, pieces))
+    if updates:
+        conn.cursor().executemany(
+            "UPDATE metric_chunks SET (count, first_step, last_step, min_step, max_step, "
+            "first_time, last_time, min_time, max_time, first_value, last_value, "
+            "min_value, max_value, flags, data) = (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s) WHERE id = %s", updates)
+    _copy(conn, _CHUNK_COPY, _CHUNK_TYPES, rows)
+    _close(conn, sorted(closing))  # after the new rows: an ended run's are closed too
+
+
+def _close(conn: Any, keys: list[tuple[int, int]]) -> None:
+    """The raw open chunks of the series of ``keys`` (locked) compressed, in place."""
     if not keys:
         return
-    lock(conn, "metric_series", "run_key, name_key", keys)
-    tails = _tails(conn, keys)
-    data = _take(conn, [row.key for tail in tails.values() for row in tail])
-    rows: list[tuple[Any, ...]] = []
-    for (run_key, name_key), tail in tails.items():
-        rows.extend((run_key, name_key, CHUNK_SCALAR, *summary_row(row.summary, row.piece),
-                     row.data) for row in series_tail.merged(
-                         [data[row.key] for row in tail], Points.empty(), close=True))
-    _copy(conn, _CHUNK_COPY, _CHUNK_TYPES, rows)
-
-
-def _tails(conn: Any, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[TailRow]]:
-    """The tails of the series of ``keys`` (locked), those that have one."""
-    last_rows: dict[tuple[int, int], list[tuple[Any, bool, int, int, int]]] = {}
-    for r, n, *row in conn.execute(
-            f"SELECT u.a, u.b, c.id, c.kind = {CHUNK_SCALAR}, c.count, c.flags, c.size FROM "
-            f"{_KEYS} CROSS JOIN LATERAL (SELECT id, kind, count, flags, octet_length(data) "
-            "AS size FROM metric_chunks WHERE run_key = u.a AND name_key = u.b ORDER BY id "
-            f"DESC LIMIT {MAX_PIECES + 1}) c ORDER BY u.a, u.b, c.id DESC",
-            ([k[0] for k in keys], [k[1] for k in keys])).fetchall():
-        last_rows.setdefault((r, n), []).append((row[0], row[1], row[2], row[3], row[4]))
-    tails = {key: series_tail.tail_of(rows) for key, rows in last_rows.items()}
-    return {key: tail for key, tail in tails.items() if tail}
-
-
-def _take(conn: Any, ids: list[int]) -> dict[int, bytes]:
-    """The data of rows ``ids``, the rows deleted."""
-    if not ids:
-        return {}
-    data = {key: bytes(value) for key, value in conn.execute(
-        "SELECT id, data FROM metric_chunks WHERE id = ANY(%s)", (ids,)).fetchall()}
-    conn.execute("DELETE FROM metric_chunks WHERE id = ANY(%s)", (ids,))
-    return data
-
-
-def _appends(tail: list[TailRow], pieces: list[SeriesPiece]) -> bool:
-    """Whether the pieces go after the tail as one more piece (else it is merged)."""
-    first = pieces[0]
-    return (len(pieces) == 1 and isinstance(first, Points)
-            and series_tail.fits(tail, len(first)))
+    found = conn.execute(
+        f"SELECT c.id, c.data FROM metric_chunks c JOIN {_KEYS} ON c.run_key = u.a AND "
+        f"c.name_key = u.b WHERE c.flags & {FLAG_RAW} <> 0",
+        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    if found:
+        conn.cursor().executemany(
+            f"UPDATE metric_chunks SET data = %s, flags = flags & ~{FLAG_RAW} WHERE id = %s",
+            [(series_tail.closed(bytes(data)), key) for key, data in found])
 
 
 def flush_logs(conn: Any, logs: list[LogLines], log_runs: dict[int, str]) -> None:
@@ -179,24 +170,17 @@ def flush_logs(conn: Any, logs: list[LogLines], log_runs: dict[int, str]) -> Non
                   [log_runs[run_key] for run_key, _ in keys]))
 
 
-def _chunk_rows(key: tuple[int, int], pieces: list[SeriesPiece], tail: list[bytes]
-                ) -> list[tuple[Any, ...]]:
-    """The rows of a series' pieces in order, the first merged with ``tail`` (the data of
-    the tail's rows, deleted) when given; a record of another kind closes the tail."""
+def _chunk_rows(key: tuple[int, int], pieces: list[SeriesPiece]) -> list[tuple[Any, ...]]:
+    """New rows in order: the last piece's last chunk stays open (raw), as nothing of
+    another kind follows it."""
     run_key, name_key = key
     rows: list[tuple[Any, ...]] = []
     for index, piece in enumerate(pieces):
-        last = index == len(pieces) - 1
-        scalar = isinstance(piece, Points)
-        if scalar or tail:
-            points = piece if isinstance(piece, Points) else Points.empty()
-            open_end = last and scalar  # nothing of another kind after these points
-            new = ([series_tail.piece(points)] if open_end and not tail and len(points)
-                   < CHUNK_POINTS else series_tail.merged(tail, points, close=not open_end))
-            rows.extend((run_key, name_key, CHUNK_SCALAR, *summary_row(row.summary, row.piece),
-                         row.data) for row in new)
-            tail = []
-        if not isinstance(piece, Points):
+        if isinstance(piece, Points):
+            rows.extend((run_key, name_key, CHUNK_SCALAR, *summary_row(new.summary, new.raw),
+                         new.data)
+                        for new in series_tail.rows_of(piece, index == len(pieces) - 1))
+        else:
             time_ns, data = piece
             rows.append((run_key, name_key, CHUNK_ENCODED, 1, None, None, None, None,
                          time_ns, time_ns, time_ns, time_ns, None, None, None, None, 0, data))

@@ -13,9 +13,9 @@ writing overlapping streams wait for each other instead of deadlocking):
                   at once, inside a savepoint when the batch has such records
                   (an artifact that does not verify rolls back that batch only)
     3. flush:     series and log streams (postgres_flush.py) locked in key
-                  order; each series' tail (series_tail.py) and each log
-                  stream's open chunk extended, new chunks by COPY; ended runs'
-                  tails closed; lines numbered; the new marks; pg_notify per log
+                  order; each series' and log stream's open chunk extended
+                  in place (series_tail.py), new chunks by COPY; ended runs'
+                  open chunks compressed; lines numbered; the new marks; pg_notify per log
                   stream and ended run for followers on every replica
 
 A record for a run of another workspace raises ``ForeignRun`` (as in SQLite):
@@ -51,7 +51,6 @@ from mltrail.collector.store.postgres_flush import (
     NOTIFY_CHANNEL,
     LogLines,
     SeriesPiece,
-    close_runs,
     flush_logs,
     flush_series,
 )
@@ -85,7 +84,7 @@ class _Work:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: dict[int, str] = field(default_factory=dict)  # run_key -> run_id
     ended_runs: set[str] = field(default_factory=set)
-    ended_keys: set[int] = field(default_factory=set)  # their series' tails close
+    ended_keys: set[int] = field(default_factory=set)  # their series' open chunks close
 
 
 class PostgresWriter:
@@ -421,10 +420,8 @@ class PostgresWriter:
 
     def _flush(self, total: _Work, changed: dict[tuple[str, str], int]) -> None:
         conn = self._conn
-        if total.series:
-            flush_series(conn, total.series)
-        if total.ended_keys:
-            close_runs(conn, total.ended_keys)
+        if total.series or total.ended_keys:
+            flush_series(conn, total.series, total.ended_keys)
         if total.logs:
             flush_logs(conn, total.logs, total.log_runs)
         if changed:

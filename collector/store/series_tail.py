@@ -1,96 +1,72 @@
-"""A series' open tail: appended at the cost of the new points, merged once it fills.
+"""A series' open chunk: raw while batches extend it, compressed once it closes.
 
-A scalar series is stored as chunks of ``CHUNK_POINTS`` points (chunks.py),
-compressed once each. Its last points, fewer than that, are its tail: rows
-of pieces (flag ``FLAG_PIECE`` in the row's flags), one per batch that
-added to it, in logged order, each with its summary like any chunk, so every
-reader reads them as chunks. As in Prometheus' head block, a write never
-re-encodes what is already stored (re-encoding a growing open chunk at every
-batch made 100-point batches cost about 90 us of CPU a point):
+A scalar series is stored as chunks of up to ``CHUNK_POINTS`` points, its
+last one open: the next batch extends it in place (the row keeps its key, so
+a reader paging by key never sees a point twice). Extending a compressed
+chunk meant decoding and re-encoding all of it at every batch (about 90 us
+of CPU a point for 100-point batches), so an open chunk of plain numbers is
+kept in the raw form (chunk_raw.py: arrays, no transform, no compression),
+which decodes and encodes at memory speed, and flagged ``FLAG_RAW``. It is
+compressed, in place, once it is full, when a record of another kind follows
+it, or when its run ends (``closed``); a late point reopens it.
 
-- the new points fit (tail plus new under ``CHUNK_POINTS``, the tail under
-  ``CHUNK_BYTES`` and under ``MAX_PIECES`` pieces): they become one more
-  piece, in the raw form for plain numbers (``chunks.encode_piece``);
-- otherwise the tail's pieces and the new points are merged: full chunks of
-  ``CHUNK_POINTS`` encoded once, the rest one new piece; the old pieces'
-  rows are deleted. A tail of ``CHUNK_BYTES`` or more (long strings) or one
-  followed by a record of another kind (``close``) becomes chunks entirely.
-
-A store runs this in its write transaction (a rolled-back batch leaves the
-tail as it was; a replayed batch never gets here), deletes the merged rows
-and inserts the new ones after every other row of the series, so row order
-stays logged order.
+Only the writer (SQLite) or the holder of the series' lock (PostgreSQL) runs
+this, inside the write transaction: a rolled-back batch leaves the chunk as
+it was, and a replayed batch never gets here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mltrail.collector.store import chunks
+from mltrail.collector.store.chunk_raw import RAW
 from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS, ChunkSummary, Points
 
-FLAG_PIECE = 32  # beside chunks' flags and FLAG_HAS_NUMBERS: a row of a series' tail
-MAX_PIECES = 16  # then the pieces merge into one (numbers: at memory speed)
+FLAG_RAW = 32  # beside chunks' flags and FLAG_HAS_NUMBERS: an open chunk in the raw form
+_RAW = bytes([RAW])
 
 
 @dataclass(frozen=True)
-class TailRow:
-    key: Any  # the store's handle of the row
-    count: int
-    size: int  # bytes of its data
+class StoredRows:
+    """A chunk row to write: its summary, its bytes, and whether they are raw."""
 
-
-@dataclass(frozen=True)
-class NewRow:
     summary: ChunkSummary
     data: bytes
-    piece: bool  # part of the tail (else a closed chunk)
+    raw: bool
 
 
-def tail_of(last_rows: Iterable[tuple[Any, bool, int, int, int]]) -> list[TailRow]:
-    """A series' tail, oldest first, from its last rows newest first as (key, is a scalar
-    chunk, count, flags, size): the pieces after its last other row."""
-    tail = []
-    for key, scalar, count, flags, size in last_rows:
-        if not scalar or not flags & FLAG_PIECE:
-            break
-        tail.append(TailRow(key, count, size))
-    tail.reverse()
-    return tail
+def is_open(count: int, size: int) -> bool:
+    """Whether a series' last scalar row (``count`` points, ``size`` bytes) takes more."""
+    return count < CHUNK_POINTS and size < CHUNK_BYTES
 
 
-def fits(tail: Sequence[TailRow], new_points: int) -> bool:
-    """Whether ``new_points`` go after the tail as one more piece (else it is merged)."""
-    return (len(tail) < MAX_PIECES and sum(t.size for t in tail) < CHUNK_BYTES
-            and sum(t.count for t in tail) + new_points < CHUNK_POINTS)
+def stored(points: Points, open_: bool) -> StoredRows:
+    """The row of ``points``: raw while open and short of CHUNK_POINTS (plain numbers;
+    anything else compressed), compressed otherwise."""
+    data = (chunks.encode_piece(points) if open_ and len(points) < CHUNK_POINTS
+            else chunks.encode(points))
+    return StoredRows(chunks.summarize(points), data, data[:1] == _RAW)
 
 
-def piece(points: Points) -> NewRow:
-    return NewRow(chunks.summarize(points), chunks.encode_piece(points), True)
+def extend(head: bytes, points: Points, close: bool = False) -> tuple[StoredRows, Points]:
+    """The open chunk of bytes ``head`` extended by the first of ``points`` (its new row),
+    and the points left for new rows; ``close``: nothing follows it after these."""
+    joined = chunks.decode(head)
+    room = CHUNK_POINTS - len(joined)
+    joined.extend(points.slice(0, room))
+    return stored(joined, not close), points.slice(room, len(points))
 
 
-def merged(tail_data: Sequence[bytes], points: Points, close: bool = False) -> list[NewRow]:
-    """The rows of the tail's pieces (their data, oldest first) followed by ``points``:
-    chunks of CHUNK_POINTS, then the rest as one piece, or as a chunk when ``close`` or
-    when the pieces hold CHUNK_BYTES or more."""
-    close = close or sum(map(len, tail_data)) >= CHUNK_BYTES
-    if tail_data:
-        joined = Points.empty()
-        for data in tail_data:
-            joined.extend(chunks.decode(bytes(data)))
-        joined.extend(points)
-        points = joined
-    count = len(points)
-    full = count - count % CHUNK_POINTS
-    rows = [_chunk(points.slice(first, first + CHUNK_POINTS))
-            for first in range(0, full, CHUNK_POINTS)]
-    if full < count:
-        rest = points.slice(full, count) if full else points
-        rows.append(_chunk(rest) if close else piece(rest))
-    return rows
+def rows_of(points: Points, open_last: bool) -> list[StoredRows]:
+    """New rows for ``points``: chunks of CHUNK_POINTS, the last one open when
+    ``open_last`` (nothing of another kind follows)."""
+    starts = range(0, len(points), CHUNK_POINTS)
+    return [stored(points.slice(first, first + CHUNK_POINTS),
+                   open_last and first == starts[-1]) for first in starts]
 
 
-def _chunk(points: Points) -> NewRow:
-    return NewRow(chunks.summarize(points), chunks.encode(points), False)
+def closed(data: bytes) -> bytes:
+    """The compressed form of an open chunk's bytes (same points)."""
+    return chunks.encode(chunks.decode(data))
+

@@ -1,11 +1,13 @@
 """Appending to chunked series and log streams inside the writer's transaction.
 
-A series' points go to its tail of pieces and, once they fill one, to
-chunks of ``chunks.CHUNK_POINTS`` (series_tail.py). All of it happens in the
-caller's transaction, so a rolled-back batch leaves the tail as it was, and
-a replayed batch (skipped by the high-water mark before it gets here) cannot
-add to it twice. A row of kind CHUNK_ENCODED (a non-scalar record) closes
-the series' tail first, so rowid order stays logged order.
+A series' last row is its open chunk while it holds fewer than
+``chunks.CHUNK_POINTS`` points and ``chunks.CHUNK_BYTES`` bytes: new points
+extend it (the row updated in place, raw while it grows: series_tail.py), and
+the rest go to new rows. All of it happens in the caller's transaction, so a
+rolled-back batch leaves the open chunk as it was, and a replayed batch
+(skipped by the high-water mark before it gets here) cannot extend a chunk
+twice. A row of kind CHUNK_ENCODED (a non-scalar record) closes the series'
+open chunk, so rowid order stays logged order.
 
 A log stream's last chunk is extended the same way while it is under
 ``LOG_CHUNK_LINES`` lines and ``LOG_CHUNK_BYTES`` of text and has the same
@@ -30,7 +32,7 @@ import zstandard
 from mltrail.collector.store import chunks, series_tail
 from mltrail.collector.store.chunks import ChunkSummary, Points
 from mltrail.collector.store.series import StoredChunk
-from mltrail.collector.store.series_tail import FLAG_PIECE, MAX_PIECES, NewRow, TailRow
+from mltrail.collector.store.series_tail import FLAG_RAW
 from mltrail.collector.store.sqlite_schema import CHUNK_ENCODED, CHUNK_SCALAR
 
 # Every batch that extends a stream's open chunk compresses it again (fast, zstd level
@@ -63,10 +65,10 @@ SUMMARY_COLUMNS = ("count, first_step, last_step, min_step, max_step, first_time
                    "max_value, flags")
 
 
-def summary_row(summary: ChunkSummary, piece: bool = False) -> tuple[object, ...]:
-    """The 14 SUMMARY_COLUMNS of a chunk (``piece``: of a series' tail, series_tail.py)."""
+def summary_row(summary: ChunkSummary, raw: bool = False) -> tuple[object, ...]:
+    """The 14 SUMMARY_COLUMNS of a chunk (``raw``: an open one in the raw form)."""
     flags = (summary.flags | (FLAG_HAS_NUMBERS if summary.first_value is not None else 0)
-             | (FLAG_PIECE if piece else 0))
+             | (FLAG_RAW if raw else 0))
     return (summary.count, summary.first_step, summary.last_step, summary.min_step,
             summary.max_step, summary.first_time, summary.last_time, summary.min_time,
             summary.max_time, summary.first_value, summary.last_value, summary.min_value,
@@ -101,7 +103,7 @@ def stored_chunk(row: Sequence[Any]) -> StoredChunk:
 
 class SeriesAppender:
     """Writes points and encoded records of series on the writer's connection: each
-    series' tail as series_tail.py says."""
+    series' last chunk open, raw while it grows (series_tail.py)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -109,56 +111,44 @@ class SeriesAppender:
     def append(self, run_key: int, name_key: int, points: Points) -> None:
         if not len(points):
             return
-        tail = self._tail(run_key, name_key)
-        if series_tail.fits(tail, len(points)):
-            self._insert(run_key, name_key, [series_tail.piece(points)])
-        else:
-            self._insert(run_key, name_key, series_tail.merged(self._take(tail), points))
+        conn = self._conn
+        row = conn.execute("SELECT rowid, kind, count, data FROM metric_chunks WHERE "
+                           "run_key = ? AND name_key = ? ORDER BY rowid DESC LIMIT 1",
+                           (run_key, name_key)).fetchone()
+        if row is not None and row[1] == CHUNK_SCALAR and series_tail.is_open(row[2],
+                                                                            len(row[3])):
+            head, points = series_tail.extend(row[3], points)
+            self._update(row[0], head)
+        if len(points):
+            conn.executemany(
+                "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?)", [(run_key, name_key, CHUNK_SCALAR, *summary_row(new.summary, new.raw),
+                              new.data) for new in series_tail.rows_of(points, True)])
 
     def append_encoded(self, run_key: int, name_key: int, time_ns: int, metric: bytes) -> None:
-        """One record of another kind: it closes the series' tail (rows stay in order)."""
-        self._close(run_key, name_key)
+        """One record of another kind: the series' open chunk before it is closed."""
+        self._close("run_key = ? AND name_key = ?", (run_key, name_key))
         self._conn.execute(
             "INSERT INTO metric_chunks VALUES (?, ?, ?, 1, NULL, NULL, NULL, NULL, ?, ?, ?, ?, "
             "NULL, NULL, NULL, NULL, 0, ?)",
             (run_key, name_key, CHUNK_ENCODED, time_ns, time_ns, time_ns, time_ns, metric))
 
     def close_run(self, run_key: int) -> None:
-        """A run ended: the tails of its series become chunks (compressed, as the rest).
-        Points that still come after go to new tails."""
-        for (name_key,) in self._conn.execute(
-                "SELECT DISTINCT name_key FROM metric_chunks WHERE run_key = ? AND flags & ?",
-                (run_key, FLAG_PIECE)).fetchall():
-            self._close(run_key, name_key)
+        """A run ended: its series' open chunks compressed, in place."""
+        self._close("run_key = ?", (run_key,))
 
-    def _close(self, run_key: int, name_key: int) -> None:
-        tail = self._tail(run_key, name_key)
-        if tail:
-            self._insert(run_key, name_key,
-                         series_tail.merged(self._take(tail), Points.empty(), close=True))
+    def _close(self, where: str, params: tuple[int, ...]) -> None:
+        for rowid, data in self._conn.execute(
+                f"SELECT rowid, data FROM metric_chunks WHERE {where} AND flags & "
+                f"{FLAG_RAW}", params).fetchall():
+            self._conn.execute(f"UPDATE metric_chunks SET data = ?, flags = flags & "
+                               f"~{FLAG_RAW} WHERE rowid = ?",
+                               (series_tail.closed(data), rowid))
 
-    def _tail(self, run_key: int, name_key: int) -> list[TailRow]:
-        return series_tail.tail_of(self._conn.execute(
-            f"SELECT rowid, kind = {CHUNK_SCALAR}, count, flags, length(data) FROM "
-            "metric_chunks WHERE run_key = ? AND name_key = ? ORDER BY rowid DESC LIMIT ?",
-            (run_key, name_key, MAX_PIECES + 1)))
-
-    def _take(self, tail: list[TailRow]) -> list[bytes]:
-        """The tail's data, oldest first, its rows deleted."""
-        if not tail:
-            return []
-        keys = [row.key for row in tail]
-        marks = ", ".join("?" * len(keys))
-        data = [row[0] for row in self._conn.execute(
-            f"SELECT data FROM metric_chunks WHERE rowid IN ({marks}) ORDER BY rowid", keys)]
-        self._conn.execute(f"DELETE FROM metric_chunks WHERE rowid IN ({marks})", keys)
-        return data
-
-    def _insert(self, run_key: int, name_key: int, rows: list[NewRow]) -> None:
-        self._conn.executemany(
-            "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?)", [(run_key, name_key, CHUNK_SCALAR, *summary_row(row.summary, row.piece),
-                       row.data) for row in rows])
+    def _update(self, rowid: int, new: series_tail.StoredRows) -> None:
+        self._conn.execute(f"UPDATE metric_chunks SET ({SUMMARY_COLUMNS}, data) = "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE rowid = ?",
+                           (*summary_row(new.summary, new.raw), new.data, rowid))
 
 
 @dataclass

@@ -4,10 +4,11 @@
 and ``log_chunks_v2``. Each step here is one transaction that takes up to
 ``STEP_ROWS`` rows of one series (in rowid order: logged order) or one log
 stream (in line order), appends them through the writer's own appenders
-(so a series' tail is extended across steps exactly as across batches, and
-closed once every step is done) and deletes them from the old table. A kill at any moment leaves
-every row either still in the old table or already moved, never both, and
-the next start goes on from there. Progress is logged every few seconds.
+(so a series' open chunk is extended across steps exactly as across
+batches, and compressed once every step is done) and deletes them from the
+old table. A kill at any moment leaves every row either still in the old
+table or already moved, never both, and the next start goes on from there.
+Progress is logged every few seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from array import array
 
 from mltrail.collector.store.chunks import Points
-from mltrail.collector.store.series_tail import FLAG_PIECE
+from mltrail.collector.store.series_tail import FLAG_RAW
 from mltrail.collector.store.sqlite_chunks import LogAppender, LogPiece, SeriesAppender
 from mltrail.collector.store.sqlite_schema import (
     KIND_ENCODED,
@@ -99,12 +100,12 @@ def _metric_step(conn: sqlite3.Connection, where: str) -> int | None:
 
 
 def _close_tails(conn: sqlite3.Connection, where: str) -> None:
-    """The series' tails left by the steps become chunks, as if their runs had ended (a
-    run still going starts a new tail)."""
+    """The open chunks left by the steps compressed, as if their runs had ended (a run
+    still going reopens its own)."""
     with transaction(conn, f"migrating store {where}"):
         appender = SeriesAppender(conn)
         for (run_key,) in conn.execute("SELECT DISTINCT run_key FROM metric_chunks WHERE "
-                                       "flags & ?", (FLAG_PIECE,)).fetchall():
+                                       "flags & ?", (FLAG_RAW,)).fetchall():
             appender.close_run(run_key)
 
 

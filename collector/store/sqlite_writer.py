@@ -10,9 +10,9 @@ whenever a transaction or a batch's savepoint rolls back):
 Per batch: SAVEPOINT, read the stream's high-water mark, skip duplicates,
 dispatch each new record by body kind through ``_handlers``, gather scalar
 points per series and log lines per stream, append them to the series'
-chunks and the streams' log chunks (``sqlite_chunks``: a series' tail of
-pieces, series_tail.py; a stream's open chunk extended in place), write the new
-mark, RELEASE; a run's end closes its series' tails. A
+chunks and the streams' log chunks (``sqlite_chunks``: the open chunk is
+extended in place, raw while it grows: series_tail.py), write the new mark,
+RELEASE; a run's end compresses its series' open chunks. A
 ``PermanentError`` (an artifact that does not verify) rolls the savepoint
 back, so that batch contributes nothing while the others commit. A record
 for a run of another workspace raises ``ForeignRun``: the batch is refused
@@ -68,7 +68,7 @@ class _BatchWork:
     kinds: dict[str, int] = field(default_factory=dict)
     log_runs: set[str] = field(default_factory=set)
     ended_runs: set[str] = field(default_factory=set)
-    ended_keys: set[int] = field(default_factory=set)  # their series' tails close
+    ended_keys: set[int] = field(default_factory=set)  # their series' open chunks close
     gaps: int = 0
 
 

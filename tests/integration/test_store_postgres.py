@@ -268,11 +268,11 @@ def test_url_password_is_never_shown(tmp_path: Path) -> None:
 def test_two_replicas_extending_one_series_keep_every_point_once(
         stores: list[Store], postgres_url: str) -> None:
     """Two streams (ranks) log the same metric of one run through two replicas at once:
-    the series' tail is extended and merged under a lock, so no point is lost or
-    doubled, each stream's points keep their order, every chunk is full and the tail of
-    pieces (series_tail.py) stays short and last."""
+    the series' open chunk is extended under a lock, so no point is lost or doubled,
+    each stream's points keep their order, and every chunk but the open last one is
+    full and compressed (series_tail.py)."""
     from mltrail.collector.store.chunks import CHUNK_POINTS
-    from mltrail.collector.store.series_tail import FLAG_PIECE, MAX_PIECES
+    from mltrail.collector.store.series_tail import FLAG_RAW
 
     rounds, per_batch = 30, 300
 
@@ -293,10 +293,8 @@ def test_two_replicas_extending_one_series_keep_every_point_once(
     with psycopg.connect(postgres_url) as conn:
         rows = conn.execute("SELECT count, flags FROM metric_chunks ORDER BY id").fetchall()
     assert sum(count for count, _ in rows) == 2 * total
-    closed = [count for count, flags in rows if not flags & FLAG_PIECE]
-    assert closed == [CHUNK_POINTS] * (2 * total // CHUNK_POINTS)
-    tail = rows[len(closed):]
-    assert all(flags & FLAG_PIECE for _, flags in tail) and len(tail) <= MAX_PIECES
+    assert [count for count, _ in rows[:-1]] == [CHUNK_POINTS] * (len(rows) - 1)
+    assert not any(flags & FLAG_RAW for _, flags in rows[:-1])  # integers: never raw
 
 
 def test_get_run_without_counts_skips_them(stores: list[Store]) -> None:

@@ -275,8 +275,8 @@ def test_values_only_reads_match_brute_force(tmp_path: Path, store_url: str) -> 
             store.write_batch([validate_batch(b.batch("s", records[first:first + 5000]))])
         parts = list(store.read_series(SeriesQuery("r", values_only=True)))
         widths = {(p.name, p.width) for p in parts if isinstance(p, SeriesValues)}
-        # closed chunks of float32s come as 4 bytes a value; the tail's raw pieces
-        # (series_tail.py) hold doubles, of any series whose tail is all numbers
+        # full chunks of float32s come as 4 bytes a value; an open chunk in the raw form
+        # (series_tail.py) holds doubles, of any series whose last chunk is all numbers
         assert {("f32", 4), ("f64", 8)} <= widths <= {("f32", 4), ("f32", 8), ("f64", 8),
                                                       ("mixed", 8)}
         assert any(isinstance(p, SeriesPoints | SeriesColumns) and p.name == "mixed"

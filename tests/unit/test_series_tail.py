@@ -1,16 +1,15 @@
-"""A series' tail of pieces (series_tail.py) on both stores, and the raw piece form.
+"""A series' open chunk (series_tail.py) on both stores, and the raw form it grows in.
 
-Every batch adds one piece at the cost of its own points; pieces merge into full
-chunks, into one piece at MAX_PIECES, and into a chunk when the run ends or a record
-of another kind follows. Whatever the batch sizes: every point once, in order.
+The last chunk of a series is extended in place by each batch, raw while it grows
+(plain numbers), and compressed once full, when a record of another kind follows, or
+when the run ends; rows keep their keys, so a reader paging by key while the series
+grows sees every point once, in order.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import sqlite3
-import string
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import Store, open_store
-from mltrail.collector.store import series_tail as tail_module
 from mltrail.collector.store.chunk_raw import RAW
 from mltrail.collector.store.chunks import (
     CHUNK_POINTS,
@@ -33,7 +31,9 @@ from mltrail.collector.store.chunks import (
     decode_values,
     encode_piece,
 )
-from mltrail.collector.store.series_tail import FLAG_PIECE, MAX_PIECES
+from mltrail.collector.store.series import SeriesColumns, SeriesPoints, SeriesQuery, SeriesValues
+from mltrail.collector.store.series_reads import PAGE_CHUNKS
+from mltrail.collector.store.series_tail import FLAG_RAW
 from mltrail.collector.validate import validate_batch
 from mltrail.proto import records_pb2
 from tests import builders as b
@@ -46,16 +46,16 @@ def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def rows(store_url: str) -> list[tuple[int, bool]]:
-    """(count, whether a piece) of every metric row of the store, in logged order."""
-    sql = "SELECT count, flags FROM metric_chunks ORDER BY {}"
+def rows(store_url: str) -> list[tuple[int, int, bool]]:
+    """(key, count, whether raw) of every metric row of the store, in logged order."""
+    sql = "SELECT {0}, count, flags FROM metric_chunks ORDER BY {0}"
     if store_url.startswith("sqlite:///"):
         with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
             got = conn.execute(sql.format("rowid")).fetchall()
     else:
         with psycopg.connect(store_url) as conn:
             got = conn.execute(sql.format("id")).fetchall()
-    return [(count, bool(flags & FLAG_PIECE)) for count, flags in got]
+    return [(key, count, bool(flags & FLAG_RAW)) for key, count, flags in got]
 
 
 def write(store: Store, *batches: records_pb2.Batch) -> Any:
@@ -68,78 +68,83 @@ def numbers(store: Store, name: str = "loss") -> list[tuple[int | None, float]]:
 
 
 @pytest.mark.parametrize("per_batch", [1, 100, CHUNK_POINTS - 1, CHUNK_POINTS + 1])
-def test_batches_of_any_size_fill_full_chunks_and_keep_a_short_tail(
+def test_batches_of_any_size_extend_the_open_chunk_in_place(
         store: Store, store_url: str, per_batch: int) -> None:
     total = 2 * CHUNK_POINTS + 333 if per_batch > 1 else 600
     batches = list(b.scalar_batches("r", "s", total, per_batch))
-    for batch in batches:
+    write(store, batches[0])
+    first_key = rows(store_url)[0][0]
+    for batch in batches[1:]:
         write(store, batch)
     assert [o.stored for o in write(store, *batches[-2:]).outcomes] == [0] * min(
-        2, len(batches))  # a replay adds nothing to the tail
+        2, len(batches))  # a replay adds nothing
     got = rows(store_url)
-    closed = [count for count, piece in got if not piece]
-    assert closed == [CHUNK_POINTS] * (total // CHUNK_POINTS)
-    tail = got[len(closed):]
-    assert all(piece for _, piece in tail) and len(tail) <= MAX_PIECES
-    assert sum(count for count, _ in tail) == total % CHUNK_POINTS
+    assert got[0][0] == first_key  # extended in place, never rewritten elsewhere
+    assert [(count, raw) for _, count, raw in got] == [(CHUNK_POINTS, False)] * (
+        total // CHUNK_POINTS) + [(total % CHUNK_POINTS, True)]
     assert numbers(store) == [(s, s * 0.5) for s in range(1, total + 1)]
 
 
-def test_the_runs_end_closes_its_tails_and_later_points_start_a_new_one(
+def test_a_reader_paging_while_the_series_grows_sees_each_point_once(store: Store) -> None:
+    """Rows keep their keys: a read that pauses between pages while batches extend the
+    open chunk and add chunks gets every point once, in order, up to where it ended."""
+    total = (PAGE_CHUNKS + 2) * CHUNK_POINTS + 100
+    batches = list(b.scalar_batches("r", "s", total + 9000, 1000, first_seq=1))
+    cut = total // 1000
+    for batch in batches[:cut + 1]:
+        write(store, batch)
+    parts = store.read_series(SeriesQuery("r", "loss"))
+    steps: list[int] = []
+
+    def take(part: Any) -> None:
+        if isinstance(part, SeriesColumns):
+            steps.extend(part.columns.steps or [])
+        elif isinstance(part, SeriesPoints):
+            steps.extend(s for s in part.points.steps if s is not None)
+        else:
+            assert not isinstance(part, SeriesValues)
+
+    for part in parts:
+        take(part)
+        if len(steps) >= CHUNK_POINTS:  # in the first page: the series grows meanwhile
+            break
+    for batch in batches[cut + 1:]:
+        write(store, batch)
+    for part in parts:
+        take(part)
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= (cut + 1) * 1000
+
+
+def test_the_runs_end_compresses_its_open_chunks_and_a_late_point_reopens_one(
         store: Store, store_url: str) -> None:
-    seq = 0
-
-    def batch(*records: records_pb2.Record) -> records_pb2.Batch:
-        return b.batch("s", list(records))
-
-    def scalars(name: str, count: int) -> list[records_pb2.Record]:
-        nonlocal seq
-        out = []
-        for _ in range(count):
-            seq += 1
-            out.append(b.scalar(seq, "r", name, float(seq), step=seq))
-        return out
-
-    write(store, batch(*scalars("loss", 30)))
-    write(store, batch(*scalars("loss", 20), *scalars("acc", 5)))
-    assert {piece for _, piece in rows(store_url)} == {True}
-    points = scalars("loss", 3)
-    seq += 1
-    write(store, batch(*points, b.ended(seq, "r")))  # points that come with the end
-    assert rows(store_url) == [(53, False), (5, False)]
-    write(store, batch(*scalars("loss", 2)))  # a late point after the end
-    assert rows(store_url) == [(53, False), (5, False), (2, True)]
-    loss = [v for _, v in numbers(store)]
-    assert loss == [float(s) for s in [*range(1, 51), *range(56, 59), 60, 61]]
-    assert [v for _, v in numbers(store, "acc")] == [float(s) for s in range(51, 56)]
+    write(store, b.batch("s", [b.scalar(seq, "r", "loss", float(seq), step=seq)
+                               for seq in range(1, 31)]))
+    write(store, b.batch("s", [*(b.scalar(seq, "r", "acc", float(seq), step=seq)
+                                 for seq in range(31, 36)), b.ended(36, "r")]))
+    ended = rows(store_url)
+    assert [(count, raw) for _, count, raw in ended] == [(30, False), (5, False)]
+    write(store, b.batch("s", [b.scalar(37, "r", "loss", 37.0, step=37)]))
+    late = rows(store_url)
+    assert [(key, count, raw) for key, count, raw in late] == [
+        (ended[0][0], 31, True), (ended[1][0], 5, False)]
+    assert [v for _, v in numbers(store)] == [*map(float, range(1, 31)), 37.0]
+    assert [v for _, v in numbers(store, "acc")] == [float(s) for s in range(31, 36)]
 
 
-def test_a_record_of_another_kind_closes_the_tail_before_it(
+def test_a_record_of_another_kind_closes_the_open_chunk_before_it(
         store: Store, store_url: str) -> None:
     listed = records_pb2.Metric(name="loss", list=records_pb2.ValueList(
         values=[b.value(1), b.value(2)]))
     write(store, b.batch("s", [b.scalar(1, "r", "loss", 1.0), b.scalar(2, "r", "loss", 2.0)]))
     write(store, b.batch("s", [b.scalar(3, "r", "loss", 3.0), b.record(4, "r", metric=listed),
                                b.scalar(5, "r", "loss", 5.0)]))
-    assert rows(store_url) == [(3, False), (1, False), (1, True)]
+    assert [(count, raw) for _, count, raw in rows(store_url)] == [
+        (3, False), (1, False), (1, True)]
     kinds = [r.metric.WhichOneof("data") for r in store.get_metrics("r", "loss")]
     assert kinds == ["scalar"] * 3 + ["list", "scalar"]
 
 
-def test_long_strings_close_the_tail_by_its_bytes() -> None:
-    rng = random.Random(5)
-    texts = ["".join(rng.choices(string.ascii_letters, k=tail_module.CHUNK_BYTES // 3))
-             for _ in range(5)]
-    points = Points([1, 2, 3, 4, 5], [10, 20, 30, 40, 50], [3] * 5, texts)
-    first = tail_module.piece(points)  # texts: the compressed encoding, still over the cap
-    assert first.piece and len(first.data) >= tail_module.CHUNK_BYTES
-    assert not tail_module.fits([tail_module.TailRow(1, 5, len(first.data))], 1)
-    merged = tail_module.merged([first.data], points.slice(0, 1))
-    assert [row.piece for row in merged] == [False]
-    assert decode(merged[0].data).values == [*texts, texts[0]]
-
-
-# ---- the raw form of a piece of numbers ------------------------------------------
+# ---- the raw form of an open chunk of numbers -------------------------------------
 
 
 def numbers_points(steps: list[int | None], values: list[float]) -> Points:
@@ -153,7 +158,7 @@ EDGE_VALUES = [0.0, -0.0, 1.5, math.inf, -math.inf, math.nan, 1.7976931348623157
 
 
 @pytest.mark.parametrize("steps", ["all", "none"])
-def test_raw_pieces_round_trip_every_double_bit_for_bit(steps: str) -> None:
+def test_raw_chunks_round_trip_every_double_bit_for_bit(steps: str) -> None:
     values = EDGE_VALUES * 3
     step_list: list[int | None] = ([-(2 ** 63), 2 ** 63 - 1, *range(len(values) - 2)]
                                    if steps == "all" else [None] * len(values))
@@ -171,7 +176,7 @@ def test_raw_pieces_round_trip_every_double_bit_for_bit(steps: str) -> None:
     assert (count, width) == (len(values), 8) and raw == columns.numbers.tobytes()
 
 
-def test_pieces_of_other_shapes_use_the_compressed_encoding() -> None:
+def test_other_shapes_use_the_compressed_encoding() -> None:
     some_steps = numbers_points([1, None, 3], [1.0, 2.0, 3.0])
     texts = Points([1, 2], [5, 6], [3, 3], ["a", "b"])
     huge_step = numbers_points([2 ** 63, 1], [1.0, 2.0])
@@ -182,7 +187,7 @@ def test_pieces_of_other_shapes_use_the_compressed_encoding() -> None:
 
 @pytest.mark.parametrize("damage", ["cut 1", "cut 5", "cut 20", "flip 3", "flip 30",
                                     "flip -1"])
-def test_damaged_raw_pieces_are_refused_with_a_clear_error(damage: str) -> None:
+def test_damaged_raw_chunks_are_refused_with_a_clear_error(damage: str) -> None:
     data = bytearray(encode_piece(numbers_points([1, 2, 3], [1.0, 2.0, 3.0])))
     how, where = damage.split()
     if how == "cut":

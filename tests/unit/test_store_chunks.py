@@ -15,7 +15,7 @@ import pytest
 from mltrail.collector.artifacts import ArtifactStore
 from mltrail.collector.store import LogQuery, Store, open_store, sqlite_migrate
 from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS
-from mltrail.collector.store.series_tail import FLAG_PIECE
+from mltrail.collector.store.series_tail import FLAG_RAW
 from mltrail.collector.store.sqlite_chunks import (
     _ZSTD_MAGIC as ZSTD_MAGIC,
 )
@@ -48,9 +48,9 @@ def chunk_counts(path: Path) -> list[int]:
 
 
 def chunk_rows(path: Path) -> list[tuple[int, bool]]:
-    """(count, whether a piece of the series' tail) of every metric row, in order."""
+    """(count, whether an open chunk in the raw form) of every metric row, in order."""
     with sqlite3.connect(path) as conn:
-        return [(r[0], bool(r[1] & FLAG_PIECE)) for r in conn.execute(
+        return [(r[0], bool(r[1] & FLAG_RAW)) for r in conn.execute(
             "SELECT count, flags FROM metric_chunks ORDER BY rowid")]
 
 
@@ -67,10 +67,9 @@ def test_batches_ending_mid_chunk_extend_it_and_a_replay_adds_nothing(
         write(store, batch)
     replay = write(store, batches[1], batches[2]).outcomes
     assert [o.stored for o in replay] == [0, 0]
-    # Batches of 3,000: each batch's rest is a piece of the tail; the next batch merges
-    # the tail into a full chunk once there are enough points (3,000 + 3,000: one).
+    # the last chunk is the open one, raw; the full ones are compressed
     assert chunk_rows(tmp_path / "store.db") == [(CHUNK_POINTS, False), (CHUNK_POINTS, False),
-                                                 (808, True), (192, True)]
+                                                 (1000, True)]
     assert numbers(store, "r", "loss") == [(s, s * 0.5) for s in range(1, total + 1)]
     info = store.get_run("r")
     assert info is not None and info.metric_records == total
@@ -207,8 +206,9 @@ def test_a_populated_schema_2_store_is_migrated_keeping_every_point_and_line(
     path = tmp_path / "store.db"
     expected, logs = _populate_v2(path)
     _check_migrated(path, expected, logs)
-    # the migration closed every tail; the one piece is the point written after it
-    assert [row for row in chunk_rows(path) if row[1]] == [(1, True)]
+    # the migration compressed every open chunk; the raw one is "acc"'s, reopened by the
+    # point written after it (its 3 migrated points and that one)
+    assert [row for row in chunk_rows(path) if row[1]] == [(4, True)]
 
 
 class _Crash(Exception):
