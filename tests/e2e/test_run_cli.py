@@ -97,8 +97,11 @@ def test_logs_follow_of_a_running_command_keeps_the_written_order(env: dict[str,
                               stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     assert runner.stderr is not None and runner.stdin is not None
     run_id = re.search(r"^mltrail: run (\S+) ", runner.stderr.readline())[1]  # type: ignore[index]
-    follower = subprocess.Popen([*MLTRAIL, "logs", run_id, "--follow"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    # --prefix: without it the follower prefixes lines once it has seen a second stream,
+    # and whether it attaches before or after stderr's first line is a race
+    follower = subprocess.Popen([*MLTRAIL, "logs", run_id, "--follow", "--prefix"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env})
     runner.communicate("go\n", timeout=60)
     assert runner.returncode == 0
     out, err = follower.communicate(timeout=60)
