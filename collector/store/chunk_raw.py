@@ -1,18 +1,17 @@
-"""The raw form of a chunk: a series' open tail, written at memory speed.
+"""The raw form of a chunk: a series' open chunk, extended at memory speed.
 
-A series' last points, until there are ``CHUNK_POINTS`` of them, are kept as
-pieces (``series_tail.py``): one per batch, merged into a compressed chunk
-once they fill one. A piece of plain numbers (every value a number, every
-point or none with a step: what ``run.log`` of a loss gives) is written in
-this form, with no transform and no compression, so that a batch of N points
-costs O(N) C work, never the re-encoding of the points before it:
+A series' last chunk stays open while batches extend it (``series_tail.py``).
+An open chunk of plain numbers (every value a number, every point or none
+with a step: what ``run.log`` of a loss gives) is written in this form, with
+no transform and no compression, so that extending it is a copy in C, never
+a decode and a compression of the points already in it:
 
     RAW | varint count | step mode (0: no step, 1: a step each)
         | [count int64 steps] | count int64 times | count float64 values | CRC32
 
 all little-endian, the CRC32 over everything before it (as a compressed
-chunk's). Other pieces (integers, texts, flags, mixed kinds, some
-steps absent) use ``chunks.encode``; the first byte tells the two apart (RAW
+chunk's). Open chunks of other shapes (integers, texts, flags, mixed kinds,
+some steps absent) use ``chunks.encode``; the first byte tells the two apart (RAW
 is no version of ``chunks``' encoding).
 """
 

@@ -29,8 +29,8 @@ present ones. Values of one kind are one column; mixed kinds add a kind byte
 per point and a column per kind (points of a kind keep their order). Every
 double round-trips bit for bit (NaN payloads, -0.0, infinities).
 
-A series' open tail is kept as pieces (series_tail.py); a piece of plain
-numbers is in the raw form of chunk_raw.py (``encode_piece``), which every
+A series' open chunk of plain numbers is kept in the raw form of
+chunk_raw.py while it grows (series_tail.py, ``encode_open``), which every
 decoder here reads too.
 
 ``summarize`` gives what a store keeps beside a chunk so that range queries,
@@ -55,14 +55,15 @@ from mltrail.collector.store.chunk_raw import RAW, decode_raw, encode_raw, raw_v
 KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG = 1, 2, 3, 4
 VALUE_KINDS = (KIND_NUMBER, KIND_INTEGER, KIND_TEXT, KIND_FLAG)
 CHUNK_POINTS = 4096
-# A series' tail (series_tail.py) becomes a chunk at CHUNK_POINTS points or once its
-# pieces hold CHUNK_BYTES. Numbers never reach the bytes (4,096 random doubles with
-# steps and times: about 110 KiB); long strings do, and keep chunks about that size.
+# A series' open chunk (series_tail.py) takes points while it holds fewer than
+# CHUNK_POINTS points and CHUNK_BYTES bytes. Numbers never reach the bytes (4,096
+# random doubles with steps and times: about 110 KiB); long strings do, and keep
+# chunks about that size.
 CHUNK_BYTES = 256 * 1024
 VERSION = 3  # written; 1, 2 and 3 are read
 _VERSIONS = (1, 2, 3)
 _PLANES = 3  # the first version with byte planes, a common factor and a CRC
-_RAW = bytes([RAW])  # a series' open piece (chunk_raw.py)
+_RAW = bytes([RAW])  # a series' open chunk in the raw form (chunk_raw.py)
 ZLIB_LEVEL = 6
 
 _STEPS_NONE, _STEPS_ALL, _STEPS_SOME = 0, 1, 2
@@ -288,8 +289,8 @@ def encode(points: Points) -> bytes:
     return _frame_planes(header, parts)
 
 
-def encode_piece(points: Points) -> bytes:
-    """The bytes of a series' open piece (``series_tail.py``): the raw form for plain
+def encode_open(points: Points) -> bytes:
+    """The bytes of a series' open chunk (``series_tail.py``): the raw form for plain
     numbers (chunk_raw.py, no transform or compression), ``encode`` otherwise."""
     if points.kinds.count(KIND_NUMBER) == len(points):
         raw = encode_raw(points.steps, points.times, points.values)

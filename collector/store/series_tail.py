@@ -28,7 +28,7 @@ _RAW = bytes([RAW])
 
 
 @dataclass(frozen=True)
-class StoredRows:
+class StoredRow:
     """A chunk row to write: its summary, its bytes, and whether they are raw."""
 
     summary: ChunkSummary
@@ -41,15 +41,15 @@ def is_open(count: int, size: int) -> bool:
     return count < CHUNK_POINTS and size < CHUNK_BYTES
 
 
-def stored(points: Points, open_: bool) -> StoredRows:
+def stored(points: Points, open_: bool) -> StoredRow:
     """The row of ``points``: raw while open and short of CHUNK_POINTS (plain numbers;
     anything else compressed), compressed otherwise."""
-    data = (chunks.encode_piece(points) if open_ and len(points) < CHUNK_POINTS
+    data = (chunks.encode_open(points) if open_ and len(points) < CHUNK_POINTS
             else chunks.encode(points))
-    return StoredRows(chunks.summarize(points), data, data[:1] == _RAW)
+    return StoredRow(chunks.summarize(points), data, data[:1] == _RAW)
 
 
-def extend(head: bytes, points: Points, close: bool = False) -> tuple[StoredRows, Points]:
+def extend(head: bytes, points: Points, close: bool = False) -> tuple[StoredRow, Points]:
     """The open chunk of bytes ``head`` extended by the first of ``points`` (its new row),
     and the points left for new rows; ``close``: nothing follows it after these."""
     joined = chunks.decode(head)
@@ -58,7 +58,7 @@ def extend(head: bytes, points: Points, close: bool = False) -> tuple[StoredRows
     return stored(joined, not close), points.slice(room, len(points))
 
 
-def rows_of(points: Points, open_last: bool) -> list[StoredRows]:
+def rows_of(points: Points, open_last: bool) -> list[StoredRow]:
     """New rows for ``points``: chunks of CHUNK_POINTS, the last one open when
     ``open_last`` (nothing of another kind follows)."""
     starts = range(0, len(points), CHUNK_POINTS)

@@ -145,7 +145,7 @@ class SeriesAppender:
                                f"~{FLAG_RAW} WHERE rowid = ?",
                                (series_tail.closed(data), rowid))
 
-    def _update(self, rowid: int, new: series_tail.StoredRows) -> None:
+    def _update(self, rowid: int, new: series_tail.StoredRow) -> None:
         self._conn.execute(f"UPDATE metric_chunks SET ({SUMMARY_COLUMNS}, data) = "
                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE rowid = ?",
                            (*summary_row(new.summary, new.raw), new.data, rowid))

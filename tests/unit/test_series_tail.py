@@ -29,7 +29,7 @@ from mltrail.collector.store.chunks import (
     decode,
     decode_columns,
     decode_values,
-    encode_piece,
+    encode_open,
 )
 from mltrail.collector.store.series import SeriesColumns, SeriesPoints, SeriesQuery, SeriesValues
 from mltrail.collector.store.series_reads import PAGE_CHUNKS
@@ -163,7 +163,7 @@ def test_raw_chunks_round_trip_every_double_bit_for_bit(steps: str) -> None:
     step_list: list[int | None] = ([-(2 ** 63), 2 ** 63 - 1, *range(len(values) - 2)]
                                    if steps == "all" else [None] * len(values))
     points = numbers_points(step_list, values)
-    data = encode_piece(points)
+    data = encode_open(points)
     assert data[0] == RAW
     back = decode(data)
     assert back.steps == step_list and back.times == points.times
@@ -181,14 +181,14 @@ def test_other_shapes_use_the_compressed_encoding() -> None:
     texts = Points([1, 2], [5, 6], [3, 3], ["a", "b"])
     huge_step = numbers_points([2 ** 63, 1], [1.0, 2.0])
     for points in (some_steps, texts, huge_step):
-        data = encode_piece(points)
+        data = encode_open(points)
         assert data[0] != RAW and decode(data) == points
 
 
 @pytest.mark.parametrize("damage", ["cut 1", "cut 5", "cut 20", "flip 3", "flip 30",
                                     "flip -1"])
 def test_damaged_raw_chunks_are_refused_with_a_clear_error(damage: str) -> None:
-    data = bytearray(encode_piece(numbers_points([1, 2, 3], [1.0, 2.0, 3.0])))
+    data = bytearray(encode_open(numbers_points([1, 2, 3], [1.0, 2.0, 3.0])))
     how, where = damage.split()
     if how == "cut":
         del data[-int(where):]
