@@ -49,8 +49,9 @@ from typing import Any
 
 _WIDTHS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _RAW = 0  # int column width code: raw int64 (a delta of deltas past 64 bits)
-_LINEAR = 16  # code 16 + width: linear residuals of that width
-_LINEAR_FROM = 16  # deltas of deltas in one byte below this: not worth a line's sums
+LINEAR = 16  # code 16 + width: linear residuals of that width
+LINEAR_FROM = 16  # deltas of deltas in one byte below this: not worth a line's sums
+NUMPY_FROM = 64  # columns of this many values are packed by chunk_numpy.py (same bytes)
 FLOATS_XOR, FLOATS_32 = 0, 1
 _LITTLE = sys.byteorder == "little"
 
@@ -118,7 +119,7 @@ def _wire(code: str, numbers: Sequence[int] | array[Any]) -> bytes:
     return out.tobytes()
 
 
-def _width(top: int) -> int | None:
+def width_of(top: int) -> int | None:
     for width in _WIDTHS:
         if top < 1 << (8 * width):
             return width
@@ -132,6 +133,26 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
               ) -> list[bytes]:
     """Header fields appended to ``header``, the column's byte planes returned (see
     module doc); ``factor``: with the common factor of version 3."""
+    if len(numbers) >= NUMPY_FROM:
+        from mltrail.collector.store import chunk_numpy  # numpy loads with the first chunk
+
+        planes = chunk_numpy.pack_ints(numbers, header, factor)
+        if planes is not None:
+            return planes
+    return pack_ints_pure(_listed(numbers), header, factor)
+
+
+def _listed(numbers: Sequence[Any]) -> Sequence[Any]:
+    """A numpy or ``array`` column as a list of Python numbers (what the pure form
+    computes with); anything else as it is."""
+    tolist = getattr(numbers, "tolist", None)
+    return numbers if tolist is None or isinstance(numbers, list) else tolist()
+
+
+def pack_ints_pure(numbers: Sequence[int], header: bytearray, factor: bool = False
+                   ) -> list[bytes]:
+    """``pack_ints`` with Python's integers: any column (chunk_numpy.py takes the long
+    columns it can, to the same bytes)."""
     count = len(numbers)
     if count == 0:
         return []
@@ -149,17 +170,17 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
     raw_dods = list(map(sub, deltas[1:], deltas))
     low, high = min(raw_dods, default=0), max(raw_dods, default=0)
     top = max(2 * high, -2 * low - 1)  # the largest zigzag number
-    width = _width(top) if low >= -(2 ** 63) and high < 2 ** 63 else None
+    width = width_of(top) if low >= -(2 ** 63) and high < 2 ** 63 else None
     # as wide, residuals of a smaller range code better, unless the deltas of deltas
     # are mostly zero (a step function: log lines sharing their record's time)
     sparse = raw_dods.count(0) * 4 >= len(raw_dods)
-    if width is not None and count > 2 and (width > 1 or (top >= _LINEAR_FROM
+    if width is not None and count > 2 and (width > 1 or (top >= LINEAR_FROM
                                                          and not sparse)):
-        linear = _linear(numbers, width, 0 if sparse else top)
+        linear = linear_residuals(numbers, width, 0 if sparse else top)
         if linear is not None:
             stride, offset, lin_width, residuals = linear
             varint(header, zigzag(stride))
-            varint(header, _LINEAR + lin_width)
+            varint(header, LINEAR + lin_width)
             varint(header, zigzag(offset))
             return lanes(_wire(_WIDTHS[lin_width], residuals), lin_width)
     varint(header, zigzag(deltas[0]))
@@ -174,7 +195,7 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
     return lanes(_wire(_WIDTHS[width], list(dods)), width)
 
 
-def _linear(numbers: Sequence[int], dod_width: int, dod_top: int
+def linear_residuals(numbers: Sequence[int], dod_width: int, dod_top: int
             ) -> tuple[int, int, int, list[int]] | None:
     """(stride, offset, width, residuals) about the least-squares line, when they are
     narrower than the deltas of deltas (``dod_width`` bytes, the largest ``dod_top``),
@@ -192,7 +213,7 @@ def _linear(numbers: Sequence[int], dod_width: int, dod_top: int
     residuals = list(map(sub, rel, line))
     offset = min(residuals)
     span = max(residuals) - offset
-    width = _width(span)
+    width = width_of(span)
     if width is None or width > dod_width or (width == dod_width and span >= dod_top):
         return None
     return stride, offset, width, list(map(sub, residuals, repeat(offset, count)))
@@ -216,9 +237,9 @@ def int_column_size(count: int, header: bytes | memoryview, pos: int, factor: bo
         _, pos = read_varint(header, pos)
     _, pos = read_varint(header, pos)
     code, pos = read_varint(header, pos)
-    if code > _LINEAR:
+    if code > LINEAR:
         _, pos = read_varint(header, pos)
-        return (code - _LINEAR) * count, pos
+        return (code - LINEAR) * count, pos
     return (8 * count if code == _RAW else code * (count - 2)), pos
 
 
@@ -261,8 +282,8 @@ def _unpack(count: int, header: bytes | memoryview, pos: int, column: bytes, fac
         if common > 1:  # the quotients (value - first) / g
             wide = list(map(add, repeat(start, count), map(mul, wide, repeat(common))))
         return wide, pos, column[size:]
-    if code > _LINEAR:
-        return _unpack_linear(count, unzigzag(second), code - _LINEAR, header, pos, column,
+    if code > LINEAR:
+        return _unpack_linear(count, unzigzag(second), code - LINEAR, header, pos, column,
                               start, common)
     typecode = _WIDTHS.get(code)
     if typecode is None:
@@ -307,6 +328,15 @@ def _unpack_linear(count: int, stride: int, width: int, header: bytes | memoryvi
 def pack_floats(values: Sequence[float], header: bytearray) -> list[bytes]:
     """The float mode appended to ``header``, the column's byte planes returned (see
     module doc)."""
+    if len(values) >= NUMPY_FROM:
+        from mltrail.collector.store import chunk_numpy
+
+        return chunk_numpy.pack_floats(values, header)
+    return pack_floats_pure(_listed(values), header)
+
+
+def pack_floats_pure(values: Sequence[float], header: bytearray) -> list[bytes]:
+    """``pack_floats`` as array and big-integer passes (chunk_numpy.py: the same bytes)."""
     doubles = array("d", values)
     narrow = array("f", values)  # out of float32 range: inf, caught below
     if array("d", narrow.tolist()).tobytes() == doubles.tobytes():

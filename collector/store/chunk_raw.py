@@ -37,22 +37,26 @@ def encode_raw(steps: Sequence[int | None], times: Sequence[int], values: Sequen
     try:
         if steps and steps[0] is not None:
             step_bytes = _wire("q", steps)  # TypeError: a None among them
-            mode = 1
         elif not any(s is not None for s in steps):
-            step_bytes, mode = b"", 0
+            step_bytes = b""
         else:
             return None
-        body = b"".join((_header(count, mode), step_bytes, _wire("q", times),
-                         _wire("d", values)))
-        return body + zlib.crc32(body).to_bytes(4, "little")
+        return raw_bytes(count, step_bytes, _wire("q", times), _wire("d", values))
     except (TypeError, OverflowError):
         return None
+
+
+def raw_bytes(count: int, steps: bytes, times: bytes, values: bytes) -> bytes:
+    """The raw form of the points' columns as little-endian bytes (``steps`` empty: no
+    point has a step)."""
+    body = b"".join((_header(count, 1 if steps else 0), steps, times, values))
+    return body + zlib.crc32(body).to_bytes(4, "little")
 
 
 def decode_raw(blob: bytes | memoryview) -> tuple[int, array[int] | None, array[int],
                                                    array[float]]:
     """(count, steps or None, times, values) of raw bytes; ValueError if damaged."""
-    count, pos, mode = _checked(blob)
+    count, pos, mode = raw_layout(blob)
     pos += 1
     steps = None
     if mode:
@@ -63,12 +67,12 @@ def decode_raw(blob: bytes | memoryview) -> tuple[int, array[int] | None, array[
 
 def raw_values(blob: bytes | memoryview) -> tuple[int, bytes, int]:
     """(count, the little-endian doubles, 8) without building the steps and times."""
-    count, _, _ = _checked(blob)
+    count, _, _ = raw_layout(blob)
     end = len(blob) - 4
     return count, bytes(blob[end - 8 * count:end]), 8
 
 
-def _checked(blob: bytes | memoryview) -> tuple[int, int, int]:
+def raw_layout(blob: bytes | memoryview) -> tuple[int, int, int]:
     """(count, position of the step mode, step mode) of raw bytes whose size and CRC
     hold; ValueError otherwise."""
     count, pos = read_varint(blob, 1)

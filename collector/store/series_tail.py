@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mltrail.collector.store import chunks
+from mltrail.collector.store import chunk_numpy, chunks
+from mltrail.collector.store.chunk_columns import NUMPY_FROM
 from mltrail.collector.store.chunk_raw import RAW
 from mltrail.collector.store.chunks import CHUNK_BYTES, CHUNK_POINTS, ChunkSummary, Points
 
@@ -44,18 +45,38 @@ def is_open(count: int, size: int) -> bool:
 def stored(points: Points, open_: bool) -> StoredRow:
     """The row of ``points``: raw while open and short of CHUNK_POINTS (plain numbers;
     anything else compressed), compressed otherwise."""
+    if len(points) >= NUMPY_FROM:
+        numbers = chunk_numpy.numbers_of(points)
+        if numbers is not None:
+            return _stored_numbers(numbers, open_)
     data = (chunks.encode_open(points) if open_ and len(points) < CHUNK_POINTS
             else chunks.encode(points))
     return StoredRow(chunks.summarize(points), data, data[:1] == _RAW)
 
 
+def _stored_numbers(numbers: chunk_numpy.Numbers, open_: bool) -> StoredRow:
+    """``stored`` of plain numbers, as numpy passes (chunk_numpy.py: the same bytes)."""
+    raw = open_ and len(numbers) < CHUNK_POINTS
+    return StoredRow(chunk_numpy.number_summary(numbers), chunk_numpy.encoded(numbers, raw),
+                     raw)
+
+
 def extend(head: bytes, points: Points, close: bool = False) -> tuple[StoredRow, Points]:
     """The open chunk of bytes ``head`` extended by the first of ``points`` (its new row),
     and the points left for new rows; ``close``: nothing follows it after these."""
-    joined = chunks.decode(head)
-    room = CHUNK_POINTS - len(joined)
-    joined.extend(points.slice(0, room))
-    return stored(joined, not close), points.slice(room, len(points))
+    if head[:1] == _RAW and len(points) >= NUMPY_FROM // 2:
+        # a raw head read as arrays and joined in C (a Python object per point is the
+        # cost this avoids; short batches take the path below, as cheap for them)
+        numbers = chunk_numpy.numbers_of(points)
+        joined = chunk_numpy.raw_numbers(head)
+        if numbers is not None and (numbers.steps is None) is (joined.steps is None):
+            room = CHUNK_POINTS - len(joined)
+            joined = joined.join(numbers.slice(0, room))
+            return _stored_numbers(joined, not close), points.slice(room, len(points))
+    joined_points = chunks.decode(head)
+    room = CHUNK_POINTS - len(joined_points)
+    joined_points.extend(points.slice(0, room))
+    return stored(joined_points, not close), points.slice(room, len(points))
 
 
 def rows_of(points: Points, open_last: bool) -> list[StoredRow]:
@@ -68,5 +89,6 @@ def rows_of(points: Points, open_last: bool) -> list[StoredRow]:
 
 def closed(data: bytes) -> bytes:
     """The compressed form of an open chunk's bytes (same points)."""
+    if data[:1] == _RAW:
+        return chunk_numpy.encoded(chunk_numpy.raw_numbers(data), False)
     return chunks.encode(chunks.decode(data))
-

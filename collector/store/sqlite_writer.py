@@ -62,6 +62,7 @@ class _BatchWork:
     stream_id: str
     hwm: int = 0
     series: dict[tuple[int, int], Points] = field(default_factory=dict)
+    merged: set[tuple[int, int]] = field(default_factory=set)  # series copied to merge runs
     logs: dict[int, tuple[int, list[LogPiece]]] = field(default_factory=dict)  # first line
     log_streams: dict[int, list[int]] = field(default_factory=dict)  # advanced this batch
     latest: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -196,6 +197,7 @@ class SqliteWriter:
         for (run_key, name_key), points in work.series.items():
             self._series.append(run_key, name_key, points)
         work.series.clear()
+        work.merged.clear()
         for stream_key, (first_line, pieces) in work.logs.items():
             self._log_appender.append(stream_key, first_line, pieces)
         if work.log_streams:
@@ -245,9 +247,15 @@ class SqliteWriter:
                    else self._run_key(run.run_id, points.times[0]),
                    self._names.get(run.name) or self._name_key(run.name))
             target = series.get(key)
-            if target is None:  # a copy: the batch stays as it came (a retry may reuse it)
-                target = series[key] = Points.empty()
-            target.extend(points)
+            if target is None:  # the batch's own points: nothing extends them in place
+                series[key] = points
+            else:  # a copy: the batch stays as it came (a retry may reuse it)
+                if key not in work.merged:
+                    work.merged.add(key)
+                    first, target = target, Points.empty()
+                    target.extend(first)
+                    series[key] = target
+                target.extend(points)
             touched.add(key[0])
             stored += len(points)
             value = above.latest()
@@ -325,6 +333,7 @@ class SqliteWriter:
         run_key = self._run_key(rec.run_id, rec.time_unix_nano)
         name_key = self._name_key(metric.name)
         pending = work.series.pop((run_key, name_key), None)
+        work.merged.discard((run_key, name_key))
         if pending is not None:  # the points logged before it go first (logged order)
             self._series.append(run_key, name_key, pending)
         self._series.append_encoded(run_key, name_key, rec.time_unix_nano,
