@@ -24,19 +24,58 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mltrail.pipeline.delivery import MemorySink
+from mltrail.pipeline.sender import Sender
+from mltrail.pipeline.values import SCALAR
 from mltrail.proto import collector_pb2
 from tests import builders
 from tests.procs import Service, descendants, tree_cpu_seconds, vm_kib
 
 
-def encoded_requests(count: int, per_batch: int) -> list[bytes]:
-    """One stream's requests (its own run and stream id)."""
+def encoded_requests(count: int, per_request: int, wire: str = "record") -> list[bytes]:
+    """One stream's requests (its own run and stream id) of ``per_request`` points."""
     run_id, stream_id = builders.new_stream_id(), builders.new_stream_id()
-    out = []
-    for index, batch in enumerate(builders.scalar_batches(run_id, stream_id, count, per_batch)):
-        request = collector_pb2.IngestRequest(request_id=index + 1, batches=[batch])
-        out.append(request.SerializeToString())
+    if wire == "record":
+        batches = builders.scalar_batches(run_id, stream_id, count, per_request)
+        return [collector_pb2.IngestRequest(request_id=index + 1, batches=[batch])
+                .SerializeToString() for index, batch in enumerate(batches)]
+    out, held, points = [], [], 0
+    for first, last, batch in sdk_batches(run_id, stream_id, count):
+        held.append(batch)
+        points += last - first + 1
+        if points >= per_request or last == count:
+            request = collector_pb2.IngestRequest(request_id=len(out) + 1)
+            out.append(request.SerializeToString() + b"".join(
+                _field(2, data) for data in held))  # as an agent concatenates frames
+            held, points = [], 0
     return out
+
+
+def sdk_batches(run_id: str, stream_id: str, count: int) -> Iterator[tuple[int, int, bytes]]:
+    """``run.log("loss", seq * 0.5, step=seq)`` ``count`` times, as the SDK's sender
+    encodes it: (first seq, last seq, the Batch's bytes)."""
+    sink = MemorySink()
+    sender = Sender(sink, memory_limit=1 << 30, stream_id=stream_id)
+    try:
+        for start in range(1, count + 1, 100_000):
+            for seq in range(start, min(start + 100_000, count + 1)):
+                sender.enqueue((SCALAR, run_id, time.time_ns(), "loss", "", seq * 0.5, seq))
+            sender.flush(60)
+            for request in sink.received:
+                yield request.first_seq, request.last_seq, request.batch
+            sink.received.clear()
+    finally:
+        sender.close(10)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    size, header = len(data), bytearray([number << 3 | 2])
+    while size > 0x7F:
+        header.append(size & 0x7F | 0x80)
+        size >>= 7
+    header.append(size)
+    return bytes(header) + data
 
 
 def push_marks(address: str, requests: list[bytes], window: int = 4
@@ -96,14 +135,17 @@ def warm_up(address: str, pid: int, workers: int | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
-    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=10_000, help="points a request")
+    parser.add_argument("--wire", choices=("sdk", "record"), default="sdk",
+                        help="sdk: batches as the SDK's sender encodes them (float values "
+                             "packed per series); record: a Record per point (older SDKs)")
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--writers", type=int, default=1,
                         help="streams sent at once, as several agents do (records split)")
     parser.add_argument("--ingest-workers", type=int, default=None,
                         help="the collector's ingest_workers (default: its own default)")
     args = parser.parse_args()
-    streams = [encoded_requests(args.records // args.writers, args.batch)
+    streams = [encoded_requests(args.records // args.writers, args.batch, args.wire)
                for _ in range(args.writers)]
     wire_bytes = sum(len(r) for requests in streams for r in requests)
     workers_env = ({} if args.ingest_workers is None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from google.protobuf.message import DecodeError
 
 from mltrail.collector.scalar_wire import scalar_batch
+from mltrail.collector.series_wire import series_batch
 from mltrail.collector.store.base import ValidBatch
 from mltrail.collector.validate import BatchRejected, validate_batch
 from mltrail.proto import collector_pb2, records_pb2
@@ -91,14 +92,15 @@ def _add(prepared: PreparedRequest, position: int, batch: records_pb2.Batch) -> 
 
 
 def _scalar_batch(data: bytes) -> ValidBatch | None:
-    """``scalar_wire.scalar_batch`` of a batch whose stream_id comes first, as
-    serializers write it (None: the general path)."""
+    """``scalar_wire.scalar_batch`` or ``series_wire.series_batch`` of a batch whose
+    stream_id comes first, as serializers write it (None: the general path)."""
     if len(data) < 2 or data[0] != 0x0A:
         return None
     length, start = _read_varint(data, 1)
     if length is None or start + length > len(data):
         return None
-    return scalar_batch(data, start, start + length)
+    return (scalar_batch(data, start, start + length)
+            or series_batch(data, start, start + length))
 
 
 def _layout(raw: bytes) -> tuple[int, list[tuple[int, int]]] | None:

@@ -185,7 +185,7 @@ def _columns(stream: bytes, seqs: Sequence[bytes], times: Sequence[bytes],
     floats = array("d", b"".join(values)).tolist()
     if len(texts) <= 2 and len({*runs}) == 1 and len({*names}) == 1:
         series = [ScalarRun(texts[runs[0]], texts[names[0]], range(first, first + count),
-                            Points(step_list, stamps, [KIND_NUMBER] * count, floats))]
+                            Points(step_list, stamps, [KIND_NUMBER] * count, floats).packed())]
     else:
         series = _runs(list(zip(runs, names, strict=True)), texts, first, step_list, stamps,
                        floats)

@@ -133,6 +133,9 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
                     expected += 1
                     continue
         try:
+            if rec.WhichOneof("body") == "metric" and rec.metric.WhichOneof("data") == "series":
+                expected = _add_series(rec, expected, runs, open_runs)
+                continue
             _check_record(rec, expected)
         except _RecordProblem as exc:
             raise BatchRejected(
@@ -142,8 +145,47 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
             open_runs.clear()  # points after it start new runs (logged order, per name)
         others.append(rec)
         expected += 1
+    if expected - 1 > MAX_STORABLE:  # a series' points went past it
+        raise BatchRejected(f"batch for stream {stream!r} rejected: its last seq "
+                            f"{expected - 1} is beyond the largest storable seq "
+                            f"{MAX_STORABLE}; nothing of this batch was stored", "range")
     return ValidBatch(stream, first, expected - 1, [compact(r) for r in runs], others,
                       workspace)
+
+
+def _add_series(rec: records_pb2.Record, expected: int, runs: list[ScalarRun],
+                open_runs: dict[tuple[str, str], ScalarRun]) -> int:
+    """A ScalarSeries record's points join their series' run (its arrays are read
+    in C); the seq after its last point."""
+    _check_head(rec, expected)
+    metric = rec.metric
+    name, run_id, series = metric.name, rec.run_id, metric.series
+    if not name:
+        raise _RecordProblem("metric name is empty", "bad_metric")
+    _check_name(name, "metric name")
+    where = f"scalar series {name!r}"
+    if metric.description:
+        raise _RecordProblem(f"{where} has a description (a series carries none: send a "
+                             "Scalar record for a described value)", "bad_metric")
+    count = len(series.values)
+    if not count:
+        raise _RecordProblem(f"{where} has no values", "bad_metric")
+    times, steps = list(series.times_unix_nano), list(series.steps)
+    if len(times) != count or len(steps) not in (0, count):
+        raise _RecordProblem(f"{where} has {count} values, {len(times)} times and "
+                             f"{len(steps)} steps (times: one per value; steps: one per "
+                             "value, or none)", "bad_metric")
+    run = open_runs.get((run_id, name))
+    if run is None:
+        run = open_runs[(run_id, name)] = ScalarRun(run_id, name, [], Points.empty())
+        runs.append(run)
+    run.seqs.extend(range(expected, expected + count))
+    points = run.points
+    points.steps.extend(steps or [None] * count)
+    points.times.extend(times)
+    points.kinds.extend([KIND_NUMBER] * count)
+    points.values.extend(series.values)
+    return expected + count
 
 
 KIND_CODES = {"number": KIND_NUMBER, "integer": KIND_INTEGER, "text": KIND_TEXT,
@@ -151,10 +193,12 @@ KIND_CODES = {"number": KIND_NUMBER, "integer": KIND_INTEGER, "text": KIND_TEXT,
 
 
 def compact(run: ScalarRun) -> ScalarRun:
-    """Contiguous seqs as a range: moved between processes in a few bytes."""
+    """Contiguous seqs as a range and plain numbers as arrays (``Points.packed``): moved
+    between processes in a few bytes, or as bytes."""
     seqs = run.seqs
     if seqs[-1] - seqs[0] + 1 == len(seqs):
         run.seqs = range(seqs[0], seqs[-1] + 1)
+    run.points = run.points.packed()
     return run
 
 
@@ -173,18 +217,23 @@ def _gap_batch(batch: records_pb2.Batch) -> ValidBatch:
 
 
 def _check_record(rec: records_pb2.Record, expected: int) -> None:
-    if rec.seq != expected:
-        raise _RecordProblem(f"seq {rec.seq} where {expected} was expected (seqs within a "
-                             "batch must be contiguous and increasing)", "seq")
-    if not rec.run_id:
-        raise _RecordProblem("run_id is empty", "no_run_id")
-    _check_name(rec.run_id, "run_id")
+    _check_head(rec, expected)
     kind = rec.WhichOneof("body")
     check = _CHECKS.get(kind) if kind else None
     if check is None:
         raise _RecordProblem("unknown record kind (no body this collector knows; is the "
                              "sender newer?)", "unknown_kind")
     check(rec)
+
+
+def _check_head(rec: records_pb2.Record, expected: int) -> None:
+    """What every record needs: the expected seq and a run id."""
+    if rec.seq != expected:
+        raise _RecordProblem(f"seq {rec.seq} where {expected} was expected (seqs within a "
+                             "batch must be contiguous and increasing)", "seq")
+    if not rec.run_id:
+        raise _RecordProblem("run_id is empty", "no_run_id")
+    _check_name(rec.run_id, "run_id")
 
 
 # ---- one check per record body kind ---------------------------------------------

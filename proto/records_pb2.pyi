@@ -184,8 +184,18 @@ class JsonMetric(_message.Message):
     json: str
     def __init__(self, schema_type: _Optional[str] = ..., schema_version: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
 
+class ScalarSeries(_message.Message):
+    __slots__ = ("values", "times_unix_nano", "steps")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TIMES_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    times_unix_nano: _containers.RepeatedScalarFieldContainer[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., times_unix_nano: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class Metric(_message.Message):
-    __slots__ = ("name", "description", "scalar", "list", "row", "table", "image", "json")
+    __slots__ = ("name", "description", "scalar", "list", "row", "table", "image", "json", "series")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SCALAR_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +204,7 @@ class Metric(_message.Message):
     TABLE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     scalar: Scalar
@@ -202,7 +213,8 @@ class Metric(_message.Message):
     table: Table
     image: ImageRef
     json: JsonMetric
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., scalar: _Optional[_Union[Scalar, _Mapping]] = ..., list: _Optional[_Union[ValueList, _Mapping]] = ..., row: _Optional[_Union[Row, _Mapping]] = ..., table: _Optional[_Union[Table, _Mapping]] = ..., image: _Optional[_Union[ImageRef, _Mapping]] = ..., json: _Optional[_Union[JsonMetric, _Mapping]] = ...) -> None: ...
+    series: ScalarSeries
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., scalar: _Optional[_Union[Scalar, _Mapping]] = ..., list: _Optional[_Union[ValueList, _Mapping]] = ..., row: _Optional[_Union[Row, _Mapping]] = ..., table: _Optional[_Union[Table, _Mapping]] = ..., image: _Optional[_Union[ImageRef, _Mapping]] = ..., json: _Optional[_Union[JsonMetric, _Mapping]] = ..., series: _Optional[_Union[ScalarSeries, _Mapping]] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("stream", "data", "line_times_unix_nano", "level", "logger", "partial_tail")

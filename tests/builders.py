@@ -58,6 +58,19 @@ def scalar(seq: int, run_id: str, name: str, v: Any, step: int | None = None,
     return record(seq, run_id, t, metric=records_pb2.Metric(name=name, scalar=s))
 
 
+def series(seq: int, run_id: str, name: str, values: Sequence[float],
+           steps: Sequence[int] | None = None, times: Sequence[int] | None = None
+           ) -> records_pb2.Record:
+    """A ScalarSeries record of ``values`` (points seq, seq + 1, ...), as the SDK packs
+    ``run.log`` of floats; times a microsecond apart unless given."""
+    if times is None:
+        start = time.time_ns() // 1000 * 1000
+        times = [start + 1000 * i for i in range(len(values))]
+    packed = records_pb2.ScalarSeries(values=values, times_unix_nano=times, steps=steps or [])
+    return record(seq, run_id, times[0] if times else None,
+                  metric=records_pb2.Metric(name=name, series=packed))
+
+
 def log(seq: int, run_id: str, data: bytes, stream: str = "stdout", **fields: Any
         ) -> records_pb2.Record:
     return record(seq, run_id, log=records_pb2.LogChunk(stream=stream, data=data, **fields))

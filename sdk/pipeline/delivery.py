@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mltrail.common.errors import RetryableError
+from mltrail.pipeline.values import point_records
 from mltrail.proto import agent_pb2, records_pb2
 
 
@@ -130,8 +131,9 @@ class MemorySink:
             yield agent_pb2.AppendAck(stream_id=request.stream_id, acked_seq=request.last_seq)
 
     def records(self) -> list[records_pb2.Record]:
-        """Every record received, decoded, in arrival order."""
-        return [r for q in self.received for r in records_pb2.Batch.FromString(q.batch).records]
+        """Every record received, decoded (a ScalarSeries as its points), in arrival order."""
+        return [point for q in self.received for r in records_pb2.Batch.FromString(q.batch).records
+                for point in point_records(r)]
 
     def close(self) -> None:
         pass

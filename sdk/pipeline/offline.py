@@ -25,6 +25,7 @@ from pathlib import Path
 from mltrail.agent.spool import Position, Spool
 from mltrail.common.settings import mltrail_home
 from mltrail.pipeline.delivery import PendingBatch, iter_acks
+from mltrail.pipeline.values import point_records
 from mltrail.proto import agent_pb2, records_pb2
 
 OFFLINE_DIR = "offline"
@@ -141,8 +142,9 @@ def _stream_records(spool: Spool) -> Iterator[tuple[str, records_pb2.Record]]:
     position = spool.ack_position
     while frames := spool.read(position, 8 * 1024 * 1024):
         for frame in frames:
-            for record in records_pb2.Batch.FromString(frame.batch).records:
-                yield frame.stream_id, record
+            for packed in records_pb2.Batch.FromString(frame.batch).records:
+                for record in point_records(packed):
+                    yield frame.stream_id, record
         position = frames[-1].end
 
 

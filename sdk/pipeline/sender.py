@@ -72,6 +72,7 @@ from mltrail.pipeline.values import (
     SCALAR,
     SCALAR_HELD,
     QueueItem,
+    SeriesPacker,
     add_record,
     held_size,
     item_size,
@@ -345,41 +346,47 @@ class Sender:
 
     def _build_one(self) -> None:
         batch = records_pb2.Batch(stream_id=self.stream_id)
+        packer = SeriesPacker(batch)  # float scalars: a record per series (values.py)
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue
         held = 0
         console = False  # a batch of console output only: the agent may drop it
         limit = self._batch_bytes
-        while queue and seq < end and size < limit:
+        while queue and seq + packer.points < end and size < limit:
             item_held, item = queue[0]
             if isinstance(item, FlushMarker):
                 queue.popleft()
-                item.target_seq = seq - 1
+                item.target_seq = seq + packer.points - 1
                 item.event.set()
                 continue
             item_bytes = item_size(item)
-            if seq > first and (size + item_bytes > limit
-                                or (item[0] == CONSOLE) != console):
+            if seq + packer.points > first and (size + item_bytes > limit
+                                                or (item[0] == CONSOLE) != console):
                 break  # it goes first in the next batch
             console = item[0] == CONSOLE
             queue.popleft()
             held += item_held
             if self._waiting:
                 self._built_waiting(item)
+            size += item_bytes
+            if packer.add(item):
+                continue
+            seq = packer.flush(seq)  # the points before it keep their place
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
                 self._refuse_item(item, f"about {item_bytes} bytes, over {MAX_ITEM_BYTES}")
                 continue
+            records = len(batch.records)
             try:
                 add_record(batch, item, seq)
             except Exception as exc:  # e.g. a string protobuf cannot encode
-                del batch.records[seq - first:]  # a record half filled
+                del batch.records[records:]  # a record half filled
                 self._refuse_item(item, exc)
                 continue
             if item[0] == RUN_EVENT and self.on_run_acked is not None:
                 self._note_run_event(seq, item)
             seq += 1
-            size += item_bytes
+        seq = packer.flush(seq)
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
         self._dequeued_bytes += held  # after the request is counted: never below real
