@@ -40,7 +40,7 @@ def encoded_requests(count: int, per_request: int, wire: str = "record") -> list
         return [collector_pb2.IngestRequest(request_id=index + 1, batches=[batch])
                 .SerializeToString() for index, batch in enumerate(batches)]
     out, held, points = [], [], 0
-    for first, last, batch in sdk_batches(run_id, stream_id, count):
+    for first, last, batch in sdk_batches(run_id, stream_id, count, per_request):
         held.append(batch)
         points += last - first + 1
         if points >= per_request or last == count:
@@ -51,14 +51,17 @@ def encoded_requests(count: int, per_request: int, wire: str = "record") -> list
     return out
 
 
-def sdk_batches(run_id: str, stream_id: str, count: int) -> Iterator[tuple[int, int, bytes]]:
+def sdk_batches(run_id: str, stream_id: str, count: int, per_flush: int
+                ) -> Iterator[tuple[int, int, bytes]]:
     """``run.log("loss", seq * 0.5, step=seq)`` ``count`` times, as the SDK's sender
-    encodes it: (first seq, last seq, the Batch's bytes)."""
+    encodes it, flushed every ``per_flush`` calls (at most 100,000; what the sender
+    takes in one cycle): (first seq, last seq, the Batch's bytes)."""
     sink = MemorySink()
-    sender = Sender(sink, memory_limit=1 << 30, stream_id=stream_id)
+    sender = Sender(sink, memory_limit=1 << 30, interval=0.001, stream_id=stream_id)
+    per_flush = min(per_flush, 100_000)
     try:
-        for start in range(1, count + 1, 100_000):
-            for seq in range(start, min(start + 100_000, count + 1)):
+        for start in range(1, count + 1, per_flush):
+            for seq in range(start, min(start + per_flush, count + 1)):
                 sender.enqueue((SCALAR, run_id, time.time_ns(), "loss", "", seq * 0.5, seq))
             sender.flush(60)
             for request in sink.received:

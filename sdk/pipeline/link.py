@@ -207,6 +207,17 @@ def memory_limit() -> int:
     return int(value * (1 << 20))
 
 
+def pack_series() -> bool:
+    """Whether float points travel packed per series (ScalarSeries records); ``0`` in
+    MLTRAIL_PACK_SERIES sends a Record per point, for a collector older than them (it
+    refuses them as an unknown metric kind). Upgrade collectors first, then SDKs."""
+    text = os.environ.get("MLTRAIL_PACK_SERIES", "1").strip()
+    if text not in ("0", "1"):
+        raise MltrailError(f"MLTRAIL_PACK_SERIES must be 1 (pack float points per series, "
+                           f"the default) or 0 (a record per point), not {text!r}")
+    return text == "1"
+
+
 _links: dict[str, Link] = {}
 _embedded_socket: list[str] = []  # found once per process
 _link_lock = threading.Lock()
@@ -223,7 +234,7 @@ def process_link(socket_path: str | None = None) -> Link:
             agent, stream_id = AgentSink(socket_path), uuid.uuid4().hex
             overflow = SpoolOverflow(offline_dir(stream_id))
             sender = Sender(agent, overflow=overflow, stream_id=stream_id,
-                            memory_limit=memory_limit())
+                            memory_limit=memory_limit(), pack_series=pack_series())
             watch = AgentRunWatch(socket_path)
             sender.on_run_acked = watch.update
             link = _links[socket_path] = Link(sender, str(overflow.directory), agent=agent,
@@ -239,7 +250,8 @@ def _embedded() -> str:
 
 def offline_link(run_id: str) -> Link:
     sink = SpoolSink(offline_dir(run_id))
-    return Link(Sender(sink, memory_limit=memory_limit()), str(sink.directory),
+    return Link(Sender(sink, memory_limit=memory_limit(), pack_series=pack_series()),
+                str(sink.directory),
                 spool_sink=sink)
 
 

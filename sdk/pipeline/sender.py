@@ -106,8 +106,10 @@ class Sender:
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         interval: float = 0.05,
         stream_id: str | None = None,
+        pack_series: bool = True,
     ) -> None:
         self.sink = sink
+        self.pack_series = pack_series  # values.SeriesPacker; False: a Record per point
         self.overflow = overflow
         self.interval = interval
         self.stream_id = stream_id or uuid.uuid4().hex
@@ -346,7 +348,7 @@ class Sender:
 
     def _build_one(self) -> None:
         batch = records_pb2.Batch(stream_id=self.stream_id)
-        packer = SeriesPacker(batch)  # float scalars: a record per series (values.py)
+        packer = SeriesPacker(batch, self.pack_series)  # float points: a record a series
         first = self._built_seq + 1
         seq, size, end = first, 0, first + MAX_BATCH_RECORDS
         queue = self.queue

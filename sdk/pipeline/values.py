@@ -167,8 +167,9 @@ class SeriesPacker:
     record it does not pack, so every name keeps its logged order and every other
     record (a run's end) keeps its place among the points."""
 
-    def __init__(self, batch: records_pb2.Batch) -> None:
+    def __init__(self, batch: records_pb2.Batch, enabled: bool = True) -> None:
         self.batch = batch
+        self.enabled = enabled  # False: ``add`` takes nothing (a Record per point)
         self.points = 0  # held, not yet in the batch
         # (run_id, name) -> (values, times, steps or None when no point has one)
         self._series: dict[tuple[str, str], tuple[list[float], list[int], list[int] | None]] = {}
@@ -179,7 +180,7 @@ class SeriesPacker:
         cannot encode (``add_record`` refuses it with its reason), or a step where the
         series' held points have none (or none where they have one): the builder
         flushes, so it follows them as a record of its own."""
-        if item[0] != SCALAR or type(item[5]) is not float or item[4]:
+        if not self.enabled or item[0] != SCALAR or type(item[5]) is not float or item[4]:
             return False
         _, run_id, time_ns, name, _, value, step = item
         if step is not None and not -(1 << 63) <= step < 1 << 63:

@@ -10,7 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from mltrail.collector.validate import validate_batch
+from mltrail.common.errors import MltrailError
+from mltrail.pipeline.link import pack_series
 from mltrail.pipeline.sender import MemorySink, Sender
 from mltrail.pipeline.values import LIST, RUN_EVENT, SCALAR, point_records
 from mltrail.proto import records_pb2
@@ -141,6 +145,23 @@ def test_point_records_of_any_other_record_is_the_record() -> None:
     series.metric.name = "m"
     series.metric.series.values.extend([1.0, 2.0])
     series.metric.series.times_unix_nano.extend([10, 20])
-    assert [point(p) + (p.time_unix_nano,) for p in point_records(series)] == [
+    assert [(*point(p), p.time_unix_nano) for p in point_records(series)] == [
         (7, "r", "m", struct.pack("<d", 1.0), None, 10),
         (8, "r", "m", struct.pack("<d", 2.0), None, 20)]
+
+
+def test_packing_can_be_turned_off_for_an_older_collector(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = MemorySink()
+    sender = Sender(sink, interval=0.01, pack_series=False)
+    for i in range(5):
+        sender.enqueue(scalar("m", float(i), i))
+    assert sender.flush(10) == 0
+    assert [r.metric.WhichOneof("data") for r in wire(sink)] == ["scalar"] * 5
+    sender.close(1)
+    for text, expected in (("0", False), ("1", True), (" 1 ", True)):
+        monkeypatch.setenv("MLTRAIL_PACK_SERIES", text)
+        assert pack_series() is expected
+    monkeypatch.setenv("MLTRAIL_PACK_SERIES", "yes")
+    with pytest.raises(MltrailError, match=r"MLTRAIL_PACK_SERIES must be 1 .* or 0 .*'yes'"):
+        pack_series()
