@@ -44,14 +44,26 @@ from tests.procs import Service, vm_kib
 T0 = 1_760_000_000_000_000_000
 
 
-def series_requests(run_id: str, count: int, per_batch: int, stream: str) -> list[bytes]:
+def series_requests(run_id: str, count: int, per_batch: int, stream: str,
+                    wire: str = "sdk") -> list[bytes]:
+    """The series' requests: ``wire`` "sdk" as the SDK's sender packs float points (a
+    ScalarSeries record of up to 5,000), "record" a Record per point."""
     rng = random.Random(15)
     losses = array("f", (2.0 * math.exp(-i / (count / 4)) + rng.gauss(0, 0.02)
                          for i in range(count)))  # float32, as loss.item() gives
     out, seq = [], 1
     for first in range(0, count, per_batch):
         records = []
-        for i in range(first, min(first + per_batch, count)):
+        if wire == "sdk":
+            for start in range(first, min(first + per_batch, count), 5000):
+                points = range(start, min(start + 5000, first + per_batch, count))
+                times = [(T0 + i * 1_000_000 + rng.randrange(50_000)) // 1000 * 1000
+                         for i in points]
+                records.append(builders.series(seq, run_id, "loss", losses[points.start:
+                                                                          points.stop],
+                                               steps=points, times=times))
+                seq += len(points)
+        for i in range(first, min(first + per_batch, count)) if wire == "record" else ():
             scalar = records_pb2.Scalar(value=records_pb2.Value(number=losses[i]), step=i)
             at = T0 + i * 1_000_000 + rng.randrange(50_000)
             records.append(records_pb2.Record(
@@ -167,10 +179,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--other-venv", type=Path, default=None)
     parser.add_argument("--mlflow-points", type=int, default=1_000_000)
+    parser.add_argument("--wire", choices=("sdk", "record"), default="sdk",
+                        help="sdk: points packed per series as the SDK sends them; "
+                             "record: a Record per point")
     args = parser.parse_args()
     million = min(1_000_000, args.points)
-    big, mid = series_requests("big", args.points, 10_000, "big"), series_requests(
-        "mid", million, 10_000, "mid")
+    big, mid = series_requests("big", args.points, 10_000, "big", args.wire), series_requests(
+        "mid", million, 10_000, "mid", args.wire)
     with tempfile.TemporaryDirectory(prefix="mltrail-bench-") as tmp:
         work = Path(tmp)
         db = work / "store.db"
