@@ -63,7 +63,8 @@ def sdk_batches(run_id: str, stream_id: str, count: int, per_flush: int
         for start in range(1, count + 1, per_flush):
             for seq in range(start, min(start + per_flush, count + 1)):
                 sender.enqueue((SCALAR, run_id, time.time_ns(), "loss", "", seq * 0.5, seq))
-            sender.flush(60)
+            if sender.flush(60):
+                raise SystemExit("the SDK's sender did not encode every point")
             for request in sink.received:
                 yield request.first_seq, request.last_seq, request.batch
             sink.received.clear()

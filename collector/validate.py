@@ -155,8 +155,8 @@ def validate_batch(batch: records_pb2.Batch, workspace: str = DEFAULT_WORKSPACE)
 
 def _add_series(rec: records_pb2.Record, expected: int, runs: list[ScalarRun],
                 open_runs: dict[tuple[str, str], ScalarRun]) -> int:
-    """A ScalarSeries record's points join their series' run (its arrays are read
-    in C); the seq after its last point."""
+    """A ScalarSeries record's points join their series' run (the general path, for
+    what series_wire.py does not take); the seq after its last point."""
     _check_head(rec, expected)
     metric = rec.metric
     name, run_id, series = metric.name, rec.run_id, metric.series

@@ -134,7 +134,7 @@ def pack_ints(numbers: Sequence[int], header: bytearray, factor: bool = False
     """Header fields appended to ``header``, the column's byte planes returned (see
     module doc); ``factor``: with the common factor of version 3."""
     if len(numbers) >= NUMPY_FROM:
-        from mltrail.collector.store import chunk_numpy  # numpy loads with the first chunk
+        from mltrail.collector.store import chunk_numpy  # not at import: a cycle
 
         planes = chunk_numpy.pack_ints(numbers, header, factor)
         if planes is not None:

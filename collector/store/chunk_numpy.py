@@ -44,7 +44,7 @@ _SUMS = 1 << 62  # a bound kept below int64's for the linear fit's sum of i * va
 
 def pack_ints(numbers: Sequence[int] | Any, header: bytearray, factor: bool
               ) -> list[bytes] | None:
-    """chunk_columns.pack_ints for two or more values, or None (then nothing was
+    """chunk_columns.pack_ints for three or more values, or None (then nothing was
     written to ``header``)."""
     try:
         values = np.asarray(numbers, dtype=np.int64)
@@ -127,11 +127,12 @@ class Numbers:
 def numbers_of(points: Points) -> Numbers | None:
     """``points`` as Numbers, when they are plain numbers with a step each or none, and
     within int64 (None: another shape, for chunks.py)."""
-    values = points.values
-    if isinstance(values, array):  # Points.packed: views of its arrays, no copy
-        steps = points.steps
+    values, steps, times = points.values, points.steps, points.times
+    if (isinstance(values, array) and isinstance(times, array)  # Points.packed: views
+            and points.kinds.count(KIND_NUMBER) == len(points)
+            and (isinstance(steps, array) or steps.count(None) == len(points))):
         return Numbers(np.frombuffer(steps, np.int64) if isinstance(steps, array) else None,
-                       np.frombuffer(points.times, np.int64), np.frombuffer(values, np.float64))
+                       np.frombuffer(times, np.int64), np.frombuffer(values, np.float64))
     if points.kinds.count(KIND_NUMBER) != len(points):
         return None
     absent = points.steps.count(None)

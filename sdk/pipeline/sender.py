@@ -355,12 +355,19 @@ class Sender:
         held = 0
         console = False  # a batch of console output only: the agent may drop it
         limit = self._batch_bytes
+        # Markers met while points are held: a series' points take their seqs together,
+        # so a point logged before the marker may get a seq after a later one's. They are
+        # answered with the batch's last seq.
+        markers: list[FlushMarker] = []
         while queue and seq + packer.points < end and size < limit:
             item_held, item = queue[0]
             if isinstance(item, FlushMarker):
                 queue.popleft()
-                item.target_seq = seq + packer.points - 1
-                item.event.set()
+                if packer.points:
+                    markers.append(item)
+                else:
+                    item.target_seq = seq - 1
+                    item.event.set()
                 continue
             item_bytes = item_size(item)
             if seq + packer.points > first and (size + item_bytes > limit
@@ -371,8 +378,8 @@ class Sender:
             held += item_held
             if self._waiting:
                 self._built_waiting(item)
-            size += item_bytes
             if packer.add(item):
+                size += item_bytes
                 continue
             seq = packer.flush(seq)  # the points before it keep their place
             if item_bytes > MAX_ITEM_BYTES:  # validation bounds calls far below this
@@ -388,9 +395,13 @@ class Sender:
             if item[0] == RUN_EVENT and self.on_run_acked is not None:
                 self._note_run_event(seq, item)
             seq += 1
+            size += item_bytes
         seq = packer.flush(seq)
         if seq > first:
             self._add_request(batch, first, seq - 1, console)
+        for marker in markers:
+            marker.target_seq = seq - 1
+            marker.event.set()
         self._dequeued_bytes += held  # after the request is counted: never below real
         self._rebound()
 

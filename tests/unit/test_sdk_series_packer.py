@@ -14,6 +14,7 @@ import pytest
 
 from mltrail.collector.validate import validate_batch
 from mltrail.common.errors import MltrailError
+from mltrail.pipeline.delivery import FlushMarker
 from mltrail.pipeline.link import pack_series
 from mltrail.pipeline.sender import MemorySink, Sender
 from mltrail.pipeline.values import LIST, RUN_EVENT, SCALAR, point_records
@@ -165,3 +166,23 @@ def test_packing_can_be_turned_off_for_an_older_collector(
     monkeypatch.setenv("MLTRAIL_PACK_SERIES", "yes")
     with pytest.raises(MltrailError, match=r"MLTRAIL_PACK_SERIES must be 1 .* or 0 .*'yes'"):
         pack_series()
+
+
+def test_a_flush_marker_covers_every_point_logged_before_it() -> None:
+    """loss, acc, flush, loss: loss's points take seqs 1 and 2 together, so acc (logged
+    before the flush) gets 3; the marker must wait for 3, not 2."""
+    sink = MemorySink()
+    sink.down = True  # nothing leaves: the builder alone decides the seqs
+    sender = Sender(sink, interval=60)
+    marker = FlushMarker()
+    with sender._lock:  # the sender thread builds nothing meanwhile
+        for item in (scalar("loss", 1.0), scalar("acc", 0.5)):
+            sender.queue.append((0, item))
+        sender.queue.append((0, marker))
+        sender.queue.append((0, scalar("loss", 2.0)))
+        sender._build_batch()
+    assert marker.event.is_set()
+    batch = records_pb2.Batch.FromString(sender._unacked[0].batch)
+    seqs = {p.metric.name: p.seq for r in batch.records for p in point_records(r)}
+    assert seqs["acc"] == 3 and marker.target_seq >= seqs["acc"]
+    sender.close(0.1)
