@@ -32,8 +32,11 @@ nothing. A checkpointed file that is gone by then is counted as lost
 (``files_lost``) and logged with its name.
 Truncation (copytruncate, ``> file``): the size falls below the offset, or
 the first bytes change; the file is read again from 0 in the
-same stream. Lines written after the last read and before a truncation are
-gone with the truncation (copytruncate's window).
+same stream. The fingerprint grows from the bytes the cuts hold
+(fingerprint.py) and the head is checked again after every read, so a
+truncation and rewrite between two reads (or between a read and a kill) is
+never taken for more of the old content. Lines written after the last read
+and before a truncation are gone with the truncation (copytruncate's window).
 
 Per read the work is C-level (``pread``, ``rfind``, ``count``), one
 Record per read of up to ``max_line_bytes``.
@@ -54,12 +57,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import google_crc32c
-
 from mltrail.agent.sources.base import Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
+from mltrail.agent.sources.fingerprint import fingerprint, grown, same_head
 from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order, rotated_while_down
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
@@ -70,11 +72,7 @@ log = logging.getLogger("mltrail.agent.sources")
 
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
-
-
-def fingerprint(fd: int, length: int) -> tuple[int, int]:
-    head = os.pread(fd, min(length, FINGERPRINT_BYTES), 0)
-    return len(head), google_crc32c.value(head)
+Piece = tuple[bytes, int, int]  # bytes to decode, how many of them are a carry, offset after
 
 
 def _static_dir(pattern: str) -> str:
@@ -363,8 +361,8 @@ class TailSource(Component):
             log.error("source %s: %s (read up to byte %d) was replaced or truncated when the "
                       "agent started; lines written to it after that were lost", self.name,
                       saved.path, saved.offset)
-        fp_len, fp_crc = fingerprint(fd, FINGERPRINT_BYTES)
         start = size if self._initial and self.config.start_at == "end" else 0
+        fp_len, fp_crc = fingerprint(fd, start)  # what is skipped; reads grow it
         self._order += 1
         return FileCheckpoint(stream_id=uuid.uuid4().hex, path=path, dev=key[0], ino=key[1],
                               fp_len=fp_len, fp_crc=fp_crc, offset=start, order=self._order)
@@ -382,8 +380,18 @@ class TailSource(Component):
         if not self._same_content(f, st.st_size):
             self._truncated(f)
         f.seen_size = st.st_size
-        plan = self._replay(f) if f.cp.pending else self._read(f, final)
-        f.more = not plan.eof
+        replay = bool(f.cp.pending)
+        pieces, eof = (self._pending_pieces(f), False) if replay else self._new_pieces(f, final)
+        fp = (f.cp.fp_len, f.cp.fp_crc)
+        for raw, carried, end in pieces:  # the fingerprint vouches for what the cuts hold
+            fp = grown(fp, end - len(raw) + carried, raw[carried:])
+        if pieces and not same_head(f.fd, fp):
+            f.more = True  # truncated and rewritten while it was read: the next round
+            return None    # starts it again, and these bytes are not the file's
+        f.cp.fp_len, f.cp.fp_crc = fp
+        plan = self._decoded(f, pieces, final, replay)
+        plan.eof = eof
+        f.more = not eof
         return plan
 
     def _finishing(self, f: TailedFile, size: int) -> bool:
@@ -394,61 +402,69 @@ class TailSource(Component):
 
     def _same_content(self, f: TailedFile, size: int) -> bool:
         cp = f.cp
-        if size < cp.offset:
+        if size < cp.offset or not same_head(f.fd, (cp.fp_len, cp.fp_crc)):
             return False
-        if cp.fp_len < FINGERPRINT_BYTES and size > cp.fp_len:
-            if cp.fp_len and fingerprint(f.fd, cp.fp_len) != (cp.fp_len, cp.fp_crc):
-                return False
-            cp.fp_len, cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
-            return True
-        return fingerprint(f.fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
+        if cp.fp_len < min(cp.offset, FINGERPRINT_BYTES):  # a checkpoint of an older agent
+            cp.fp_len, cp.fp_crc = fingerprint(f.fd, cp.offset)
+        return True
 
     def _truncated(self, f: TailedFile) -> None:
-        """Same stream, seq goes on; the content starts again at 0."""
+        """Same stream, seq goes on; the content starts again at 0 (and its fingerprint
+        grows again from what is read of it)."""
         self.counters.rotated("truncate")
         log.info("source %s: %s was truncated; reading it again from its start",
                  self.name, f.cp.path)
         f.cp.offset = 0
         f.cp.pending = []  # what they covered went with the truncation
-        f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
+        f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, 0)
         self._dirty = True
 
-    def _read(self, f: TailedFile, final: bool) -> Plan:
+    def _new_pieces(self, f: TailedFile, final: bool) -> tuple[list[Piece], bool]:
+        """Reads past the offset, cut where the decoder may cut; and whether they reached
+        the end of the file (else the round's budget ran out)."""
         decoder = f.route.decoder
-        plan = Plan(f, BatchBuilder(f.cp.stream_id))
-        pos, seq = f.cp.offset, f.cp.seq
+        pieces: list[Piece] = []
+        pos = f.cp.offset
         carry = f.cp.carry_bytes()  # the older file's pieces: decoded first
         while pos - f.cp.offset < ROUND_BYTES:
             buf = carry + os.pread(f.fd, max(0, decoder.read_size - len(carry)), pos)
             end = decoder.cut(buf, final and len(buf) < decoder.read_size)
             if end == 0:
-                return plan
+                return pieces, True
             end = max(end, len(carry))  # a carry is never cut (it holds no line end)
-            seq = self._add(plan.batch, f, seq, buf[:end] if end < len(buf) else buf, final)
             pos += end - len(carry)
+            pieces.append((buf[:end] if end < len(buf) else buf, len(carry), pos))
             carry = b""
-            plan.cuts.append((pos, seq))
-        plan.eof = False
-        return plan
+        return pieces, False
 
-    def _replay(self, f: TailedFile) -> Plan:
-        """The records of the pending cuts, re-created after a restart or a failed append."""
-        plan = Plan(f, BatchBuilder(f.cp.stream_id), eof=False)
-        pos, seq = f.cp.offset, f.cp.seq
+    def _pending_pieces(self, f: TailedFile) -> list[Piece]:
+        """The byte ranges of the pending cuts, read again after a restart or a failed
+        append (those the file still holds: a truncation took the rest)."""
+        pieces: list[Piece] = []
+        pos = f.cp.offset
         carry = f.cp.carry_bytes()
-        for end, last_seq in f.cp.pending:
+        for end, _ in f.cp.pending:
             raw = os.pread(f.fd, end - pos, pos)
             if len(raw) < end - pos:
-                f.cp.pending = list(plan.cuts)  # truncated since: the rest went with it
+                f.cp.pending = f.cp.pending[:len(pieces)]  # truncated since
                 break
-            raw, carry = carry + raw, b""
-            seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"),
-                            replay=True)
-            if seq != last_seq:
-                log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
-                          "collector may keep some lines twice or miss some", self.name,
-                          f.cp.path, seq, last_seq)
-            pos = end
+            pieces.append((carry + raw, len(carry), end))
+            carry, pos = b"", end
+        return pieces
+
+    def _decoded(self, f: TailedFile, pieces: list[Piece], final: bool, replay: bool) -> Plan:
+        """The plan of ``pieces``: their records (a replay re-creates the same seqs)."""
+        plan = Plan(f, BatchBuilder(f.cp.stream_id))
+        seq = f.cp.seq
+        for n, (raw, _, end) in enumerate(pieces):
+            if replay:
+                seq = self._add(plan.batch, f, seq, raw, not raw.endswith(b"\n"), True)
+                if seq != f.cp.pending[n][1]:
+                    log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
+                              "collector may keep some lines twice or miss some", self.name,
+                              f.cp.path, seq, f.cp.pending[n][1])
+            else:
+                seq = self._add(plan.batch, f, seq, raw, final)
             plan.cuts.append((end, seq))
         return plan
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -376,5 +377,110 @@ async def test_an_idle_source_sleeps(tmp_path: Path, spool: Spool) -> None:
         # the line is counted as read before its offset is committed
         await wait_for(lambda: source.lags() == [(str(log), 0)])
         await wait_for(lambda: source.counters.checkpoint_writes >= 2)
+    finally:
+        await source.shutdown(5)
+
+
+class DyingSpool:
+    """A real spool whose process dies right after the append of a batch holding ``line``
+    (SpoolClosedError stops the tail thread there, saving nothing more: as SIGKILL)."""
+
+    def __init__(self, spool: Spool, line: bytes) -> None:
+        self._spool, self._line = spool, line
+
+    def append(self, stream_id: str, first: int, last: int, data: bytes) -> object:
+        result = self._spool.append(stream_id, first, last, data)
+        if self._line in data:
+            raise SpoolClosedError("killed after the append")
+        return result
+
+
+def write_when_first_found_empty(monkeypatch: pytest.MonkeyPatch, log: Path, data: bytes
+                                 ) -> list[bool]:
+    """The writer's first write after a truncation lands right after the tail's first
+    read of the truncated file found it empty (a read at 0 that returned nothing), before
+    its next read: the interleaving a loaded machine produces now and then, made certain.
+    Returns a list that holds True once it happened."""
+    real_pread, ino, done = os.pread, log.stat().st_ino, []
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        got = real_pread(fd, length, offset)
+        if not done and offset == 0 and got == b"" and os.fstat(fd).st_ino == ino:
+            done.append(True)
+            with open(log, "ab") as fh:
+                fh.write(data)
+        return got
+
+    monkeypatch.setattr(os, "pread", pread)
+    return done
+
+
+async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_lines_once(
+        tmp_path: Path, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """copytruncate, the agent killed while it reads the new period, then (while it is
+    down) the period ends, is copied, and the file is truncated and rewritten past the
+    offset. The checkpoint's fingerprint must vouch for the bytes its cuts hold: if it
+    was taken when the file was still empty, the restart takes the next period for this
+    one (resumes at the offset in the middle of it) and does not recognise the copy of
+    this one (reads it again in full: its lines twice)."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 1000))  # period A
+    dying = DyingSpool(spool, expected(1000, 1001)[0])
+    source = make_source(tmp_path, dying, [str(log)])  # type: ignore[arg-type]
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 1000)
+    written = write_when_first_found_empty(monkeypatch, log, lines(1000, 1500))  # B begins
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    await asyncio.to_thread(source._thread.join, 30)  # type: ignore[union-attr]
+    assert written and not source._thread.is_alive()  # type: ignore[union-attr]
+    await source.shutdown(5)
+    monkeypatch.undo()
+    with open(log, "ab") as fh:  # while the agent is down: B ends, copytruncate, C
+        fh.write(lines(1500, 2000))
+    shutil.copyfile(log, tmp_path / "app.log.2")
+    os.truncate(log, 0)
+    with open(log, "ab") as fh:
+        fh.write(lines(2000, 3000))  # past the offset the checkpoint holds
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(2999, 3000)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after C
+        # B's end was not read when the file was truncated (the agent was down): it is
+        # the one loss copytruncate allows; the rest is there once, in order
+        assert collected(spool)["app"] == expected(0, 1500) + expected(2000, 3000)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_truncation_and_rewrite_just_before_a_read_is_not_read_as_old_content(
+        tmp_path: Path, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file checked (same head, not shorter), then truncated and rewritten past the
+    offset before the read: the bytes read are the middle of the new content. They are
+    dropped (the head changed) and the new content is read from its start, once."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+        offset, real_pread, done = log.stat().st_size, os.pread, []
+
+        def pread(fd: int, length: int, at: int) -> bytes:
+            if not done and at == offset and os.fstat(fd).st_ino == log.stat().st_ino:
+                done.append(True)  # the writer: copytruncate, then the next period
+                os.truncate(log, 0)
+                with open(log, "ab") as fh:
+                    fh.write(lines(200, 400))
+            return real_pread(fd, length, at)
+
+        monkeypatch.setattr(os, "pread", pread)
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 110))  # the tail wakes, checks the head, then reads
+        await wait_for(lambda: expected(399, 400)[0] in collected(spool).get("app", []))
+        assert done
+        await asyncio.sleep(0.2)
+        assert collected(spool)["app"] == expected(0, 100) + expected(200, 400)
     finally:
         await source.shutdown(5)
