@@ -41,3 +41,23 @@ def grown(fp: Fingerprint, start: int, data: bytes) -> Fingerprint:
 def same_head(fd: int, fp: Fingerprint) -> bool:
     """Whether the file still begins with the bytes ``fp`` covers."""
     return fingerprint(fd, fp[0]) == fp
+
+
+def file_head(path: str) -> bytes | None:
+    """The first ``FINGERPRINT_BYTES`` of the file at ``path`` (None: gone)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(FINGERPRINT_BYTES)
+    except OSError:
+        return None
+
+
+def starts_alike(a: bytes, b: bytes) -> bool:
+    """Whether two heads agree over their common length (never when one is empty)."""
+    common = min(len(a), len(b))
+    return common > 0 and a[:common] == b[:common]
+
+
+def starts_with(head: bytes, fp: Fingerprint) -> bool:
+    """Whether ``head`` begins with the bytes ``fp`` covers (never for an empty ``fp``)."""
+    return len(head) >= fp[0] > 0 and google_crc32c.value(head[:fp[0]]) == fp[1]

@@ -31,12 +31,18 @@ too, oldest first: several rotations while the agent was down lose
 nothing. A checkpointed file that is gone by then is counted as lost
 (``files_lost``) and logged with its name.
 Truncation (copytruncate, ``> file``): the size falls below the offset, or
-the first bytes change; the file is read again from 0 in the
-same stream. The fingerprint grows from the bytes the cuts hold
-(fingerprint.py) and the head is checked again after every read, so a
-truncation and rewrite between two reads (or between a read and a kill) is
-never taken for more of the old content. Lines written after the last read
-and before a truncation are gone with the truncation (copytruncate's window).
+the first bytes change. Copies made since the file was last read (rotated
+names of its path) are read first, oldest first: the one that starts as the
+file's checkpoint does takes its stream on from its offset (the end of the
+period that was not read yet), the others (periods that went by unread, the
+agent busy) get streams of their own, then the file is read from 0 in a new
+stream. With no copy it is read again from 0 in the same stream. The
+fingerprint grows from the bytes the cuts hold (fingerprint.py) and the head
+is checked again after every read, so a truncation and rewrite between two
+reads (or between a read and a kill) is never taken for more of the old
+content. Lines written after the last read
+and before a truncation that no copy holds are gone with the truncation
+(copytruncate's window; at a start, the checkpointed file's copy is skipped).
 
 Per read the work is C-level (``pread``, ``rfind``, ``count``), one
 Record per read of up to ``max_line_bytes``.
@@ -54,6 +60,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +68,15 @@ from mltrail.agent.sources.base import Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
-from mltrail.agent.sources.fingerprint import fingerprint, grown, same_head
+from mltrail.agent.sources.fingerprint import (
+    Fingerprint,
+    file_head,
+    fingerprint,
+    grown,
+    same_head,
+    starts_alike,
+    starts_with,
+)
 from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order, rotated_while_down
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
@@ -72,6 +87,7 @@ log = logging.getLogger("mltrail.agent.sources")
 
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
+_UNSEEN_MARGIN_NS = 50_000_000
 Piece = tuple[bytes, int, int]  # bytes to decode, how many of them are a carry, offset after
 
 
@@ -111,6 +127,9 @@ class TailSource(Component):
         self._refused: set[str] = set()
         self._vacated: set[str] = set()  # paths tracked files were renamed away from
         self._saved_at_ns: int | None = None  # when the checkpoint was last written
+        # fingerprints of content read before (files let go, truncated, replaced): a copy
+        # that starts as one of them is not read again as a period never seen
+        self._read_heads: deque[Fingerprint] = deque(maxlen=256)
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -120,6 +139,7 @@ class TailSource(Component):
         with contextlib.suppress(OSError):
             self._saved_at_ns = self.store.path.stat().st_mtime_ns
         self._saved = {(e.dev, e.ino): e for e in entries}
+        self._read_heads.extend((e.fp_len, e.fp_crc) for e in entries if e.fp_len)
         self._order = max((e.order for e in entries), default=0)
         self._thread = threading.Thread(target=self._run, name=f"mltrail-source-{self.name}",
                                         daemon=True)
@@ -372,12 +392,18 @@ class TailSource(Component):
     def _plan(self, f: TailedFile) -> Plan | None:
         st = os.fstat(f.fd)
         changed = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != f.seen
+        read_at = f.mtime_ns
         f.mtime_ns, f.nlink, f.seen = st.st_mtime_ns, st.st_nlink, \
             (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         final = self._finishing(f, st.st_size) or (f.ended and st.st_size > f.cp.offset)
         if not (changed or f.more or f.cp.pending or final):
             return None  # a truncated file rewritten to the same size still shows in mtime
-        if not self._same_content(f, st.st_size):
+        same = self._same_content(f, st.st_size)
+        if (not same or f.cp.fp_len < FINGERPRINT_BYTES) and \
+                self._copied_before_truncation(f, read_at, truncated=not same):
+            f.more = True  # read after its copies: the next round takes them first
+            return None
+        if not same:
             self._truncated(f)
         f.seen_size = st.st_size
         replay = bool(f.cp.pending)
@@ -408,12 +434,85 @@ class TailSource(Component):
             cp.fp_len, cp.fp_crc = fingerprint(f.fd, cp.offset)
         return True
 
-    def _truncated(self, f: TailedFile) -> None:
+    def _copied_before_truncation(self, f: TailedFile, since_ns: int, truncated: bool
+                                  ) -> bool:
+        """Copytruncate's copies of ``f`` made since it was last read (files with a rotated
+        name of its path), read before what ``f`` holds now, oldest first, so that a
+        period that went by unread, or the end of the one being read, is not lost. Looked
+        for when ``f`` was seen ``truncated``, and while its fingerprint is short (little or
+        nothing read of it: a truncation can go unseen). The copy that starts as ``f``'s
+        checkpoint does holds what ``f`` held: ``f``'s stream goes on there, and ``f`` starts
+        a stream of its own. A copy that starts as ``f`` does now is of what ``f`` holds
+        (its truncation still to come), and one that starts as content read before does
+        (``_read_heads``) is of that: neither is read. True when copies are read first."""
+        # File times are coarse, and finer on a file whose times were asked for: a copy's
+        # time and the truncation's after it can be a few ms either way. Seen truncated,
+        # take copies from the tick of the last read on (content tells them apart); not
+        # seen, only those clearly later (else a copy of what was read before, let go,
+        # would pass for a period never read).
+        since_ns = since_ns - 1 if truncated else since_ns + _UNSEEN_MARGIN_NS
+        found = rotated_while_down([f.cp.path], since_ns,
+                                   set(self._files) | set(self._saved), self._excluded)
+        path0, dev, ino = f.cp.path, f.cp.dev, f.cp.ino  # the copy may take f.cp
+        fresh = self.router.route(path0) if found else None
+        if fresh is None:
+            return False
+        now = os.pread(f.fd, FINGERPRINT_BYTES, 0)
+        followed, read = False, []
+        for key, path in sorted(found.items(), key=lambda kv: _mtime(kv[1])):
+            head = file_head(path)
+            if head is None or starts_alike(head, now):
+                continue  # gone, or a copy of what f holds now (its truncation to come)
+            if not followed and f.cp.fp_len and self._goes_on_in(f, key, path):
+                followed = True
+                read.append(path)
+            elif not any(starts_with(head, fp) for fp in self._read_heads):
+                self._track(key, path, detached=True)  # a period never read
+                read.append(path)
+        if not read:
+            return False
+        if f.cp.fp_len:
+            self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
+        self.counters.rotated("truncate")
+        log.info("source %s: %s was truncated; reading its copies (%s) first", self.name,
+                 path0, ", ".join(read))
+        if followed:
+            self._order += 1
+            f.cp = FileCheckpoint(stream_id=uuid.uuid4().hex, path=path0, dev=dev, ino=ino,
+                                  order=self._order)
+            f.route = fresh
+        elif truncated:
+            self._truncated(f, counted=True)
+        self._dirty = True
+        return True
+
+    def _goes_on_in(self, f: TailedFile, key: tuple[int, int], path: str) -> bool:
+        """Whether the file at ``path`` holds what ``f``'s checkpoint read (its copy); if
+        so it is tracked with that checkpoint and ``f``'s decoder."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        cp = f.cp
+        if (st.st_dev, st.st_ino) != key or st.st_size < cp.offset or \
+                not same_head(fd, (cp.fp_len, cp.fp_crc)):
+            os.close(fd)
+            return False
+        cp.path, cp.dev, cp.ino = path, key[0], key[1]
+        self._files[key] = TailedFile(cp, fd, f.route, mtime_ns=st.st_mtime_ns,
+                                      detached_since=time.monotonic())
+        return True
+
+    def _truncated(self, f: TailedFile, counted: bool = False) -> None:
         """Same stream, seq goes on; the content starts again at 0 (and its fingerprint
         grows again from what is read of it)."""
-        self.counters.rotated("truncate")
-        log.info("source %s: %s was truncated; reading it again from its start",
-                 self.name, f.cp.path)
+        if f.cp.fp_len:
+            self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
+        if not counted:
+            self.counters.rotated("truncate")
+            log.info("source %s: %s was truncated; reading it again from its start",
+                     self.name, f.cp.path)
         f.cp.offset = 0
         f.cp.pending = []  # what they covered went with the truncation
         f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, 0)
@@ -513,6 +612,8 @@ class TailSource(Component):
                 continue
             if f.nlink == 0:
                 self.counters.rotated("delete")
+            if f.cp.fp_len:
+                self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
             del self._files[key]
             self._close(f)
             self._dirty = True

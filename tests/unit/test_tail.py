@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -430,7 +431,7 @@ async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_line
     await source.start()
     await wait_for(lambda: len(collected(spool).get("app", [])) == 1000)
     written = write_when_first_found_empty(monkeypatch, log, lines(1000, 1500))  # B begins
-    shutil.copyfile(log, tmp_path / "app.log.1")
+    shutil.copyfile(log, tmp_path / "old-A")  # a copy elsewhere: the tail reads app.log on
     os.truncate(log, 0)
     await asyncio.to_thread(source._thread.join, 30)  # type: ignore[union-attr]
     assert written and not source._thread.is_alive()  # type: ignore[union-attr]
@@ -482,5 +483,129 @@ async def test_a_truncation_and_rewrite_just_before_a_read_is_not_read_as_old_co
         assert done
         await asyncio.sleep(0.2)
         assert collected(spool)["app"] == expected(0, 100) + expected(200, 400)
+    finally:
+        await source.shutdown(5)
+
+
+class ParkedWatcher(ChangeWatcher):
+    """A real watcher the test can hold: while parked, the tail thread waits between two
+    rounds (an agent busy elsewhere, or starved of CPU), whatever happens to the files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.parked = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def wait(self, timeout: float):  # type: ignore[no-untyped-def]
+        if not self.gate.is_set():
+            self.parked.set()
+            self.gate.wait()
+        return super().wait(timeout)
+
+    async def park(self) -> None:
+        self.parked.clear()
+        self.gate.clear()
+        self.wake()
+        await asyncio.to_thread(self.parked.wait, 30)
+        assert self.parked.is_set()
+
+
+async def parked_source(tmp_path: Path, spool: Spool
+                        ) -> tuple[Path, ParkedWatcher, TailSource]:
+    """A source on app.log (100 lines, read) with a watcher the test can park."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    watcher = ParkedWatcher()
+    config = SourceConfig(type="file", name="t", paths=(str(log),), run_id="run-1",
+                          stream="app", poll_interval=0.02, rescan_interval=0.1,
+                          rotate_wait=0.1)
+    source = TailSource(config, FileRouter(config), spool, tmp_path / "checkpoints",
+                        fsync=False, watcher=watcher)
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+    return log, watcher, source
+
+
+async def test_copytruncate_twice_between_two_reads_loses_nothing(
+        tmp_path: Path, spool: Spool) -> None:
+    """The agent up but not reading while the file is copied and truncated twice: the end
+    of the period it was reading, and the whole period after it, are in the copies; it
+    reads them (that one's in its stream, from its offset), oldest first, then the file."""
+    log, watcher, source = await parked_source(tmp_path, spool)
+    try:
+        await watcher.park()
+        read_at = log.stat().st_mtime_ns
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 150))  # the end of period A, never read here
+        for n, (period, tick) in enumerate([(lines(150, 250), 1), (lines(250, 300), 2)]):
+            copy = tmp_path / f"app.log.{n + 1}"
+            shutil.copyfile(log, copy)
+            os.utime(copy, ns=(read_at + tick * 10**9,) * 2)  # one coarse tick apart, made
+            os.truncate(log, 0)                              # certain
+            with open(log, "ab") as fh:
+                fh.write(period)
+        os.utime(log, ns=(read_at + 3 * 10**9,) * 2)
+        watcher.gate.set()
+        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 300)
+        assert source.counters.rotations.get("truncate") == 1
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_truncation_unseen_before_anything_was_read_again_loses_nothing(
+        tmp_path: Path, spool: Spool) -> None:
+    """Truncated (its copy to read first), then, before the tail read anything of the file
+    again, written, copied and truncated once more: with nothing read, the content cannot
+    tell, so the copies newer than the last look are read (the second one from its start,
+    in the stream that had read nothing), then the file."""
+    log, watcher, source = await parked_source(tmp_path, spool)
+    try:
+        await watcher.park()
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 150))  # the end of period A, unread
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        os.truncate(log, 0)
+        watcher.gate.set()
+        await wait_for(lambda: source.counters.rotations.get("truncate") == 1)
+        await watcher.park()  # the truncation seen, nothing of the file read since
+        looked_at = log.stat().st_mtime_ns
+        with open(log, "ab") as fh:
+            fh.write(lines(150, 250))  # period B, never read here
+        copy = tmp_path / "app.log.2"
+        shutil.copyfile(log, copy)
+        os.truncate(log, 0)
+        with open(log, "ab") as fh:
+            fh.write(lines(250, 300))  # period C
+        os.utime(copy, ns=(looked_at + 10**9,) * 2)  # one coarse tick apart, made certain
+        os.utime(log, ns=(looked_at + 2 * 10**9,) * 2)
+        watcher.gate.set()
+        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 300)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_copy_of_what_was_read_is_not_read_again_whatever_its_time(
+        tmp_path: Path, spool: Spool) -> None:
+    """File times are coarse and a copy's can be finer, so a copy made before a truncation
+    can look newer than the file after it. A copy that starts as content read before (here
+    the checkpointed file, copied and truncated while the agent was down) is not taken for
+    a period never read, however new its time looks."""
+    log = await read_then_stop(tmp_path, spool, 100)
+    copy = tmp_path / "app.log.1"
+    shutil.copyfile(log, copy)
+    os.truncate(log, 0)
+    log.write_bytes(lines(100, 150))
+    later = log.stat().st_mtime_ns + 10**9
+    os.utime(copy, ns=(later, later))  # the copy looks a second newer than the file
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(149, 150)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 150)
     finally:
         await source.shutdown(5)
