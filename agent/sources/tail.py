@@ -318,6 +318,8 @@ class TailSource(Component):
         known = set(matched) | set(self._saved) | set(self._files)
         found = rotated_while_down(names, self._saved_at_ns, known, self._excluded)
         for key, path in list(found.items()):
+            if self._took_over(key, path):
+                continue
             if self._is_copy(path):  # copytruncate's copy: what it holds was read already
                 del found[key]
         for path in sorted(found.values()):
@@ -325,13 +327,56 @@ class TailSource(Component):
                      self.name, path)
         return found
 
+    def _took_over(self, key: tuple[int, int], path: str) -> bool:
+        """Whether ``path`` is copytruncate's copy of a checkpointed file that was
+        truncated while the agent was down (same inode at its path, no longer holding
+        what the checkpoint read): the checkpoint moves to the copy, which holds that and
+        the end of the period written before the truncation, so both are read from it
+        (pending cuts re-created with their seqs), and the file starts a new stream."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            for old, cp in list(self._saved.items()):
+                end = max([cp.offset, *(e for e, _ in cp.pending)])
+                if cp.fp_len and size >= end and same_head(fd, (cp.fp_len, cp.fp_crc)) \
+                        and self._truncated_while_down(cp, end):
+                    del self._saved[old]
+                    cp.dev, cp.ino = key
+                    self._saved[key] = cp
+                    log.info("source %s: %s was truncated while the agent was down; its "
+                             "copy %s holds the rest: reading it from byte %d", self.name,
+                             cp.path, path, cp.offset)
+                    return True
+            return False
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _truncated_while_down(cp: FileCheckpoint, end: int) -> bool:
+        try:
+            fd = os.open(cp.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False  # gone or renamed: not copytruncate (_find_moved looks for it)
+        try:
+            st = os.fstat(fd)
+            return (st.st_dev, st.st_ino) == (cp.dev, cp.ino) and (
+                st.st_size < end or not same_head(fd, (cp.fp_len, cp.fp_crc)))
+        finally:
+            os.close(fd)
+
     def _is_copy(self, path: str) -> bool:
-        """Whether ``path`` starts as a checkpointed file does (a copy of it)."""
+        """Whether ``path`` starts as a checkpointed file does (a copy of it), or is empty
+        (a copy being made: read when it is whole, it would hold lines read already)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return True  # gone already: nothing to read
         try:
+            if os.fstat(fd).st_size == 0:
+                return True
             return any(cp.fp_len and fingerprint(fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
                        for cp in self._saved.values())
         finally:
@@ -458,14 +503,22 @@ class TailSource(Component):
         if fresh is None:
             return False
         now = os.pread(f.fd, FINGERPRINT_BYTES, 0)
-        followed, read = False, []
+        copies = []  # oldest first; not: gone, empty, or a copy of what f holds now
         for key, path in sorted(found.items(), key=lambda kv: _mtime(kv[1])):
             head = file_head(path)
-            if head is None or starts_alike(head, now):
-                continue  # gone, or a copy of what f holds now (its truncation to come)
-            if not followed and f.cp.fp_len and self._goes_on_in(f, key, path):
-                followed = True
-                read.append(path)
+            if head and not starts_alike(head, now):  # empty: a copy still being made
+                copies.append((key, path, head))
+        mine = (f.cp.fp_len, f.cp.fp_crc)
+        goes_on = next((i for i, (_, _, head) in enumerate(copies) if starts_with(head, mine)),
+                       None)
+        followed, read = False, []
+        for i, (key, path, head) in enumerate(copies):
+            if i == goes_on:
+                followed = self._goes_on_in(f, key, path)
+                if followed:
+                    read.append(path)
+            elif goes_on is not None and i < goes_on:
+                continue  # older than what f's stream read: now it would come after that
             elif not any(starts_with(head, fp) for fp in self._read_heads):
                 self._track(key, path, detached=True)  # a period never read
                 read.append(path)

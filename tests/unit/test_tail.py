@@ -423,7 +423,8 @@ async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_line
     offset. The checkpoint's fingerprint must vouch for the bytes its cuts hold: if it
     was taken when the file was still empty, the restart takes the next period for this
     one (resumes at the offset in the middle of it) and does not recognise the copy of
-    this one (reads it again in full: its lines twice)."""
+    this one (reads it again in full: its lines twice). Recognised, the copy holds the
+    rest of the period."""
     log = tmp_path / "app.log"
     log.write_bytes(lines(0, 1000))  # period A
     dying = DyingSpool(spool, expected(1000, 1001)[0])
@@ -448,9 +449,9 @@ async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_line
     try:
         await wait_for(lambda: expected(2999, 3000)[0] in collected(spool).get("app", []))
         await asyncio.sleep(0.3)  # a copy read late would land after C
-        # B's end was not read when the file was truncated (the agent was down): it is
-        # the one loss copytruncate allows; the rest is there once, in order
-        assert collected(spool)["app"] == expected(0, 1500) + expected(2000, 3000)
+        # B's end, not read when the file was truncated (the agent was down), is read
+        # from B's copy, in B's stream; every line once, in order
+        assert collected(spool)["app"] == expected(0, 3000)
     finally:
         await source.shutdown(5)
 
@@ -607,5 +608,28 @@ async def test_a_copy_of_what_was_read_is_not_read_again_whatever_its_time(
         await wait_for(lambda: expected(149, 150)[0] in collected(spool).get("app", []))
         await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
         assert collected(spool)["app"] == expected(0, 150)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_copytruncate_while_down_reads_the_rest_from_the_copy(
+        tmp_path: Path, spool: Spool) -> None:
+    """The checkpointed file grew, was copied and truncated, and got new lines, all while
+    the agent was down: the lines after the checkpoint are read from the copy (in the old
+    stream, from its offset), then the file's new ones."""
+    log = await read_then_stop(tmp_path, spool, 100)
+    with open(log, "ab") as fh:
+        fh.write(lines(100, 150))
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    with open(log, "ab") as fh:
+        fh.write(lines(150, 200))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(199, 200)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 200)
+        assert source.counters.files_lost == 0
     finally:
         await source.shutdown(5)
