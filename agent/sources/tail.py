@@ -40,9 +40,12 @@ stream. With no copy it is read again from 0 in the same stream. The
 fingerprint grows from the bytes the cuts hold (fingerprint.py) and the head
 is checked again after every read, so a truncation and rewrite between two
 reads (or between a read and a kill) is never taken for more of the old
-content. Lines written after the last read
-and before a truncation that no copy holds are gone with the truncation
-(copytruncate's window; at a start, the checkpointed file's copy is skipped).
+content. At a start, the copy of a checkpointed file truncated while the
+agent was down takes the checkpoint (pending cuts and the rest are read from
+it); other copies of what was read are skipped. Lines written after the last
+read and before a truncation that no copy holds are gone with the truncation
+(copytruncate's window), and so is a copy found only after newer lines of its
+group went out (file times are coarse: order is kept before completeness).
 
 Per read the work is C-level (``pread``, ``rfind``, ``count``), one
 Record per read of up to ``max_line_bytes``.
