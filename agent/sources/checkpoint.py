@@ -17,7 +17,9 @@ Per file (``FileCheckpoint``)::
 
 Identity is ``(dev, ino)`` plus a CRC32C of the first ``fp_len`` bytes
 (at most ``FINGERPRINT_BYTES``), so a reused inode is not taken for the old
-file. ``meta`` keeps what a decoder needs to resume (Docker's last time).
+file; ``fp_len`` reaches as far as ``offset`` and the pending cuts do (up to
+``FINGERPRINT_BYTES``), taken from the bytes they hold (fingerprint.py).
+``meta`` keeps what a decoder needs to resume (Docker's last time).
 ``carry`` (base64) holds the pieces of a line an older file of the same
 group ended in (rotation.py): they are decoded before this file's byte 0 and
 belong to the first record at ``offset``; it is emptied once that record is

@@ -129,12 +129,15 @@ def _hand_over(old: TailedFile, new: TailedFile) -> bool:
     return True
 
 
-def _age(f: TailedFile) -> tuple[str, int, int, int]:
-    """Oldest first within a group: by mtime, which is coarse (a rotation and the next
-    write often share a tick), then by a rotated name's number (app.log.2 before
-    app.log.1 before app.log), then by discovery."""
+def _age(f: TailedFile) -> tuple[str, bool, int, int, int]:
+    """Oldest first within a group: a detached file (renamed away, a copytruncate copy)
+    before the files the globs still name, whatever their times; then by mtime, which is
+    coarse (a rotation and the next write often share a tick, and a copy's time can be
+    finer than the truncation's after it), then by a rotated name's number (app.log.2
+    before app.log.1 before app.log), then by discovery."""
     numbered = _NUMBERED.search(f.cp.path)
-    return f.route.group, f.mtime_ns, -int(numbered.group(1)) if numbered else 0, f.cp.order
+    return (f.route.group, f.detached_since is None, f.mtime_ns,
+            -int(numbered.group(1)) if numbered else 0, f.cp.order)
 
 
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")

@@ -31,9 +31,21 @@ too, oldest first: several rotations while the agent was down lose
 nothing. A checkpointed file that is gone by then is counted as lost
 (``files_lost``) and logged with its name.
 Truncation (copytruncate, ``> file``): the size falls below the offset, or
-the first bytes change; the file is read again from 0 in the
-same stream. Lines written after the last read and before a truncation are
-gone with the truncation (copytruncate's window).
+the first bytes change. Copies made since the file was last read (rotated
+names of its path) are read first, oldest first: the one that starts as the
+file's checkpoint does takes its stream on from its offset (the end of the
+period that was not read yet), the others (periods that went by unread, the
+agent busy) get streams of their own, then the file is read from 0 in a new
+stream. With no copy it is read again from 0 in the same stream. The
+fingerprint grows from the bytes the cuts hold (fingerprint.py) and the head
+is checked again after every read, so a truncation and rewrite between two
+reads (or between a read and a kill) is never taken for more of the old
+content. At a start, the copy of a checkpointed file truncated while the
+agent was down takes the checkpoint (pending cuts and the rest are read from
+it); other copies of what was read are skipped. Lines written after the last
+read and before a truncation that no copy holds are gone with the truncation
+(copytruncate's window), and so is a copy found only after newer lines of its
+group went out (file times are coarse: order is kept before completeness).
 
 Per read the work is C-level (``pread``, ``rfind``, ``count``), one
 Record per read of up to ``max_line_bytes``.
@@ -51,15 +63,23 @@ import stat
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-
-import google_crc32c
 
 from mltrail.agent.sources.base import Router, SourceCounters
 from mltrail.agent.sources.checkpoint import FINGERPRINT_BYTES, CheckpointStore, FileCheckpoint
 from mltrail.agent.sources.config import SourceConfig
 from mltrail.agent.sources.encode import BatchBuilder
+from mltrail.agent.sources.fingerprint import (
+    Fingerprint,
+    file_head,
+    fingerprint,
+    grown,
+    same_head,
+    starts_alike,
+    starts_with,
+)
 from mltrail.agent.sources.rotation import Plan, TailedFile, plan_in_order, rotated_while_down
 from mltrail.agent.sources.watch import ChangeWatcher
 from mltrail.agent.spool import Spool, SpoolClosedError, SpoolDiskFullError
@@ -70,11 +90,8 @@ log = logging.getLogger("mltrail.agent.sources")
 
 ROUND_BYTES = 4 << 20  # per file per round: bounds a Batch and keeps files fair
 _ERROR_PAUSE = 1.0
-
-
-def fingerprint(fd: int, length: int) -> tuple[int, int]:
-    head = os.pread(fd, min(length, FINGERPRINT_BYTES), 0)
-    return len(head), google_crc32c.value(head)
+_UNSEEN_MARGIN_NS = 50_000_000
+Piece = tuple[bytes, int, int]  # bytes to decode, how many of them are a carry, offset after
 
 
 def _static_dir(pattern: str) -> str:
@@ -113,6 +130,9 @@ class TailSource(Component):
         self._refused: set[str] = set()
         self._vacated: set[str] = set()  # paths tracked files were renamed away from
         self._saved_at_ns: int | None = None  # when the checkpoint was last written
+        # fingerprints of content read before (files let go, truncated, replaced): a copy
+        # that starts as one of them is not read again as a period never seen
+        self._read_heads: deque[Fingerprint] = deque(maxlen=256)
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -122,6 +142,7 @@ class TailSource(Component):
         with contextlib.suppress(OSError):
             self._saved_at_ns = self.store.path.stat().st_mtime_ns
         self._saved = {(e.dev, e.ino): e for e in entries}
+        self._read_heads.extend((e.fp_len, e.fp_crc) for e in entries if e.fp_len)
         self._order = max((e.order for e in entries), default=0)
         self._thread = threading.Thread(target=self._run, name=f"mltrail-source-{self.name}",
                                         daemon=True)
@@ -300,6 +321,8 @@ class TailSource(Component):
         known = set(matched) | set(self._saved) | set(self._files)
         found = rotated_while_down(names, self._saved_at_ns, known, self._excluded)
         for key, path in list(found.items()):
+            if self._took_over(key, path):
+                continue
             if self._is_copy(path):  # copytruncate's copy: what it holds was read already
                 del found[key]
         for path in sorted(found.values()):
@@ -307,13 +330,56 @@ class TailSource(Component):
                      self.name, path)
         return found
 
+    def _took_over(self, key: tuple[int, int], path: str) -> bool:
+        """Whether ``path`` is copytruncate's copy of a checkpointed file that was
+        truncated while the agent was down (same inode at its path, no longer holding
+        what the checkpoint read): the checkpoint moves to the copy, which holds that and
+        the end of the period written before the truncation, so both are read from it
+        (pending cuts re-created with their seqs), and the file starts a new stream."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            for old, cp in list(self._saved.items()):
+                end = max([cp.offset, *(e for e, _ in cp.pending)])
+                if cp.fp_len and size >= end and same_head(fd, (cp.fp_len, cp.fp_crc)) \
+                        and self._truncated_while_down(cp, end):
+                    del self._saved[old]
+                    cp.dev, cp.ino = key
+                    self._saved[key] = cp
+                    log.info("source %s: %s was truncated while the agent was down; its "
+                             "copy %s holds the rest: reading it from byte %d", self.name,
+                             cp.path, path, cp.offset)
+                    return True
+            return False
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _truncated_while_down(cp: FileCheckpoint, end: int) -> bool:
+        try:
+            fd = os.open(cp.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False  # gone or renamed: not copytruncate (_find_moved looks for it)
+        try:
+            st = os.fstat(fd)
+            return (st.st_dev, st.st_ino) == (cp.dev, cp.ino) and (
+                st.st_size < end or not same_head(fd, (cp.fp_len, cp.fp_crc)))
+        finally:
+            os.close(fd)
+
     def _is_copy(self, path: str) -> bool:
-        """Whether ``path`` starts as a checkpointed file does (a copy of it)."""
+        """Whether ``path`` starts as a checkpointed file does (a copy of it), or is empty
+        (a copy being made: read when it is whole, it would hold lines read already)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return True  # gone already: nothing to read
         try:
+            if os.fstat(fd).st_size == 0:
+                return True
             return any(cp.fp_len and fingerprint(fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
                        for cp in self._saved.values())
         finally:
@@ -363,8 +429,8 @@ class TailSource(Component):
             log.error("source %s: %s (read up to byte %d) was replaced or truncated when the "
                       "agent started; lines written to it after that were lost", self.name,
                       saved.path, saved.offset)
-        fp_len, fp_crc = fingerprint(fd, FINGERPRINT_BYTES)
         start = size if self._initial and self.config.start_at == "end" else 0
+        fp_len, fp_crc = fingerprint(fd, start)  # what is skipped; reads grow it
         self._order += 1
         return FileCheckpoint(stream_id=uuid.uuid4().hex, path=path, dev=key[0], ino=key[1],
                               fp_len=fp_len, fp_crc=fp_crc, offset=start, order=self._order)
@@ -374,16 +440,32 @@ class TailSource(Component):
     def _plan(self, f: TailedFile) -> Plan | None:
         st = os.fstat(f.fd)
         changed = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != f.seen
+        read_at = f.mtime_ns
         f.mtime_ns, f.nlink, f.seen = st.st_mtime_ns, st.st_nlink, \
             (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         final = self._finishing(f, st.st_size) or (f.ended and st.st_size > f.cp.offset)
         if not (changed or f.more or f.cp.pending or final):
             return None  # a truncated file rewritten to the same size still shows in mtime
-        if not self._same_content(f, st.st_size):
+        same = self._same_content(f, st.st_size)
+        if (not same or f.cp.fp_len < FINGERPRINT_BYTES) and \
+                self._copied_before_truncation(f, read_at, truncated=not same):
+            f.more = True  # read after its copies: the next round takes them first
+            return None
+        if not same:
             self._truncated(f)
         f.seen_size = st.st_size
-        plan = self._replay(f) if f.cp.pending else self._read(f, final)
-        f.more = not plan.eof
+        replay = bool(f.cp.pending)
+        pieces, eof = (self._pending_pieces(f), False) if replay else self._new_pieces(f, final)
+        fp = (f.cp.fp_len, f.cp.fp_crc)
+        for raw, carried, end in pieces:  # the fingerprint vouches for what the cuts hold
+            fp = grown(fp, end - len(raw) + carried, raw[carried:])
+        if pieces and not same_head(f.fd, fp):
+            f.more = True  # truncated and rewritten while it was read: the next round
+            return None    # starts it again, and these bytes are not the file's
+        f.cp.fp_len, f.cp.fp_crc = fp
+        plan = self._decoded(f, pieces, final, replay)
+        plan.eof = eof
+        f.more = not eof
         return plan
 
     def _finishing(self, f: TailedFile, size: int) -> bool:
@@ -394,61 +476,150 @@ class TailSource(Component):
 
     def _same_content(self, f: TailedFile, size: int) -> bool:
         cp = f.cp
-        if size < cp.offset:
+        if size < cp.offset or not same_head(f.fd, (cp.fp_len, cp.fp_crc)):
             return False
-        if cp.fp_len < FINGERPRINT_BYTES and size > cp.fp_len:
-            if cp.fp_len and fingerprint(f.fd, cp.fp_len) != (cp.fp_len, cp.fp_crc):
-                return False
-            cp.fp_len, cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
-            return True
-        return fingerprint(f.fd, cp.fp_len) == (cp.fp_len, cp.fp_crc)
+        if cp.fp_len < min(cp.offset, FINGERPRINT_BYTES):  # a checkpoint of an older agent
+            cp.fp_len, cp.fp_crc = fingerprint(f.fd, cp.offset)
+        return True
 
-    def _truncated(self, f: TailedFile) -> None:
-        """Same stream, seq goes on; the content starts again at 0."""
+    def _copied_before_truncation(self, f: TailedFile, since_ns: int, truncated: bool
+                                  ) -> bool:
+        """Copytruncate's copies of ``f`` made since it was last read (files with a rotated
+        name of its path), read before what ``f`` holds now, oldest first, so that a
+        period that went by unread, or the end of the one being read, is not lost. Looked
+        for when ``f`` was seen ``truncated``, and while its fingerprint is short (little or
+        nothing read of it: a truncation can go unseen). The copy that starts as ``f``'s
+        checkpoint does holds what ``f`` held: ``f``'s stream goes on there, and ``f`` starts
+        a stream of its own. A copy that starts as ``f`` does now is of what ``f`` holds
+        (its truncation still to come), and one that starts as content read before does
+        (``_read_heads``) is of that: neither is read. True when copies are read first."""
+        # File times are coarse, and finer on a file whose times were asked for: a copy's
+        # time and the truncation's after it can be a few ms either way. Seen truncated,
+        # take copies from the tick of the last read on (content tells them apart); not
+        # seen, only those clearly later (else a copy of what was read before, let go,
+        # would pass for a period never read).
+        since_ns = since_ns - 1 if truncated else since_ns + _UNSEEN_MARGIN_NS
+        found = rotated_while_down([f.cp.path], since_ns,
+                                   set(self._files) | set(self._saved), self._excluded)
+        path0, dev, ino = f.cp.path, f.cp.dev, f.cp.ino  # the copy may take f.cp
+        fresh = self.router.route(path0) if found else None
+        if fresh is None:
+            return False
+        now = os.pread(f.fd, FINGERPRINT_BYTES, 0)
+        copies = []  # oldest first; not: gone, empty, or a copy of what f holds now
+        for key, path in sorted(found.items(), key=lambda kv: _mtime(kv[1])):
+            head = file_head(path)
+            if head and not starts_alike(head, now):  # empty: a copy still being made
+                copies.append((key, path, head))
+        mine = (f.cp.fp_len, f.cp.fp_crc)
+        goes_on = next((i for i, (_, _, head) in enumerate(copies) if starts_with(head, mine)),
+                       None)
+        followed, read = False, []
+        for i, (key, path, head) in enumerate(copies):
+            if i == goes_on:
+                followed = self._goes_on_in(f, key, path)
+                if followed:
+                    read.append(path)
+            elif goes_on is not None and i < goes_on:
+                continue  # older than what f's stream read: now it would come after that
+            elif not any(starts_with(head, fp) for fp in self._read_heads):
+                self._track(key, path, detached=True)  # a period never read
+                read.append(path)
+        if not read:
+            return False
+        if f.cp.fp_len:
+            self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
         self.counters.rotated("truncate")
-        log.info("source %s: %s was truncated; reading it again from its start",
-                 self.name, f.cp.path)
+        log.info("source %s: %s was truncated; reading its copies (%s) first", self.name,
+                 path0, ", ".join(read))
+        if followed:
+            self._order += 1
+            f.cp = FileCheckpoint(stream_id=uuid.uuid4().hex, path=path0, dev=dev, ino=ino,
+                                  order=self._order)
+            f.route = fresh
+        elif truncated:
+            self._truncated(f, counted=True)
+        self._dirty = True
+        return True
+
+    def _goes_on_in(self, f: TailedFile, key: tuple[int, int], path: str) -> bool:
+        """Whether the file at ``path`` holds what ``f``'s checkpoint read (its copy); if
+        so it is tracked with that checkpoint and ``f``'s decoder."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        cp = f.cp
+        if (st.st_dev, st.st_ino) != key or st.st_size < cp.offset or \
+                not same_head(fd, (cp.fp_len, cp.fp_crc)):
+            os.close(fd)
+            return False
+        cp.path, cp.dev, cp.ino = path, key[0], key[1]
+        self._files[key] = TailedFile(cp, fd, f.route, mtime_ns=st.st_mtime_ns,
+                                      detached_since=time.monotonic())
+        return True
+
+    def _truncated(self, f: TailedFile, counted: bool = False) -> None:
+        """Same stream, seq goes on; the content starts again at 0 (and its fingerprint
+        grows again from what is read of it)."""
+        if f.cp.fp_len:
+            self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
+        if not counted:
+            self.counters.rotated("truncate")
+            log.info("source %s: %s was truncated; reading it again from its start",
+                     self.name, f.cp.path)
         f.cp.offset = 0
         f.cp.pending = []  # what they covered went with the truncation
-        f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, FINGERPRINT_BYTES)
+        f.cp.fp_len, f.cp.fp_crc = fingerprint(f.fd, 0)
         self._dirty = True
 
-    def _read(self, f: TailedFile, final: bool) -> Plan:
+    def _new_pieces(self, f: TailedFile, final: bool) -> tuple[list[Piece], bool]:
+        """Reads past the offset, cut where the decoder may cut; and whether they reached
+        the end of the file (else the round's budget ran out)."""
         decoder = f.route.decoder
-        plan = Plan(f, BatchBuilder(f.cp.stream_id))
-        pos, seq = f.cp.offset, f.cp.seq
+        pieces: list[Piece] = []
+        pos = f.cp.offset
         carry = f.cp.carry_bytes()  # the older file's pieces: decoded first
         while pos - f.cp.offset < ROUND_BYTES:
             buf = carry + os.pread(f.fd, max(0, decoder.read_size - len(carry)), pos)
             end = decoder.cut(buf, final and len(buf) < decoder.read_size)
             if end == 0:
-                return plan
+                return pieces, True
             end = max(end, len(carry))  # a carry is never cut (it holds no line end)
-            seq = self._add(plan.batch, f, seq, buf[:end] if end < len(buf) else buf, final)
             pos += end - len(carry)
+            pieces.append((buf[:end] if end < len(buf) else buf, len(carry), pos))
             carry = b""
-            plan.cuts.append((pos, seq))
-        plan.eof = False
-        return plan
+        return pieces, False
 
-    def _replay(self, f: TailedFile) -> Plan:
-        """The records of the pending cuts, re-created after a restart or a failed append."""
-        plan = Plan(f, BatchBuilder(f.cp.stream_id), eof=False)
-        pos, seq = f.cp.offset, f.cp.seq
+    def _pending_pieces(self, f: TailedFile) -> list[Piece]:
+        """The byte ranges of the pending cuts, read again after a restart or a failed
+        append (those the file still holds: a truncation took the rest)."""
+        pieces: list[Piece] = []
+        pos = f.cp.offset
         carry = f.cp.carry_bytes()
-        for end, last_seq in f.cp.pending:
+        for end, _ in f.cp.pending:
             raw = os.pread(f.fd, end - pos, pos)
             if len(raw) < end - pos:
-                f.cp.pending = list(plan.cuts)  # truncated since: the rest went with it
+                f.cp.pending = f.cp.pending[:len(pieces)]  # truncated since
                 break
-            raw, carry = carry + raw, b""
-            seq = self._add(plan.batch, f, seq, raw, final=not raw.endswith(b"\n"),
-                            replay=True)
-            if seq != last_seq:
-                log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
-                          "collector may keep some lines twice or miss some", self.name,
-                          f.cp.path, seq, last_seq)
-            pos = end
+            pieces.append((carry + raw, len(carry), end))
+            carry, pos = b"", end
+        return pieces
+
+    def _decoded(self, f: TailedFile, pieces: list[Piece], final: bool, replay: bool) -> Plan:
+        """The plan of ``pieces``: their records (a replay re-creates the same seqs)."""
+        plan = Plan(f, BatchBuilder(f.cp.stream_id))
+        seq = f.cp.seq
+        for n, (raw, _, end) in enumerate(pieces):
+            if replay:
+                seq = self._add(plan.batch, f, seq, raw, not raw.endswith(b"\n"), True)
+                if seq != f.cp.pending[n][1]:
+                    log.error("source %s: %s re-read as seqs ..%d, not ..%d as before; the "
+                              "collector may keep some lines twice or miss some", self.name,
+                              f.cp.path, seq, f.cp.pending[n][1])
+            else:
+                seq = self._add(plan.batch, f, seq, raw, final)
             plan.cuts.append((end, seq))
         return plan
 
@@ -497,6 +668,8 @@ class TailSource(Component):
                 continue
             if f.nlink == 0:
                 self.counters.rotated("delete")
+            if f.cp.fp_len:
+                self._read_heads.append((f.cp.fp_len, f.cp.fp_crc))
             del self._files[key]
             self._close(f)
             self._dirty = True

@@ -8,6 +8,9 @@ replicas (a series is extended only under its ``metric_series`` row lock,
 so a later writer draws later ids); ``metric_series`` exists for that lock.
 Version 3 is SQLite's schema 4: runs carry their ``workspace``, stream marks
 are keyed by (workspace, stream_id), and ``workspaces`` and ``tokens`` exist.
+Version 5 is SQLite's schema 6: no table changes, but chunk rows may be of chunk
+encoding version 3 or raw open chunks, which collectors of version 4 cannot read;
+so in a rolling upgrade a replica not yet upgraded refuses the store at start.
 
 A fresh database gets ``BASE`` (version 1) and then every migration, so the
 migration path is the one every store takes. Replicas starting at once take
@@ -20,7 +23,7 @@ from typing import Any
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA_LOCK = 0x6D6C7472  # pg_advisory_xact_lock key: "mltr"
 
 BASE = """
@@ -119,6 +122,10 @@ CREATE TABLE stream_gaps (
   workspace TEXT NOT NULL, stream_id TEXT NOT NULL, first_seq BIGINT NOT NULL,
   last_seq BIGINT NOT NULL, records BIGINT NOT NULL, reason TEXT NOT NULL,
   time BIGINT NOT NULL, PRIMARY KEY (workspace, stream_id, first_seq))""",
+    # 5 (SQLite's schema 6): no statement. Chunk rows may from now on be of chunk encoding
+    # version 3 or raw open chunks; the version row alone makes replicas of version 4
+    # refuse the store (they would accept it and then fail on those rows).
+    5: "",
 }
 
 RETRY_AFTER_UNAVAILABLE = 1.0

@@ -10,7 +10,10 @@ description) holding the encoded ``Metric``. Log text is kept in compressed
 chunks indexed by (stream, first line). Every run belongs to a workspace
 (``runs.workspace``) and a stream's high-water mark is kept per workspace
 (schema 4), as are the gap records that explain a hole in a stream's seqs
-(``stream_gaps``, schema 5).
+(``stream_gaps``, schema 5). Schema 6 changes no table: it says that chunk
+rows may be of chunk encoding version 3 or in the raw form of an open chunk
+(``chunks.py``, ``chunk_raw.py``), which a collector of schema 5 cannot read,
+so such a collector refuses the store at start instead of failing on those rows.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from contextlib import contextmanager
 
 from mltrail.common.errors import MltrailError, PermanentError, RetryableError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # metrics_v2.kind (schema 2, read by the migration): how to read its value column
 # back (KIND_ENCODED: the encoded Metric; a NaN number was stored as NULL).
@@ -161,6 +164,10 @@ CREATE INDEX log_chunks_v2_by_line ON log_chunks_v2(stream_key, first_line);
 """ + SERIES_TABLES,
     4: TENANT_TABLES,
     5: GAP_TABLES,
+    # 6: no statement. Chunk rows may from now on be of chunk encoding version 3 or
+    # raw open chunks; the version row alone makes collectors of schema 5 refuse the
+    # store (they would accept it and then fail on those rows).
+    6: "",
 }
 
 _RETRYABLE_NAMES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
@@ -227,7 +234,8 @@ def ensure_schema(conn: sqlite3.Connection, where: str) -> None:
     Version 4 (workspaces) is statements too, run once (when the store has no
     ``tokens`` table), even while version 3's rows are still moving, and so is
     version 5 (gap records, ``runs.last_write``: when the store has no
-    ``stream_gaps`` table); the version is 5 once all are done."""
+    ``stream_gaps`` table). Version 6 has no statement; the version is 6 once all
+    are done (one row, written last, so an interrupted start just does it again)."""
     with transaction(conn, f"store {where}"):
         row = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
@@ -248,7 +256,10 @@ def ensure_schema(conn: sqlite3.Connection, where: str) -> None:
                 elif version == 4:
                     if not has_table(conn, "tokens"):
                         _run_script(conn, MIGRATIONS[version])
-                elif not has_table(conn, "stream_gaps"):
+                elif version == 5:
+                    if not has_table(conn, "stream_gaps"):
+                        _run_script(conn, MIGRATIONS[version])
+                else:
                     _run_script(conn, MIGRATIONS[version])
     if found > SCHEMA_VERSION:
         raise PermanentError(

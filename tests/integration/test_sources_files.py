@@ -176,7 +176,8 @@ def test_copytruncate_with_agent_kills_loses_only_unread_period_ends(tmp_path: P
         time.sleep(1.0)
         got = stored_lines(collector)
         numbers = [int(text[:9]) for text in got]
-        assert numbers == sorted(set(numbers)), "a line twice or out of order"
+        assert numbers == sorted(set(numbers)), "a line twice or out of order: " + mismatch(
+            got, total)
         assert all(got[i] == line_text(n, n // lines) for i, n in enumerate(numbers))
         kept: dict[int, list[int]] = {}
         for n in numbers:

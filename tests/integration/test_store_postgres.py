@@ -18,6 +18,7 @@ from mltrail.common.errors import PermanentError, RetryableError
 from mltrail.proto import records_pb2
 from tests import builders as b
 from tests.postgres_env import PostgresServer
+from tests.unit.test_store_sqlite import populate_chunk_forms, read_back
 
 
 @pytest.fixture
@@ -61,6 +62,63 @@ def test_fresh_database_gets_the_current_schema_and_a_newer_one_is_refused(
         open_store(postgres_url, ArtifactStore(tmp_path / "a"))
     assert (f"schema version {schema.SCHEMA_VERSION + 1}, newer than this collector's "
             f"({schema.SCHEMA_VERSION})") in str(refused.value)
+
+
+def _rows(url: str) -> dict[str, list[str]]:
+    """Every row of every table but the version's, as text, sorted."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'schema_version'").fetchall()]
+        return {t: [row[0] for row in conn.execute(
+            f"SELECT t::text FROM {t} AS t ORDER BY 1").fetchall()] for t in tables}
+
+
+def test_version_4_store_is_migrated_to_5_changing_only_its_version(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Version 5 records that chunk rows may be of chunk encoding 3 or raw; a store at 4
+    (written by the code that began writing them before the bump) keeps every row."""
+    art = ArtifactStore(tmp_path / "a")
+    store = open_store(postgres_url, art)
+    try:
+        written = populate_chunk_forms(store)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        forms = {bytes(row[0]) for row in conn.execute(
+            "SELECT substring(data from 1 for 1) FROM metric_chunks").fetchall()}
+        assert forms == {bytes([3]), bytes([0x80])}  # a compressed v3 chunk, the raw one
+        conn.execute("UPDATE schema_version SET version = 4")
+    before = _rows(postgres_url)
+    assert before["metric_chunks"] and before["log_chunks"] and before["stream_gaps"]
+    for _ in range(2):  # a second start finds nothing left to do
+        upgraded = open_store(postgres_url, art)
+        try:
+            assert read_back(upgraded) == written
+        finally:
+            upgraded.close()
+        assert _rows(postgres_url) == before
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert schema.schema_version(conn) == 5
+    assert schema.SCHEMA_VERSION == 5
+
+
+def test_a_replica_of_version_4_refuses_a_version_5_store(
+        postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rolling upgrade: a replica not yet upgraded (version 4, which cannot read chunk
+    encoding 3 or raw chunks) stops at start instead of failing on those rows later."""
+    store = open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    try:
+        populate_chunk_forms(store)
+    finally:
+        store.close()
+    before = _rows(postgres_url)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
+    with pytest.raises(PermanentError) as refused:
+        open_store(postgres_url, ArtifactStore(tmp_path / "a"))
+    assert ("schema version 5, newer than this collector's (4); nothing was changed; "
+            "upgrade mltrail on every replica") in str(refused.value)
+    assert _rows(postgres_url) == before
 
 
 def test_version_1_store_is_migrated_forward_keeping_its_rows(postgres_url: str,

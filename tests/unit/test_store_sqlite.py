@@ -316,6 +316,82 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
 
 
+def populate_chunk_forms(store: Store) -> tuple[list[tuple[int, float]], list[str]]:
+    """A series of a closed chunk (chunk encoding 3) and a raw open chunk, log lines and
+    a gap record: what only schema 6 (PostgreSQL 5) says a store may hold. Returns the
+    points (step, value) and the log lines, as written."""
+    from mltrail.collector.store.chunks import CHUNK_POINTS
+    from mltrail.common.gaps import gap_batch
+
+    points = [(i, i * 0.25 - 7.5) for i in range(CHUNK_POINTS + 10)]
+    records = [b.started(1, "r"),
+               *(b.scalar(n + 2, "r", "loss", v, step=step)
+                 for n, (step, v) in enumerate(points))]
+    lines = ["first line", "second line"]
+    records.append(b.log(len(records) + 1, "r", "".join(f"{x}\n" for x in lines).encode()))
+    assert write(store, b.batch("s", records)).outcomes[0].error is None
+    gap = gap_batch("s", len(records) + 1, len(records) + 3, "dead letter: bad json", 3)
+    assert write(store, records_pb2.Batch.FromString(gap)).outcomes[0].gap
+    return points, lines
+
+
+def read_back(store: Store) -> tuple[list[tuple[int, float]], list[str]]:
+    points = [(m.metric.scalar.step, m.metric.scalar.value.number)
+              for m in store.get_metrics("r", "loss")]
+    return points, [line.text for line in store.read_logs(LogQuery("r"))]
+
+
+def _rows(path: Path) -> list[str]:
+    """Every row of the store but its version rows, as SQL."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [line for line in conn.iterdump() if "schema_version" not in line]
+
+
+def test_a_version_5_store_is_migrated_to_6_changing_only_its_version(tmp_path: Path) -> None:
+    """Schema 6 records that chunk rows may be of chunk encoding 3 or raw; a store at 5
+    (written by the code that began writing them before the bump) keeps every row."""
+    path, art = tmp_path / "store.db", ArtifactStore(tmp_path / "a")
+    store = open_store(f"sqlite:///{path}", art)
+    try:
+        written = populate_chunk_forms(store)
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        forms = {row[0] for row in conn.execute("SELECT substr(data, 1, 1) FROM metric_chunks")}
+        assert forms == {bytes([3]), bytes([0x80])}  # a compressed v3 chunk, the raw one
+        conn.executescript("DELETE FROM schema_version; INSERT INTO schema_version VALUES (5);")
+    before = _rows(path)
+    for _ in range(2):  # a second start finds nothing left to do
+        upgraded = open_store(f"sqlite:///{path}", art)
+        try:
+            assert read_back(upgraded) == written
+        finally:
+            upgraded.close()
+        assert _rows(path) == before
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 6
+    assert SCHEMA_VERSION == 6
+
+
+def test_a_collector_of_schema_5_refuses_a_version_6_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector that cannot read chunk encoding 3 or raw chunks (schema 5) stops at
+    start with the message it always had, and leaves the store as it was."""
+    from mltrail.collector.store import sqlite_schema
+
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
+    populate_chunk_forms(store)
+    store.close()
+    before = _rows(path)
+    monkeypatch.setattr(sqlite_schema, "SCHEMA_VERSION", 5)
+    with pytest.raises(PermanentError) as refused:
+        open_store(f"sqlite:///{path}", ArtifactStore(tmp_path / "a"))
+    assert ("schema version 6, newer than this collector's (5); nothing was changed; "
+            "upgrade mltrail") in str(refused.value)
+    assert _rows(path) == before
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("mysql://x/y", "unknown scheme 'mysql'"),
     ("sqlite://", "has no file path"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -376,5 +378,258 @@ async def test_an_idle_source_sleeps(tmp_path: Path, spool: Spool) -> None:
         # the line is counted as read before its offset is committed
         await wait_for(lambda: source.lags() == [(str(log), 0)])
         await wait_for(lambda: source.counters.checkpoint_writes >= 2)
+    finally:
+        await source.shutdown(5)
+
+
+class DyingSpool:
+    """A real spool whose process dies right after the append of a batch holding ``line``
+    (SpoolClosedError stops the tail thread there, saving nothing more: as SIGKILL)."""
+
+    def __init__(self, spool: Spool, line: bytes) -> None:
+        self._spool, self._line = spool, line
+
+    def append(self, stream_id: str, first: int, last: int, data: bytes) -> object:
+        result = self._spool.append(stream_id, first, last, data)
+        if self._line in data:
+            raise SpoolClosedError("killed after the append")
+        return result
+
+
+def write_when_first_found_empty(monkeypatch: pytest.MonkeyPatch, log: Path, data: bytes
+                                 ) -> list[bool]:
+    """The writer's first write after a truncation lands right after the tail's first
+    read of the truncated file found it empty (a read at 0 that returned nothing), before
+    its next read: the interleaving a loaded machine produces now and then, made certain.
+    Returns a list that holds True once it happened."""
+    real_pread, ino, done = os.pread, log.stat().st_ino, []
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        got = real_pread(fd, length, offset)
+        if not done and offset == 0 and got == b"" and os.fstat(fd).st_ino == ino:
+            done.append(True)
+            with open(log, "ab") as fh:
+                fh.write(data)
+        return got
+
+    monkeypatch.setattr(os, "pread", pread)
+    return done
+
+
+async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_lines_once(
+        tmp_path: Path, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """copytruncate, the agent killed while it reads the new period, then (while it is
+    down) the period ends, is copied, and the file is truncated and rewritten past the
+    offset. The checkpoint's fingerprint must vouch for the bytes its cuts hold: if it
+    was taken when the file was still empty, the restart takes the next period for this
+    one (resumes at the offset in the middle of it) and does not recognise the copy of
+    this one (reads it again in full: its lines twice). Recognised, the copy holds the
+    rest of the period."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 1000))  # period A
+    dying = DyingSpool(spool, expected(1000, 1001)[0])
+    source = make_source(tmp_path, dying, [str(log)])  # type: ignore[arg-type]
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 1000)
+    written = write_when_first_found_empty(monkeypatch, log, lines(1000, 1500))  # B begins
+    shutil.copyfile(log, tmp_path / "old-A")  # a copy elsewhere: the tail reads app.log on
+    os.truncate(log, 0)
+    await asyncio.to_thread(source._thread.join, 30)  # type: ignore[union-attr]
+    assert written and not source._thread.is_alive()  # type: ignore[union-attr]
+    await source.shutdown(5)
+    monkeypatch.undo()
+    with open(log, "ab") as fh:  # while the agent is down: B ends, copytruncate, C
+        fh.write(lines(1500, 2000))
+    shutil.copyfile(log, tmp_path / "app.log.2")
+    os.truncate(log, 0)
+    with open(log, "ab") as fh:
+        fh.write(lines(2000, 3000))  # past the offset the checkpoint holds
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(2999, 3000)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after C
+        # B's end, not read when the file was truncated (the agent was down), is read
+        # from B's copy, in B's stream; every line once, in order
+        assert collected(spool)["app"] == expected(0, 3000)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_truncation_and_rewrite_just_before_a_read_is_not_read_as_old_content(
+        tmp_path: Path, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file checked (same head, not shorter), then truncated and rewritten past the
+    offset before the read: the bytes read are the middle of the new content. They are
+    dropped (the head changed) and the new content is read from its start, once."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+        offset, real_pread, done = log.stat().st_size, os.pread, []
+
+        def pread(fd: int, length: int, at: int) -> bytes:
+            if not done and at == offset and os.fstat(fd).st_ino == log.stat().st_ino:
+                done.append(True)  # the writer: copytruncate, then the next period
+                os.truncate(log, 0)
+                with open(log, "ab") as fh:
+                    fh.write(lines(200, 400))
+            return real_pread(fd, length, at)
+
+        monkeypatch.setattr(os, "pread", pread)
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 110))  # the tail wakes, checks the head, then reads
+        await wait_for(lambda: expected(399, 400)[0] in collected(spool).get("app", []))
+        assert done
+        await asyncio.sleep(0.2)
+        assert collected(spool)["app"] == expected(0, 100) + expected(200, 400)
+    finally:
+        await source.shutdown(5)
+
+
+class ParkedWatcher(ChangeWatcher):
+    """A real watcher the test can hold: while parked, the tail thread waits between two
+    rounds (an agent busy elsewhere, or starved of CPU), whatever happens to the files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.parked = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def wait(self, timeout: float):  # type: ignore[no-untyped-def]
+        if not self.gate.is_set():
+            self.parked.set()
+            self.gate.wait()
+        return super().wait(timeout)
+
+    async def park(self) -> None:
+        self.parked.clear()
+        self.gate.clear()
+        self.wake()
+        await asyncio.to_thread(self.parked.wait, 30)
+        assert self.parked.is_set()
+
+
+async def parked_source(tmp_path: Path, spool: Spool
+                        ) -> tuple[Path, ParkedWatcher, TailSource]:
+    """A source on app.log (100 lines, read) with a watcher the test can park."""
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 100))
+    watcher = ParkedWatcher()
+    config = SourceConfig(type="file", name="t", paths=(str(log),), run_id="run-1",
+                          stream="app", poll_interval=0.02, rescan_interval=0.1,
+                          rotate_wait=0.1)
+    source = TailSource(config, FileRouter(config), spool, tmp_path / "checkpoints",
+                        fsync=False, watcher=watcher)
+    await source.start()
+    await wait_for(lambda: len(collected(spool).get("app", [])) == 100)
+    return log, watcher, source
+
+
+async def test_copytruncate_twice_between_two_reads_loses_nothing(
+        tmp_path: Path, spool: Spool) -> None:
+    """The agent up but not reading while the file is copied and truncated twice: the end
+    of the period it was reading, and the whole period after it, are in the copies; it
+    reads them (that one's in its stream, from its offset), oldest first, then the file."""
+    log, watcher, source = await parked_source(tmp_path, spool)
+    try:
+        await watcher.park()
+        read_at = log.stat().st_mtime_ns
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 150))  # the end of period A, never read here
+        for n, (period, tick) in enumerate([(lines(150, 250), 1), (lines(250, 300), 2)]):
+            copy = tmp_path / f"app.log.{n + 1}"
+            shutil.copyfile(log, copy)
+            os.utime(copy, ns=(read_at + tick * 10**9,) * 2)  # one coarse tick apart, made
+            os.truncate(log, 0)                              # certain
+            with open(log, "ab") as fh:
+                fh.write(period)
+        os.utime(log, ns=(read_at + 3 * 10**9,) * 2)
+        watcher.gate.set()
+        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 300)
+        assert source.counters.rotations.get("truncate") == 1
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_truncation_unseen_before_anything_was_read_again_loses_nothing(
+        tmp_path: Path, spool: Spool) -> None:
+    """Truncated (its copy to read first), then, before the tail read anything of the file
+    again, written, copied and truncated once more: with nothing read, the content cannot
+    tell, so the copies newer than the last look are read (the second one from its start,
+    in the stream that had read nothing), then the file."""
+    log, watcher, source = await parked_source(tmp_path, spool)
+    try:
+        await watcher.park()
+        with open(log, "ab") as fh:
+            fh.write(lines(100, 150))  # the end of period A, unread
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        os.truncate(log, 0)
+        watcher.gate.set()
+        await wait_for(lambda: source.counters.rotations.get("truncate") == 1)
+        await watcher.park()  # the truncation seen, nothing of the file read since
+        looked_at = log.stat().st_mtime_ns
+        with open(log, "ab") as fh:
+            fh.write(lines(150, 250))  # period B, never read here
+        copy = tmp_path / "app.log.2"
+        shutil.copyfile(log, copy)
+        os.truncate(log, 0)
+        with open(log, "ab") as fh:
+            fh.write(lines(250, 300))  # period C
+        os.utime(copy, ns=(looked_at + 10**9,) * 2)  # one coarse tick apart, made certain
+        os.utime(log, ns=(looked_at + 2 * 10**9,) * 2)
+        watcher.gate.set()
+        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 300)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_a_copy_of_what_was_read_is_not_read_again_whatever_its_time(
+        tmp_path: Path, spool: Spool) -> None:
+    """File times are coarse and a copy's can be finer, so a copy made before a truncation
+    can look newer than the file after it. A copy that starts as content read before (here
+    the checkpointed file, copied and truncated while the agent was down) is not taken for
+    a period never read, however new its time looks."""
+    log = await read_then_stop(tmp_path, spool, 100)
+    copy = tmp_path / "app.log.1"
+    shutil.copyfile(log, copy)
+    os.truncate(log, 0)
+    log.write_bytes(lines(100, 150))
+    later = log.stat().st_mtime_ns + 10**9
+    os.utime(copy, ns=(later, later))  # the copy looks a second newer than the file
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(149, 150)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 150)
+    finally:
+        await source.shutdown(5)
+
+
+async def test_copytruncate_while_down_reads_the_rest_from_the_copy(
+        tmp_path: Path, spool: Spool) -> None:
+    """The checkpointed file grew, was copied and truncated, and got new lines, all while
+    the agent was down: the lines after the checkpoint are read from the copy (in the old
+    stream, from its offset), then the file's new ones."""
+    log = await read_then_stop(tmp_path, spool, 100)
+    with open(log, "ab") as fh:
+        fh.write(lines(100, 150))
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    with open(log, "ab") as fh:
+        fh.write(lines(150, 200))
+    source = make_source(tmp_path, spool, [str(log)])
+    await source.start()
+    try:
+        await wait_for(lambda: expected(199, 200)[0] in collected(spool).get("app", []))
+        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
+        assert collected(spool)["app"] == expected(0, 200)
+        assert source.counters.files_lost == 0
     finally:
         await source.shutdown(5)
