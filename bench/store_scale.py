@@ -51,25 +51,23 @@ def series_requests(run_id: str, count: int, per_batch: int, stream: str,
     rng = random.Random(15)
     losses = array("f", (2.0 * math.exp(-i / (count / 4)) + rng.gauss(0, 0.02)
                          for i in range(count)))  # float32, as loss.item() gives
-    out, seq = [], 1
+    times = [(T0 + i * 1_000_000 + rng.randrange(50_000)) // 1000 * 1000  # as the SDK sends
+             for i in range(count)]
+    out: list[bytes] = []
     for first in range(0, count, per_batch):
-        records = []
-        if wire == "sdk":
-            for start in range(first, min(first + per_batch, count), 5000):
-                points = range(start, min(start + 5000, first + per_batch, count))
-                times = [(T0 + i * 1_000_000 + rng.randrange(50_000)) // 1000 * 1000
-                         for i in points]
-                records.append(builders.series(seq, run_id, "loss", losses[points.start:
-                                                                          points.stop],
-                                               steps=points, times=times))
-                seq += len(points)
-        for i in range(first, min(first + per_batch, count)) if wire == "record" else ():
-            scalar = records_pb2.Scalar(value=records_pb2.Value(number=losses[i]), step=i)
-            at = T0 + i * 1_000_000 + rng.randrange(50_000)
-            records.append(records_pb2.Record(
-                seq=seq, run_id=run_id, time_unix_nano=at // 1000 * 1000,  # as the SDK sends
-                metric=records_pb2.Metric(name="loss", scalar=scalar)))
-            seq += 1
+        end = min(first + per_batch, count)
+        records: list[records_pb2.Record]
+        if wire == "sdk":  # point i has seq i + 1
+            records = [builders.series(start + 1, run_id, "loss", losses[start:stop],
+                                       steps=range(start, stop), times=times[start:stop])
+                       for start, stop in ((s, min(s + 5000, end))
+                                           for s in range(first, end, 5000))]
+        else:
+            records = [records_pb2.Record(
+                seq=i + 1, run_id=run_id, time_unix_nano=times[i],
+                metric=records_pb2.Metric(name="loss", scalar=records_pb2.Scalar(
+                    value=records_pb2.Value(number=losses[i]), step=i)))
+                for i in range(first, end)]
         batch = records_pb2.Batch(stream_id=stream, records=records)
         out.append(collector_pb2.IngestRequest(request_id=len(out) + 1,
                                                batches=[batch]).SerializeToString())

@@ -158,8 +158,8 @@ def add_record(batch: records_pb2.Batch, item: QueueItem, seq: int) -> None:
 
 class SeriesPacker:
     """``run.log`` calls of float values packed per series into ScalarSeries records
-    (records.proto): one record of packed arrays instead of a Record per call. The
-    collector reads such a record in C; per point it costs a tenth of a Record.
+    (records.proto): one record of packed arrays instead of a Record per call, which
+    the collector reads without a message per point (collector/series_wire.py).
 
     ``add`` takes a queued item it can pack and holds it; ``flush(seq)`` writes the
     held points into the batch, a record per series in order of its first point, the

@@ -251,6 +251,14 @@ async def test_restart_after_a_crash_around_an_append_keeps_every_line_once(
         await source.shutdown(5)
 
 
+async def every_line_once_in_order(spool: Spool, count: int) -> None:
+    """Lines 0 to ``count`` - 1 of app.log are in the spool, each once and in order, also
+    a moment after the last one came (a copy read late would land after it)."""
+    await wait_for(lambda: expected(count - 1, count)[0] in collected(spool).get("app", []))
+    await asyncio.sleep(0.3)
+    assert collected(spool)["app"] == expected(0, count)
+
+
 async def read_then_stop(tmp_path: Path, spool: Spool, count: int) -> Path:
     """app.log of ``count`` lines read by a source that then stops (the agent goes down)."""
     log = tmp_path / "app.log"
@@ -447,11 +455,9 @@ async def test_kill_after_a_truncation_then_rewritten_past_the_offset_keeps_line
     source = make_source(tmp_path, spool, [str(log)])
     await source.start()
     try:
-        await wait_for(lambda: expected(2999, 3000)[0] in collected(spool).get("app", []))
-        await asyncio.sleep(0.3)  # a copy read late would land after C
         # B's end, not read when the file was truncated (the agent was down), is read
         # from B's copy, in B's stream; every line once, in order
-        assert collected(spool)["app"] == expected(0, 3000)
+        await every_line_once_in_order(spool, 3000)
     finally:
         await source.shutdown(5)
 
@@ -547,9 +553,7 @@ async def test_copytruncate_twice_between_two_reads_loses_nothing(
                 fh.write(period)
         os.utime(log, ns=(read_at + 3 * 10**9,) * 2)
         watcher.gate.set()
-        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
-        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
-        assert collected(spool)["app"] == expected(0, 300)
+        await every_line_once_in_order(spool, 300)
         assert source.counters.rotations.get("truncate") == 1
     finally:
         await source.shutdown(5)
@@ -582,9 +586,7 @@ async def test_a_truncation_unseen_before_anything_was_read_again_loses_nothing(
         os.utime(copy, ns=(looked_at + 10**9,) * 2)  # one coarse tick apart, made certain
         os.utime(log, ns=(looked_at + 2 * 10**9,) * 2)
         watcher.gate.set()
-        await wait_for(lambda: expected(299, 300)[0] in collected(spool).get("app", []))
-        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
-        assert collected(spool)["app"] == expected(0, 300)
+        await every_line_once_in_order(spool, 300)
     finally:
         await source.shutdown(5)
 
@@ -605,9 +607,7 @@ async def test_a_copy_of_what_was_read_is_not_read_again_whatever_its_time(
     source = make_source(tmp_path, spool, [str(log)])
     await source.start()
     try:
-        await wait_for(lambda: expected(149, 150)[0] in collected(spool).get("app", []))
-        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
-        assert collected(spool)["app"] == expected(0, 150)
+        await every_line_once_in_order(spool, 150)
     finally:
         await source.shutdown(5)
 
@@ -627,9 +627,7 @@ async def test_copytruncate_while_down_reads_the_rest_from_the_copy(
     source = make_source(tmp_path, spool, [str(log)])
     await source.start()
     try:
-        await wait_for(lambda: expected(199, 200)[0] in collected(spool).get("app", []))
-        await asyncio.sleep(0.3)  # a copy read late would land after the file's lines
-        assert collected(spool)["app"] == expected(0, 200)
+        await every_line_once_in_order(spool, 200)
         assert source.counters.files_lost == 0
     finally:
         await source.shutdown(5)
